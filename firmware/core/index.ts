@@ -1,0 +1,5 @@
+export * from './errors.js';
+export * from './bytes.js';
+export * from './utf8.js';
+export * from './varint.js';
+export * from './platform.js';

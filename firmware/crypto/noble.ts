@@ -1,0 +1,67 @@
+/**
+ * Suite 1 (X25519, HKDF-SHA256, HMAC-SHA256, ChaCha20-Poly1305) in portable
+ * JavaScript on @noble/curves, @noble/hashes and @noble/ciphers. Runs under
+ * Node and Moddable XS alike. Randomness is injected: XS has no
+ * crypto.getRandomValues.
+ */
+import { x25519 } from '@noble/curves/ed25519.js';
+import { sha256 } from '@noble/hashes/sha2.js';
+import { hmac } from '@noble/hashes/hmac.js';
+import { extract, expand } from '@noble/hashes/hkdf.js';
+import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
+import { MqsecError, fail } from '../core/errors.js';
+import type { Random } from '../core/platform.js';
+import { SUITE_X25519_CHACHAPOLY_SHA256, type CryptoSuite, type KeyPair } from './suite.js';
+
+function isAllZero(b: Uint8Array): boolean {
+  let acc = 0;
+  for (let i = 0; i < b.length; i++) acc |= b[i];
+  return acc === 0;
+}
+
+export function createNobleSuite(random: Random): CryptoSuite {
+  const randomBytes = (n: number): Uint8Array => {
+    const b = new Uint8Array(n);
+    random.fill(b);
+    return b;
+  };
+  return {
+    id: SUITE_X25519_CHACHAPOLY_SHA256,
+    name: 'x25519-chacha20poly1305-sha256 (noble)',
+    dhPublicLength: 32,
+    hashLength: 32,
+    aeadKeyLength: 32,
+    aeadNonceLength: 12,
+    aeadTagLength: 16,
+    dhKeyPair(): KeyPair {
+      const privateKey = randomBytes(32);
+      return { privateKey, publicKey: x25519.getPublicKey(privateKey) };
+    },
+    dh(privateKey, peerPublicKey) {
+      if (peerPublicKey.length !== 32) fail('BAD_KEY', 'X25519 public key must be 32 bytes');
+      let z: Uint8Array;
+      try {
+        z = x25519.getSharedSecret(privateKey, peerPublicKey);
+      } catch (e) {
+        // noble throws on the all-zero shared secret (small-order point)
+        throw new MqsecError('BAD_KEY', 'X25519 shared secret rejected');
+      }
+      if (isAllZero(z)) fail('BAD_KEY', 'X25519 shared secret is all zero');
+      return z;
+    },
+    hash: (data) => sha256(data),
+    hmac: (key, data) => hmac(sha256, key, data),
+    hkdfExtract: (salt, ikm) => extract(sha256, ikm, salt),
+    hkdfExpand: (prk, info, length) => expand(sha256, prk, info, length),
+    aeadSeal: (key, nonce, plaintext, aad) => chacha20poly1305(key, nonce, aad).encrypt(plaintext),
+    aeadOpen(key, nonce, sealed, aad) {
+      if (sealed.length < 16) return undefined;
+      try {
+        return chacha20poly1305(key, nonce, aad).decrypt(sealed);
+      } catch {
+        return undefined;
+      }
+    },
+    randomBytes,
+  };
+}

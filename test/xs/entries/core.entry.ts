@@ -1,0 +1,50 @@
+import { exposeToHost, hostRandom } from '../guest.js';
+import { utf8Encode, utf8Decode } from '../../../firmware/core/utf8.js';
+import { encodeRemainingLength, decodeRemainingLength, encodeVarint, decodeVarint } from '../../../firmware/core/varint.js';
+import { constantTimeEqual, u48be, readU48be } from '../../../firmware/core/bytes.js';
+import { createNobleSuite } from '../../../firmware/crypto/noble.js';
+import { hkdf } from '../../../firmware/crypto/suite.js';
+
+const suite = createNobleSuite(hostRandom);
+
+exposeToHost({
+  engine: () => ({ hasProcess: typeof (globalThis as any).process !== 'undefined', hasPrint: typeof (globalThis as any).print === 'function', hasBuffer: typeof (globalThis as any).Buffer !== 'undefined' }),
+  utf8Encode: (s: string) => utf8Encode(s),
+  utf8Decode: (b: Uint8Array) => {
+    try {
+      return { ok: utf8Decode(b, true) };
+    } catch (e: any) {
+      return { code: e.code };
+    }
+  },
+  remainingLength: (n: number) => {
+    const enc = encodeRemainingLength(n);
+    return { enc, dec: decodeRemainingLength(enc, 0) };
+  },
+  varint: (n: number) => {
+    const enc = encodeVarint(n);
+    return { enc, dec: decodeVarint(enc, 0) };
+  },
+  u48: (n: number) => readU48be(u48be(n), 0),
+  ctEqual: (a: Uint8Array, b: Uint8Array) => constantTimeEqual(a, b),
+  x25519Public: (priv: Uint8Array) => {
+    const kp = suite.dh(priv, new Uint8Array([9, ...new Uint8Array(31)]));
+    return kp;
+  },
+  dh: (priv: Uint8Array, pub: Uint8Array) => {
+    try {
+      return { ok: suite.dh(priv, pub) };
+    } catch (e: any) {
+      return { code: e.code };
+    }
+  },
+  hkdf: (salt: Uint8Array, ikm: Uint8Array, info: Uint8Array, len: number) => hkdf(suite, salt, ikm, info, len),
+  hmac: (k: Uint8Array, d: Uint8Array) => suite.hmac(k, d),
+  seal: (k: Uint8Array, n: Uint8Array, p: Uint8Array, a: Uint8Array) => suite.aeadSeal(k, n, p, a),
+  open: (k: Uint8Array, n: Uint8Array, c: Uint8Array, a: Uint8Array) => suite.aeadOpen(k, n, c, a) ?? null,
+  randomLen: (n: number) => suite.randomBytes(n).length,
+  asyncEcho: async (v: unknown) => {
+    await Promise.resolve();
+    return v;
+  },
+});
