@@ -3,3 +3,4 @@ export * from './bytes.js';
 export * from './utf8.js';
 export * from './varint.js';
 export * from './platform.js';
+export * from './memory-storage.js';

@@ -1,0 +1,149 @@
+/**
+ * firmware/secure inside the real XS engine: the test vectors, a device whose
+ * state machine lives in XS driven against a Node-side ServerHandshake, and
+ * timings for the report (not asserted).
+ */
+import { exposeToHost, hostRandom } from './guest.js';
+import { fromHex } from '../../firmware/core/bytes.js';
+import { MqsecError } from '../../firmware/core/errors.js';
+import type { Storage } from '../../firmware/core/platform.js';
+import { createNobleSuite } from '../../firmware/crypto/noble.js';
+import { DeviceSecureSession } from '../../firmware/secure/device.js';
+import { ServerHandshake } from '../../firmware/secure/server.js';
+import { MemoryTicketStore } from '../../firmware/secure/ticket-store.js';
+import { computeVectors, type VectorInputs } from '../vectors/compute.js';
+
+declare const performance: { now(): number };
+
+class MapStorage implements Storage {
+  readonly data = new Map<string, Uint8Array>();
+  failPuts = 0;
+  async get(k: string) {
+    const v = this.data.get(k);
+    return v ? v.slice() : undefined;
+  }
+  async put(k: string, v: Uint8Array) {
+    if (this.failPuts > 0) {
+      this.failPuts--;
+      throw new MqsecError('STORAGE', 'injected');
+    }
+    this.data.set(k, v.slice());
+  }
+  async delete(k: string) {
+    this.data.delete(k);
+  }
+}
+
+const suite = createNobleSuite(hostRandom);
+const fixed = (priv: Uint8Array) => createNobleSuite({ fill: (b) => b.set(priv.subarray(0, b.length)) });
+let device: DeviceSecureSession | undefined;
+let storage = new MapStorage();
+
+function codeOf(e: unknown): string {
+  return e instanceof MqsecError ? e.code : `foreign ${String(e)}`;
+}
+
+exposeToHost({
+  engine: () => ({ hasProcess: typeof (globalThis as any).process !== 'undefined', hasBuffer: typeof (globalThis as any).Buffer !== 'undefined' }),
+  vectors: (inputs: VectorInputs) => computeVectors(fixed, inputs),
+
+  // A device in XS; the Node test plays the broker.
+  devCreate: (devId: string, keyHex: string, keepStorage: boolean) => {
+    if (!keepStorage) storage = new MapStorage();
+    device = new DeviceSecureSession({ suite, devId, deviceKey: fromHex(keyHex), storage, counterBlock: 4 });
+    return true;
+  },
+  devCredentials: async () => {
+    try {
+      return await device!.connectCredentials();
+    } catch (e) {
+      return { code: codeOf(e) };
+    }
+  },
+  devConnack: async (rc: number) => {
+    await device!.onConnack(rc);
+    return device!.state;
+  },
+  devIncoming: async (topic: string, payload: Uint8Array) => {
+    const r = await device!.handleIncoming(topic, payload);
+    if (r.kind === 'dropped') return { kind: r.kind, code: r.error.code };
+    if (r.kind === 'handshake') return { kind: r.kind, topic: r.reply.topic, payload: r.reply.payload };
+    return { kind: r.kind, payload: r.payload };
+  },
+  devSeal: (topic: string, pt: Uint8Array) => {
+    try {
+      return device!.seal(topic, pt);
+    } catch (e) {
+      return { code: codeOf(e) };
+    }
+  },
+  devLost: () => {
+    device!.onConnectionLost();
+    return device!.state;
+  },
+  devFailNextPut: () => {
+    storage.failPuts = 1;
+    return true;
+  },
+
+  /** Timings (ms) of the protocol with both sides in XS: for the report only. */
+  bench: async (n: number) => {
+    const devId = 'sensor01';
+    const key = new Uint8Array(32).fill(1);
+    const srvStore = new MemoryTicketStore();
+    let t = 1_700_000_000_000;
+    const server = new ServerHandshake({ suite, clock: { now: () => t }, lookupDevice: () => ({ deviceKey: key, status: 'active' }), ticketStore: srvStore });
+    let devMs1 = 0;
+    let all1 = 0;
+    for (let i = 0; i < n; i++) {
+      const d = new DeviceSecureSession({ suite, devId, deviceKey: key, storage: new MapStorage() });
+      await srvStore.resetDevice(devId);
+      const t0 = performance.now();
+      const c = await d.connectCredentials();
+      const t1 = performance.now();
+      const r = await server.acceptConnect(c.clientId, c.username, c.password);
+      const t2 = performance.now();
+      if (r.kind !== 'phase1') throw new Error('phase 1');
+      await d.onConnack(0);
+      const h = await d.handleIncoming(r.reply.topic, r.reply.payload);
+      const t3 = performance.now();
+      if (h.kind !== 'handshake') throw new Error('kx3');
+      await server.completePhase1(r.pending, h.reply.payload);
+      const t4 = performance.now();
+      devMs1 += t1 - t0 + (t3 - t2);
+      all1 += t4 - t0;
+    }
+    // phase 2 and seal on one device
+    const d = new DeviceSecureSession({ suite, devId, deviceKey: key, storage: new MapStorage() });
+    await srvStore.resetDevice(devId);
+    const c = await d.connectCredentials();
+    const r = await server.acceptConnect(c.clientId, c.username, c.password);
+    if (r.kind !== 'phase1') throw new Error('phase 1');
+    await d.onConnack(0);
+    const h = await d.handleIncoming(r.reply.topic, r.reply.payload);
+    if (h.kind !== 'handshake') throw new Error('kx3');
+    await server.completePhase1(r.pending, h.reply.payload);
+    let devMs2 = 0;
+    let all2 = 0;
+    for (let i = 0; i < n; i++) {
+      d.onConnectionLost();
+      const t0 = performance.now();
+      const c2 = await d.connectCredentials();
+      const t1 = performance.now();
+      const r2 = await server.acceptConnect(c2.clientId, c2.username, c2.password);
+      const t2 = performance.now();
+      if (r2.kind !== 'phase2') throw new Error('phase 2');
+      await d.onConnack(0);
+      const t3 = performance.now();
+      devMs2 += t1 - t0 + (t3 - t2);
+      all2 += t3 - t0;
+    }
+    const pt = new Uint8Array(64);
+    const m = n * 20;
+    const t0 = performance.now();
+    for (let i = 0; i < m; i++) d.seal('sensors/sensor01/temp', pt);
+    const sealMs = (performance.now() - t0) / m;
+    t += 1;
+    return { phase1DeviceMs: devMs1 / n, phase1BothMs: all1 / n, phase2DeviceMs: devMs2 / n, phase2BothMs: all2 / n, seal64Ms: sealMs };
+  },
+});

@@ -1,0 +1,137 @@
+/**
+ * firmware/secure inside the real XS engine (xsnap): test vectors byte for
+ * byte, and an XS device completing phase 1, phase 2 and sealed traffic with
+ * a Node-side ServerHandshake on the node:crypto suite, including the
+ * negative paths a device sees. Prints timings for the report.
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { startXs, type XsWorker } from './harness.js';
+import { fromHex, toHex } from '../../firmware/core/bytes.js';
+import { utf8Encode } from '../../firmware/core/utf8.js';
+import { KX_TOPIC } from '../../firmware/secure/constants.js';
+import { ServerHandshake, connackCodeFor, type ServerSession } from '../../firmware/secure/server.js';
+import { MemoryTicketStore } from '../../firmware/secure/ticket-store.js';
+import { createNodeCryptoSuite } from '../../host-sim/adapters/node-crypto-suite.js';
+import type { VectorInputs } from '../vectors/compute.js';
+
+const file = JSON.parse(readFileSync(new URL('../vectors/protocol-v1.json', import.meta.url), 'utf8')) as {
+  vectors: { inputs: VectorInputs; outputs: Record<string, string> }[];
+};
+const DEV = 'xsdev001';
+const KEY = '1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100';
+const T = 'sensors/xsdev001/t';
+
+let xs: XsWorker;
+beforeAll(async () => {
+  xs = await startXs(new URL('./secure.entry.ts', import.meta.url));
+});
+afterAll(async () => {
+  await xs?.close();
+});
+
+function makeServer() {
+  const store = new MemoryTicketStore();
+  let now = 1_700_000_000_000;
+  const server = new ServerHandshake({
+    suite: createNodeCryptoSuite(),
+    clock: { now: () => now },
+    lookupDevice: (id) => (id === DEV ? { deviceKey: fromHex(KEY), status: 'active' } : undefined),
+    ticketStore: store,
+  });
+  return { server, store, advance: (ms: number) => (now += ms) };
+}
+
+/** One connect of the XS device against the Node server. */
+async function xsConnect(server: ServerHandshake): Promise<{ phase: number; session?: ServerSession; code?: string }> {
+  const cred = await xs.call('devCredentials');
+  if (cred.code) return { phase: 0, code: cred.code };
+  let res;
+  try {
+    res = await server.acceptConnect(cred.clientId, cred.username, cred.password);
+  } catch (e: any) {
+    await xs.call('devConnack', connackCodeFor(e));
+    return { phase: cred.phase, code: e.code };
+  }
+  expect(await xs.call('devConnack', 0)).toBe(cred.phase === 2 ? 'ready' : 'awaiting-kx2');
+  if (res.kind === 'phase2') return { phase: 2, session: res.session };
+  if (res.kind !== 'phase1') throw new Error('not mqsec');
+  const h = await xs.call('devIncoming', res.reply.topic, res.reply.payload);
+  expect(h.kind).toBe('handshake');
+  return { phase: 1, session: await server.completePhase1(res.pending, h.payload) };
+}
+
+async function roundTrip(session: ServerSession) {
+  const up = utf8Encode('from XS');
+  const env = await xs.call('devSeal', T, up);
+  expect(session.open(T, env)).toEqual(up);
+  const down = utf8Encode('from Node');
+  const r = await xs.call('devIncoming', T, session.seal(T, down));
+  expect(r).toEqual({ kind: 'message', payload: down });
+}
+
+describe('firmware/secure under XS', () => {
+  it('runs in XS, not Node', async () => {
+    expect(await xs.call('engine')).toEqual({ hasProcess: false, hasBuffer: false });
+  });
+
+  it.each(file.vectors.map((v) => [v.inputs.devId, v] as const))('reproduces test vector %s byte for byte', async (_n, v) => {
+    expect(await xs.call('vectors', v.inputs)).toEqual(v.outputs);
+  });
+
+  it('XS device <-> Node broker: phase 1, sealed traffic, phase 2 (several), reboot', async () => {
+    const { server } = makeServer();
+    await xs.call('devCreate', DEV, KEY, false);
+    const a = await xsConnect(server);
+    expect(a.phase).toBe(1);
+    await roundTrip(a.session!);
+    for (let i = 0; i < 5; i++) {
+      await xs.call('devLost');
+      const b = await xsConnect(server);
+      expect(b.phase).toBe(2);
+      await roundTrip(b.session!);
+    }
+    await xs.call('devCreate', DEV, KEY, true); // reboot, flash kept
+    const c = await xsConnect(server);
+    expect(c.phase).toBe(2);
+    await roundTrip(c.session!);
+  });
+
+  it('XS device drops forged KX2 and falls back to phase 1 when its ticket is revoked', async () => {
+    const { server, store } = makeServer();
+    await xs.call('devCreate', DEV, KEY, false);
+    const cred = await xs.call('devCredentials');
+    const res = await server.acceptConnect(cred.clientId, cred.username, cred.password);
+    if (res.kind !== 'phase1') throw new Error();
+    await xs.call('devConnack', 0);
+    const bad = res.reply.payload.slice();
+    bad[40] ^= 1;
+    expect(await xs.call('devIncoming', KX_TOPIC, bad)).toEqual({ kind: 'dropped', code: 'BAD_MAC' });
+    expect(await xs.call('devSeal', T, new Uint8Array(1))).toEqual({ code: 'BAD_STATE' });
+    const h = await xs.call('devIncoming', KX_TOPIC, res.reply.payload);
+    await server.completePhase1(res.pending, h.payload);
+    await xs.call('devLost');
+    await store.revokeDevice(DEV);
+    const refused = await xsConnect(server);
+    expect(refused).toMatchObject({ phase: 2, code: 'UNKNOWN_SESSION' });
+    const again = await xsConnect(server);
+    expect(again.phase).toBe(1);
+    await roundTrip(again.session!);
+  });
+
+  it('XS device refuses to connect when flash cannot be written (STORAGE), then recovers', async () => {
+    const { server } = makeServer();
+    await xs.call('devCreate', DEV, KEY, false);
+    await xs.call('devFailNextPut');
+    expect(await xs.call('devCredentials')).toEqual({ code: 'STORAGE' });
+    const a = await xsConnect(server);
+    expect(a.phase).toBe(1);
+    await roundTrip(a.session!);
+  });
+
+  it('reports timings under XS (printed, not asserted)', async () => {
+    const r = await xs.call('bench', 5);
+    console.log(`XS timings (ms): ${JSON.stringify(r)}`);
+    expect(r.phase1BothMs).toBeGreaterThan(0);
+  });
+});
