@@ -1,0 +1,344 @@
+/**
+ * Server (broker) side of the two-phase protocol (docs/protocol.md §5, §6, §9).
+ * The broker calls acceptConnect from its CONNECT authentication hook and
+ * completePhase1 when KX3 arrives; ServerSession opens and seals envelopes.
+ * Order of checks (§9.1): size, registry, parse, MAC, counter (durable),
+ * and only then any public-key operation.
+ */
+import { constantTimeEqual, toHex, zeroize } from '../core/bytes.js';
+import { MqsecError, asMqsecError, fail } from '../core/errors.js';
+import type { Clock, Log } from '../core/platform.js';
+import { silentLog } from '../core/platform.js';
+import type { CryptoSuite } from '../crypto/suite.js';
+import { DEFAULT_MAX_PASSWORD_BYTES, DEFAULT_REPLAY_WINDOW, DEV_ID_MAX_BYTES, KX_TOPIC } from './constants.js';
+import { RxState, TxState } from './envelope.js';
+import {
+  chainAdvance,
+  chainNext,
+  deriveDeviceKeys,
+  derivePhase1Secrets,
+  kx1Tag,
+  kx2Tag,
+  kx3Tag,
+  resumeTag,
+  resumeTrafficSecret,
+  trafficKeys,
+  transcriptHash,
+  type TrafficKeys,
+} from './key-schedule.js';
+import { buildKx2, buildKx2Body, parseEnvelope, parseKx3, parsePassword } from './messages.js';
+import type { TicketStore } from './ticket-store.js';
+
+export interface DeviceRecord {
+  deviceKey: Uint8Array;
+  status: 'active' | 'revoked' | 'disabled';
+}
+
+export interface ServerHandshakeOptions {
+  suite: CryptoSuite;
+  /** Wall clock (ms): ticket expiry survives broker restarts. */
+  clock: Clock;
+  lookupDevice(devId: string): DeviceRecord | undefined | Promise<DeviceRecord | undefined>;
+  ticketStore: import('./ticket-store.js').TicketStore;
+  ticketLifetimeMs?: number;
+  graceMs?: number;
+  replayWindow?: number;
+  maxPasswordBytes?: number;
+  maxResumeSkip?: number;
+  /** Sessions remembered for the previous-epoch grace (§8.5), oldest forgotten first. */
+  maxTrackedDevices?: number;
+  log?: Log;
+}
+
+/**
+ * §10: the CONNACK return code a broker sends when acceptConnect throws.
+ * Transient broker trouble is "server unavailable" (3): the device keeps its
+ * ticket and retries. Everything else is "bad user name or password" (4) or
+ * "not authorised" (5): a device in phase 2 then forgets its ticket and runs
+ * phase 1. The code never says which check failed.
+ */
+export function connackCodeFor(error: unknown): 3 | 4 | 5 {
+  const code = error instanceof MqsecError ? error.code : 'INTERNAL';
+  if (code === 'STORAGE' || code === 'INTERNAL' || code === 'RATE_LIMITED') return 3;
+  if (code === 'REVOKED' || code === 'NOT_AUTHORIZED') return 5;
+  return 4;
+}
+
+export const DEFAULT_TICKET_LIFETIME_MS = 7 * 24 * 3600 * 1000;
+export const DEFAULT_GRACE_MS = 120_000;
+export const DEFAULT_MAX_RESUME_SKIP = 65_536;
+
+/** Phase 1 state between KX1 and KX3 (§9.2). Opaque to the broker. */
+export class PendingPhase1 {
+  private spent = false;
+  constructor(
+    readonly devId: string,
+    readonly counter: number,
+    private readonly th: Uint8Array,
+    private readonly secrets: ReturnType<typeof derivePhase1Secrets>,
+    readonly createdAt: number,
+  ) {}
+  /** One KX3 attempt per pending handshake: a wrong tag kills it. */
+  take(): { th: Uint8Array; secrets: ReturnType<typeof derivePhase1Secrets> } {
+    if (this.spent) fail('BAD_STATE', 'phase 1 already completed or failed');
+    this.spent = true;
+    return { th: this.th, secrets: this.secrets };
+  }
+  get done(): boolean {
+    return this.spent;
+  }
+  discard(): void {
+    if (!this.spent) {
+      this.spent = true;
+      const s = this.secrets;
+      zeroize(s.confirmDeviceKey, s.confirmServerKey, s.ticketAuthKey, s.chainKey, s.trafficSecret);
+    }
+  }
+}
+
+export type AcceptResult =
+  | { kind: 'phase1'; pending: PendingPhase1; reply: { topic: string; payload: Uint8Array } }
+  | { kind: 'phase2'; session: ServerSession }
+  | { kind: 'not-mqsec' };
+
+interface Grace {
+  rx: RxState;
+  until: number;
+}
+
+/** One authenticated connection's keys (§8), plus the previous connection's receive keys for a grace period (§8.5). */
+export class ServerSession {
+  readonly sidHex: string;
+  private closed = false;
+  /** @internal read by ServerHandshake to hand the receive keys to the next session. */
+  readonly rx: RxState;
+  private readonly tx: TxState;
+  constructor(
+    readonly devId: string,
+    readonly sid: Uint8Array,
+    readonly phase: 1 | 2,
+    readonly epoch: number,
+    keys: TrafficKeys,
+    suite: CryptoSuite,
+    windowSize: number,
+    private readonly clock: Clock,
+    private previous: Grace | undefined,
+  ) {
+    this.sidHex = toHex(sid);
+    this.rx = new RxState(suite, epoch, keys.deviceToBrokerKey, keys.deviceToBrokerIv, windowSize);
+    this.tx = new TxState(suite, epoch, keys.brokerToDeviceKey, keys.brokerToDeviceIv);
+  }
+
+  /** §8.4/§8.5: opens an envelope the device sent; throws DECRYPT_FAILED, REPLAY, MALFORMED, UNKNOWN_SESSION. */
+  open(topic: string, envelope: Uint8Array): Uint8Array {
+    const epoch = parseEnvelope(envelope).epoch;
+    const prev = this.previous && this.clock.now() < this.previous.until ? this.previous : undefined;
+    if (!prev && this.previous) {
+      this.previous = undefined; // grace over
+    }
+    if (epoch === this.epoch) {
+      try {
+        return this.rx.open(topic, envelope);
+      } catch (e) {
+        if (!(prev && prev.rx.epoch === epoch && asMqsecError(e).code === 'DECRYPT_FAILED')) throw e;
+      }
+    }
+    if (prev && prev.rx.epoch === epoch) return prev.rx.open(topic, envelope);
+    fail('UNKNOWN_SESSION', 'no keys for this epoch');
+  }
+
+  /** §8.3: seals for this device. NONCE_EXHAUSTED means: disconnect the client so it reconnects with fresh keys. */
+  seal(topic: string, plaintext: Uint8Array): Uint8Array {
+    if (this.closed) fail('BAD_STATE', 'session closed');
+    return this.tx.seal(topic, plaintext);
+  }
+
+  /** Send keys are destroyed; receive keys live on for the next session's grace period. */
+  close(): void {
+    this.closed = true;
+    this.tx.destroy();
+  }
+
+  /** @internal */
+  dropPrevious(): void {
+    this.previous = undefined;
+  }
+}
+
+export class ServerHandshake {
+  private readonly suite: CryptoSuite;
+  private readonly clock: Clock;
+  private readonly store: TicketStore;
+  private readonly log: Log;
+  private readonly ticketLifetimeMs: number;
+  private readonly graceMs: number;
+  private readonly windowSize: number;
+  private readonly maxPasswordBytes: number;
+  private readonly maxResumeSkip: number;
+  private readonly maxTracked: number;
+  private readonly lookupDevice: ServerHandshakeOptions['lookupDevice'];
+  /** Latest session per device, for the previous-epoch grace (§8.5). In memory only. */
+  private readonly latest = new Map<string, ServerSession>();
+
+  constructor(opts: ServerHandshakeOptions) {
+    this.suite = opts.suite;
+    this.clock = opts.clock;
+    this.store = opts.ticketStore;
+    this.lookupDevice = opts.lookupDevice;
+    this.log = opts.log ?? silentLog;
+    this.ticketLifetimeMs = opts.ticketLifetimeMs ?? DEFAULT_TICKET_LIFETIME_MS;
+    this.graceMs = opts.graceMs ?? DEFAULT_GRACE_MS;
+    this.windowSize = opts.replayWindow ?? DEFAULT_REPLAY_WINDOW;
+    this.maxPasswordBytes = opts.maxPasswordBytes ?? DEFAULT_MAX_PASSWORD_BYTES;
+    this.maxResumeSkip = opts.maxResumeSkip ?? DEFAULT_MAX_RESUME_SKIP;
+    this.maxTracked = opts.maxTrackedDevices ?? 100_000;
+  }
+
+  /** §9.1: authenticate a CONNECT. See firmware/secure/README.md for the error codes. */
+  async acceptConnect(clientId: string, username: string | undefined, password: Uint8Array | string | undefined | null): Promise<AcceptResult> {
+    if (typeof clientId !== 'string' || clientId.length === 0 || clientId.length > DEV_ID_MAX_BYTES) return { kind: 'not-mqsec' };
+    const dev = await this.lookupDevice(clientId);
+    if (!dev) return { kind: 'not-mqsec' };
+    if (dev.status === 'revoked') fail('REVOKED', 'device revoked');
+    if (dev.status !== 'active') fail('NOT_AUTHORIZED', 'device disabled');
+    const p = parsePassword(password, this.maxPasswordBytes);
+    if (username !== clientId) fail('NOT_AUTHORIZED', 'username must equal the client id');
+    if (p.type === 'kx1') return this.acceptKx1(clientId, dev, p);
+    return this.acceptResume(clientId, p);
+  }
+
+  private async acceptKx1(devId: string, dev: DeviceRecord, p: Extract<ReturnType<typeof parsePassword>, { type: 'kx1' }>): Promise<AcceptResult> {
+    if (p.suite !== this.suite.id) fail('BAD_SUITE', `suite ${p.suite}`);
+    const keys = deriveDeviceKeys(this.suite, dev.deviceKey, devId);
+    try {
+      // §5.2 step 1: the cheap MAC first, so a forged CONNECT costs one HMAC and no public-key operation.
+      if (!constantTimeEqual(kx1Tag(this.suite, keys.authKey, devId, p.body), p.tag)) fail('BAD_MAC', 'KX1 tag');
+      // §5.2 step 2: the counter makes every KX1 single-use, forever: a replay is refused before the DH.
+      await this.advanceCounterOrFail(devId, p.counter, true);
+      // §5.2 step 3: now the X25519 work.
+      const kp = this.suite.dhKeyPair();
+      const z = this.suite.dh(kp.privateKey, p.ephemeralPublic);
+      kp.privateKey.fill(0);
+      const body = buildKx2Body(kp.publicKey);
+      const th = transcriptHash(this.suite, devId, p.bytes, body);
+      const secrets = derivePhase1Secrets(this.suite, keys.pskKey, z, th);
+      z.fill(0);
+      const payload = buildKx2(body, kx2Tag(this.suite, secrets.confirmServerKey, th));
+      const pending = new PendingPhase1(devId, p.counter, th, secrets, this.clock.now());
+      return { kind: 'phase1', pending, reply: { topic: KX_TOPIC, payload } };
+    } finally {
+      zeroize(keys.authKey, keys.pskKey);
+    }
+  }
+
+  /**
+   * §5.2 step 2 / §6.2 step 3. For a resume, `chainIndex` is the ticket's
+   * chain position: the counter must not be behind it, nor so far ahead that
+   * walking the chain would be a denial of service.
+   */
+  private async advanceCounterOrFail(devId: string, counter: number, phase1: boolean, chainIndex = 0): Promise<void> {
+    let cur: number;
+    let ok: boolean;
+    try {
+      cur = await this.store.getCounter(devId);
+      if (counter <= cur) {
+        if (phase1 || counter === cur) fail('REPLAY', 'counter already used');
+        fail('COUNTER_ROLLBACK', 'counter below the highest accepted');
+      }
+      if (!phase1 && counter < chainIndex) fail('COUNTER_ROLLBACK', 'counter behind the ticket');
+      if (!phase1 && counter - chainIndex > this.maxResumeSkip) fail('EXPIRED', 'ticket too far behind the counter');
+      ok = await this.store.advanceCounter(devId, counter);
+    } catch (e) {
+      if (e instanceof MqsecError && e.code !== 'STORAGE' && e.code !== 'INTERNAL') throw e;
+      throw new MqsecError('STORAGE', `counter store: ${asMqsecError(e).message}`);
+    }
+    // A concurrent CONNECT with the same or a higher counter won the race.
+    if (!ok) fail('REPLAY', 'counter already used');
+  }
+
+  private async acceptResume(devId: string, p: Extract<ReturnType<typeof parsePassword>, { type: 'resume' }>): Promise<AcceptResult> {
+    let t;
+    try {
+      t = await this.store.getTicket(devId, p.sid);
+    } catch (e) {
+      throw new MqsecError('STORAGE', `ticket store: ${asMqsecError(e).message}`);
+    }
+    if (!t || t.suite !== this.suite.id) fail('UNKNOWN_SESSION', 'no such ticket');
+    try {
+      // §6.2 step 1: MAC under the ticket's static K_tok: forged tokens cost one HMAC, no chain walk, no write.
+      if (!constantTimeEqual(resumeTag(this.suite, t.authKey, devId, p.body), p.tag)) fail('BAD_MAC', 'resume tag');
+      // §6.2 step 2: expiry by the broker's clock only (the device has none).
+      if (this.clock.now() >= t.expiresAt) {
+        await this.store.deleteTicket(devId, p.sid).catch(() => undefined);
+        fail('EXPIRED', 'ticket expired');
+      }
+      // §6.2 step 3: strictly increasing counter, durable before CONNACK.
+      await this.advanceCounterOrFail(devId, p.counter, false, t.chainIndex);
+      // §6.3: S_c, keys from S_c, store S_{c+1}: the store never holds a key of a used connection.
+      const sc = chainAdvance(this.suite, t.chainIndex, t.chainKey, p.counter);
+      const secret = resumeTrafficSecret(this.suite, sc);
+      const next = chainNext(this.suite, sc);
+      sc.fill(0);
+      try {
+        await this.store.putTicket({ ...t, chainIndex: p.counter + 1, chainKey: next });
+      } catch (e) {
+        // The stored (index, key) pair is still consistent; only forward secrecy lags (§6.4).
+        this.log.warn('mqsec: ticket chain not advanced', { devId, code: asMqsecError(e).code });
+      }
+      zeroize(next);
+      const keys = trafficKeys(this.suite, secret);
+      secret.fill(0);
+      const session = this.newSession(devId, p.sid.slice(), 2, p.counter, keys);
+      return { kind: 'phase2', session };
+    } finally {
+      zeroize(t.authKey, t.chainKey);
+    }
+  }
+
+  /** §5.4: KX3 from the client of `pending`. Stores the ticket and returns the session. */
+  async completePhase1(pending: PendingPhase1, kx3: Uint8Array): Promise<ServerSession> {
+    const { th, secrets: s } = pending.take();
+    try {
+      const { tag } = parseKx3(kx3);
+      if (!constantTimeEqual(kx3Tag(this.suite, s.confirmDeviceKey, th), tag)) fail('BAD_MAC', 'KX3 tag');
+      try {
+        await this.store.putTicket({
+          devId: pending.devId,
+          sid: s.sid.slice(),
+          suite: this.suite.id,
+          authKey: s.ticketAuthKey.slice(),
+          chainIndex: pending.counter + 1,
+          chainKey: s.chainKey.slice(),
+          expiresAt: this.clock.now() + this.ticketLifetimeMs,
+        });
+      } catch (e) {
+        // Without a stored ticket the device's next resume gets UNKNOWN_SESSION and runs phase 1 (§7.1).
+        this.log.warn('mqsec: ticket not stored', { devId: pending.devId, code: asMqsecError(e).code });
+      }
+      return this.newSession(pending.devId, s.sid.slice(), 1, pending.counter, trafficKeys(this.suite, s.trafficSecret));
+    } finally {
+      zeroize(s.confirmDeviceKey, s.confirmServerKey, s.ticketAuthKey, s.chainKey, s.trafficSecret);
+    }
+  }
+
+  private newSession(devId: string, sid: Uint8Array, phase: 1 | 2, counter: number, keys: TrafficKeys): ServerSession {
+    const old = this.latest.get(devId);
+    const grace = old && this.graceMs > 0 ? { rx: old.rx, until: this.clock.now() + this.graceMs } : undefined;
+    old?.dropPrevious();
+    const session = new ServerSession(devId, sid, phase, counter & 0xff, keys, this.suite, this.windowSize, this.clock, grace);
+    this.latest.delete(devId);
+    this.latest.set(devId, session);
+    if (this.latest.size > this.maxTracked) {
+      const oldest = this.latest.keys().next().value as string;
+      this.latest.delete(oldest);
+    }
+    return session;
+  }
+
+  /** Revocation helper: kills the device's tickets and forgets its grace keys. The broker also disconnects it. */
+  async revokeDevice(devId: string): Promise<void> {
+    await this.store.revokeDevice(devId);
+    this.latest.get(devId)?.dropPrevious();
+    this.latest.delete(devId);
+  }
+}
