@@ -1,0 +1,243 @@
+/**
+ * The security-enhanced broker: Aedes 1.2 with every policy decision in a
+ * hook (broker/hooks), a TCP server that puts the pre-parse limits in front
+ * of Aedes, the SQLite registry, Prometheus metrics and pino logs.
+ *
+ * Revocation reaches a running broker through the registry: admin commands
+ * bump a revision counter in SQLite, and the broker polls it every
+ * `revisionPollMs` (250 ms by default; a single-row read). On a change it
+ * reloads roles and rules and closes every session whose device was revoked
+ * or re-keyed, or whose account was disabled or changed role. Chosen over an
+ * admin channel because it needs no extra listener or credential and works
+ * the same whether the CLI runs before, during or after the broker.
+ */
+import { Aedes, type Client } from 'aedes';
+import { createServer, type Server, type Socket } from 'node:net';
+import type { Server as HttpServer } from 'node:http';
+import { pino, type Logger } from 'pino';
+import { ServerHandshake } from '../firmware/secure/index.js';
+import type { CryptoSuite } from '../firmware/crypto/suite.js';
+import { createNodeCryptoSuite } from '../host-sim/adapters/node-crypto-suite.js';
+import { aedesClients, audit, reloadRoles, type BrokerContext } from './context.js';
+import { createAuthenticate } from './hooks/authenticate.js';
+import { createAuthorizeForward } from './hooks/authorize-forward.js';
+import { createAuthorizePublish } from './hooks/authorize-publish.js';
+import { createAuthorizeSubscribe } from './hooks/authorize-subscribe.js';
+import { createClientReady } from './hooks/client-ready.js';
+import { createPreConnect } from './hooks/pre-connect.js';
+import { resolveLimits, type BrokerLimits } from './limits/config.js';
+import { GuardedSocket } from './limits/guarded-socket.js';
+import { RateLimiter } from './limits/rate-limit.js';
+import { BrokerMetrics } from './metrics.js';
+import { acquireDirLock, type DirLock } from './registry/lock.js';
+import { Registry } from './registry/registry.js';
+import { SqliteTicketStore } from './registry/ticket-store.js';
+
+export interface BrokerOptions {
+  dataDir: string;
+  /** 0 picks a free port. */
+  port?: number;
+  host?: string;
+  /** Serve Prometheus metrics on this port (0 = free port); omitted = not served. */
+  metricsPort?: number;
+  logger?: Logger;
+  /** Used when no logger is given; default 'info'. */
+  logLevel?: string;
+  limits?: Partial<BrokerLimits>;
+  /** Phase-2 ticket lifetime, ms (default 7 days). */
+  ticketLifetimeMs?: number;
+  revisionPollMs?: number;
+  /** Crypto suite (default node:crypto suite 1). */
+  suite?: CryptoSuite;
+  /**
+   * Aedes persistence (subscriptions, offline QoS 1 queues, retained messages).
+   * Default: a fresh in-memory store. Passing the same store to a restarted
+   * broker models a durable one (aedes-persistence-redis and the like).
+   */
+  persistence?: unknown;
+}
+
+export interface RunningBroker {
+  host: string;
+  port: number;
+  metricsPort?: number;
+  registry: Registry;
+  aedes: Aedes;
+  metrics: BrokerMetrics;
+  /** Internal state, for tests and tools. */
+  context: BrokerContext;
+  /** Applies registry changes now instead of at the next poll. */
+  syncRegistry(): void;
+  stop(): Promise<void>;
+}
+
+export async function startBroker(opts: BrokerOptions): Promise<RunningBroker> {
+  const host = opts.host ?? '127.0.0.1';
+  const log = opts.logger ?? pino({ level: opts.logLevel ?? 'info', base: { svc: 'mqsec-broker' } });
+  const limits = resolveLimits(opts.limits);
+  const registry = Registry.open(opts.dataDir);
+  let lock: DirLock;
+  try {
+    lock = acquireDirLock(registry.dataDir);
+  } catch (e) {
+    registry.close();
+    throw e;
+  }
+
+  const metrics = new BrokerMetrics();
+  const handshake = new ServerHandshake({
+    suite: opts.suite ?? createNodeCryptoSuite(),
+    clock: { now: () => Date.now() },
+    ticketStore: new SqliteTicketStore(registry),
+    ticketLifetimeMs: opts.ticketLifetimeMs,
+    lookupDevice: (devId: string) => {
+      const d = registry.getDevice(devId);
+      if (!d) return undefined;
+      if (d.status !== 'active') return { deviceKey: new Uint8Array(32), status: 'revoked' as const };
+      const k = registry.deviceKey(devId);
+      if (!k) return undefined;
+      return { deviceKey: k.key, status: 'active' as const };
+    },
+  });
+
+  const aedes = new Aedes({
+    ...(opts.persistence ? { persistence: opts.persistence as never } : {}),
+    connectTimeout: limits.connectTimeoutMs,
+    drainTimeout: limits.drainTimeoutMs,
+    queueLimit: limits.queueLimit,
+    maxClientsIdLength: 23,
+  });
+  const ctx: BrokerContext = {
+    aedes,
+    registry,
+    handshake,
+    log,
+    metrics,
+    limits,
+    states: new WeakMap(),
+    liveDevices: new Map(),
+    pendingCount: { value: 0 },
+    roles: new Map(),
+    phase1ByAddress: new RateLimiter(limits.phase1PerAddress),
+    phase1ByDevice: new RateLimiter(limits.phase1PerDevice),
+    authByAddress: new RateLimiter(limits.authPerAddress),
+    passwordByAddress: new RateLimiter(limits.passwordPerAddress),
+    auditBudget: { second: 0, used: 0, suppressed: 0 },
+  };
+  reloadRoles(ctx);
+  aedes.preConnect = createPreConnect(ctx);
+  aedes.authenticate = createAuthenticate(ctx);
+  aedes.authorizePublish = createAuthorizePublish(ctx);
+  aedes.authorizeSubscribe = createAuthorizeSubscribe(ctx);
+  aedes.authorizeForward = createAuthorizeForward(ctx);
+  aedes.on('clientReady', createClientReady(ctx));
+  aedes.on('clientError', (client: Client, err: Error) => log.debug({ client: client.id, err: err.message }, 'client error'));
+  aedes.on('connectionError', (_c: Client, err: Error) => log.debug({ err: err.message }, 'connection error'));
+  await aedes.listen();
+
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    socket.on('error', () => {});
+    const conn = new GuardedSocket(socket, {
+      maxPacketSize: limits.maxPacketSize,
+      packetTimeoutMs: limits.packetTimeoutMs,
+      maxOutgoingBytes: limits.maxOutgoingBytes,
+      onReject: (reason) => {
+        metrics.rejects.inc({ reason });
+        log.info({ remote: socket.remoteAddress, reason }, 'connection closed by limits');
+      },
+    });
+    aedes.handle(conn as never);
+  });
+  server.maxConnections = limits.maxConnections;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 1883, host, () => resolve());
+  }).catch((e) => {
+    registry.close();
+    lock.release();
+    throw e;
+  });
+  const addr = server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : (opts.port ?? 1883);
+
+  let metricsServer: HttpServer | undefined;
+  let metricsPort: number | undefined;
+  if (opts.metricsPort !== undefined) {
+    const m = await metrics.serve(host, opts.metricsPort);
+    metricsServer = m.server;
+    metricsPort = m.port;
+  }
+
+  let lastRevision = registry.revision();
+  const syncRegistry = () => {
+    const rev = registry.revision();
+    if (rev === lastRevision) return;
+    lastRevision = rev;
+    applyRegistryChanges(ctx);
+  };
+  const poll = setInterval(() => {
+    try {
+      syncRegistry();
+    } catch (e) {
+      log.error({ err: e }, 'registry poll failed');
+    }
+  }, opts.revisionPollMs ?? 250);
+  poll.unref();
+  const purge = setInterval(() => registry.purgeExpiredTickets(), 3_600_000);
+  purge.unref();
+
+  log.info({ host, port, metricsPort, dataDir: registry.dataDir }, 'mqsec broker listening');
+
+  let stopped: Promise<void> | undefined;
+  const stop = () => {
+    stopped ??= (async () => {
+      clearInterval(poll);
+      clearInterval(purge);
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => aedes.close(() => r()));
+      await closed;
+      if (metricsServer) {
+        metricsServer.closeAllConnections();
+        await new Promise<void>((r) => metricsServer!.close(() => r()));
+      }
+      registry.close();
+      lock.release();
+      log.info('mqsec broker stopped');
+    })();
+    return stopped;
+  };
+
+  return { host, port, metricsPort, registry, aedes, metrics, context: ctx, syncRegistry, stop };
+}
+
+/** Re-read roles and close every session the registry no longer allows. */
+function applyRegistryChanges(ctx: BrokerContext): void {
+  reloadRoles(ctx);
+  const clients = Object.values(aedesClients(ctx));
+  for (const client of clients) {
+    const s = ctx.states.get(client);
+    if (!s) continue;
+    let reason: string | undefined;
+    if (s.kind === 'device' || s.kind === 'pending') {
+      const d = ctx.registry.getDevice(s.devId);
+      if (!d || d.status !== 'active') reason = 'revoked';
+      else if (d.keyVersion !== s.keyVersion) reason = 'key rotated';
+      else if (s.kind === 'device' && d.role !== s.roleName) s.roleName = d.role;
+    } else {
+      const a = ctx.registry.getAccount(s.name);
+      if (!a || a.status !== 'active') reason = 'account disabled';
+      else if (a.role !== s.roleName) s.roleName = a.role;
+    }
+    if (reason) {
+      const subject = s.kind === 'account' ? s.name : s.devId;
+      ctx.metrics.revocations.inc();
+      audit(ctx, 'session.revoked', subject, reason, s.remote);
+      ctx.log.info({ subject, reason }, 'session closed by registry change');
+      client.close();
+    }
+  }
+}

@@ -1,0 +1,80 @@
+/**
+ * Live terminal view of a running fleet: a compact block redrawn in place on
+ * a TTY, periodic single log lines otherwise (CI logs, pipes).
+ */
+import { RateMeter } from './stats.js';
+
+export interface LiveSnapshot {
+  elapsedS: number;
+  devices: number;
+  connected: number;
+  phase1: number;
+  phase2: number;
+  sent: number;
+  verified: number;
+  lost: number;
+  duplicates: number;
+  errors: number;
+  p50: number | null;
+  p99: number | null;
+  attacksRejected?: number;
+  brokerRestarts?: number;
+}
+
+export interface LiveViewOptions {
+  stream?: NodeJS.WriteStream;
+  tty?: boolean;
+  /** ms between redraws on a TTY / between lines otherwise */
+  intervalMs?: number;
+  lineIntervalMs?: number;
+  header?: string[];
+}
+
+const fmt = (n: number | null, d = 0) => (n === null ? '-' : n.toFixed(d));
+
+export class LiveView {
+  private readonly stream: NodeJS.WriteStream;
+  private readonly tty: boolean;
+  private readonly rates = new RateMeter();
+  private drawnLines = 0;
+  private lastLineAt = -Infinity;
+  private readonly lineIntervalMs: number;
+
+  constructor(private readonly options: LiveViewOptions = {}) {
+    this.stream = options.stream ?? process.stderr;
+    this.tty = options.tty ?? Boolean(this.stream.isTTY);
+    this.lineIntervalMs = options.lineIntervalMs ?? 5000;
+  }
+
+  render(s: LiveSnapshot, now: number): string[] {
+    const p1s = this.rates.rate('p1', s.phase1, now);
+    const p2s = this.rates.rate('p2', s.phase2, now);
+    const mps = this.rates.rate('sent', s.sent, now);
+    return [
+      `mqsec fleet  t=${s.elapsedS.toFixed(0)}s  devices ${s.connected}/${s.devices} connected` +
+        (s.brokerRestarts ? `  broker restarts ${s.brokerRestarts}` : ''),
+      `handshakes   phase1 ${s.phase1} (${p1s.toFixed(1)}/s)   phase2 ${s.phase2} (${p2s.toFixed(1)}/s)   latency p50 ${fmt(s.p50, 1)} ms  p99 ${fmt(s.p99, 1)} ms`,
+      `messages     sent ${s.sent} (${mps.toFixed(1)}/s)   verified ${s.verified}   lost ${s.lost}   duplicates ${s.duplicates}   errors ${s.errors}` +
+        (s.attacksRejected !== undefined ? `   attacks rejected ${s.attacksRejected}` : ''),
+    ];
+  }
+
+  update(s: LiveSnapshot, now = Date.now()): void {
+    if (this.tty) {
+      const lines = this.render(s, now);
+      let out = this.drawnLines > 0 ? `\x1b[${this.drawnLines}A` : '';
+      for (const l of lines) out += `\x1b[2K${l}\n`;
+      this.stream.write(out);
+      this.drawnLines = lines.length;
+    } else if (now - this.lastLineAt >= this.lineIntervalMs) {
+      this.lastLineAt = now;
+      const l = this.render(s, now);
+      this.stream.write(`[sim] ${l.map((x) => x.replace(/\s+/g, ' ')).join(' | ')}\n`);
+    }
+  }
+}
+
+export function summaryTable(rows: [string, string | number | null][]): string {
+  const w = Math.max(...rows.map(([k]) => k.length));
+  return rows.map(([k, v]) => `  ${k.padEnd(w)}  ${v === null ? '-' : v}`).join('\n');
+}

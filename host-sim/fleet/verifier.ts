@@ -1,0 +1,135 @@
+/**
+ * The verifying subscriber: an ordinary backend (an `app` account on an
+ * unmodified MQTT.js client) that receives plaintext readings from the broker
+ * and checks that every reading a device had acknowledged arrives exactly
+ * once, intact, and in order per device and sensor.
+ *
+ * Readings carry the node's persistent reading sequence `n`
+ * (firmware/app/commands.ts encodeReading), which is what makes loss,
+ * duplication and reordering visible from outside.
+ */
+import mqtt, { type MqttClient } from 'mqtt';
+
+export interface VerifierCounts {
+  received: number;
+  verified: number;
+  duplicates: number;
+  outOfOrder: number;
+  malformed: number;
+  lost: number;
+  acked: number;
+}
+
+interface StreamState {
+  delivered: Set<number>;
+  maxN: number;
+  acked: Set<number>;
+}
+
+function parseReading(payload: Uint8Array): { n: number; v: number } | undefined {
+  try {
+    const o = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(payload)) as { n?: unknown; v?: unknown };
+    if (typeof o.n === 'number' && Number.isSafeInteger(o.n) && typeof o.v === 'number') return { n: o.n, v: o.v };
+  } catch {
+    // fall through
+  }
+  return undefined;
+}
+
+export class Verifier {
+  private client: MqttClient | undefined;
+  private readonly streams = new Map<string, StreamState>();
+  private counts = { received: 0, duplicates: 0, outOfOrder: 0, malformed: 0 };
+  private subscribed = false;
+
+  constructor(private readonly url: string, private readonly username: string, private readonly password: string) {}
+
+  private stream(topic: string): StreamState {
+    let s = this.streams.get(topic);
+    if (!s) {
+      s = { delivered: new Set(), maxN: -1, acked: new Set() };
+      this.streams.set(topic, s);
+    }
+    return s;
+  }
+
+  async start(): Promise<void> {
+    const client = mqtt.connect(this.url, {
+      username: this.username,
+      password: this.password,
+      clientId: this.username,
+      // a persistent session: QoS 1 readings published while we are away (broker restart)
+      // are queued for us, as a real backend would configure it
+      clean: false,
+      // reconnect quickly after a broker restart so no reading is published before we listen again
+      reconnectPeriod: 100,
+      connectTimeout: 5000,
+      resubscribe: true,
+    });
+    this.client = client;
+    client.on('message', (topic, payload) => this.onMessage(topic, new Uint8Array(payload)));
+    client.on('error', () => {});
+    await new Promise<void>((resolve, reject) => {
+      client.once('connect', () => resolve());
+      client.once('error', reject);
+    });
+    await client.subscribeAsync('sensors/#', { qos: 1 });
+    // after a reconnect the session is still there (session present): no resubscribe race
+    this.subscribed = true;
+  }
+
+  get isConnected(): boolean {
+    return Boolean(this.client?.connected) && this.subscribed;
+  }
+
+  private onMessage(topic: string, payload: Uint8Array): void {
+    this.counts.received++;
+    const r = parseReading(payload);
+    if (!r) {
+      this.counts.malformed++;
+      return;
+    }
+    const s = this.stream(topic);
+    if (s.delivered.has(r.n)) {
+      this.counts.duplicates++;
+      return;
+    }
+    if (r.n < s.maxN) this.counts.outOfOrder++;
+    s.delivered.add(r.n);
+    if (r.n > s.maxN) s.maxN = r.n;
+  }
+
+  /** A device saw the broker's PUBACK for this reading: it must reach us. */
+  recordAcked(topic: string, payload: Uint8Array): void {
+    const r = parseReading(payload);
+    if (r) this.stream(topic).acked.add(r.n);
+  }
+
+  snapshot(): VerifierCounts {
+    let acked = 0;
+    let verified = 0;
+    for (const s of this.streams.values()) {
+      acked += s.acked.size;
+      for (const n of s.acked) if (s.delivered.has(n)) verified++;
+    }
+    return { ...this.counts, acked, verified, lost: acked - verified };
+  }
+
+  /** Readings acknowledged to a device but not (yet) delivered, as topic#n. */
+  missing(limit = 20): string[] {
+    const out: string[] = [];
+    for (const [topic, s] of this.streams) {
+      for (const n of s.acked) {
+        if (!s.delivered.has(n)) out.push(`${topic}#${n}`);
+        if (out.length >= limit) return out;
+      }
+    }
+    return out;
+  }
+
+  async stop(): Promise<void> {
+    const c = this.client;
+    this.client = undefined;
+    if (c) await c.endAsync(true).catch(() => {});
+  }
+}
