@@ -68,7 +68,8 @@ export interface StartedInfo {
 
 export interface FleetResult extends FleetSummary {
   connected_at_end: number;
-  acked: number;
+  /** Sent readings unacknowledged when their node lost power (not counted as lost). */
+  lost_to_power_cuts: number;
   out_of_order: number;
   malformed: number;
   broker_restarts: number;
@@ -76,6 +77,7 @@ export interface FleetResult extends FleetSummary {
   power_cuts: number;
   attacks: AttackStats;
   missing_sample: string[];
+  duplicate_sample: string[];
   duration_s: number;
 }
 
@@ -167,7 +169,8 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
           handshakes.add(ms);
           if (quiescing) readyAfterQuiesce.add(devId);
         },
-        onAcked: (_devId, topic, payload) => verifier.recordAcked(topic, payload),
+        onSent: (_devId, topic, payload) => verifier.recordSent(topic, payload),
+        onUncertain: (_devId, topic, payload) => verifier.forgive(topic, payload),
         onError: () => errors++,
       },
     );
@@ -183,7 +186,7 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
       connected: devices.filter((d) => d.connected).length,
       phase1,
       phase2,
-      sent: v.acked,
+      sent: v.sent,
       verified: v.verified,
       lost: v.lost,
       duplicates: v.duplicates,
@@ -257,7 +260,7 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
     devices: devices.length,
     phase1_ok: phase1,
     phase2_ok: phase2,
-    sent: v.acked,
+    sent: v.sent,
     verified: v.verified,
     lost: v.lost,
     duplicates: v.duplicates,
@@ -265,7 +268,7 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
     handshake_ms_p50: final.p50,
     handshake_ms_p99: final.p99,
     connected_at_end: readyAfterQuiesce.size,
-    acked: v.acked,
+    lost_to_power_cuts: v.forgiven,
     out_of_order: v.outOfOrder,
     malformed: v.malformed,
     broker_restarts: brokerRestarts,
@@ -273,6 +276,7 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
     power_cuts: powerCuts,
     attacks: attackers.stats,
     missing_sample: verifier.missing(10),
+    duplicate_sample: verifier.duplicateSample,
     duration_s: Math.round((Date.now() - startedAt) / 100) / 10,
   };
 }

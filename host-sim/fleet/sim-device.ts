@@ -39,8 +39,10 @@ export interface SimDeviceEnv {
 
 export interface SimDeviceEvents {
   onState?(devId: string, state: NodeState, detail?: string): void;
-  /** A reading the broker acknowledged (PUBACK). */
-  onAcked?(devId: string, topic: string, payload: Uint8Array): void;
+  /** A reading handed to the secure link (QoS 1). */
+  onSent?(devId: string, topic: string, payload: Uint8Array): void;
+  /** A sent reading still unacknowledged when the node lost power (it may or may not have arrived). */
+  onUncertain?(devId: string, topic: string, payload: Uint8Array): void;
   onReady?(devId: string, phase: 1 | 2, ms: number): void;
   onError?(devId: string, code: string): void;
 }
@@ -69,6 +71,8 @@ export class SimDevice {
   connected = false;
   stopped = false;
   readonly sensor = new SimulatedSensor();
+  /** Readings of this power-on whose first publish was not acknowledged (the outbox retries them). */
+  private unacked = new Set<{ topic: string; payload: Uint8Array }>();
 
   constructor(
     readonly devId: string,
@@ -87,6 +91,7 @@ export class SimDevice {
     if (this.stopped) return;
     this.clearWake();
     this.incarnation?.end();
+    this.unacked = new Set();
     const inc = new Incarnation(this.env.timer, this.env.transport);
     this.incarnation = inc;
     this.bootCount++;
@@ -121,8 +126,12 @@ export class SimDevice {
         return link.open(ev);
       },
       publish: async (topic, payload, qos) => {
+        const entry = { topic, payload };
+        this.unacked.add(entry);
+        this.events.onSent?.(this.devId, topic, payload);
         await link.publish(topic, payload, qos);
-        if (inc.isAlive) this.events.onAcked?.(this.devId, topic, payload);
+        // a rejected publish stays in the link's outbox and is retried on the next connection
+        this.unacked.delete(entry);
       },
       subscribe: (f) => link.subscribe(f),
       close: () => link.close(),
@@ -170,6 +179,8 @@ export class SimDevice {
     if (this.stopped) return;
     this.clearWake();
     this.incarnation?.end();
+    for (const r of this.unacked) this.events.onUncertain?.(this.devId, r.topic, r.payload);
+    this.unacked = new Set();
     this.connected = false;
     this.state = 'off';
     this.wakeTimer = this.env.timer.set(() => this.boot('cold'), offMs);

@@ -1,8 +1,9 @@
 /**
  * The verifying subscriber: an ordinary backend (an `app` account on an
  * unmodified MQTT.js client) that receives plaintext readings from the broker
- * and checks that every reading a device had acknowledged arrives exactly
- * once, intact, and in order per device and sensor.
+ * and checks that every reading a node sent arrives exactly once, intact,
+ * and in order per device and sensor (a node that loses power may lose the
+ * readings it had not yet got acknowledged; those are counted apart).
  *
  * Readings carry the node's persistent reading sequence `n`
  * (firmware/app/commands.ts encodeReading), which is what makes loss,
@@ -17,13 +18,16 @@ export interface VerifierCounts {
   outOfOrder: number;
   malformed: number;
   lost: number;
-  acked: number;
+  sent: number;
+  /** Unacknowledged when its node lost power: not counted as lost. */
+  forgiven: number;
 }
 
 interface StreamState {
   delivered: Set<number>;
   maxN: number;
-  acked: Set<number>;
+  sent: Set<number>;
+  forgiven: Set<number>;
 }
 
 function parseReading(payload: Uint8Array): { n: number; v: number } | undefined {
@@ -41,13 +45,15 @@ export class Verifier {
   private readonly streams = new Map<string, StreamState>();
   private counts = { received: 0, duplicates: 0, outOfOrder: 0, malformed: 0 };
   private subscribed = false;
+  /** A few duplicated readings, as topic#n, for the summary. */
+  readonly duplicateSample: string[] = [];
 
   constructor(private readonly url: string, private readonly username: string, private readonly password: string) {}
 
   private stream(topic: string): StreamState {
     let s = this.streams.get(topic);
     if (!s) {
-      s = { delivered: new Set(), maxN: -1, acked: new Set() };
+      s = { delivered: new Set(), maxN: -1, sent: new Set(), forgiven: new Set() };
       this.streams.set(topic, s);
     }
     return s;
@@ -92,6 +98,7 @@ export class Verifier {
     const s = this.stream(topic);
     if (s.delivered.has(r.n)) {
       this.counts.duplicates++;
+      if (this.duplicateSample.length < 10) this.duplicateSample.push(`${topic}#${r.n}`);
       return;
     }
     if (r.n < s.maxN) this.counts.outOfOrder++;
@@ -99,28 +106,43 @@ export class Verifier {
     if (r.n > s.maxN) s.maxN = r.n;
   }
 
-  /** A device saw the broker's PUBACK for this reading: it must reach us. */
-  recordAcked(topic: string, payload: Uint8Array): void {
+  /** A node handed this reading to its secure link (QoS 1): it must reach us. */
+  recordSent(topic: string, payload: Uint8Array): void {
     const r = parseReading(payload);
-    if (r) this.stream(topic).acked.add(r.n);
+    if (r) this.stream(topic).sent.add(r.n);
+  }
+
+  /**
+   * The node lost power before this reading was acknowledged: RAM, and the
+   * reading with it, is gone, so not arriving is not a loss of the system.
+   */
+  forgive(topic: string, payload: Uint8Array): void {
+    const r = parseReading(payload);
+    if (r) this.stream(topic).forgiven.add(r.n);
   }
 
   snapshot(): VerifierCounts {
-    let acked = 0;
+    let sent = 0;
     let verified = 0;
+    let lost = 0;
+    let forgiven = 0;
     for (const s of this.streams.values()) {
-      acked += s.acked.size;
-      for (const n of s.acked) if (s.delivered.has(n)) verified++;
+      sent += s.sent.size;
+      for (const n of s.sent) {
+        if (s.delivered.has(n)) verified++;
+        else if (s.forgiven.has(n)) forgiven++;
+        else lost++;
+      }
     }
-    return { ...this.counts, acked, verified, lost: acked - verified };
+    return { ...this.counts, sent, verified, lost, forgiven };
   }
 
-  /** Readings acknowledged to a device but not (yet) delivered, as topic#n. */
+  /** Readings sent but not (yet) delivered, as topic#n. */
   missing(limit = 20): string[] {
     const out: string[] = [];
     for (const [topic, s] of this.streams) {
-      for (const n of s.acked) {
-        if (!s.delivered.has(n)) out.push(`${topic}#${n}`);
+      for (const n of s.sent) {
+        if (!s.delivered.has(n) && !s.forgiven.has(n)) out.push(`${topic}#${n}`);
         if (out.length >= limit) return out;
       }
     }

@@ -1,0 +1,195 @@
+/**
+ * Aedes `authorizePublish`: every PUBLISH from a client (and its will).
+ *
+ * - A pending phase-1 client may publish exactly one thing: KX3 on the
+ *   protocol topic. When it verifies, the client becomes the device's live
+ *   session (taking over the device id, see authenticate.ts); anything else
+ *   closes the connection.
+ * - A device's payload is an mqsec envelope: it is opened here (AEAD, topic
+ *   binding, replay window). The plaintext travels inside the broker and is
+ *   re-sealed per subscriber in authorize-forward.ts.
+ * - Refused messages (policy, bad envelope, replay) are dropped and audited
+ *   but still acknowledged, as Mosquitto does for ACL denials: an MQTT 3.1.1
+ *   client has no way to learn of a refusal, and a QoS 1 message that is
+ *   never acknowledged would be retried forever. A drop is done by moving the
+ *   packet to a reserved sink topic that authorize-forward never delivers.
+ */
+import type { AuthorizePublishHandler, Client } from 'aedes';
+import type { IPublishPacket as PublishPacket } from 'mqtt-packet';
+import { isMqsecError } from '../../firmware/core/errors.js';
+import { KX_TOPIC } from '../../firmware/secure/constants.js';
+import { canPublish } from '../policy/policy.js';
+import type { BrokerContext, ClientState } from '../context.js';
+import { aedesClients, audit, principalOf, releasePendingSlot } from '../context.js';
+
+export const DROP_TOPIC = '$mqsec/dropped';
+
+function willOf(client: Client): unknown {
+  return (client as unknown as { will?: unknown }).will;
+}
+
+function payloadBytes(packet: PublishPacket): Uint8Array {
+  const p = packet.payload;
+  return typeof p === 'string' ? new TextEncoder().encode(p) : new Uint8Array(p.buffer, p.byteOffset, p.byteLength);
+}
+
+function drop(ctx: BrokerContext, packet: PublishPacket, reason: string, subject: string, remote: string): void {
+  ctx.metrics.drops.inc({ reason });
+  audit(ctx, 'publish.drop', subject, `${reason}: ${packet.topic.slice(0, 128)}`, remote);
+  packet.topic = DROP_TOPIC;
+  packet.retain = false;
+  packet.payload = Buffer.alloc(0);
+}
+
+export function createAuthorizePublish(ctx: BrokerContext): AuthorizePublishHandler {
+  const authorizePublish: AuthorizePublishHandler = (client, packet, callback) => {
+    if (!client) return callback(new Error('no stored wills are published')); // obsolete LWT of a dead broker
+    const state = ctx.states.get(client);
+    if (!state) return callback(new Error('not authenticated'));
+
+    if (state.kind === 'pending') {
+      if (state.completing) {
+        // same read batch as KX3: wait for it, then decide with the new state
+        const again = () => authorizePublish(client, packet, callback);
+        state.completing.then(again, again);
+        return;
+      }
+      if (packet.topic !== KX_TOPIC || packet === willOf(client)) {
+        audit(ctx, 'auth.fail', state.devId, 'publish before phase 1 completed', state.remote);
+        return callback(new Error('phase 1 not complete'));
+      }
+      state.completing = completePhase1(ctx, client, state, payloadBytes(packet));
+      state.completing.then(
+        () => {
+          packet.topic = DROP_TOPIC; // KX3 is consumed here, never routed
+          packet.payload = Buffer.alloc(0);
+          callback(null);
+        },
+        (e: Error) => callback(e),
+      );
+      return;
+    }
+
+    const principal = principalOf(ctx, state)!;
+    const isWill = packet === willOf(client);
+    if (state.kind === 'device') {
+      if (isWill) return callback(new Error('a device will cannot be sealed')); // not published
+      if (packet.topic === KX_TOPIC) {
+        drop(ctx, packet, 'protocol-topic', state.devId, state.remote);
+        return callback(null);
+      }
+      if (!canPublish(principal, packet.topic)) {
+        drop(ctx, packet, 'not-authorized', state.devId, state.remote);
+        return callback(null);
+      }
+      let plaintext: Uint8Array;
+      try {
+        plaintext = state.session.open(packet.topic, payloadBytes(packet));
+      } catch (e) {
+        if (isMqsecError(e, 'UNKNOWN_SESSION')) {
+          // An envelope of an epoch this broker no longer holds keys for: a QoS 1 message
+          // resent as is after a broker restart (grace keys live in memory). Acknowledging
+          // and dropping it would lose it; closing without PUBACK makes the device reconnect,
+          // after which that epoch is too old to resend as is and the device re-seals it
+          // under the new keys (docs/protocol.md, QoS 1 across a key change).
+          ctx.metrics.drops.inc({ reason: 'stale-epoch' });
+          audit(ctx, 'publish.stale-epoch', state.devId, packet.topic.slice(0, 128), state.remote);
+          return callback(new Error('envelope of an unknown epoch: reconnect and re-seal'));
+        }
+        drop(ctx, packet, isMqsecError(e) ? e.code.toLowerCase() : 'open-failed', state.devId, state.remote);
+        return callback(null);
+      }
+      packet.payload = Buffer.from(plaintext.buffer, plaintext.byteOffset, plaintext.byteLength);
+      ctx.metrics.messages.inc();
+      return callback(null);
+    }
+
+    // plain account
+    if (!canPublish(principal, packet.topic)) {
+      if (isWill) return callback(new Error('will not authorized'));
+      drop(ctx, packet, 'not-authorized', state.name, state.remote);
+      return callback(null);
+    }
+    ctx.metrics.messages.inc();
+    callback(null);
+  };
+  return authorizePublish;
+}
+
+async function completePhase1(
+  ctx: BrokerContext,
+  client: Client,
+  state: Extract<ClientState, { kind: 'pending' }>,
+  kx3: Uint8Array,
+): Promise<void> {
+  let session;
+  try {
+    session = await ctx.handshake.completePhase1(state.pending, kx3);
+  } catch (e) {
+    const code = isMqsecError(e) ? e.code : 'INTERNAL';
+    ctx.metrics.auth.inc({ kind: 'phase1', result: 'fail' });
+    audit(ctx, 'auth.fail', state.devId, `KX3 ${code}`, state.remote);
+    ctx.states.delete(client);
+    releasePending(ctx, state);
+    throw new Error(`phase 1 failed: ${code}`);
+  }
+  releasePending(ctx, state);
+  // Revoked or re-keyed while KX3 was in flight: the ticket just stored was
+  // made under the old key and must not outlive it. (A change committed after
+  // this check deletes the ticket itself.)
+  const device = ctx.registry.getDevice(state.devId);
+  if (!device || device.status !== 'active' || device.keyVersion !== state.keyVersion) {
+    ctx.registry.deleteTicketRow(state.devId, session.sidHex);
+    session.close();
+    ctx.states.delete(client);
+    ctx.metrics.auth.inc({ kind: 'phase1', result: 'fail' });
+    audit(ctx, 'auth.fail', state.devId, 'revoked or rotated during phase 1', state.remote);
+    throw new Error('phase 1 failed: device changed');
+  }
+  ctx.metrics.auth.inc({ kind: 'phase1', result: 'ok' }); // ticket stored: phase 1 is done even if the client left
+  if (client.closed) {
+    session.close();
+    ctx.states.delete(client);
+    return;
+  }
+  ctx.states.set(client, {
+    kind: 'device',
+    devId: state.devId,
+    roleName: device.role,
+    keyVersion: state.keyVersion,
+    session,
+    phase: 1,
+    remote: state.remote,
+  });
+  await takeOverDeviceId(ctx, client, state.devId);
+  ctx.log.debug({ devId: state.devId, remote: state.remote }, 'phase 1 ok');
+}
+
+function releasePending(ctx: BrokerContext, state: Extract<ClientState, { kind: 'pending' }>): void {
+  releasePendingSlot(ctx, state);
+}
+
+/**
+ * The fully authenticated newcomer takes the device id: the previous
+ * session (if any) is closed first, then the client is re-keyed in Aedes'
+ * client table under the real id. Mirrors Aedes' own registerClient
+ * takeover, which we bypassed by registering under a temporary id.
+ */
+function takeOverDeviceId(ctx: BrokerContext, client: Client, devId: string): Promise<void> {
+  const clients = aedesClients(ctx);
+  const tempId = client.id;
+  return new Promise((resolve) => {
+    const finish = () => {
+      if (client.closed) return resolve(); // left during the takeover: Aedes already unregistered it
+      if (clients[tempId] === client) delete clients[tempId];
+      client.id = devId;
+      clients[devId] = client;
+      ctx.liveDevices.set(devId, client);
+      ctx.metrics.sessions.set(ctx.liveDevices.size);
+      resolve();
+    };
+    const old = clients[devId];
+    if (old && old !== client) old.close(finish);
+    else finish();
+  });
+}
