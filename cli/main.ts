@@ -12,9 +12,10 @@ import { aclCommand } from './commands/acl.js';
 import { auditCommand } from './commands/audit.js';
 import { simCommand } from './commands/sim.js';
 import { demoCommand } from './commands/demo.js';
+import { benchCommand } from './commands/bench.js';
 
 /** Every sub-command, in help order. Add new command modules here. */
-export const COMMANDS: CommandModule[] = [brokerCommand, deviceCommand, userCommand, roleCommand, aclCommand, auditCommand, simCommand, demoCommand];
+export const COMMANDS: CommandModule[] = [brokerCommand, deviceCommand, userCommand, roleCommand, aclCommand, auditCommand, simCommand, demoCommand, benchCommand];
 
 export const processIo: CliIo = {
   out: (line) => process.stdout.write(line + '\n'),

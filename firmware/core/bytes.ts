@@ -35,9 +35,15 @@ export function zeroize(...bufs: (Uint8Array | undefined | null)[]): void {
 
 const HEX = '0123456789abcdef';
 export function toHex(b: Uint8Array): string {
-  let s = '';
-  for (let i = 0; i < b.length; i++) s += HEX[b[i] >> 4] + HEX[b[i] & 15];
-  return s;
+  // pieces joined once: repeated `+=` on one long string is quadratic on XS
+  const parts: string[] = [];
+  for (let i = 0; i < b.length; i += 256) {
+    let s = '';
+    const end = Math.min(b.length, i + 256);
+    for (let j = i; j < end; j++) s += HEX[b[j] >> 4] + HEX[b[j] & 15];
+    parts.push(s);
+  }
+  return parts.join('');
 }
 
 export function fromHex(s: string): Uint8Array {

@@ -114,3 +114,10 @@ describe('noble CryptoSuite under XS', () => {
     expect(await xs.call('randomLen', 32)).toBe(32);
   });
 });
+
+describe('harness channel', () => {
+  it('carries large messages (64 KiB) both ways', async () => {
+    const big = new Uint8Array(65536).map((_, i) => i & 0xff);
+    expect(await xs.call('asyncEcho', big)).toEqual(big);
+  });
+});

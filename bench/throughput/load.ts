@@ -1,0 +1,138 @@
+/**
+ * Broker throughput: one workload for every broker. `pairs` publishers and
+ * `pairs` subscribers; publisher i publishes 64-byte payloads on
+ * `bench/<run>/<i>` and subscriber i subscribes to exactly that topic, so
+ * every message is delivered once. Reported: messages delivered to
+ * subscribers per second during the measurement window (after a warm-up).
+ *
+ * Flow control: each publisher keeps at most `window` messages in flight
+ * (published, not yet delivered to its subscriber), so a fast client cannot
+ * bury a slow broker under an unbounded queue and the figure is the
+ * broker's sustained rate. If a QoS 0 message is dropped (a broker may drop
+ * QoS 0 under load), a pair's window would never drain: after `stallMs`
+ * without progress it is reset and the loss is counted.
+ */
+import { randomBytes } from 'node:crypto';
+import { sleep } from '../net.js';
+import { procCpuMs } from '../servers/spawn.js';
+
+const round2 = (x: number) => Math.round(x * 100) / 100;
+
+export interface LoadClient {
+  /** Publishes without waiting; throughput is counted at the subscriber. */
+  publish(topic: string, payload: Uint8Array, qos: 0 | 1): void;
+  subscribe(filter: string, qos: 0 | 1): Promise<void>;
+  onMessage(cb: (topic: string, payload: Uint8Array) => void): void;
+  end(): Promise<void>;
+}
+
+export type LoadClientFactory = (role: 'pub' | 'sub', index: number) => Promise<LoadClient>;
+
+export interface ThroughputOptions {
+  pairs: number;
+  qos: 0 | 1;
+  payloadBytes: number;
+  warmupMs: number;
+  durationMs: number;
+  window: number;
+  stallMs?: number;
+  /** Topic of pair i; default `bench/<run>/<i>`. Must be unique per pair. */
+  topicFor?: (i: number) => string;
+  /** PID of the broker process: its CPU use during the window is reported. */
+  brokerPid?: number;
+}
+
+export interface ThroughputResult {
+  msgsPerSecond: number;
+  delivered: number;
+  lostOrStalled: number;
+  seconds: number;
+  /** Broker CPU during the window, in cores (1 = one core fully busy); shows who the bottleneck is. */
+  brokerCpuCores?: number;
+  /** Load generator (this process) CPU during the window, in cores. */
+  clientCpuCores: number;
+}
+
+let runCounter = 0;
+
+export async function runThroughput(factory: LoadClientFactory, o: ThroughputOptions): Promise<ThroughputResult> {
+  const run = `${process.pid}-${++runCounter}`;
+  const topicOf = o.topicFor ?? ((i: number) => `bench/${run}/${i}`);
+  const payload = new Uint8Array(randomBytes(o.payloadBytes));
+  const stallMs = o.stallMs ?? 1000;
+  const subs: LoadClient[] = [];
+  const pubs: LoadClient[] = [];
+  const sent = new Array<number>(o.pairs).fill(0);
+  const received = new Array<number>(o.pairs).fill(0);
+  const lastProgress = new Array<number>(o.pairs).fill(0);
+  let measuring = false;
+  let running = true;
+  let delivered = 0;
+  let lost = 0;
+  try {
+    for (let i = 0; i < o.pairs; i++) {
+      const sub = await factory('sub', i);
+      subs.push(sub);
+      const topic = topicOf(i);
+      sub.onMessage((t) => {
+        if (t !== topic) return;
+        received[i]++;
+        lastProgress[i] = performance.now();
+        if (measuring) delivered++;
+        pump(i);
+      });
+      await sub.subscribe(topic, o.qos);
+    }
+    for (let i = 0; i < o.pairs; i++) pubs.push(await factory('pub', i));
+
+    const pump = (i: number) => {
+      const pub = pubs[i];
+      if (!pub) return;
+      const topic = topicOf(i);
+      while (running && sent[i] - received[i] < o.window) {
+        sent[i]++;
+        pub.publish(topic, payload, o.qos);
+      }
+    };
+    const watchdog = setInterval(() => {
+      const now = performance.now();
+      for (let i = 0; i < o.pairs; i++) {
+        if (running && sent[i] > received[i] && now - lastProgress[i] > stallMs) {
+          lost += sent[i] - received[i];
+          sent[i] = received[i];
+          lastProgress[i] = now;
+          pump(i);
+        }
+      }
+    }, stallMs / 2);
+    const start = performance.now();
+    for (let i = 0; i < o.pairs; i++) {
+      lastProgress[i] = start;
+      pump(i);
+    }
+    await sleep(o.warmupMs);
+    const brokerCpu0 = o.brokerPid === undefined ? undefined : procCpuMs(o.brokerPid);
+    const clientCpu0 = process.cpuUsage();
+    measuring = true;
+    const t0 = performance.now();
+    await sleep(o.durationMs);
+    measuring = false;
+    const seconds = (performance.now() - t0) / 1000;
+    const clientCpu = process.cpuUsage(clientCpu0);
+    const brokerCpu1 = o.brokerPid === undefined ? undefined : procCpuMs(o.brokerPid);
+    running = false;
+    clearInterval(watchdog);
+    const res: ThroughputResult = {
+      msgsPerSecond: Math.round(delivered / seconds),
+      delivered,
+      lostOrStalled: lost,
+      seconds,
+      clientCpuCores: round2((clientCpu.user + clientCpu.system) / 1e6 / seconds),
+    };
+    if (brokerCpu0 !== undefined && brokerCpu1 !== undefined) res.brokerCpuCores = round2((brokerCpu1 - brokerCpu0) / 1000 / seconds);
+    return res;
+  } finally {
+    running = false;
+    await Promise.allSettled([...pubs, ...subs].map((c) => c.end()));
+  }
+}
