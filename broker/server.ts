@@ -96,6 +96,11 @@ export async function startBroker(opts: BrokerOptions): Promise<RunningBroker> {
       if (d.status !== 'active') return { deviceKey: new Uint8Array(32), status: 'revoked' as const };
       const k = registry.deviceKey(devId);
       if (!k) return undefined;
+      // The handshake uses the key synchronously right after this lookup
+      // resolves (key derivation precedes its first await), so the decrypted
+      // copy is wiped once the current turn of the event loop is over. Should
+      // that ever change, phase 1 fails loudly (every test), never silently.
+      setImmediate(() => k.key.fill(0));
       return { deviceKey: k.key, status: 'active' as const };
     },
   });

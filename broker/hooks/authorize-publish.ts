@@ -86,12 +86,13 @@ export function createAuthorizePublish(ctx: BrokerContext): AuthorizePublishHand
       try {
         plaintext = state.session.open(packet.topic, payloadBytes(packet));
       } catch (e) {
-        if (isMqsecError(e, 'UNKNOWN_SESSION')) {
+        if (isMqsecError(e, 'UNKNOWN_SESSION') && (packet.qos ?? 0) > 0) {
           // An envelope of an epoch this broker no longer holds keys for: a QoS 1 message
           // resent as is after a broker restart (grace keys live in memory). Acknowledging
           // and dropping it would lose it; closing without PUBACK makes the device reconnect,
           // after which that epoch is too old to resend as is and the device re-seals it
-          // under the new keys (docs/protocol.md, QoS 1 across a key change).
+          // under the new keys (docs/protocol.md, QoS 1 across a key change). QoS 0 is
+          // never resent, so closing would not help it: it is dropped like other failures.
           ctx.metrics.drops.inc({ reason: 'stale-epoch' });
           audit(ctx, 'publish.stale-epoch', state.devId, packet.topic.slice(0, 128), state.remote);
           return callback(new Error('envelope of an unknown epoch: reconnect and re-seal'));

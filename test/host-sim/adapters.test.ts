@@ -46,10 +46,13 @@ describe.each([
 
   it('enforces NVS-like limits: keys of 1..15 safe characters, values up to 4000 bytes', async () => {
     const s = make();
-    for (const key of ['', 'a'.repeat(16), '../etc', 'a/b', 'a.b', 'ключ']) {
+    for (const key of ['', 'a'.repeat(16), '../etc', 'a/b', '.', '..', '.hidden', 'ключ']) {
       await expect(s.put(key, new Uint8Array(1))).rejects.toMatchObject({ code: 'STORAGE' });
       await expect(s.get(key)).rejects.toMatchObject({ code: 'STORAGE' });
     }
+    // dotted names such as the protocol's 'mqsec.state' are fine
+    await s.put('mqsec.state', new Uint8Array([1]));
+    expect(await s.get('mqsec.state')).toEqual(new Uint8Array([1]));
     await s.put('a'.repeat(15), new Uint8Array(4000));
     await expect(s.put('big', new Uint8Array(4001))).rejects.toMatchObject({ code: 'STORAGE' });
   });

@@ -1,0 +1,106 @@
+/**
+ * Shared state of one broker instance, handed to every hook. Per-client
+ * security state lives in a WeakMap keyed by the Aedes client object, so it
+ * dies with the client and never leaks into Aedes internals.
+ */
+import type { Aedes, Client } from 'aedes';
+import type { Logger } from 'pino';
+import type { PendingPhase1, ServerHandshake, ServerSession } from '../firmware/secure/index.js';
+import type { Principal, Role } from './policy/policy.js';
+import type { Registry } from './registry/registry.js';
+import type { BrokerMetrics } from './metrics.js';
+import type { RateLimiter } from './limits/rate-limit.js';
+import type { BrokerLimits } from './limits/config.js';
+
+export type ClientState =
+  | {
+      kind: 'pending';
+      devId: string;
+      pending: PendingPhase1;
+      reply: { topic: string; payload: Uint8Array };
+      keyVersion: number;
+      timer: NodeJS.Timeout;
+      /** Set while KX3 is being verified: later packets of the same read batch wait on it. */
+      completing?: Promise<void>;
+      /** Set once the pending slot and timer were given back (exactly once). */
+      released?: boolean;
+      remote: string;
+    }
+  | { kind: 'device'; devId: string; roleName: string; keyVersion: number; session: ServerSession; phase: 1 | 2; remote: string }
+  | { kind: 'account'; name: string; roleName: string; remote: string };
+
+export interface BrokerContext {
+  aedes: Aedes;
+  registry: Registry;
+  handshake: ServerHandshake;
+  log: Logger;
+  metrics: BrokerMetrics;
+  limits: BrokerLimits;
+  states: WeakMap<Client, ClientState>;
+  /** devId -> the client holding the authenticated session for it. */
+  liveDevices: Map<string, Client>;
+  pendingCount: { value: number };
+  roles: Map<string, Role>;
+  phase1ByAddress: RateLimiter;
+  phase1ByDevice: RateLimiter;
+  authByAddress: RateLimiter;
+  passwordByAddress: RateLimiter;
+  /** Audit rows written in the current second (flood protection for the audit table). */
+  auditBudget: { second: number; used: number; suppressed: number };
+}
+
+const NO_RULES: Role = { name: '(none)', plaintext: false, rules: [] };
+
+/** The principal behind an authenticated client, with its role as currently configured. */
+export function principalOf(ctx: BrokerContext, state: ClientState | undefined): Principal | undefined {
+  if (!state || state.kind === 'pending') return undefined;
+  const id = state.kind === 'device' ? state.devId : state.name;
+  return { id, kind: state.kind, role: ctx.roles.get(state.roleName) ?? NO_RULES };
+}
+
+export function remoteOf(client: Client): string {
+  const conn = client.conn as unknown as { remoteAddress?: string };
+  return conn?.remoteAddress ?? 'unknown';
+}
+
+/** Audit an event without letting a flood of failures fill the database. */
+export function audit(ctx: BrokerContext, kind: string, subject: string | null, detail: string | null, source: string | null): void {
+  const sec = Math.floor(Date.now() / 1000);
+  const b = ctx.auditBudget;
+  if (b.second !== sec) {
+    if (b.suppressed > 0) {
+      ctx.log.warn({ suppressed: b.suppressed }, 'audit rows suppressed by the per-second budget');
+    }
+    b.second = sec;
+    b.used = 0;
+    b.suppressed = 0;
+  }
+  if (b.used >= ctx.limits.auditPerSecond) {
+    b.suppressed++;
+    return;
+  }
+  b.used++;
+  try {
+    ctx.registry.audit(kind, subject, detail, source);
+  } catch (e) {
+    ctx.log.error({ err: e }, 'audit write failed');
+  }
+}
+
+export function reloadRoles(ctx: BrokerContext): void {
+  ctx.roles = new Map(ctx.registry.listRoles().map((r) => [r.name, r]));
+}
+
+/** Aedes' live client table (not in its type declarations). */
+export function aedesClients(ctx: BrokerContext): Record<string, Client> {
+  return (ctx.aedes as unknown as { clients: Record<string, Client> }).clients;
+}
+
+/** Gives back a pending phase-1 slot and its timer; idempotent (close and KX3 may race). */
+export function releasePendingSlot(ctx: BrokerContext, state: Extract<ClientState, { kind: 'pending' }>): void {
+  if (state.released) return;
+  state.released = true;
+  clearTimeout(state.timer);
+  ctx.pendingCount.value--;
+  ctx.metrics.pending.set(ctx.pendingCount.value);
+}

@@ -1,0 +1,30 @@
+/**
+ * Aedes `preConnect`: runs on the CONNECT packet before authentication.
+ * Enforces the keepalive range (a client with keepalive 0 could hold a
+ * connection forever without traffic; MQTT 3.1.1 has no return code for
+ * "keepalive refused", so the connection is closed without CONNACK).
+ */
+import type { PreConnectHandler } from 'aedes';
+import type { BrokerContext } from '../context.js';
+import { remoteOf } from '../context.js';
+
+export function createPreConnect(ctx: BrokerContext): PreConnectHandler {
+  return (client, packet, callback) => {
+    ctx.metrics.connects.inc();
+    const keepalive = packet.keepalive ?? 0;
+    if (keepalive === 0 || keepalive > ctx.limits.maxKeepaliveSec) {
+      ctx.metrics.rejects.inc({ reason: 'keepalive' });
+      ctx.log.info({ remote: remoteOf(client), keepalive }, 'CONNECT refused: keepalive out of range');
+      callback(new Error(`keepalive must be 1..${ctx.limits.maxKeepaliveSec} s`), false);
+      return;
+    }
+    try {
+      if (!packet.clean && packet.clientId && ctx.registry.getDevice(packet.clientId)) packet.clean = true;
+    } catch (e) {
+      ctx.log.error({ err: e }, 'registry unavailable in preConnect');
+      callback(e as Error, false);
+      return;
+    }
+    callback(null, true);
+  };
+}

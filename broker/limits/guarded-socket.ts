@@ -1,0 +1,104 @@
+/**
+ * A Duplex that sits between a TCP socket and Aedes and enforces the
+ * pre-parse limits: every received chunk passes the FrameGuard before Aedes
+ * sees it, a packet that starts must finish within `packetTimeoutMs`
+ * (slowloris-style trickling), and back-pressure from Aedes pauses the socket.
+ *
+ * Outgoing: writes go straight to the socket and complete at once, so Aedes
+ * never waits for one slow reader (its drain wait would hold up delivery to
+ * everyone through the shared emitter); instead a client with more than
+ * `maxOutgoingBytes` queued in user space is disconnected as a slow consumer.
+ */
+import { Duplex } from 'node:stream';
+import type { Socket } from 'node:net';
+import { FrameGuard, type GuardVerdict } from './frame-guard.js';
+
+export type RejectReason = Extract<GuardVerdict, { ok: false }>['reason'] | 'slow-packet' | 'slow-consumer';
+
+export interface GuardOptions {
+  maxPacketSize: number;
+  packetTimeoutMs: number;
+  maxOutgoingBytes: number;
+  onReject(reason: RejectReason): void;
+}
+
+export class GuardedSocket extends Duplex {
+  readonly remoteAddress: string;
+  private readonly guard: FrameGuard;
+  private packetTimer: NodeJS.Timeout | undefined;
+  private flowing = true;
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly opts: GuardOptions,
+  ) {
+    super({ allowHalfOpen: false });
+    this.remoteAddress = socket.remoteAddress ?? 'unknown';
+    this.guard = new FrameGuard(opts.maxPacketSize);
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('end', () => this.push(null));
+    socket.on('error', (err) => this.destroy(err));
+    socket.on('close', () => this.destroy());
+  }
+
+  private onData(chunk: Buffer): void {
+    const verdict = this.guard.feed(chunk);
+    if (!verdict.ok) {
+      this.reject(verdict.reason);
+      return;
+    }
+    if (!this.push(chunk)) {
+      // Our own back-pressure: the time Aedes keeps us paused must not count
+      // against the client as trickling.
+      this.socket.pause();
+      this.flowing = false;
+    }
+    this.armPacketTimer();
+  }
+
+  private armPacketTimer(): void {
+    if (this.guard.midPacket && this.flowing) {
+      if (!this.packetTimer) {
+        this.packetTimer = setTimeout(() => this.reject('slow-packet'), this.opts.packetTimeoutMs);
+        this.packetTimer.unref();
+      }
+    } else if (this.packetTimer) {
+      clearTimeout(this.packetTimer);
+      this.packetTimer = undefined;
+    }
+  }
+
+  private reject(reason: RejectReason): void {
+    if (this.destroyed) return;
+    this.opts.onReject(reason);
+    this.socket.destroy();
+    this.destroy();
+  }
+
+  override _read(): void {
+    if (!this.flowing) {
+      this.flowing = true;
+      this.socket.resume();
+      this.armPacketTimer();
+    }
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    if (this.socket.destroyed) return cb();
+    this.socket.write(chunk);
+    if (this.socket.writableLength > this.opts.maxOutgoingBytes) this.reject('slow-consumer');
+    cb();
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    this.socket.end();
+    cb();
+  }
+
+  override _destroy(err: Error | null, cb: (err: Error | null) => void): void {
+    if (this.packetTimer) clearTimeout(this.packetTimer);
+    this.socket.destroy();
+    cb(err);
+  }
+}

@@ -1,0 +1,68 @@
+/**
+ * Prometheus metrics (prom-client). One Registry per broker instance so
+ * several brokers in one process (tests, the simulator) do not collide.
+ */
+import { createServer, type Server } from 'node:http';
+import { Counter, Gauge, Registry as PromRegistry } from 'prom-client';
+
+export class BrokerMetrics {
+  readonly registry = new PromRegistry();
+  readonly connects = new Counter({ name: 'mqsec_connects_total', help: 'CONNECT packets received', registers: [this.registry] });
+  readonly auth = new Counter({
+    name: 'mqsec_auth_total',
+    help: 'Authentication outcomes by kind (phase1, phase2, account) and result (ok, fail)',
+    labelNames: ['kind', 'result'] as const,
+    registers: [this.registry],
+  });
+  readonly messages = new Counter({
+    name: 'mqsec_messages_total',
+    help: 'Application PUBLISH packets accepted from clients',
+    registers: [this.registry],
+  });
+  readonly drops = new Counter({
+    name: 'mqsec_drops_total',
+    help: 'Messages dropped by reason',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  readonly rejects = new Counter({
+    name: 'mqsec_connection_rejects_total',
+    help: 'Connections closed by the pre-parse limits, by reason',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  readonly pending = new Gauge({ name: 'mqsec_pending_sessions', help: 'Phase-1 sessions awaiting KX3', registers: [this.registry] });
+  readonly sessions = new Gauge({ name: 'mqsec_device_sessions', help: 'Authenticated device sessions', registers: [this.registry] });
+  readonly revocations = new Counter({
+    name: 'mqsec_revocation_disconnects_total',
+    help: 'Live sessions closed because of revocation, rotation or a changed account',
+    registers: [this.registry],
+  });
+
+  /** Current value of a counter (tests and the bench read it without scraping). */
+  async value(name: string, labels: Record<string, string> = {}): Promise<number> {
+    const m = await this.registry.getSingleMetric(name)?.get();
+    if (!m) return 0;
+    const hit = m.values.find((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x));
+    return hit ? hit.value : 0;
+  }
+
+  /** Serves GET /metrics on host:port; resolves with the bound port. */
+  serve(host: string, port: number): Promise<{ server: Server; port: number }> {
+    const server = createServer(async (req, res) => {
+      if (req.url !== '/metrics') {
+        res.writeHead(404).end();
+        return;
+      }
+      res.writeHead(200, { 'content-type': this.registry.contentType });
+      res.end(await this.registry.metrics());
+    });
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        const addr = server.address();
+        resolve({ server, port: typeof addr === 'object' && addr ? addr.port : port });
+      });
+    });
+  }
+}

@@ -1,0 +1,140 @@
+/**
+ * The broker's authorization policy as pure functions over plain data.
+ * Deny by default: a principal may do only what one of its role's allow rules
+ * grants. Rules are topic filters in which `%u` stands for the principal's id.
+ *
+ * Reserved trees: `$mqsec/#` belongs to the protocol (key exchange) and no
+ * rule can grant it; `$SYS/#` may be read by a rule that names it but never
+ * published to by a client.
+ */
+import {
+  filterContains,
+  filterOverlapsTree,
+  isValidTopicFilter,
+  isValidTopicName,
+  topicInTree,
+  topicMatches,
+} from './topics.js';
+
+export type Action = 'publish' | 'subscribe';
+
+export interface Rule {
+  action: Action;
+  /** Topic filter; `%u` is replaced by the principal id as a whole level or part of one. */
+  filter: string;
+}
+
+export interface Role {
+  name: string;
+  /** May this role's plain-MQTT clients receive decrypted device payloads? */
+  plaintext: boolean;
+  rules: Rule[];
+}
+
+export interface Principal {
+  /** Device id or account name. */
+  id: string;
+  kind: 'device' | 'account';
+  role: Role;
+}
+
+export const PROTOCOL_ROOT = '$mqsec';
+export const SYS_ROOT = '$SYS';
+
+/** Ids may be used inside topics (`%u`), so they must not carry topic syntax. */
+const ID_PATTERN = /^[A-Za-z0-9_.-]{1,23}$/;
+export function isValidPrincipalId(id: string): boolean {
+  return typeof id === 'string' && ID_PATTERN.test(id);
+}
+const ROLE_PATTERN = /^[a-z][a-z0-9_-]{0,31}$/;
+export function isValidRoleName(name: string): boolean {
+  return typeof name === 'string' && ROLE_PATTERN.test(name);
+}
+
+/** Rule filter with `%u` substituted, or undefined when the result is not a valid filter. */
+export function expandRuleFilter(filter: string, principalId: string): string | undefined {
+  if (filter.includes('%u') && !isValidPrincipalId(principalId)) return undefined;
+  const expanded = filter.split('%u').join(principalId);
+  return isValidTopicFilter(expanded) ? expanded : undefined;
+}
+
+/** Is a rule filter acceptable for storing (valid after substitution, not touching `$mqsec`)? */
+export function validateRuleFilter(filter: string): string | undefined {
+  const probe = expandRuleFilter(filter, 'probe');
+  if (probe === undefined) return 'not a valid MQTT topic filter';
+  if (filterOverlapsTree(probe, PROTOCOL_ROOT)) return `${PROTOCOL_ROOT}/# is reserved to the protocol`;
+  return undefined;
+}
+
+function grantFilters(principal: Principal, action: Action): string[] {
+  const out: string[] = [];
+  for (const rule of principal.role.rules) {
+    if (rule.action !== action) continue;
+    const f = expandRuleFilter(rule.filter, principal.id);
+    if (f !== undefined) out.push(f);
+  }
+  return out;
+}
+
+export function isReservedTopic(topic: string): boolean {
+  return topicInTree(topic, PROTOCOL_ROOT);
+}
+
+/** May the principal PUBLISH to this topic name? */
+export function canPublish(principal: Principal, topic: string): boolean {
+  if (!isValidTopicName(topic)) return false;
+  if (topic.startsWith('$')) return false; // $mqsec is the protocol's, $SYS the broker's, other $ reserved by MQTT
+  return grantFilters(principal, 'publish').some((f) => topicMatches(f, topic));
+}
+
+/**
+ * May the principal SUBSCRIBE to this filter? Only if one subscribe rule
+ * contains the whole filter (every topic it can match). Containment in a
+ * single rule is sufficient, not necessary, for containment in the union of
+ * all rules; the check errs on the side of denying.
+ */
+export function canSubscribe(principal: Principal, filter: string): boolean {
+  if (!isValidTopicFilter(filter)) return false;
+  if (filterOverlapsTree(filter, PROTOCOL_ROOT)) return false;
+  return grantFilters(principal, 'subscribe').some((f) => filterContains(f, filter));
+}
+
+/**
+ * May a message on `topic` be delivered to the principal? Re-checked at
+ * forward time (also for retained messages), so a grant that was removed or a
+ * principal that was revoked stops receiving at once.
+ */
+export function canReceive(principal: Principal, topic: string): boolean {
+  if (!isValidTopicName(topic)) return false;
+  if (isReservedTopic(topic)) return false;
+  return grantFilters(principal, 'subscribe').some((f) => topicMatches(f, topic));
+}
+
+/** Roles every registry starts with (docs: operations). */
+export const BUILTIN_ROLES: readonly Role[] = [
+  {
+    name: 'sensor',
+    plaintext: false,
+    rules: [
+      { action: 'publish', filter: 'sensors/%u/#' },
+      { action: 'subscribe', filter: 'cmd/%u/#' },
+    ],
+  },
+  {
+    name: 'app',
+    plaintext: true,
+    rules: [
+      { action: 'subscribe', filter: 'sensors/#' },
+      { action: 'publish', filter: 'cmd/#' },
+    ],
+  },
+  {
+    name: 'admin',
+    plaintext: true,
+    rules: [
+      { action: 'publish', filter: '#' },
+      { action: 'subscribe', filter: '#' },
+      { action: 'subscribe', filter: '$SYS/#' },
+    ],
+  },
+];

@@ -1,0 +1,443 @@
+/**
+ * The device and account registry on SQLite (better-sqlite3, WAL mode).
+ *
+ * Every admin mutation bumps `meta.revision` in the same transaction; a
+ * running broker polls that one row (cheap) and reloads roles and re-checks
+ * live sessions when it changes. That is how `mqsec device revoke`, run as a
+ * separate process, reaches a running broker without an admin channel.
+ */
+import Database from 'better-sqlite3';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import {
+  BUILTIN_ROLES,
+  isValidPrincipalId,
+  isValidRoleName,
+  validateRuleFilter,
+  type Action,
+  type Role,
+} from '../policy/policy.js';
+import { MIGRATIONS } from './schema.js';
+import {
+  hashPassword,
+  loadOrCreateMasterKey,
+  MASTER_KEY_FILE,
+  openDeviceKey,
+  sealDeviceKey,
+  verifyPassword,
+} from './secrets.js';
+
+export const DB_FILE = 'registry.db';
+export const DEVICE_KEY_LENGTH = 32;
+
+export type DeviceStatus = 'active' | 'revoked';
+
+export interface DeviceRecord {
+  id: string;
+  role: string;
+  status: DeviceStatus;
+  keyVersion: number;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface AccountRecord {
+  name: string;
+  role: string;
+  status: 'active' | 'disabled';
+  createdAt: number;
+}
+
+export interface AuditEntry {
+  seq: number;
+  at: number;
+  kind: string;
+  subject: string | null;
+  detail: string | null;
+  source: string | null;
+}
+
+export class RegistryError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RegistryError';
+  }
+}
+
+export interface RegistryOptions {
+  /** Wall clock in ms (tests inject one). */
+  now?: () => number;
+}
+
+interface DeviceRow {
+  id: string;
+  role: string;
+  status: DeviceStatus;
+  key_version: number;
+  key_sealed: Buffer;
+  created_at: number;
+  updated_at: number;
+}
+
+export class Registry {
+  readonly dataDir: string;
+  private readonly db: Database.Database;
+  private readonly master: Buffer;
+  private readonly now: () => number;
+
+  /** Opens (creating on first use) the registry in `dataDir`. */
+  static open(dataDir: string, opts: RegistryOptions = {}): Registry {
+    const dir = resolve(dataDir);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    return new Registry(dir, opts);
+  }
+
+  private constructor(dir: string, opts: RegistryOptions) {
+    this.dataDir = dir;
+    this.now = opts.now ?? Date.now;
+    this.master = loadOrCreateMasterKey(join(dir, MASTER_KEY_FILE));
+    this.db = new Database(join(dir, DB_FILE));
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('foreign_keys = ON');
+    this.db.pragma('busy_timeout = 5000');
+    this.migrate();
+  }
+
+  private migrate(): void {
+    const current = this.db.pragma('user_version', { simple: true }) as number;
+    if (current > MIGRATIONS.length) {
+      throw new RegistryError(`registry schema version ${current} is newer than this mqsec (${MIGRATIONS.length})`);
+    }
+    for (let v = current; v < MIGRATIONS.length; v++) {
+      this.db.transaction(() => {
+        this.db.exec(MIGRATIONS[v]!);
+        if (v === 0) this.seedBuiltinRoles();
+        this.db.pragma(`user_version = ${v + 1}`);
+      }).immediate();
+    }
+  }
+
+  private seedBuiltinRoles(): void {
+    const addRole = this.db.prepare('INSERT INTO roles (name, plaintext, builtin) VALUES (?, ?, 1)');
+    const addRule = this.db.prepare('INSERT INTO rules (role, action, filter) VALUES (?, ?, ?)');
+    for (const r of BUILTIN_ROLES) {
+      addRole.run(r.name, r.plaintext ? 1 : 0);
+      for (const rule of r.rules) addRule.run(r.name, rule.action, rule.filter);
+    }
+  }
+
+  schemaVersion(): number {
+    return this.db.pragma('user_version', { simple: true }) as number;
+  }
+
+  close(): void {
+    this.master.fill(0);
+    if (this.db.open) this.db.close();
+  }
+
+  // ---- revision ---------------------------------------------------------
+
+  revision(): number {
+    const row = this.db.prepare("SELECT value FROM meta WHERE key = 'revision'").get() as { value: string };
+    return Number(row.value);
+  }
+
+  private bump(): void {
+    this.db.prepare("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'revision'").run();
+  }
+
+  // ---- roles and rules --------------------------------------------------
+
+  listRoles(): Role[] {
+    const roles = this.db.prepare('SELECT name, plaintext FROM roles ORDER BY name').all() as {
+      name: string;
+      plaintext: number;
+    }[];
+    const rules = this.db.prepare('SELECT role, action, filter FROM rules ORDER BY rowid').all() as {
+      role: string;
+      action: Action;
+      filter: string;
+    }[];
+    return roles.map((r) => ({
+      name: r.name,
+      plaintext: r.plaintext === 1,
+      rules: rules.filter((x) => x.role === r.name).map((x) => ({ action: x.action, filter: x.filter })),
+    }));
+  }
+
+  getRole(name: string): Role | undefined {
+    return this.listRoles().find((r) => r.name === name);
+  }
+
+  addRole(name: string, opts: { plaintext?: boolean } = {}): void {
+    if (!isValidRoleName(name)) throw new RegistryError(`invalid role name "${name}" (a-z, 0-9, _ and -, max 32)`);
+    this.db.transaction(() => {
+      if (this.getRole(name)) throw new RegistryError(`role "${name}" already exists`);
+      this.db.prepare('INSERT INTO roles (name, plaintext) VALUES (?, ?)').run(name, opts.plaintext ? 1 : 0);
+      this.auditRow('role.add', name, opts.plaintext ? 'plaintext' : null, 'admin');
+      this.bump();
+    }).immediate();
+  }
+
+  addRule(role: string, action: Action, filter: string): void {
+    if (action !== 'publish' && action !== 'subscribe') throw new RegistryError(`action must be publish or subscribe`);
+    const bad = validateRuleFilter(filter);
+    if (bad) throw new RegistryError(`invalid filter "${filter}": ${bad}`);
+    this.db.transaction(() => {
+      if (!this.getRole(role)) throw new RegistryError(`unknown role "${role}"`);
+      this.db.prepare('INSERT OR IGNORE INTO rules (role, action, filter) VALUES (?, ?, ?)').run(role, action, filter);
+      this.auditRow('acl.add', role, `allow ${action} ${filter}`, 'admin');
+      this.bump();
+    }).immediate();
+  }
+
+  removeRule(role: string, action: Action, filter: string): boolean {
+    return this.db.transaction(() => {
+      const r = this.db.prepare('DELETE FROM rules WHERE role = ? AND action = ? AND filter = ?').run(role, action, filter);
+      if (r.changes === 0) return false;
+      this.auditRow('acl.remove', role, `allow ${action} ${filter}`, 'admin');
+      this.bump();
+      return true;
+    }).immediate();
+  }
+
+  // ---- devices ------------------------------------------------------------
+
+  private requireFreeName(id: string): void {
+    if (this.db.prepare('SELECT 1 FROM devices WHERE id = ?').get(id)) throw new RegistryError(`device "${id}" already exists`);
+    if (this.db.prepare('SELECT 1 FROM accounts WHERE name = ?').get(id))
+      throw new RegistryError(`"${id}" is already an account name`);
+  }
+
+  /** Registers a device and returns its fresh 32-byte key (shown once, stored only encrypted). */
+  addDevice(id: string, role: string): { device: DeviceRecord; key: Uint8Array } {
+    if (!isValidPrincipalId(id)) throw new RegistryError(`invalid device id "${id}" (A-Z a-z 0-9 _ . -, 1 to 23 chars)`);
+    const key = new Uint8Array(randomBytes(DEVICE_KEY_LENGTH));
+    this.db.transaction(() => {
+      if (!this.getRole(role)) throw new RegistryError(`unknown role "${role}"`);
+      this.requireFreeName(id);
+      const t = this.now();
+      this.db
+        .prepare(
+          'INSERT INTO devices (id, role, status, key_version, key_sealed, created_at, updated_at) VALUES (?, ?, ?, 1, ?, ?, ?)',
+        )
+        .run(id, role, 'active', sealDeviceKey(this.master, id, 1, key), t, t);
+      this.auditRow('device.add', id, `role=${role}`, 'admin');
+      this.bump();
+    }).immediate();
+    return { device: this.getDevice(id)!, key };
+  }
+
+  private deviceRow(id: string): DeviceRow | undefined {
+    return this.db.prepare('SELECT * FROM devices WHERE id = ?').get(id) as DeviceRow | undefined;
+  }
+
+  getDevice(id: string): DeviceRecord | undefined {
+    const r = this.deviceRow(id);
+    return r && toDevice(r);
+  }
+
+  listDevices(): DeviceRecord[] {
+    return (this.db.prepare('SELECT * FROM devices ORDER BY id').all() as DeviceRow[]).map(toDevice);
+  }
+
+  /** The device key for an active device, or undefined (unknown or revoked). Caller zeroises. */
+  deviceKey(id: string): { key: Uint8Array; keyVersion: number } | undefined {
+    const r = this.deviceRow(id);
+    if (!r || r.status !== 'active') return undefined;
+    return { key: openDeviceKey(this.master, r.id, r.key_version, r.key_sealed), keyVersion: r.key_version };
+  }
+
+  revokeDevice(id: string): DeviceRecord {
+    this.db.transaction(() => {
+      const r = this.deviceRow(id);
+      if (!r) throw new RegistryError(`unknown device "${id}"`);
+      this.db.prepare("UPDATE devices SET status = 'revoked', updated_at = ? WHERE id = ?").run(this.now(), id);
+      this.db.prepare('DELETE FROM tickets WHERE device_id = ?').run(id);
+      this.auditRow('device.revoke', id, null, 'admin');
+      this.bump();
+    }).immediate();
+    return this.getDevice(id)!;
+  }
+
+  /** New key, key version + 1, all tickets dropped; also re-activates a revoked device. */
+  rotateDevice(id: string): { device: DeviceRecord; key: Uint8Array } {
+    const key = new Uint8Array(randomBytes(DEVICE_KEY_LENGTH));
+    this.db.transaction(() => {
+      const r = this.deviceRow(id);
+      if (!r) throw new RegistryError(`unknown device "${id}"`);
+      const v = r.key_version + 1;
+      this.db
+        .prepare("UPDATE devices SET key_version = ?, key_sealed = ?, status = 'active', updated_at = ? WHERE id = ?")
+        .run(v, sealDeviceKey(this.master, id, v, key), this.now(), id);
+      this.db.prepare('DELETE FROM tickets WHERE device_id = ?').run(id);
+      // new key = re-provisioned device: its stored counter may start over
+      this.db.prepare('DELETE FROM counters WHERE device_id = ?').run(id);
+      this.auditRow('device.rotate', id, `key_version=${v}`, 'admin');
+      this.bump();
+    }).immediate();
+    return { device: this.getDevice(id)!, key };
+  }
+
+  // ---- accounts -----------------------------------------------------------
+
+  async addAccount(name: string, role: string, password: string): Promise<AccountRecord> {
+    if (!isValidPrincipalId(name)) throw new RegistryError(`invalid account name "${name}" (A-Z a-z 0-9 _ . -, 1 to 23 chars)`);
+    if (password.length < 8) throw new RegistryError('password must be at least 8 characters');
+    if (!this.getRole(role)) throw new RegistryError(`unknown role "${role}"`);
+    const { salt, hash } = await hashPassword(password);
+    this.db.transaction(() => {
+      this.requireFreeName(name);
+      this.db
+        .prepare('INSERT INTO accounts (name, role, status, salt, hash, created_at) VALUES (?, ?, ?, ?, ?, ?)')
+        .run(name, role, 'active', salt, hash, this.now());
+      this.auditRow('account.add', name, `role=${role}`, 'admin');
+      this.bump();
+    }).immediate();
+    return this.getAccount(name)!;
+  }
+
+  getAccount(name: string): AccountRecord | undefined {
+    const r = this.db.prepare('SELECT name, role, status, created_at FROM accounts WHERE name = ?').get(name) as
+      | { name: string; role: string; status: 'active' | 'disabled'; created_at: number }
+      | undefined;
+    return r && { name: r.name, role: r.role, status: r.status, createdAt: r.created_at };
+  }
+
+  listAccounts(): AccountRecord[] {
+    return (this.db.prepare('SELECT name FROM accounts ORDER BY name').all() as { name: string }[]).map(
+      (r) => this.getAccount(r.name)!,
+    );
+  }
+
+  setAccountStatus(name: string, status: 'active' | 'disabled'): void {
+    this.db.transaction(() => {
+      const r = this.db.prepare('UPDATE accounts SET status = ? WHERE name = ?').run(status, name);
+      if (r.changes === 0) throw new RegistryError(`unknown account "${name}"`);
+      this.auditRow(status === 'active' ? 'account.enable' : 'account.disable', name, null, 'admin');
+      this.bump();
+    }).immediate();
+  }
+
+  /** The account if the password is right and the account active; constant time in the password. */
+  async verifyAccount(name: string, password: string): Promise<AccountRecord | undefined> {
+    const r = this.db.prepare('SELECT salt, hash, status FROM accounts WHERE name = ?').get(name) as
+      | { salt: Buffer; hash: Buffer; status: string }
+      | undefined;
+    const ok = await verifyPassword(password, r ? { salt: r.salt, hash: r.hash } : undefined);
+    if (!ok || r?.status !== 'active') return undefined;
+    return this.getAccount(name);
+  }
+
+  // ---- phase-2 state (raw rows; broker/registry/ticket-store.ts adapts them) ----
+
+  getCounter(deviceId: string): number {
+    const r = this.db.prepare('SELECT counter FROM counters WHERE device_id = ?').get(deviceId) as
+      | { counter: number }
+      | undefined;
+    return r ? r.counter : -1;
+  }
+
+  /** Sets the counter to `value` iff strictly greater than the stored one (one statement: atomic). */
+  advanceCounter(deviceId: string, value: number): boolean {
+    const r = this.db
+      .prepare(
+        `INSERT INTO counters (device_id, counter) VALUES (?, ?)
+         ON CONFLICT(device_id) DO UPDATE SET counter = excluded.counter WHERE excluded.counter > counters.counter`,
+      )
+      .run(deviceId, value);
+    return r.changes === 1;
+  }
+
+  putTicketRow(deviceId: string, sid: string, record: Uint8Array, expiresAt: number): void {
+    this.db
+      .prepare(
+        `INSERT INTO tickets (device_id, sid, record_sealed, expires_at, updated_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT(device_id, sid) DO UPDATE SET record_sealed = excluded.record_sealed,
+           expires_at = excluded.expires_at, updated_at = excluded.updated_at`,
+      )
+      .run(deviceId, sid, Buffer.from(record), expiresAt, this.now());
+  }
+
+  getTicketRow(deviceId: string, sid: string): { record: Uint8Array; expiresAt: number } | undefined {
+    const r = this.db.prepare('SELECT record_sealed, expires_at FROM tickets WHERE device_id = ? AND sid = ?').get(
+      deviceId,
+      sid,
+    ) as { record_sealed: Buffer; expires_at: number } | undefined;
+    return r && { record: new Uint8Array(r.record_sealed), expiresAt: r.expires_at };
+  }
+
+  deleteTicketRow(deviceId: string, sid: string): void {
+    this.db.prepare('DELETE FROM tickets WHERE device_id = ? AND sid = ?').run(deviceId, sid);
+  }
+
+  deleteTicketsOf(deviceId: string): void {
+    this.db.prepare('DELETE FROM tickets WHERE device_id = ?').run(deviceId);
+  }
+
+  resetCounter(deviceId: string): void {
+    this.db.prepare('DELETE FROM counters WHERE device_id = ?').run(deviceId);
+  }
+
+  ticketCount(deviceId?: string): number {
+    const r = (
+      deviceId
+        ? this.db.prepare('SELECT COUNT(*) AS n FROM tickets WHERE device_id = ?').get(deviceId)
+        : this.db.prepare('SELECT COUNT(*) AS n FROM tickets').get()
+    ) as { n: number };
+    return r.n;
+  }
+
+  purgeExpiredTickets(): number {
+    return this.db.prepare('DELETE FROM tickets WHERE expires_at <= ?').run(this.now()).changes;
+  }
+
+  /** Master-key AEAD for other at-rest secrets (tickets), bound to a label. */
+  sealSecret(label: string, data: Uint8Array): Uint8Array {
+    return new Uint8Array(sealDeviceKey(this.master, label, 0, data));
+  }
+
+  openSecret(label: string, sealed: Uint8Array): Uint8Array {
+    return openDeviceKey(this.master, label, 0, Buffer.from(sealed));
+  }
+
+  // ---- audit ----------------------------------------------------------------
+
+  private auditRow(kind: string, subject: string | null, detail: string | null, source: string | null): void {
+    this.db
+      .prepare('INSERT INTO audit (at, kind, subject, detail, source) VALUES (?, ?, ?, ?, ?)')
+      .run(this.now(), kind, subject, detail, source);
+  }
+
+  audit(kind: string, subject: string | null, detail: string | null = null, source: string | null = null): void {
+    this.auditRow(kind, subject, detail, source);
+  }
+
+  listAudit(opts: { limit?: number; kind?: string; subject?: string } = {}): AuditEntry[] {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (opts.kind) {
+      where.push('kind = ?');
+      args.push(opts.kind);
+    }
+    if (opts.subject) {
+      where.push('subject = ?');
+      args.push(opts.subject);
+    }
+    const sql = `SELECT * FROM audit ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY seq DESC LIMIT ?`;
+    return this.db.prepare(sql).all(...args, opts.limit ?? 100) as AuditEntry[];
+  }
+}
+
+function toDevice(r: DeviceRow): DeviceRecord {
+  return {
+    id: r.id,
+    role: r.role,
+    status: r.status,
+    keyVersion: r.key_version,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+  };
+}
+

@@ -1,0 +1,24 @@
+/**
+ * `mqsec device-desktop` (npm run device:desktop): builds the firmware for
+ * the Moddable desktop target and checks it end to end against a local
+ * broker; see tools/desktop-run.ts. Prints "skipped: ..." without an SDK.
+ */
+import { CliError, type CommandModule } from '../command.js';
+import { runDesktop } from '../../tools/desktop-run.js';
+
+export const deviceDesktopCommand: CommandModule = {
+  name: 'device-desktop',
+  register(program, io) {
+    program
+      .command('device-desktop')
+      .description('build the firmware for Moddable `lin` and run it headless against a local broker (needs MODDABLE)')
+      .option('--device-id <id>', 'device id to provision', 'desk-0001')
+      .option('--timeout <ms>', 'limit for each wait', '60000')
+      .option('--keep', 'keep the temporary build and data directory')
+      .option('--verbose', 'show build and device output')
+      .action(async (o: { deviceId: string; timeout: string; keep?: boolean; verbose?: boolean }) => {
+        const code = await runDesktop({ deviceId: o.deviceId, timeoutMs: Number(o.timeout), keep: o.keep, verbose: o.verbose }, io);
+        if (code !== 0) throw new CliError('device-desktop check failed', code);
+      });
+  },
+};

@@ -1,0 +1,273 @@
+/**
+ * Revocation, rotation, restart and client-id takeover against a running
+ * broker, with mqsec devices and unmodified MQTT.js apps.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { MemoryStorage } from '../../firmware/core/memory-storage.js';
+import { Registry } from '../../broker/registry/registry.js';
+import type { RunningBroker } from '../../broker/server.js';
+import { TestApp, TestDevice, tempDir, testBroker, tryLogin, waitFor } from './helpers.js';
+
+const STATE_KEY = 'mqsecstate';
+
+async function cloneStorage(from: MemoryStorage): Promise<MemoryStorage> {
+  const s = new MemoryStorage();
+  const v = await from.get(STATE_KEY);
+  if (v) await s.put(STATE_KEY, v);
+  return s;
+}
+
+describe('revocation, rotation, restart', () => {
+  let dir: ReturnType<typeof tempDir>;
+  let broker: RunningBroker;
+  beforeEach(async () => {
+    dir = tempDir();
+    broker = await testBroker(dir.path, { limits: { phase1TimeoutMs: 500 } });
+    await broker.registry.addAccount('backend', 'app', 'backend-password');
+  });
+  afterEach(async () => {
+    await broker.stop();
+    dir.remove();
+  });
+
+  it('revoke from another registry handle (as the CLI does) during traffic: session closed, tickets dead, no re-login', async () => {
+    const { key } = broker.registry.addDevice('r1', 'sensor');
+    const storage = new MemoryStorage();
+    const dev = new TestDevice(broker, 'r1', key, storage);
+    expect((await dev.connect()).ok).toBe(true);
+    const app = await TestApp.connect(broker, 'backend', 'backend-password');
+    await app.subscribe('sensors/#');
+    let sent = 0;
+    const traffic = (async () => {
+      while (!dev.closed && sent < 100_000) {
+        // QoS 0 so a publish after the close cannot wait forever for a PUBACK
+        await dev.publish('sensors/r1/n', String(sent), 0).catch(() => undefined);
+        sent++;
+        await new Promise((r) => setTimeout(r, 2));
+      }
+    })();
+    await waitFor(() => app.received.length >= 5, 5000, 'traffic flowing');
+    const admin = Registry.open(dir.path); // separate handle = separate process as far as SQLite is concerned
+    const t0 = Date.now();
+    admin.revokeDevice('r1');
+    await waitFor(() => dev.closed, 5000, 'revoked device disconnected');
+    const ms = Date.now() - t0;
+    await traffic;
+    console.log(`revocation: live session closed ${ms} ms after the registry write`);
+    expect(admin.ticketCount('r1')).toBe(0);
+    admin.close();
+    const got = app.received.length;
+    // phase 2 refused (ticket gone) -> device falls back to phase 1 -> refused (revoked)
+    expect((await dev.connect()).ok).toBe(false);
+    expect((await dev.connect()).ok).toBe(false);
+    expect(dev.connackCode).toBe(5);
+    expect(app.received.length).toBe(got);
+    expect(await broker.metrics.value('mqsec_revocation_disconnects_total')).toBe(1);
+    expect(broker.registry.listAudit({ kind: 'session.revoked', subject: 'r1' })).toHaveLength(1);
+    await app.end();
+  });
+
+  it('rotate: old key and tickets stop working, the new key works', async () => {
+    const { key: oldKey } = broker.registry.addDevice('k1', 'sensor');
+    const oldStorage = new MemoryStorage();
+    const dev = new TestDevice(broker, 'k1', oldKey, oldStorage);
+    expect((await dev.connect()).ok).toBe(true);
+    const { key: newKey } = Registry.open(dir.path).rotateDevice('k1'); // handle leaks to process end: fine for a test
+    await waitFor(() => dev.closed, 5000, 'rotated device disconnected');
+    const again = new TestDevice(broker, 'k1', oldKey, oldStorage);
+    expect(await again.connect()).toMatchObject({ ok: false, phase: 2 });
+    expect(await again.connect()).toMatchObject({ ok: false, phase: 1 });
+    const fresh = new TestDevice(broker, 'k1', newKey); // re-provisioned: new key, new storage
+    expect(await fresh.connect()).toMatchObject({ ok: true, phase: 1 });
+    await fresh.end();
+  });
+
+  it('broker restart: devices come back through phase 2 only, QoS 1 data flows', async () => {
+    const keys = ['s1', 's2', 's3'].map((id) => ({ id, key: broker.registry.addDevice(id, 'sensor').key, storage: new MemoryStorage() }));
+    for (const k of keys) {
+      const d = new TestDevice(broker, k.id, k.key, k.storage);
+      expect((await d.connect()).phase).toBe(1);
+      await d.end();
+    }
+    await broker.stop();
+    broker = await testBroker(dir.path);
+    const app = await TestApp.connect(broker, 'backend', 'backend-password');
+    await app.subscribe('sensors/#');
+    for (const k of keys) {
+      const d = new TestDevice(broker, k.id, k.key, k.storage);
+      expect(await d.connect()).toMatchObject({ ok: true, phase: 2 });
+      await d.publish(`sensors/${k.id}/boot`, 'back', 1);
+      await d.end();
+    }
+    await waitFor(() => app.received.length === 3);
+    expect(await broker.metrics.value('mqsec_auth_total', { kind: 'phase2', result: 'ok' })).toBe(3);
+    expect(await broker.metrics.value('mqsec_auth_total', { kind: 'phase1', result: 'ok' })).toBe(0);
+    await app.end();
+  });
+});
+
+describe('QoS 1 across a key change', () => {
+  it('an envelope sealed before a phase-2 reconnect is accepted once (previous-epoch grace), then is a replay', async () => {
+    const dir = tempDir();
+    const broker = await testBroker(dir.path);
+    await broker.registry.addAccount('backend', 'app', 'backend-password');
+    const { key } = broker.registry.addDevice('q1', 'sensor');
+    const storage = new MemoryStorage();
+    const app = await TestApp.connect(broker, 'backend', 'backend-password');
+    await app.subscribe('sensors/#');
+    const d = new TestDevice(broker, 'q1', key, storage);
+    await d.connect();
+    // sealed under the first session, "in flight" when the connection drops
+    const inflight = Buffer.from(d.session.seal('sensors/q1/t', new TextEncoder().encode('in-flight')));
+    await d.end();
+    expect(await d.connect()).toMatchObject({ ok: true, phase: 2 });
+    await d.client.publishAsync('sensors/q1/t', inflight, { qos: 1, dup: true } as never); // the QoS 1 resend
+    await d.client.publishAsync('sensors/q1/t', inflight, { qos: 1, dup: true } as never); // and once more
+    await d.publish('sensors/q1/t', 'fresh');
+    await waitFor(() => app.received.some((m) => m.payload === 'fresh'));
+    expect(app.received.map((m) => m.payload)).toEqual(['in-flight', 'fresh']);
+    await d.end();
+    await app.end();
+    await broker.stop();
+    dir.remove();
+  });
+});
+
+describe('QoS 1 across a broker restart (grace keys gone)', () => {
+  it('an envelope of an epoch the broker has no keys for closes the connection without PUBACK; QoS 0 is just dropped', async () => {
+    const dir = tempDir();
+    let broker = await testBroker(dir.path);
+    await broker.registry.addAccount('backend', 'app', 'backend-password');
+    const { key } = broker.registry.addDevice('q2', 'sensor');
+    const storage = new MemoryStorage();
+    const d = new TestDevice(broker, 'q2', key, storage);
+    await d.connect();
+    const inflight = Buffer.from(d.session.seal('sensors/q2/t', new TextEncoder().encode('in-flight')));
+    const inflight0 = Buffer.from(d.session.seal('sensors/q2/t', new TextEncoder().encode('in-flight-qos0')));
+    await d.end();
+    await broker.stop();
+    broker = await testBroker(dir.path);
+    const app = await TestApp.connect(broker, 'backend', 'backend-password');
+    await app.subscribe('sensors/#');
+    const d2 = new TestDevice(broker, 'q2', key, storage); // same device (storage), new broker port
+    expect(await d2.connect()).toMatchObject({ ok: true, phase: 2 });
+    d2.client.publish('sensors/q2/t', inflight0, { qos: 0 });
+    let acked = false;
+    d2.client.publish('sensors/q2/t', inflight, { qos: 1 }, () => (acked = true));
+    await waitFor(() => d2.closed, 5000, 'connection closed for re-seal');
+    expect(acked).toBe(false);
+    // the device reconnects and re-seals the message under its new keys
+    expect(await d2.connect()).toMatchObject({ ok: true, phase: 2 });
+    await d2.publish('sensors/q2/t', 'in-flight', 1);
+    await waitFor(() => app.received.length === 1);
+    expect(app.received.map((m) => m.payload)).toEqual(['in-flight']);
+    expect(await broker.metrics.value('mqsec_drops_total', { reason: 'stale-epoch' })).toBe(1);
+    await d2.end();
+    await app.end();
+    await broker.stop();
+    dir.remove();
+  });
+});
+
+describe('wills', () => {
+  it('an account will is published when allowed; a device will never is (it cannot be sealed)', async () => {
+    const dir = tempDir();
+    const broker = await testBroker(dir.path);
+    await broker.registry.addAccount('backend', 'app', 'backend-password');
+    await broker.registry.addAccount('root', 'admin', 'root-password');
+    const root = await TestApp.connect(broker, 'root', 'root-password');
+    await root.subscribe('#');
+    const { default: mqtt } = await import('mqtt');
+    const withWill = (username: string, password: string, clientId: string, topic: string) =>
+      mqtt.connectAsync({ host: broker.host, port: broker.port, username, password, clientId, reconnectPeriod: 0, will: { topic, payload: Buffer.from(`will-${clientId}`), qos: 1, retain: false } });
+    const a = await withWill('backend', 'backend-password', 'w-app', 'cmd/x/gone');
+    const b = await withWill('backend', 'backend-password', 'w-app2', 'sensors/x/gone'); // app may not publish there
+    a.stream.destroy();
+    b.stream.destroy();
+    await waitFor(() => root.received.some((m) => m.payload === 'will-w-app'));
+    expect(root.received.some((m) => m.payload === 'will-w-app2')).toBe(false);
+    await root.end();
+    await broker.stop();
+    dir.remove();
+  });
+});
+
+describe('client-id takeover', () => {
+  let dir: ReturnType<typeof tempDir>;
+  let broker: RunningBroker;
+  let key: Uint8Array;
+  let storage: MemoryStorage;
+  let genuine: TestDevice;
+  let app: TestApp;
+
+  beforeEach(async () => {
+    dir = tempDir();
+    broker = await testBroker(dir.path, { limits: { phase1TimeoutMs: 400 } });
+    await broker.registry.addAccount('backend', 'app', 'backend-password');
+    key = broker.registry.addDevice('g1', 'sensor').key;
+    storage = new MemoryStorage();
+    genuine = new TestDevice(broker, 'g1', key, storage);
+    expect((await genuine.connect()).ok).toBe(true);
+    await genuine.subscribe('cmd/g1/#');
+    app = await TestApp.connect(broker, 'backend', 'backend-password');
+  });
+  afterEach(async () => {
+    await genuine.end();
+    await app.end();
+    await broker.stop();
+    dir.remove();
+  });
+
+  async function genuineStillServed(tag: string): Promise<void> {
+    expect(genuine.closed).toBe(false);
+    await app.client.publishAsync('cmd/g1/check', tag, { qos: 1 });
+    await waitFor(() => genuine.received.some((m) => m.payload === tag), 5000, `genuine receives ${tag}`);
+  }
+
+  it('forged KX1 (wrong key), replayed KX1, plain password, account login with the id: all refused, genuine untouched', async () => {
+    const forger = new TestDevice(broker, 'g1', new Uint8Array(32).fill(7));
+    expect(await forger.connect()).toMatchObject({ ok: false, code: 4 });
+    // the genuine device's own first CONNECT password, replayed
+    expect(await tryLogin(broker, { clientId: 'g1', username: 'g1', password: genuine.lastPassword! })).toBe(4);
+    expect(await tryLogin(broker, { clientId: 'g1', username: 'g1', password: 'guess-password' })).toBe(5); // downgrade
+    expect(await tryLogin(broker, { clientId: 'g1', username: 'backend', password: 'backend-password' })).toBe(2);
+    await genuineStillServed('after-forgery');
+  });
+
+  it('a pending phase 1 (holder of the key that stalls before KX3) never disconnects the live device and times out', async () => {
+    const clone = new TestDevice(broker, 'g1', key, await cloneStorage(storage));
+    await clone.session.forgetTicket();
+    clone.holdKx3 = true;
+    expect(await clone.connect()).toMatchObject({ ok: true, phase: 1 });
+    expect(clone.heldKx3).toBeDefined();
+    await genuineStillServed('while-pending');
+    await waitFor(() => clone.closed, 5000, 'pending clone timed out');
+    await genuineStillServed('after-timeout');
+    expect(broker.context.pendingCount.value).toBe(0);
+  });
+
+  it('a second login replaces the live session only once fully authenticated (KX3 verified)', async () => {
+    const clone = new TestDevice(broker, 'g1', key, await cloneStorage(storage));
+    await clone.session.forgetTicket();
+    clone.holdKx3 = true;
+    await clone.connect();
+    await genuineStillServed('before-kx3');
+    await clone.subscribe('cmd/g1/#').catch(() => 128); // waits for phase 1 in the broker
+    await clone.sendHeldKx3();
+    await waitFor(() => genuine.closed, 5000, 'old session replaced');
+    expect(await clone.subscribe('cmd/g1/#')).toBe(1);
+    await app.client.publishAsync('cmd/g1/x', 'to-new', { qos: 1 });
+    await waitFor(() => clone.received.some((m) => m.payload === 'to-new'));
+    await clone.end();
+  });
+
+  it('phase 2 reconnect of the device itself replaces its stale session at once', async () => {
+    const second = new TestDevice(broker, 'g1', key, storage); // same storage: same device after a reboot
+    expect(await second.connect()).toMatchObject({ ok: true, phase: 2 });
+    await waitFor(() => genuine.closed, 5000, 'stale session closed');
+    await second.subscribe('cmd/g1/#');
+    await app.client.publishAsync('cmd/g1/y', 'to-second', { qos: 1 });
+    await waitFor(() => second.received.some((m) => m.payload === 'to-second'));
+    await second.end();
+  });
+});
