@@ -47,6 +47,13 @@ export interface BrokerOptions {
   /** Phase-2 ticket lifetime, ms (default 7 days). */
   ticketLifetimeMs?: number;
   revisionPollMs?: number;
+  /**
+   * Graceful stop: devices' input is paused this long before connections
+   * close, so every PUBLISH already read is processed and its PUBACK flushed
+   * (a QoS 1 message is then neither lost nor re-sent after a restart), while
+   * subscribers keep acknowledging what they were sent. Default 250 ms.
+   */
+  drainMs?: number;
   /** Crypto suite (default node:crypto suite 1). */
   suite?: CryptoSuite;
   /**
@@ -202,6 +209,14 @@ export async function startBroker(opts: BrokerOptions): Promise<RunningBroker> {
       clearInterval(poll);
       clearInterval(purge);
       const closed = new Promise<void>((r) => server.close(() => r()));
+      const drainMs = opts.drainMs ?? 250;
+      if (drainMs > 0) {
+        for (const client of Object.values(aedesClients(ctx))) {
+          const st = ctx.states.get(client);
+          if (st && st.kind !== 'account') (client as unknown as { conn?: { stopInput?: () => void } }).conn?.stopInput?.();
+        }
+        await new Promise((r) => setTimeout(r, drainMs));
+      }
       for (const s of sockets) s.destroy();
       await new Promise<void>((r) => aedes.close(() => r()));
       await closed;

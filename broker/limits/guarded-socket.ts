@@ -27,6 +27,7 @@ export class GuardedSocket extends Duplex {
   private readonly guard: FrameGuard;
   private packetTimer: NodeJS.Timeout | undefined;
   private flowing = true;
+  private inputStopped = false;
 
   constructor(
     private readonly socket: Socket,
@@ -76,7 +77,19 @@ export class GuardedSocket extends Duplex {
     this.destroy();
   }
 
+  /**
+   * Graceful shutdown: read nothing more from this client, while what was
+   * already read is still processed and answered (PUBACKs flushed).
+   */
+  stopInput(): void {
+    this.inputStopped = true;
+    this.socket.pause();
+    if (this.packetTimer) clearTimeout(this.packetTimer);
+    this.packetTimer = undefined;
+  }
+
   override _read(): void {
+    if (this.inputStopped) return;
     if (!this.flowing) {
       this.flowing = true;
       this.socket.resume();
