@@ -15,8 +15,8 @@ export interface FaultOptions {
   latencyMs?: number;
   rand?: () => number;
   timer: Timer;
-  /** Observes bytes the device sends (attackers replay captured traffic). */
-  tap?: (direction: 'out' | 'in', bytes: Uint8Array) => void;
+  /** Observes the bytes of each connection (attackers replay captured traffic); `conn` identifies the connection. */
+  tap?: (direction: 'out' | 'in', bytes: Uint8Array, conn: object) => void;
   onDrop?: () => void;
 }
 
@@ -27,12 +27,13 @@ export class FaultyTransport implements Transport {
     const { latencyMs = 0, dropProbability = 0, timer, tap, onDrop } = this.opts;
     const rand = this.opts.rand ?? Math.random;
     let closed = false;
+    const connId = {};
     const later = (fn: () => void) => (latencyMs > 0 ? timer.set(fn, latencyMs) : fn());
     const inner = this.inner.connect(endpoint, {
       onConnect: () => later(() => !closed && events.onConnect()),
       onData: (chunk) => {
         const copy = chunk.slice();
-        tap?.('in', copy);
+        tap?.('in', copy, connId);
         later(() => !closed && events.onData(copy));
       },
       onClose: (error) =>
@@ -54,7 +55,7 @@ export class FaultyTransport implements Transport {
           return;
         }
         const copy = bytes.slice();
-        tap?.('out', copy);
+        tap?.('out', copy, connId);
         later(() => !closed && inner.write(copy));
       },
       close: () => inner.close(),

