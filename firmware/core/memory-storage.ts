@@ -8,11 +8,12 @@ import { STORAGE_KEY_MAX, STORAGE_VALUE_MAX, type Storage } from './platform.js'
 
 /**
  * Keys every backend accepts: NVS allows up to 15 characters, and a file-per-key
- * backend needs names that are safe as file names, so both share this charset.
+ * backend needs names that are safe as file names (no leading dot, so never
+ * '.' or '..'), so both share this charset.
  */
 export function checkStorageKey(key: string): void {
-  if (typeof key !== 'string' || key.length === 0 || key.length > STORAGE_KEY_MAX || !/^[A-Za-z0-9_-]+$/.test(key)) {
-    fail('STORAGE', `invalid storage key ${JSON.stringify(key)}: 1..${STORAGE_KEY_MAX} of [A-Za-z0-9_-]`);
+  if (typeof key !== 'string' || key.length === 0 || key.length > STORAGE_KEY_MAX || !/^[A-Za-z0-9_-][A-Za-z0-9_.-]*$/.test(key)) {
+    fail('STORAGE', `invalid storage key ${JSON.stringify(key)}: 1..${STORAGE_KEY_MAX} of [A-Za-z0-9_.-], not starting with '.'`);
   }
 }
 
