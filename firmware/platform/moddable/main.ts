@@ -1,0 +1,105 @@
+/**
+ * Device entry (manifest.json `creation.main`): wires the Moddable platform
+ * services, the provisioning data, the secure session and the sensor-node
+ * state machine, then starts it. Everything with logic lives in SDK-free
+ * modules tested under Node and XS; this file only connects them.
+ *
+ * Board settings come from the board's manifest fragment (`config.mqsec`,
+ * boards/<board>/manifest.json); identity, key, broker and Wi-Fi from the
+ * generated `mqsec/device-config` module (tools/device-config.ts).
+ *
+ * Lines starting with "mqsec " on the console are a stable, machine-read
+ * progress report (the desktop run and the hardware-in-the-loop check read
+ * them); they never contain key material.
+ */
+import './globals.js'; // first: TextEncoder for @noble/* module initialisation
+import config from 'mc/config';
+import deviceConfig from 'mqsec/device-config';
+import StockClient from 'mqtt';
+import { sleepNative } from './board-sleep.js';
+import { createSensor } from './board-sensor.js';
+import { createNobleSuite } from '../../crypto/noble.js';
+import { withLadderKeyGeneration } from '../../app/low-memory-suite.js';
+import { DeviceSecureSession } from '../../secure/device.js';
+import { SecureMqttClient } from '../../app/secure-mqtt.js';
+import { SensorNode } from '../../app/sensor-node.js';
+import { SecureMqttLink, type ConnectableMqttClient } from '../../app/secure-link.js';
+import { createFirmwareMqttClient } from '../../app/firmware-mqtt.js';
+import { parseDeviceConfig, deviceKeyBytes } from '../../app/device-config.js';
+import { asMqsecError } from '../../core/errors.js';
+import { createModdablePlatform, traceLog } from './services.js';
+import { NativeSleep, WifiNetwork } from './device-ports.js';
+import { StockMqttAdapter } from './stock-mqtt.js';
+
+interface BoardConfig {
+  board?: string;
+  intervalS?: number;
+  sleepMode?: 'deep' | 'wait';
+  /** 'firmware' (default): mqsec's MQTT client, QoS 1. 'stock': the SDK's `mqtt` module, QoS 0. */
+  client?: 'firmware' | 'stock';
+  logLevel?: 'debug' | 'info' | 'warn' | 'error';
+  listenMs?: number;
+}
+
+function start(): void {
+  const board: BoardConfig = (config.mqsec ?? {}) as BoardConfig;
+  const log = traceLog(board.logLevel ?? 'info');
+  const platform = createModdablePlatform(log);
+  const device = parseDeviceConfig(deviceConfig);
+  // Ladder key generation: no ~110 KB of cached Edwards tables in the ESP32's JS heap.
+  const suite = withLadderKeyGeneration(createNobleSuite(platform.random));
+  const session = new DeviceSecureSession({
+    suite,
+    devId: device.id,
+    deviceKey: deviceKeyBytes(device),
+    storage: platform.storage,
+    clock: platform.clock,
+    log,
+  });
+  const endpoint = { host: device.broker.host, port: device.broker.port };
+  const useStock = board.client === 'stock';
+
+  const link = new SecureMqttLink({
+    log,
+    createGlue: (callbacks) =>
+      new SecureMqttClient({
+        session,
+        log,
+        onMessage: callbacks.onMessage,
+        onError: callbacks.onError,
+        onReady: (phase) => {
+          trace(`mqsec phase ${phase} ok\n`);
+          callbacks.onReady(phase);
+        },
+      }),
+    createClient: (hooks): ConnectableMqttClient =>
+      useStock
+        ? new StockMqttAdapter({ Client: StockClient, host: endpoint.host, port: endpoint.port, hooks, log })
+        : createFirmwareMqttClient(platform, { endpoint }, hooks),
+  });
+
+  const node = new SensorNode({
+    devId: device.id,
+    link,
+    network: new WifiNetwork(device.wifi),
+    sensor: createSensor(),
+    sleep: new NativeSleep(sleepNative),
+    storage: platform.storage,
+    timer: platform.timer,
+    random: platform.random,
+    log,
+    defaults: { intervalS: board.intervalS ?? 60, sleepMode: board.sleepMode ?? 'deep' },
+    listenMs: board.listenMs ?? 1500,
+    onState: (state, detail) => trace(`mqsec state ${state}${detail ? ' ' + detail : ''}\n`),
+  });
+  trace(`mqsec boot ${device.id} board=${board.board ?? 'unknown'} client=${useStock ? 'stock' : 'firmware'}\n`);
+  node.start().then(() => trace(`mqsec stopped ${node.state}\n`));
+}
+
+try {
+  start();
+} catch (e) {
+  // A bad provisioning file is the usual cause: say so on the console and do nothing else.
+  const err = asMqsecError(e);
+  trace(`mqsec fatal ${err.code}: ${err.message}\n`);
+}

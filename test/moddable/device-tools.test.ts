@@ -1,0 +1,96 @@
+/**
+ * Provisioning data for the firmware build (firmware/app/device-config.ts,
+ * tools/moddable.ts) and the `device-desktop` / `hil` commands' behaviour
+ * when no SDK or board is present (one "skipped: ..." line, success).
+ */
+import { describe, it, expect, afterAll } from 'vitest';
+import { mkdtempSync, rmSync, statSync, writeFileSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { parseDeviceConfig, deviceKeyBytes } from '../../firmware/app/device-config.js';
+import { writeDeviceConfigModule, loadDeviceConfig, findSdk } from '../../tools/moddable.js';
+import { runDesktop } from '../../tools/desktop-run.js';
+import { runHil } from '../../tools/hil.js';
+import { buildProgram } from '../../cli/main.js';
+import { deviceDesktopCommand } from '../../cli/commands/device-desktop.js';
+import { hilCommand } from '../../cli/commands/hil.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'mqsec-devtools-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const KEY = 'a1'.repeat(32);
+
+describe('device config', () => {
+  it('accepts the `mqsec device add --json` config file shape and flat/alias variants', () => {
+    expect(parseDeviceConfig({ id: 'dev-1', key: KEY, broker: { host: '127.0.0.1', port: 1883 } })).toEqual({ id: 'dev-1', key: KEY, broker: { host: '127.0.0.1', port: 1883 } });
+    expect(parseDeviceConfig({ deviceId: 'dev-1', deviceKey: KEY.toUpperCase(), host: 'broker.lan' })).toEqual({ id: 'dev-1', key: KEY, broker: { host: 'broker.lan', port: 1883 } });
+    expect(parseDeviceConfig({ id: 'd', key: KEY, broker: { host: 'h', port: 1 }, wifi: { ssid: 'lab', password: 'secret-pw' } }).wifi).toEqual({ ssid: 'lab', password: 'secret-pw' });
+    expect(deviceKeyBytes(parseDeviceConfig({ id: 'd', key: KEY, host: 'h' }))).toEqual(new Uint8Array(32).fill(0xa1));
+  });
+  it('refuses bad configs with MALFORMED and never echoes the key', () => {
+    const bad: unknown[] = [
+      null,
+      { id: 'x'.repeat(24), key: KEY, host: 'h' },
+      { id: 'a/b', key: KEY, host: 'h' },
+      { id: 'd', key: KEY.slice(2), host: 'h' },
+      { id: 'd', key: KEY, host: 'h', port: 70000 },
+      { id: 'd', key: KEY, host: 'bad host' },
+      { id: 'd', key: KEY, host: 'h', wifi: { ssid: '' } },
+      { id: 'd', key: KEY, host: 'h', wifi: { ssid: 'x', password: 'short' } },
+    ];
+    for (const b of bad) {
+      let err: any;
+      try {
+        parseDeviceConfig(b);
+      } catch (e) {
+        err = e;
+      }
+      expect(err?.code).toBe('MALFORMED');
+      expect(String(err.message)).not.toContain('a1a1');
+    }
+  });
+  it('writes the firmware config module (mode 0600) that evaluates to the checked config', async () => {
+    const cfgPath = join(dir, 'device-config-dev-7.json');
+    writeFileSync(cfgPath, JSON.stringify({ id: 'dev-7', key: KEY, broker: { host: '127.0.0.1', port: 1883 } }));
+    const cfg = loadDeviceConfig(cfgPath, { port: 18830, ssid: 'lab', wifiPassword: 'longenough' });
+    const file = writeDeviceConfigModule(cfg, join(dir, 'cfg'));
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    const mod = await import(pathToFileURL(file).href);
+    expect(mod.default).toEqual({ id: 'dev-7', key: KEY, broker: { host: '127.0.0.1', port: 18830 }, wifi: { ssid: 'lab', password: 'longenough' } });
+    expect(Object.isFrozen(mod.default)).toBe(true);
+    expect(readFileSync(file, 'utf8')).toMatch(/do not commit/);
+  });
+});
+
+describe('without an SDK or a board', () => {
+  it('findSdk explains what is missing', () => {
+    expect(findSdk({})).toEqual({ missing: expect.stringMatching(/MODDABLE is not set/) });
+    expect(findSdk({ MODDABLE: dir })).toEqual({ missing: expect.stringMatching(/does not look like a Moddable SDK/) });
+  });
+  it('device-desktop prints one skipped line and succeeds', async () => {
+    const out: string[] = [];
+    const code = await runDesktop({}, { out: (l) => out.push(l), err: (l) => out.push(`ERR ${l}`) }, {});
+    expect(code).toBe(0);
+    expect(out).toEqual([expect.stringMatching(/^skipped: MODDABLE is not set/)]);
+  });
+  it('hil prints one skipped line and succeeds', async () => {
+    const out: string[] = [];
+    const code = await runHil({ port: join(dir, 'no-tty'), board: 'esp32' }, { out: (l) => out.push(l), err: (l) => out.push(`ERR ${l}`) }, {});
+    expect(code).toBe(0);
+    expect(out).toEqual([`skipped: no board at ${join(dir, 'no-tty')}`]);
+  });
+  it('the CLI commands do the same through commander', async () => {
+    const saved = process.env.MODDABLE;
+    delete process.env.MODDABLE;
+    try {
+      const out: string[] = [];
+      const io = { out: (l: string) => out.push(l), err: (l: string) => out.push(`ERR ${l}`), readStdin: async () => '' };
+      await buildProgram(io, [deviceDesktopCommand, hilCommand]).parseAsync(['node', 'mqsec', 'device-desktop']);
+      await buildProgram(io, [deviceDesktopCommand, hilCommand]).parseAsync(['node', 'mqsec', 'hil', '--port', join(dir, 'no-tty'), '--board', 'esp32c3']);
+      expect(out).toEqual([expect.stringMatching(/^skipped: /), expect.stringMatching(/^skipped: no board/)]);
+      await expect(buildProgram(io, [hilCommand]).parseAsync(['node', 'mqsec', 'hil', '--board', 'esp8266'])).rejects.toThrow(/unknown board/);
+    } finally {
+      if (saved !== undefined) process.env.MODDABLE = saved;
+    }
+  });
+});

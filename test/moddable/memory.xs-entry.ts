@@ -1,0 +1,144 @@
+/**
+ * XS side of test/moddable/memory.xs.test.ts: builds the device's secure
+ * client inside XS (noble suite, DeviceSecureSession, firmware MQTT client on
+ * a loopback transport, SensorNode), completes phase 1 and phase 2 against a
+ * ServerHandshake that is then dropped, and keeps only the device objects
+ * alive, so the Node side can read XS's live-slot count after a GC.
+ */
+import { exposeToHost, hostRandom } from '../xs/guest.js';
+import type { Connection, Storage, Transport, TransportEvents } from '../../firmware/core/platform.js';
+import { silentLog } from '../../firmware/core/platform.js';
+import { createNobleSuite } from '../../firmware/crypto/noble.js';
+import { withLadderKeyGeneration } from '../../firmware/app/low-memory-suite.js';
+import { DeviceSecureSession } from '../../firmware/secure/device.js';
+import { ServerHandshake } from '../../firmware/secure/server.js';
+import { MemoryTicketStore } from '../../firmware/secure/ticket-store.js';
+import { MqttClient } from '../../firmware/mqtt/client.js';
+import { SensorNode } from '../../firmware/app/sensor-node.js';
+import { FakeNetwork, FakeSecureLink, FakeSensor, FakeSleep, ManualTimer, MapStorage } from '../app/fakes.js';
+
+declare const gc: () => void;
+
+const g = globalThis as any;
+const nullTransport: Transport = {
+  connect(_e, _events: TransportEvents): Connection {
+    return { write() {}, close() {} };
+  },
+};
+
+/** Bytes held in ArrayBuffers and strings reachable from `root` (XS keeps these in chunks, not slots). */
+function chunkBytes(root: unknown): { buffers: number; strings: number; objects: number } {
+  const seen = new Set<unknown>();
+  const bufs = new Set<ArrayBufferLike>();
+  let strings = 0;
+  let objects = 0;
+  const stack: unknown[] = [root];
+  while (stack.length) {
+    const v = stack.pop();
+    if (typeof v === 'string') {
+      strings += v.length;
+      continue;
+    }
+    if ((typeof v !== 'object' && typeof v !== 'function') || v === null || seen.has(v)) continue;
+    seen.add(v);
+    objects++;
+    if (ArrayBuffer.isView(v)) {
+      bufs.add((v as Uint8Array).buffer);
+      continue;
+    }
+    if (v instanceof Map) for (const [k, x] of v) stack.push(k, x);
+    if (v instanceof Set) for (const x of v) stack.push(x);
+    for (const k of Reflect.ownKeys(v as object)) {
+      const d = Object.getOwnPropertyDescriptor(v as object, k);
+      if (d && 'value' in d) stack.push(d.value);
+    }
+  }
+  let buffers = 0;
+  for (const b of bufs) buffers += b.byteLength;
+  return { buffers, strings, objects };
+}
+
+exposeToHost({
+  gc: () => {
+    gc();
+    return true;
+  },
+  /** The platform services and crypto suite a device has anyway (baseline). */
+  platform: (ladder: boolean) => {
+    const suite = createNobleSuite(hostRandom);
+    g.__keep = { suite: ladder ? withLadderKeyGeneration(suite) : suite, storage: new MapStorage() };
+    return true;
+  },
+  /** Phase 1 + a sealed message; keeps the device session, its MQTT client and the app. */
+  phase1: async () => {
+    const keep = g.__keep;
+    const devId = 'sensor01';
+    const key = new Uint8Array(32).fill(3);
+    const server = new ServerHandshake({ suite: keep.suite, clock: { now: () => 1_700_000_000_000 }, lookupDevice: () => ({ deviceKey: key, status: 'active' }), ticketStore: new MemoryTicketStore() });
+    const session = new DeviceSecureSession({ suite: keep.suite, devId, deviceKey: key, storage: keep.storage as Storage });
+    const timer = new ManualTimer();
+    const client = new MqttClient(
+      { transport: nullTransport, timer, clock: { now: () => timer.now }, random: hostRandom, log: silentLog },
+      { endpoint: { host: '127.0.0.1', port: 1883 }, credentials: () => session.connectCredentials(), reconnect: false },
+    );
+    const node = new SensorNode({ devId, link: new FakeSecureLink(keep.storage), network: new FakeNetwork(), sensor: new FakeSensor(), sleep: new FakeSleep(true), storage: keep.storage, timer, random: hostRandom });
+    const c = await session.connectCredentials();
+    const r = await server.acceptConnect(c.clientId, c.username, c.password);
+    if (r.kind !== 'phase1') throw new Error('expected phase 1');
+    await session.onConnack(0);
+    const h = await session.handleIncoming(r.reply.topic, r.reply.payload);
+    if (h.kind !== 'handshake') throw new Error('expected KX3');
+    const srv = await server.completePhase1(r.pending, h.reply.payload);
+    const sealed = session.seal('sensors/sensor01/temperature', new Uint8Array(24));
+    srv.open('sensors/sensor01/temperature', sealed);
+    keep.session = session;
+    keep.client = client;
+    keep.node = node;
+    g.__server = server; // dropped by dropServer() after phase 2
+    return { kx1: c.password.length, sealed: sealed.length };
+  },
+  /** The same handshake with nothing kept: shows one-time (module-level, lazily built) allocations. */
+  warmup: async () => {
+    const keep = g.__keep;
+    const key = new Uint8Array(32).fill(4);
+    const server = new ServerHandshake({ suite: keep.suite, clock: { now: () => 1_700_000_000_000 }, lookupDevice: () => ({ deviceKey: key, status: 'active' }), ticketStore: new MemoryTicketStore() });
+    const session = new DeviceSecureSession({ suite: keep.suite, devId: 'warm0001', deviceKey: key, storage: new MapStorage() });
+    const c = await session.connectCredentials();
+    const r = await server.acceptConnect(c.clientId, c.username, c.password);
+    if (r.kind !== 'phase1') throw new Error('expected phase 1');
+    await session.onConnack(0);
+    const h = await session.handleIncoming(r.reply.topic, r.reply.payload);
+    if (h.kind !== 'handshake') throw new Error('expected KX3');
+    const srv = await server.completePhase1(r.pending, h.reply.payload);
+    srv.open('t/x', session.seal('t/x', new Uint8Array(24)));
+    return true;
+  },
+  phase2: async () => {
+    const keep = g.__keep;
+    const session = keep.session as DeviceSecureSession;
+    session.onConnectionLost();
+    const c = await session.connectCredentials();
+    const r = await (g.__server as ServerHandshake).acceptConnect(c.clientId, c.username, c.password);
+    if (r.kind !== 'phase2') throw new Error('expected phase 2');
+    await session.onConnack(0);
+    const sealed = session.seal('sensors/sensor01/temperature', new Uint8Array(24));
+    r.session.open('sensors/sensor01/temperature', sealed);
+    return { resume: c.password.length };
+  },
+  dropServer: () => {
+    g.__server = undefined;
+    return true;
+  },
+  probe: (what: string) => {
+    const suite = g.__keep.suite;
+    const k = new Uint8Array(32).fill(5);
+    if (what === 'dh') suite.dhKeyPair();
+    if (what === 'dh2') suite.dh(k, suite.dhKeyPair().publicKey);
+    if (what === 'hash') suite.hash(k);
+    if (what === 'hmac') suite.hmac(k, k);
+    if (what === 'hkdf') suite.hkdfExpand(suite.hkdfExtract(k, k), k, 32);
+    if (what === 'aead') suite.aeadOpen(k, new Uint8Array(12), suite.aeadSeal(k, new Uint8Array(12), k, k), k);
+    return true;
+  },
+  chunks: (what: string) => chunkBytes(g.__keep[what]),
+});

@@ -1,0 +1,126 @@
+/**
+ * JS heap used by the device's secure client inside the real XS engine
+ * (xsnap). XS reports its live slot count after a garbage collection; the
+ * figures of interest are (a) one-time allocations made by the first
+ * handshake (module-level caches that stay for the program's life) and
+ * (b) what one phase-1 / phase-2 session, the firmware MQTT client and the
+ * sensor-node app keep alive. A slot is 16 bytes on the 32-bit ESP32 (32 on
+ * this 64-bit host); ArrayBuffer and string bytes live in chunks and are
+ * counted by walking the kept objects.
+ *
+ * Measured twice in fresh workers: with the device suite (ladder key
+ * generation, firmware/app/low-memory-suite.ts) and with noble's default
+ * table-based key generation, to show why the device uses the former.
+ * The budgets asserted are loose (an ESP32 leaves ~150 KB for JS); the test
+ * fails if the client starts holding on to a lot, and prints the figures.
+ */
+import { describe, it, expect } from 'vitest';
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import * as os from 'node:os';
+import { spawn } from 'node:child_process';
+import { randomFillSync } from 'node:crypto';
+import { x25519 } from '@noble/curves/ed25519.js';
+import { bundleForXs } from '../xs/harness.js';
+import { encodeMessage, decodeMessage } from '../xs/wire.js';
+import { withLadderKeyGeneration } from '../../firmware/app/low-memory-suite.js';
+import { createNobleSuite } from '../../firmware/crypto/noble.js';
+
+const ESP32_SLOT_BYTES = 16;
+
+async function startWorker() {
+  const { xsnap } = await import('@agoric/xsnap');
+  const bundle = await bundleForXs(new URL('./memory.xs-entry.ts', import.meta.url));
+  const worker: any = await xsnap({
+    os: os.type(),
+    spawn,
+    fs: { ...fs, ...fsp },
+    name: 'mqsec-memory',
+    meteringLimit: 0,
+    stdout: 'inherit',
+    stderr: 'inherit',
+    handleCommand: async (req: Uint8Array) => {
+      const { name, args } = decodeMessage(req) as any;
+      if (name !== 'random') return encodeMessage({ $error: { name: 'Error', message: `no host function ${name}` } });
+      const b = new Uint8Array(args[0]);
+      randomFillSync(b);
+      return encodeMessage({ value: b });
+    },
+  } as any);
+  await worker.isReady();
+  await worker.evaluate(bundle);
+  const call = async (name: string, ...args: unknown[]): Promise<{ value: any; heapCount: number }> => {
+    let res = await worker.issueCommand(encodeMessage({ name, args }));
+    let reply = decodeMessage(res.reply) as any;
+    for (let i = 0; reply && reply.$pending !== undefined; i++) {
+      if (i > 1000) throw new Error(`${name} never settled`);
+      res = await worker.issueCommand(encodeMessage({ name: '__poll', args: [reply.$pending] }));
+      reply = decodeMessage(res.reply) as any;
+    }
+    if (reply?.$error) throw new Error(`${name}: ${reply.$error.message}`);
+    return { value: reply?.value, heapCount: res.meterUsage.currentHeapCount };
+  };
+  const liveSlots = async () => {
+    await call('gc');
+    return (await call('gc')).heapCount;
+  };
+  return { call, liveSlots, close: () => worker.close().catch(() => worker.terminate()) };
+}
+
+async function measure(ladder: boolean) {
+  const w = await startWorker();
+  try {
+    await w.call('platform', ladder);
+    const base = await w.liveSlots();
+    await w.call('warmup');
+    const warm = await w.liveSlots();
+    const p1 = await w.call('phase1');
+    const afterPhase1 = await w.liveSlots();
+    await w.call('phase2');
+    await w.call('dropServer');
+    const afterPhase2 = await w.liveSlots();
+    const session = (await w.call('chunks', 'session')).value;
+    const client = (await w.call('chunks', 'client')).value;
+    const node = (await w.call('chunks', 'node')).value;
+    const chunkBytes = session.buffers + session.strings + client.buffers + client.strings + node.buffers + node.strings;
+    return {
+      oneTimeSlots: warm - base,
+      sessionSlotsAfterPhase1: afterPhase1 - warm,
+      sessionSlotsAfterPhase2: afterPhase2 - warm,
+      chunkBytes,
+      esp32OneTimeBytes: (warm - base) * ESP32_SLOT_BYTES,
+      esp32SessionBytes: (afterPhase2 - warm) * ESP32_SLOT_BYTES + chunkBytes,
+      kx1Bytes: p1.value.kx1,
+    };
+  } finally {
+    await w.close();
+  }
+}
+
+describe('secure client heap under XS', () => {
+  it('ladder key generation gives the same public keys as noble default (RFC 7748)', () => {
+    const fixed = (b: Uint8Array) => ({ fill: (x: Uint8Array) => x.set(b.subarray(0, x.length)) });
+    // RFC 7748 section 6.1 Alice's key pair
+    const priv = Uint8Array.from(Buffer.from('77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a', 'hex'));
+    const kp = withLadderKeyGeneration(createNobleSuite(fixed(priv))).dhKeyPair();
+    expect(Buffer.from(kp.publicKey).toString('hex')).toBe('8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a');
+    for (let i = 0; i < 20; i++) {
+      const k = new Uint8Array(32).map(() => (Math.random() * 256) | 0);
+      expect(withLadderKeyGeneration(createNobleSuite(fixed(k))).dhKeyPair().publicKey).toEqual(x25519.getPublicKey(k));
+    }
+  });
+
+  it('the device suite keeps one session, its MQTT client and the app in a few KB, with no big one-time tables', async () => {
+    const device = await measure(true);
+    const stock = await measure(false);
+    // eslint-disable-next-line no-console
+    console.log('mqsec XS heap (device suite)', JSON.stringify(device));
+    // eslint-disable-next-line no-console
+    console.log('mqsec XS heap (noble default keygen)', JSON.stringify(stock));
+    expect(device.sessionSlotsAfterPhase2).toBeGreaterThan(0);
+    expect(device.esp32SessionBytes).toBeLessThan(16 * 1024);
+    expect(device.esp32OneTimeBytes).toBeLessThan(16 * 1024);
+    // the table-based default would cost far more, once: the reason for the ladder
+    expect(stock.oneTimeSlots).toBeGreaterThan(device.oneTimeSlots + 3000);
+  });
+});
