@@ -74,4 +74,6 @@ export interface SecureLink {
   subscribe(filter: string): Promise<void>;
   /** Clean close (DISCONNECT); resolves when the link is down. Never rejects. */
   close(): Promise<void>;
+  /** QoS 1 messages sent but not yet acknowledged (kept for the next connection); RAM only. */
+  unacknowledged?(): number;
 }

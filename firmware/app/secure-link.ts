@@ -162,6 +162,10 @@ export class SecureMqttLink implements SecureLink {
     await this.glue.subscribe(filter, 1);
   }
 
+  unacknowledged(): number {
+    return this.outbox.size;
+  }
+
   async close(): Promise<void> {
     // A clean close (going to sleep) first lets unacknowledged readings drain: RAM does not
     // survive deep sleep. A dead connection releases the wait at once.

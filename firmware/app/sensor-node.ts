@@ -235,6 +235,13 @@ export class SensorNode {
         if (!this.linkUp && !this.stopping) return 'connecting';
         if (this.sampleRequested) return 'publishing';
         if (this.settings.sleepMode === 'deep' && this.o.sleep.deepSleepSupported) {
+          await this.closeLink(); // waits for outstanding PUBACKs while the link is up
+          // Deep sleep loses RAM, and with it any reading the broker has not acknowledged:
+          // reconnect and deliver it first (bounded by the retry policy like any connect).
+          if ((this.o.link.unacknowledged?.() ?? 0) > 0) {
+            this.log.warn('unacknowledged readings before sleep: reconnecting', { count: this.o.link.unacknowledged?.() });
+            return 'connecting';
+          }
           await this.goToSleep(this.settings.intervalS * 1000, 'interval');
           return 'sleeping';
         }
