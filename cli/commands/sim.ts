@@ -4,7 +4,7 @@
  * attackers; live view on a TTY, a summary table (or one JSON object) at the end.
  */
 import { pino } from 'pino';
-import { runFleet, type FleetOptions, type FleetResult } from '../../host-sim/fleet/fleet.js';
+import { DEVICES_PER_WORKER, runFleet, type FleetOptions, type FleetResult } from '../../host-sim/fleet/fleet.js';
 import { LiveView, summaryTable } from '../../host-sim/fleet/live-view.js';
 import { CliError, type CliIo, type CommandModule } from '../command.js';
 
@@ -37,6 +37,7 @@ export interface SimCliOptions {
   attackers: number;
   sleepMode: 'deep' | 'wait';
   port?: number;
+  workers?: number;
   logLevel: string;
 }
 
@@ -62,8 +63,12 @@ export function printSummary(io: CliIo, r: FleetResult): void {
       ['power cuts', r.power_cuts],
       ['attacks refused / accepted', `${r.attacks.refused} / ${r.attacks.accepted}`],
       ['duration s', r.duration_s],
+      ...(r.groups.length > 1 || r.groups[0]?.thread_id !== 0
+        ? ([['worker threads (nodes / sent)', r.groups.map((g) => `#${g.thread_id}: ${g.devices} / ${g.sent}`).join(', ')]] as [string, string][])
+        : []),
     ]),
   );
+  if (r.worker_failures.length) io.out(`  worker failures: ${r.worker_failures.join('; ')}`);
   if (r.missing_sample.length) io.out(`  missing (sample): ${r.missing_sample.join(', ')}`);
 }
 
@@ -91,6 +96,7 @@ export async function runSimCommand(o: SimCliOptions, io: CliIo, extra: Partial<
       clockSkewMs: o.clockSkew,
       powerCut: o.powerCut,
       attackers: o.attackers,
+      workers: o.workers,
       logger,
       stopSignal,
       onTick: (s) => view?.update(s),
@@ -127,6 +133,11 @@ export const simCommand: CommandModule = {
       .option('--clock-skew <ms>', 'random device clock offsets up to +/- ms (the protocol must not care)', num('clock-skew', 0), 0)
       .option('--power-cut <p>', 'probability per node per second of a power cut (RAM lost, storage kept)', num('power-cut', 0, 1), 0)
       .option('--attackers <k>', 'attackers replaying and forging CONNECTs alongside the fleet', num('attackers', 0, 1000), 0)
+      .option(
+        '--workers <n>',
+        `worker threads for the nodes; 0 = all in the main thread (default: 0 up to ${DEVICES_PER_WORKER} nodes, else one per ${DEVICES_PER_WORKER} nodes, at most CPUs - 1, at least 1)`,
+        num('workers', 0, 256),
+      )
       .option('--json', 'print one JSON object at the end instead of tables')
       .option('--log-level <level>', 'pino log level for broker and devices (stderr)', 'silent')
       .action(async (opts: SimCliOptions) => {

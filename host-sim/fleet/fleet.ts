@@ -8,19 +8,24 @@
  * (staggered) -> run for `durationS` with faults -> quiesce (faults off,
  * every node woken, wait until each completed a fresh secure session and
  * every acknowledged reading reached the verifier) -> summary.
+ *
+ * The nodes run in device groups (device-group.ts): one in the main thread
+ * for a small fleet, or one per worker thread for a large one, so that the
+ * nodes' handshake crypto does not compete with the broker for one event loop.
+ * The main thread always keeps the broker, verifier, attackers and statistics.
  */
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { threadId } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { pino } from 'pino';
 import memoryPersistence from 'aedes-persistence';
 import { startBroker, type RunningBroker } from '../../broker/server.js';
 import { Registry } from '../../broker/registry/registry.js';
-import { NodeTcpTransport, FileStorage, nodeClock, nodeRandom, nodeTimer, pinoLog } from '../adapters/index.js';
-import { FaultyTransport } from './faults.js';
-import { SimDevice } from './sim-device.js';
+import { DeviceGroup, type FleetGroup, type GroupConfig, type GroupDevice, type GroupEvents } from './device-group.js';
+import { WorkerGroup } from './worker-group.js';
 import { Verifier } from './verifier.js';
 import { AttackerPool, ConnectCapture, type AttackStats } from './attackers.js';
 import { LatencySample, type FleetSummary } from './stats.js';
@@ -51,6 +56,11 @@ export interface FleetOptions {
   deviceIdPrefix?: string;
   logger?: Logger;
   onTick?: (s: LiveSnapshot) => void;
+  /**
+   * Worker threads to run the nodes in; 0 runs every node in the main thread.
+   * Default: defaultWorkerCount(devices).
+   */
+  workers?: number;
   /** Called once the broker and verifier are up (the demo prints how to watch). */
   onStarted?: (info: StartedInfo) => void;
   /** Resolves early stop (Ctrl-C): the run quiesces and summarises at once. */
@@ -79,6 +89,32 @@ export interface FleetResult extends FleetSummary {
   missing_sample: string[];
   duplicate_sample: string[];
   duration_s: number;
+  /** Where the nodes ran: one entry per device group (thread_id 0 is the main thread). */
+  groups: { thread_id: number; devices: number; sent: number }[];
+  /** Device-group workers that died (their nodes stop reporting; the run still ends and summarises). */
+  worker_failures: string[];
+}
+
+/** Nodes one thread comfortably runs next to its share of handshake crypto. */
+export const DEVICES_PER_WORKER = 300;
+
+/**
+ * Default worker threads for a fleet: none (all nodes in the main thread) up
+ * to DEVICES_PER_WORKER nodes; above that one per DEVICES_PER_WORKER nodes,
+ * but at most one per CPU the main thread (broker, verifier) leaves free,
+ * and at least one.
+ */
+export function defaultWorkerCount(devices: number, cpus = os.availableParallelism()): number {
+  if (devices <= DEVICES_PER_WORKER) return 0;
+  return Math.max(1, Math.min(cpus - 1, Math.ceil(devices / DEVICES_PER_WORKER)));
+}
+
+/** Splits the nodes into `groups` contiguous, near-equal slices. */
+export function splitIntoGroups<T>(items: T[], groups: number): T[][] {
+  const n = Math.max(1, Math.min(groups, items.length));
+  const out: T[][] = [];
+  for (let g = 0; g < n; g++) out.push(items.slice(Math.floor((g * items.length) / n), Math.floor(((g + 1) * items.length) / n)));
+  return out;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -133,59 +169,67 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
   let brokerRestarts = 0;
   let quiescing = false;
   const readyAfterQuiesce = new Set<string>();
+  const workerFailures: string[] = [];
   const capture = new ConnectCapture();
-  const connects = new WeakMap<object, Uint8Array>();
-  const faults = {
-    dropProbability: o.drop ?? 0,
-    latencyMs: o.latencyMs ?? 0,
-    timer: nodeTimer,
-    // The attackers get what an eavesdropper records: CONNECTs of connections the broker
-    // accepted (CONNACK 0 seen). Replaying those must fail. (A CONNECT suppressed before it
-    // reaches the broker can be delivered late, once, by an on-path attacker: see
-    // docs/threat-model.md; it yields no keys.)
-    tap: (dir: 'out' | 'in', bytes: Uint8Array, conn: object) => {
-      if (dir === 'out') {
-        if (bytes[0] === 0x10 && !connects.has(conn)) connects.set(conn, bytes);
-      } else if (bytes.length >= 4 && bytes[0] === 0x20 && bytes[3] === 0) {
-        const c = connects.get(conn);
-        if (c) capture.offer(c);
-        connects.delete(conn);
-      }
-    },
-    onDrop: () => dropsInjected++,
-  };
-  const transport = new FaultyTransport(new NodeTcpTransport({ connectTimeoutMs: 5000 }), faults);
-  const devices = ids.map((id) => {
-    const skew = o.clockSkewMs ? Math.round((Math.random() * 2 - 1) * o.clockSkewMs) : 0;
-    return new SimDevice(
-      id,
-      keys.get(id)!,
-      new FileStorage(path.join(workDir, 'devices', id)),
-      {
-        host,
-        port,
-        timer: nodeTimer,
-        clock: nodeClock,
-        random: nodeRandom,
-        transport,
-        log: log.isLevelEnabled('debug') ? pinoLog(log.child({ dev: id })) : undefined,
-        intervalS,
-        sleepMode: o.sleepMode ?? 'deep',
-        clockSkewMs: skew,
-      },
-      {
-        onReady: (devId, phase, ms) => {
-          if (phase === 1) phase1++;
-          else phase2++;
-          handshakes.add(ms);
-          if (quiescing) readyAfterQuiesce.add(devId);
-        },
-        onSent: (_devId, topic, payload) => verifier.recordSent(topic, payload),
-        onUncertain: (_devId, topic, payload) => verifier.forgive(topic, payload),
-        onError: () => errors++,
-      },
-    );
+
+  // staggered boot: a fleet powering up together should not be one burst
+  const bootSpreadMs = Math.min(3000, o.devices * 20);
+  const groupDevices: GroupDevice[] = ids.map((id, i) => ({
+    id,
+    key: keys.get(id)!,
+    bootDelayMs: Math.floor((i / ids.length) * bootSpreadMs),
+    clockSkewMs: o.clockSkewMs ? Math.round((Math.random() * 2 - 1) * o.clockSkewMs) : 0,
+  }));
+  const groupConfig = (devices: GroupDevice[]): GroupConfig => ({
+    host,
+    port,
+    workDir,
+    intervalS,
+    sleepMode: o.sleepMode ?? 'deep',
+    devices,
+    faults: { dropProbability: o.drop ?? 0, latencyMs: o.latencyMs ?? 0, powerCut: o.powerCut ?? 0 },
   });
+  const groupSent: number[] = [];
+  const groupEvents = (index: number): GroupEvents => {
+    groupSent[index] = 0;
+    return {
+      sent: (topic, payload) => {
+        groupSent[index]++;
+        verifier.recordSent(topic, payload);
+      },
+      uncertain: (topic, payload) => verifier.forgive(topic, payload),
+      ready: (devId, phase, ms, afterQuiesce) => {
+        if (phase === 1) phase1++;
+        else phase2++;
+        handshakes.add(ms);
+        if (afterQuiesce) readyAfterQuiesce.add(devId);
+      },
+      error: () => errors++,
+      drop: () => dropsInjected++,
+      powerCut: () => powerCuts++,
+      capture: (connect) => capture.offer(connect),
+    };
+  };
+  const workerCount = Math.min(o.workers ?? defaultWorkerCount(o.devices), o.devices);
+  let groups: FleetGroup[];
+  if (workerCount > 0) {
+    const spawned = await Promise.allSettled(
+      splitIntoGroups(groupDevices, workerCount).map((slice, i) =>
+        WorkerGroup.spawn(groupConfig(slice), groupEvents(i), o.logger ? o.logger.level : 'silent', (m) => workerFailures.push(m)),
+      ),
+    );
+    const failed = spawned.find((r) => r.status === 'rejected');
+    if (failed) {
+      await Promise.all(spawned.map((r) => (r.status === 'fulfilled' ? r.value.stop() : undefined)));
+      await verifier.stop();
+      if (broker) await broker.stop();
+      throw (failed as PromiseRejectedResult).reason;
+    }
+    groups = spawned.map((r) => (r as PromiseFulfilledResult<WorkerGroup>).value);
+  } else {
+    groups = [new DeviceGroup(groupConfig(groupDevices), groupEvents(0), threadId, log)];
+  }
+  const connectedNow = () => groups.reduce((n, g) => n + g.connectedCount(), 0);
 
   const attackers = new AttackerPool(o.attackers ?? 0, () => ({ host, port }), capture, ids);
 
@@ -193,8 +237,8 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
     const v = verifier.snapshot();
     return {
       elapsedS: (Date.now() - startedAt) / 1000,
-      devices: devices.length,
-      connected: devices.filter((d) => d.connected).length,
+      devices: o.devices,
+      connected: connectedNow(),
       phase1,
       phase2,
       sent: v.sent,
@@ -209,85 +253,90 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
     };
   };
 
-  // staggered boot: a fleet powering up together should not be one burst
-  const bootSpreadMs = Math.min(3000, o.devices * 20);
-  devices.forEach((d, i) => nodeTimer.set(() => d.boot('cold'), Math.floor((i / devices.length) * bootSpreadMs)));
-  if (o.attackers) attackers.start();
-
   const timers: unknown[] = [];
-  timers.push(setInterval(() => o.onTick?.(snapshot()), 500));
-  if (o.powerCut && o.powerCut > 0) {
-    timers.push(
-      setInterval(() => {
-        for (const d of devices) {
-          if (Math.random() < o.powerCut!) {
-            powerCuts++;
-            d.powerCut(200 + Math.floor(Math.random() * 800));
-          }
-        }
-      }, 1000),
-    );
-  }
-  let restarting: Promise<void> = Promise.resolve();
-  if (embedded && o.restartBrokerEveryS && o.restartBrokerEveryS > 0) {
-    timers.push(
-      setInterval(() => {
-        restarting = restarting.then(async () => {
-          if (quiescing) return;
-          await broker!.stop();
-          brokerRestarts++;
-          await sleep(300);
-          broker = await startBroker({ ...brokerOptions, port });
-        });
-      }, o.restartBrokerEveryS * 1000),
-    );
+  try {
+    return await runGroups();
+  } catch (e) {
+    // an unexpected failure (e.g. the broker cannot restart): worker threads and sockets must not outlive the run
+    for (const t of timers) clearInterval(t as NodeJS.Timeout);
+    await attackers.stop().catch(() => {});
+    await Promise.all(groups.map((g) => g.stop().catch(() => {})));
+    await verifier.stop().catch(() => {});
+    await broker?.stop().catch(() => {});
+    throw e;
   }
 
-  await Promise.race([sleep(o.durationS * 1000), o.stopSignal ?? new Promise(() => {})]);
+  async function runGroups(): Promise<FleetResult> {
+    for (const g of groups) g.start();
+    if (o.attackers) attackers.start();
 
-  // ---- quiesce ------------------------------------------------------------------
-  quiescing = true;
-  for (const t of timers) clearInterval(t as NodeJS.Timeout);
-  await restarting;
-  faults.dropProbability = 0;
-  faults.latencyMs = 0;
-  await attackers.stop();
-  for (const d of devices) d.wakeNow();
-  const quiesceUntil = Date.now() + (o.quiesceS ?? 20) * 1000;
-  while (Date.now() < quiesceUntil) {
+    timers.push(setInterval(() => o.onTick?.(snapshot()), 500));
+    let restarting: Promise<void> = Promise.resolve();
+    if (embedded && o.restartBrokerEveryS && o.restartBrokerEveryS > 0) {
+      timers.push(
+        setInterval(() => {
+          restarting = restarting.then(async () => {
+            if (quiescing) return;
+            await broker!.stop();
+            brokerRestarts++;
+            await sleep(300);
+            broker = await startBroker({ ...brokerOptions, port });
+          });
+        }, o.restartBrokerEveryS * 1000),
+      );
+    }
+
+    await Promise.race([sleep(o.durationS * 1000), o.stopSignal ?? new Promise(() => {})]);
+
+    // ---- quiesce ------------------------------------------------------------------
+    quiescing = true;
+    for (const t of timers) clearInterval(t as NodeJS.Timeout);
+    await restarting;
+    for (const g of groups) g.quiesce();
+    await attackers.stop();
+    for (const g of groups) g.wakeAll();
+    const quiesceUntil = Date.now() + (o.quiesceS ?? 20) * 1000;
+    while (Date.now() < quiesceUntil) {
+      // every reading a worker's node sent so far is recorded before the verifier is asked
+      await Promise.all(groups.map((g) => g.flush()));
+      const v = verifier.snapshot();
+      if (readyAfterQuiesce.size === o.devices && v.lost === 0) break;
+      o.onTick?.(snapshot());
+      await sleep(200);
+    }
+    // no await between the last check and these snapshots: they agree with it
+    const final = snapshot();
     const v = verifier.snapshot();
-    if (readyAfterQuiesce.size === devices.length && v.lost === 0) break;
-    o.onTick?.(snapshot());
-    await sleep(200);
-  }
-  const final = snapshot();
-  const v = verifier.snapshot();
-  await Promise.all(devices.map((d) => d.stop()));
-  await verifier.stop();
-  if (broker) await broker.stop();
-  if (!o.keepWorkDir && !o.workDir) rmSync(workDir, { recursive: true, force: true });
+    const sentByGroup = [...groupSent];
+    await Promise.all(groups.map((g) => g.stop()));
+    await verifier.stop();
+    if (broker) await broker.stop();
+    if (!o.keepWorkDir && !o.workDir) rmSync(workDir, { recursive: true, force: true });
 
-  return {
-    devices: devices.length,
-    phase1_ok: phase1,
-    phase2_ok: phase2,
-    sent: v.sent,
-    verified: v.verified,
-    lost: v.lost,
-    duplicates: v.duplicates,
-    errors,
-    handshake_ms_p50: final.p50,
-    handshake_ms_p99: final.p99,
-    connected_at_end: readyAfterQuiesce.size,
-    lost_to_power_cuts: v.forgiven,
-    out_of_order: v.outOfOrder,
-    malformed: v.malformed,
-    broker_restarts: brokerRestarts,
-    drops_injected: dropsInjected,
-    power_cuts: powerCuts,
-    attacks: attackers.stats,
-    missing_sample: verifier.missing(10),
-    duplicate_sample: verifier.duplicateSample,
-    duration_s: Math.round((Date.now() - startedAt) / 100) / 10,
-  };
+    return {
+      devices: o.devices,
+      phase1_ok: phase1,
+      phase2_ok: phase2,
+      sent: v.sent,
+      verified: v.verified,
+      lost: v.lost,
+      duplicates: v.duplicates,
+      errors,
+      handshake_ms_p50: final.p50,
+      handshake_ms_p99: final.p99,
+      connected_at_end: readyAfterQuiesce.size,
+      lost_to_power_cuts: v.forgiven,
+      out_of_order: v.outOfOrder,
+      malformed: v.malformed,
+      broker_restarts: brokerRestarts,
+      drops_injected: dropsInjected,
+      power_cuts: powerCuts,
+      attacks: attackers.stats,
+      missing_sample: verifier.missing(10),
+      duplicate_sample: verifier.duplicateSample,
+      duration_s: Math.round((Date.now() - startedAt) / 100) / 10,
+      groups: groups.map((g, i) => ({ thread_id: g.threadId, devices: g.deviceCount, sent: sentByGroup[i] })),
+      worker_failures: workerFailures,
+    };
+  }
 }

@@ -135,6 +135,7 @@ export class SimDevice {
       },
       subscribe: (f) => link.subscribe(f),
       close: () => link.close(),
+      unacknowledged: () => link.unacknowledged?.() ?? 0,
     };
     const sleep: Sleep = {
       deepSleepSupported: true,
