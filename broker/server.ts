@@ -151,9 +151,10 @@ export async function startBroker(opts: BrokerOptions): Promise<RunningBroker> {
   aedes.on('connectionError', (_c: Client, err: Error) => log.debug({ err: err.message }, 'connection error'));
   await aedes.listen();
 
-  const sockets = new Set<Socket>();
+  const sockets = new Map<Socket, GuardedSocket>();
+  let draining = false;
   const server: Server = createServer((socket) => {
-    sockets.add(socket);
+    if (draining) return void socket.destroy();
     socket.once('close', () => sockets.delete(socket));
     socket.on('error', () => {});
     const conn = new GuardedSocket(socket, {
@@ -165,6 +166,7 @@ export async function startBroker(opts: BrokerOptions): Promise<RunningBroker> {
         log.info({ remote: socket.remoteAddress, reason }, 'connection closed by limits');
       },
     });
+    sockets.set(socket, conn);
     aedes.handle(conn as never);
   });
   server.maxConnections = limits.maxConnections;
@@ -214,15 +216,22 @@ export async function startBroker(opts: BrokerOptions): Promise<RunningBroker> {
       clearInterval(purge);
       const closed = new Promise<void>((r) => server.close(() => r()));
       const drainMs = opts.drainMs ?? 3000;
+      draining = true;
       if (drainMs > 0) {
+        // Read nothing more from anyone but authenticated accounts (the backends whose
+        // PUBACKs we wait for): devices, and sockets still connecting, fall silent.
+        const accounts = new Set<unknown>();
         for (const client of Object.values(aedesClients(ctx))) {
-          const st = ctx.states.get(client);
-          if (st && st.kind !== 'account') (client as unknown as { conn?: { stopInput?: () => void } }).conn?.stopInput?.();
+          if (ctx.states.get(client)?.kind === 'account') accounts.add((client as unknown as { conn?: unknown }).conn);
         }
+        for (const guarded of sockets.values()) if (!accounts.has(guarded)) guarded.stopInput();
         const clients = aedesClients(ctx) as Record<string, unknown>;
         if (!(await drain.waitIdle((id) => id in clients, drainMs))) log.warn({ drainMs }, 'stopping before every message was routed and acknowledged');
+        // end, not destroy: PUBACKs and deliveries still queued in user space are flushed first
+        for (const s of sockets.keys()) s.end();
+        await new Promise((r) => setTimeout(r, 50));
       }
-      for (const s of sockets) s.destroy();
+      for (const s of sockets.keys()) s.destroy();
       await new Promise<void>((r) => aedes.close(() => r()));
       await closed;
       if (metricsServer) {

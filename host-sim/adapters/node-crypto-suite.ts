@@ -19,18 +19,33 @@ import { MqsecError, fail } from '../../firmware/core/errors.js';
 import type { Random } from '../../firmware/core/platform.js';
 import { SUITE_X25519_CHACHAPOLY_SHA256, type CryptoSuite, type KeyPair } from '../../firmware/crypto/suite.js';
 
-// RFC 8410 DER wrappers for raw X25519 keys (OID 1.3.101.110).
-const PKCS8_X25519_PREFIX = Buffer.from('302e020100300506032b656e04220420', 'hex');
-const SPKI_X25519_PREFIX = Buffer.from('302a300506032b656e032100', 'hex');
+// Raw X25519 keys are imported as JWK (RFC 8037 "OKP" keys). The DER route
+// (RFC 8410 PKCS#8/SPKI wrappers) gives the same keys but goes through
+// OpenSSL 3's generic decoder lookup: measured with Node 20 / OpenSSL 3.0,
+// about 0.8 ms per private key and 0.17 ms per public key, against 0.07 ms and
+// 0.015 ms as JWK and 0.08 ms for the X25519 itself, so key import, not the
+// curve arithmetic, was the cost of a phase-1 handshake.
+//
+// A private JWK must carry the public value "x" as well. Node (20) builds the key
+// from "d" alone (EVP_PKEY_new_raw_private_key, which derives the public half
+// itself) and only checks that "x" is a string, so a placeholder is passed
+// rather than computing a scalar multiplication just to fill in a field.
+// Should Node ever start checking "x" against "d", the import throws: the
+// cross-tests against the noble suite would fail, never give wrong keys.
+const X_PLACEHOLDER = Buffer.alloc(32).toString('base64url');
+
+function b64url(raw: Uint8Array): string {
+  return Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('base64url');
+}
 
 function privateKeyObject(raw: Uint8Array): KeyObject {
   if (raw.length !== 32) fail('BAD_KEY', 'X25519 private key must be 32 bytes');
-  return createPrivateKey({ key: Buffer.concat([PKCS8_X25519_PREFIX, raw]), format: 'der', type: 'pkcs8' });
+  return createPrivateKey({ key: { kty: 'OKP', crv: 'X25519', d: b64url(raw), x: X_PLACEHOLDER }, format: 'jwk' });
 }
 
 function publicKeyObject(raw: Uint8Array): KeyObject {
   if (raw.length !== 32) fail('BAD_KEY', 'X25519 public key must be 32 bytes');
-  return createPublicKey({ key: Buffer.concat([SPKI_X25519_PREFIX, raw]), format: 'der', type: 'spki' });
+  return createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: b64url(raw) }, format: 'jwk' });
 }
 
 function u8(b: Buffer): Uint8Array {
@@ -56,8 +71,10 @@ export function createNodeCryptoSuite(random: Random = nodeRandom): CryptoSuite 
     aeadTagLength: 16,
     dhKeyPair(): KeyPair {
       const privateKey = randomBytes(32);
-      const spki = createPublicKey(privateKeyObject(privateKey)).export({ format: 'der', type: 'spki' });
-      return { privateKey, publicKey: new Uint8Array(spki.subarray(spki.length - 32)) };
+      const jwk = createPublicKey(privateKeyObject(privateKey)).export({ format: 'jwk' });
+      const publicKey = new Uint8Array(Buffer.from(jwk.x!, 'base64url')); // own copy, not a view into Buffer's pool
+      if (publicKey.length !== 32) fail('INTERNAL', 'X25519 public key export');
+      return { privateKey, publicKey };
     },
     dh(privateKey, peerPublicKey) {
       const pub = publicKeyObject(peerPublicKey);
@@ -96,9 +113,12 @@ export function createNodeCryptoSuite(random: Random = nodeRandom): CryptoSuite 
     aeadSeal(key, nonce, plaintext, aad) {
       const c = createCipheriv('chacha20-poly1305', key, nonce, { authTagLength: 16 });
       c.setAAD(aad, { plaintextLength: plaintext.length });
-      const ct = c.update(plaintext);
+      // one output array, no Buffer.concat: this runs for every message the broker re-seals
+      const out = new Uint8Array(plaintext.length + 16);
+      out.set(c.update(plaintext));
       c.final();
-      return u8(Buffer.concat([ct, c.getAuthTag()]));
+      out.set(c.getAuthTag(), plaintext.length);
+      return out;
     },
     aeadOpen(key, nonce, sealed, aad) {
       if (sealed.length < 16) return undefined;

@@ -80,6 +80,12 @@ export interface FleetResult extends FleetSummary {
   connected_at_end: number;
   /** Sent readings unacknowledged when their node lost power (not counted as lost). */
   lost_to_power_cuts: number;
+  /** Readings the broker routed, copies included (embedded broker only). */
+  ingested: number;
+  /** Readings the broker routed twice (device -> broker leg); embedded broker only. */
+  ingest_duplicates: number;
+  /** `duplicates` that are broker -> backend redeliveries (MQTT QoS 1 after a broker restart). */
+  backend_redeliveries: number;
   out_of_order: number;
   malformed: number;
   broker_restarts: number;
@@ -140,7 +146,16 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
   // backend's persistent session and its queued QoS 1 messages, as a durable store would.
   const persistence = memoryPersistence();
   const brokerOptions = { dataDir, host: '127.0.0.1', logger: brokerLog, revisionPollMs: 250, persistence };
-  if (embedded) broker = await startBroker({ ...brokerOptions, port: o.port ?? 0 });
+  // What the broker routes from devices (plaintext, after the envelope was opened): counts
+  // duplicates on the device -> broker leg apart from backend redeliveries.
+  const observeIngest = (b: RunningBroker) =>
+    b.aedes.on('publish', (packet: { topic: string; payload: Buffer | string }, client: unknown) => {
+      if (!client || !packet.topic.startsWith('sensors/')) return;
+      const p = packet.payload;
+      ingestSink.verifier?.recordIngested(packet.topic, typeof p === 'string' ? new TextEncoder().encode(p) : new Uint8Array(p));
+    });
+  const ingestSink: { verifier?: Verifier } = {};
+  if (embedded) observeIngest((broker = await startBroker({ ...brokerOptions, port: o.port ?? 0 })));
   const host = o.broker?.host ?? '127.0.0.1';
   let port = o.broker?.port ?? broker!.port;
   const registry = embedded ? broker!.registry : Registry.open(dataDir);
@@ -157,6 +172,7 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
   o.onStarted?.({ host, port, dataDir, appUser, appPassword, embedded });
 
   const verifier = new Verifier(`mqtt://${host}:${port}`, appUser, appPassword);
+  ingestSink.verifier = verifier;
   await verifier.start();
 
   // ---- the fleet ----------------------------------------------------------------
@@ -280,7 +296,7 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
             await broker!.stop();
             brokerRestarts++;
             await sleep(300);
-            broker = await startBroker({ ...brokerOptions, port });
+            observeIngest((broker = await startBroker({ ...brokerOptions, port })));
           });
         }, o.restartBrokerEveryS * 1000),
       );
@@ -326,6 +342,9 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
       handshake_ms_p99: final.p99,
       connected_at_end: readyAfterQuiesce.size,
       lost_to_power_cuts: v.forgiven,
+      ingested: v.ingested,
+      ingest_duplicates: v.ingestDuplicates,
+      backend_redeliveries: Math.max(0, v.duplicates - v.ingestDuplicates),
       out_of_order: v.outOfOrder,
       malformed: v.malformed,
       broker_restarts: brokerRestarts,

@@ -21,6 +21,15 @@ export interface VerifierCounts {
   sent: number;
   /** Unacknowledged when its node lost power: not counted as lost. */
   forgiven: number;
+  /**
+   * Readings the broker routed more than once (device -> broker leg). The rest
+   * of `duplicates`, if any, are redeliveries on the broker -> backend leg:
+   * plain MQTT QoS 1 (at least once) when a backend's persistent session
+   * resumes after a broker restart.
+   */
+  ingestDuplicates: number;
+  /** Readings the broker routed, copies included (embedded broker only). */
+  ingested: number;
 }
 
 interface StreamState {
@@ -28,6 +37,8 @@ interface StreamState {
   maxN: number;
   sent: Set<number>;
   forgiven: Set<number>;
+  /** How often the broker routed each reading (embedded broker only). */
+  ingested: Map<number, number>;
 }
 
 function parseReading(payload: Uint8Array): { n: number; v: number } | undefined {
@@ -53,7 +64,7 @@ export class Verifier {
   private stream(topic: string): StreamState {
     let s = this.streams.get(topic);
     if (!s) {
-      s = { delivered: new Set(), maxN: -1, sent: new Set(), forgiven: new Set() };
+      s = { delivered: new Set(), maxN: -1, sent: new Set(), forgiven: new Set(), ingested: new Map() };
       this.streams.set(topic, s);
     }
     return s;
@@ -113,6 +124,19 @@ export class Verifier {
   }
 
   /**
+   * The broker routed this reading (its plaintext after the envelope was
+   * opened). More than once for one reading would be a duplicate on the
+   * device -> broker leg, the part mqsec answers for: a resent envelope must
+   * be recognised by the replay window, not routed again.
+   */
+  recordIngested(topic: string, payload: Uint8Array): void {
+    const r = parseReading(payload);
+    if (!r) return;
+    const s = this.stream(topic);
+    s.ingested.set(r.n, (s.ingested.get(r.n) ?? 0) + 1);
+  }
+
+  /**
    * The node lost power before this reading was acknowledged: RAM, and the
    * reading with it, is gone, so not arriving is not a loss of the system.
    */
@@ -126,7 +150,13 @@ export class Verifier {
     let verified = 0;
     let lost = 0;
     let forgiven = 0;
+    let ingestDuplicates = 0;
+    let ingested = 0;
     for (const s of this.streams.values()) {
+      for (const c of s.ingested.values()) {
+        ingested += c;
+        if (c > 1) ingestDuplicates += c - 1;
+      }
       sent += s.sent.size;
       for (const n of s.sent) {
         if (s.delivered.has(n)) verified++;
@@ -134,7 +164,7 @@ export class Verifier {
         else lost++;
       }
     }
-    return { ...this.counts, sent, verified, lost, forgiven };
+    return { ...this.counts, sent, verified, lost, forgiven, ingested, ingestDuplicates };
   }
 
   /** Readings sent but not (yet) delivered, as topic#n. */
