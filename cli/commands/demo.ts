@@ -19,7 +19,7 @@ export const demoCommand: CommandModule = {
         await runSimCommand(
           {
             devices: o.devices,
-            duration: 365 * 24 * 3600,
+            duration: Infinity, // until Ctrl-C
             drop: 0,
             latency: 0,
             clockSkew: 0,
@@ -38,8 +38,8 @@ export const demoCommand: CommandModule = {
               io.out(`watch the decrypted readings as the backend sees them:`);
               io.out(`  mosquitto_sub -h ${info.host} -p ${info.port} -u ${info.appUser} -P '${info.appPassword}' -t 'sensors/#' -v`);
               io.out(`  npx mqtt sub -h ${info.host} -p ${info.port} -u ${info.appUser} -P '${info.appPassword}' -t 'sensors/#' -v`);
-              io.out(`or send a command to a node (sealed for it by the broker):`);
-              io.out(`  mosquitto_pub -h ${info.host} -p ${info.port} -u ${info.appUser} -P '${info.appPassword}' -t cmd/node-0001/sample -m 1`);
+              io.out(`or send a command to a node (sealed for it by the broker; a node hears it while awake, right after a reading):`);
+              io.out(`  mosquitto_pub -h ${info.host} -p ${info.port} -u ${info.appUser} -P '${info.appPassword}' -t cmd/node-0001/interval -m 10`);
               io.out('Ctrl-C stops the demo and prints a summary.');
               io.out('');
             },

@@ -302,7 +302,9 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
       );
     }
 
-    await Promise.race([sleep(o.durationS * 1000), o.stopSignal ?? new Promise(() => {})]);
+    // an unbounded run (the demo) ends only on the stop signal; timers cannot wait past ~24.8 days
+    const runFor = Number.isFinite(o.durationS) && o.durationS * 1000 < 2 ** 31 - 1 ? sleep(o.durationS * 1000) : new Promise<void>(() => {});
+    await Promise.race([runFor, o.stopSignal ?? new Promise(() => {})]);
 
     // ---- quiesce ------------------------------------------------------------------
     quiescing = true;

@@ -12,6 +12,7 @@ export interface LiveSnapshot {
   phase2: number;
   sent: number;
   verified: number;
+  /** Sent and not (yet) delivered: in flight while running, lost only at the end. */
   lost: number;
   duplicates: number;
   errors: number;
@@ -51,10 +52,10 @@ export class LiveView {
     const p2s = this.rates.rate('p2', s.phase2, now);
     const mps = this.rates.rate('sent', s.sent, now);
     return [
-      `mqsec fleet  t=${s.elapsedS.toFixed(0)}s  devices ${s.connected}/${s.devices} connected` +
+      `mqsec fleet  t=${s.elapsedS.toFixed(0)}s  devices ${s.devices}, ${s.connected} awake and connected` +
         (s.brokerRestarts ? `  broker restarts ${s.brokerRestarts}` : ''),
       `handshakes   phase1 ${s.phase1} (${p1s.toFixed(1)}/s)   phase2 ${s.phase2} (${p2s.toFixed(1)}/s)   latency p50 ${fmt(s.p50, 1)} ms  p99 ${fmt(s.p99, 1)} ms`,
-      `messages     sent ${s.sent} (${mps.toFixed(1)}/s)   verified ${s.verified}   lost ${s.lost}   duplicates ${s.duplicates}   errors ${s.errors}` +
+      `messages     sent ${s.sent} (${mps.toFixed(1)}/s)   verified ${s.verified}   in flight ${s.lost}   duplicates ${s.duplicates}   errors ${s.errors}` +
         (s.attacksRejected !== undefined ? `   attacks rejected ${s.attacksRejected}` : ''),
     ];
   }
