@@ -8,8 +8,8 @@ import { fail } from './errors.js';
 
 export const MQTT_MAX_REMAINING_LENGTH = 268_435_455;
 
-export function encodeRemainingLength(n: number): Uint8Array {
-  if (!Number.isInteger(n) || n < 0 || n > MQTT_MAX_REMAINING_LENGTH) fail('OVERSIZE', `remaining length ${n} out of range`);
+/** Little-endian base-128 digits, continuation bit set on all but the last: both codes share it. */
+function base128(n: number): Uint8Array {
   const out: number[] = [];
   do {
     let d = n % 128;
@@ -18,6 +18,11 @@ export function encodeRemainingLength(n: number): Uint8Array {
     out.push(d);
   } while (n > 0);
   return new Uint8Array(out);
+}
+
+export function encodeRemainingLength(n: number): Uint8Array {
+  if (!Number.isInteger(n) || n < 0 || n > MQTT_MAX_REMAINING_LENGTH) fail('OVERSIZE', `remaining length ${n} out of range`);
+  return base128(n);
 }
 
 /**
@@ -46,14 +51,7 @@ export const VARINT_MAX = 0xffffffffffff; // 2^48 - 1
 
 export function encodeVarint(n: number): Uint8Array {
   if (!Number.isSafeInteger(n) || n < 0 || n > VARINT_MAX) fail('MALFORMED', `varint ${n} out of range`);
-  const out: number[] = [];
-  do {
-    let d = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) d |= 0x80;
-    out.push(d);
-  } while (n > 0);
-  return new Uint8Array(out);
+  return base128(n);
 }
 
 export function decodeVarint(b: Uint8Array, off: number): { value: number; length: number } {
