@@ -15,6 +15,11 @@ import { canReceive } from '../policy/policy.js';
 import type { BrokerContext } from '../context.js';
 import { principalOf } from '../context.js';
 
+/** The payload as bytes; a view, not a copy, since sealing only reads it (this runs per delivery). */
+function payloadView(p: Buffer | string): Uint8Array {
+  return typeof p === 'string' ? new TextEncoder().encode(p) : new Uint8Array(p.buffer, p.byteOffset, p.byteLength);
+}
+
 export function createAuthorizeForward(ctx: BrokerContext): AuthorizeForwardHandler {
   return (client, packet) => {
     const state = ctx.states.get(client);
@@ -27,7 +32,7 @@ export function createAuthorizeForward(ctx: BrokerContext): AuthorizeForwardHand
     if (state.kind === 'device') {
       let sealed: Uint8Array;
       try {
-        sealed = state.session.seal(packet.topic, new Uint8Array(packet.payload as Buffer));
+        sealed = state.session.seal(packet.topic, payloadView(packet.payload));
       } catch (e) {
         // NONCE_EXHAUSTED: the session must rekey, which a reconnect does
         ctx.metrics.drops.inc({ reason: isMqsecError(e) ? e.code.toLowerCase() : 'seal-failed' });

@@ -76,15 +76,93 @@ function grantFilters(principal: Principal, action: Action): string[] {
   return out;
 }
 
+/**
+ * Per-message decisions are memoised: the broker asks canPublish for every
+ * PUBLISH and canReceive for every delivery, and expanding `%u` and splitting
+ * topics each time was a measurable share of its CPU. A principal's expanded
+ * grants and its recent decisions are kept per Role object; the broker builds
+ * new Role objects whenever the registry changes (reloadRoles), so a changed
+ * or revoked grant never meets a stale entry. Role objects are therefore
+ * treated as immutable values: a changed role is a new object (an entry also
+ * remembers the rules array and its length it was built from, as a guard
+ * against a caller replacing or extending `rules` in place). The cache is bounded: only topics of at most
+ * MAX_CACHED_TOPIC_LENGTH characters are remembered, and everything is
+ * dropped once MAX_CACHE_ENTRIES principals and decisions are held, so memory
+ * stays flat under floods of distinct ids or topics.
+ */
+interface CompiledGrants {
+  rules: readonly Rule[];
+  ruleCount: number;
+  publish: string[];
+  subscribe: string[];
+  /** topic -> canPublish decision */
+  published: Map<string, boolean>;
+  /** topic -> canReceive decision */
+  received: Map<string, boolean>;
+}
+
+const MAX_CACHED_TOPIC_LENGTH = 128;
+const MAX_CACHE_ENTRIES = 50_000;
+let cacheEntries = 0;
+let compiledByRole = new WeakMap<Role, Map<string, CompiledGrants>>();
+
+/** Counts one more cached entry; true when the cache was just emptied to make room. */
+function countCacheEntry(): boolean {
+  if (++cacheEntries <= MAX_CACHE_ENTRIES) return false;
+  compiledByRole = new WeakMap();
+  cacheEntries = 1;
+  return true;
+}
+
+function compiledGrants(principal: Principal): CompiledGrants {
+  const role = principal.role;
+  let byId = compiledByRole.get(role);
+  if (!byId) {
+    byId = new Map();
+    compiledByRole.set(role, byId);
+  }
+  let c = byId.get(principal.id);
+  if (!c || c.rules !== role.rules || c.ruleCount !== role.rules.length) {
+    if (countCacheEntry()) {
+      byId = new Map();
+      compiledByRole.set(role, byId);
+    }
+    c = {
+      rules: role.rules,
+      ruleCount: role.rules.length,
+      publish: grantFilters(principal, 'publish'),
+      subscribe: grantFilters(principal, 'subscribe'),
+      published: new Map(),
+      received: new Map(),
+    };
+    byId.set(principal.id, c);
+  }
+  return c;
+}
+
+function remember(decisions: Map<string, boolean>, topic: string, allowed: boolean): boolean {
+  if (typeof topic !== 'string' || topic.length > MAX_CACHED_TOPIC_LENGTH) return allowed;
+  countCacheEntry();
+  decisions.set(topic, allowed);
+  return allowed;
+}
+
 export function isReservedTopic(topic: string): boolean {
   return topicInTree(topic, PROTOCOL_ROOT);
 }
 
 /** May the principal PUBLISH to this topic name? */
 export function canPublish(principal: Principal, topic: string): boolean {
+  const c = compiledGrants(principal);
+  const known = c.published.get(topic);
+  if (known !== undefined) return known;
+  return remember(c.published, topic, decidePublish(c.publish, topic));
+}
+
+function decidePublish(grants: string[], topic: string): boolean {
   if (!isValidTopicName(topic)) return false;
   if (topic.startsWith('$')) return false; // $mqsec is the protocol's, $SYS the broker's, other $ reserved by MQTT
-  return grantFilters(principal, 'publish').some((f) => topicMatches(f, topic));
+  return grants.some((f) => topicMatches(f, topic));
 }
 
 /**
@@ -96,7 +174,7 @@ export function canPublish(principal: Principal, topic: string): boolean {
 export function canSubscribe(principal: Principal, filter: string): boolean {
   if (!isValidTopicFilter(filter)) return false;
   if (filterOverlapsTree(filter, PROTOCOL_ROOT)) return false;
-  return grantFilters(principal, 'subscribe').some((f) => filterContains(f, filter));
+  return compiledGrants(principal).subscribe.some((f) => filterContains(f, filter));
 }
 
 /**
@@ -105,9 +183,16 @@ export function canSubscribe(principal: Principal, filter: string): boolean {
  * principal that was revoked stops receiving at once.
  */
 export function canReceive(principal: Principal, topic: string): boolean {
+  const c = compiledGrants(principal);
+  const known = c.received.get(topic);
+  if (known !== undefined) return known;
+  return remember(c.received, topic, decideReceive(c.subscribe, topic));
+}
+
+function decideReceive(grants: string[], topic: string): boolean {
   if (!isValidTopicName(topic)) return false;
   if (isReservedTopic(topic)) return false;
-  return grantFilters(principal, 'subscribe').some((f) => topicMatches(f, topic));
+  return grants.some((f) => topicMatches(f, topic));
 }
 
 /** Roles every registry starts with (docs: operations). */

@@ -53,21 +53,45 @@ export class ReplayWindow {
   }
 }
 
+/**
+ * One-entry cache of the AAD (§8.1, epoch | UTF-8 topic) of the last topic
+ * used: a connection usually seals or opens on the same topic again and
+ * again, and encoding the topic was a visible per-message cost on the broker.
+ * The cached bytes are only ever read (by the AEAD), never handed out.
+ */
+class AadCache {
+  private topic: string | undefined;
+  private aad: Uint8Array | undefined;
+  constructor(private readonly epoch: number) {}
+  get(topic: string): Uint8Array {
+    if (topic !== this.topic || !this.aad) {
+      this.aad = envelopeAad(this.epoch, topic);
+      this.topic = topic;
+    }
+    return this.aad;
+  }
+}
+
 /** Sending half of one connection's keys (§8.3). */
 export class TxState {
   private seq = 0;
+  private readonly aads: AadCache;
   constructor(
     private readonly suite: CryptoSuite,
     readonly epoch: number,
     private key: Uint8Array,
     private iv: Uint8Array,
-  ) {}
+  ) {
+    this.aads = new AadCache(epoch);
+  }
   get nextSeq(): number {
     return this.seq;
   }
   seal(topic: string, plaintext: Uint8Array): Uint8Array {
     if (this.seq >= SEQ_LIMIT) fail('NONCE_EXHAUSTED', 'sequence number limit reached: reconnect to rekey');
-    const env = sealEnvelope(this.suite, this.key, this.iv, this.epoch, this.seq, topic, plaintext);
+    // sealEnvelope inlined, with the cached AAD: byte for byte the same envelope
+    const seq = this.seq;
+    const env = buildEnvelope(this.epoch, seq, this.suite.aeadSeal(this.key, envelopeNonce(this.iv, seq), plaintext, this.aads.get(topic)));
     this.seq++; // never reused, even if the caller drops the envelope
     return env;
   }
@@ -87,6 +111,7 @@ export class TxState {
 /** Receiving half of one connection's keys with its replay window (§8.4). */
 export class RxState {
   private readonly window: ReplayWindow;
+  private readonly aads: AadCache;
   constructor(
     private readonly suite: CryptoSuite,
     readonly epoch: number,
@@ -95,13 +120,14 @@ export class RxState {
     windowSize = DEFAULT_REPLAY_WINDOW,
   ) {
     this.window = new ReplayWindow(windowSize);
+    this.aads = new AadCache(epoch);
   }
   /** Opens a parsed envelope of this epoch; throws REPLAY or DECRYPT_FAILED, the window moves only on success. */
   open(topic: string, envelope: Uint8Array): Uint8Array {
     const env = parseEnvelope(envelope);
     if (env.epoch !== this.epoch) fail('UNKNOWN_SESSION', 'envelope of another epoch');
     if (!this.window.check(env.seq)) fail('REPLAY', 'sequence number seen or too old');
-    const pt = this.suite.aeadOpen(this.key, envelopeNonce(this.iv, env.seq), env.sealed, envelopeAad(env.epoch, topic));
+    const pt = this.suite.aeadOpen(this.key, envelopeNonce(this.iv, env.seq), env.sealed, this.aads.get(topic)); // env.epoch === this.epoch
     if (!pt) fail('DECRYPT_FAILED', 'envelope did not authenticate');
     this.window.accept(env.seq);
     return pt;
