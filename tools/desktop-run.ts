@@ -24,6 +24,10 @@ import { buildApp, findSdk, isSdk, watch, writeDeviceConfigModule, type Watched 
 
 export interface DesktopRunOptions {
   deviceId?: string;
+  /** Which MQTT client the firmware uses: mqsec's own (default) or the SDK's stock `mqtt` module. */
+  client?: 'firmware' | 'stock';
+  /** Instrumented build: the device reports its XS heap use, printed with the result. */
+  instrument?: boolean;
   keep?: boolean;
   verbose?: boolean;
   /** Overall limit for each wait, ms. */
@@ -80,14 +84,15 @@ export async function runDesktop(o: DesktopRunOptions, io: Io, env: NodeJS.Proce
       platform: 'lin',
       outDir: buildDir,
       configDir,
-      extraConfig: { file: { root: join(work, 'fs') + '/' } },
+      instrument: o.instrument,
+      extraConfig: { file: { root: join(work, 'fs') + '/' }, mqsec: { client: o.client ?? 'firmware' } },
       onLine: o.verbose ? (l) => io.out(`  mcconfig: ${l}`) : undefined,
     });
     if (built.code !== 0) {
       io.err(`device-desktop: mcconfig failed with exit code ${built.code} (run with --verbose)`);
       return 1;
     }
-    step('built for lin');
+    step(`built for lin (MQTT client: ${o.client ?? 'firmware'})`);
 
     // The app account sees plaintext: the broker opened the device's envelopes and checked them.
     const readings: { topic: string; body: { v: number; n: number } }[] = [];
@@ -135,6 +140,17 @@ export async function runDesktop(o: DesktopRunOptions, io: Io, env: NodeJS.Proce
     if (p1again !== 0) throw new Error('the node fell back to phase 1 after the restart');
     await waitReadings(before + 1);
     step('phase 2 after broker restart ok, readings flow again');
+    const heap = sim.lines.filter((l) => l.startsWith('mqsec heap ')).pop();
+    if (heap) step(`device ${heap.slice('mqsec '.length)} (bytes, XS instrumentation)`);
+    else {
+      // The desktop host prints its own instrumentation table once a second in -i builds.
+      const keys = sim.lines.find((l) => l.startsWith('instruments key: '))?.slice('instruments key: '.length).split(',');
+      const values = sim.lines.filter((l) => l.startsWith('instruments: ')).pop()?.slice('instruments: '.length).split(',');
+      if (keys && values) {
+        const at = (k: string) => values[keys.indexOf(k)];
+        step(`device heap: slot used ${at('Slot used')} B, chunk used ${at('Chunk used')} B, modules ${at('Modules loaded')} (XS instrumentation, 64-bit host)`);
+      }
+    }
     io.out('device-desktop: PASS');
     return 0;
   } catch (e) {

@@ -85,6 +85,8 @@ export interface BuildOptions {
   /** Deploy (flash) after building: passes `-t deploy`; UPLOAD_PORT selects the serial port. */
   deploy?: boolean;
   uploadPort?: string;
+  /** Instrumented release build (`-i`): the firmware then reports XS heap use on the console. */
+  instrument?: boolean;
   /** Extra manifest config, e.g. { file: { root: dir } } for a private preference file. */
   extraConfig?: Record<string, unknown>;
   onLine?: (line: string) => void;
@@ -110,12 +112,15 @@ export async function buildApp(o: BuildOptions): Promise<{ code: number; appDir:
       2,
     ),
   );
-  const args = ['-m', '-p', o.platform, '-o', o.outDir, '-t', o.deploy ? 'deploy' : 'build', wrapper];
   const env: NodeJS.ProcessEnv = { ...process.env, MODDABLE: o.sdk.moddable, MQSEC_CONFIG_DIR: o.configDir };
   if (o.uploadPort) env.UPLOAD_PORT = o.uploadPort;
-  const code = await run(o.sdk.mcconfig, args, { cwd: o.outDir, env, onLine: o.onLine });
+  const flags = o.instrument ? ['-m', '-i'] : ['-m'];
+  const mcconfig = (target: string) => run(o.sdk.mcconfig, [...flags, '-p', o.platform, '-o', o.outDir, '-t', target, wrapper], { cwd: o.outDir, env, onLine: o.onLine });
+  // The SDK's `deploy` target only flashes what `build` made ("Please build before deploy").
+  let code = await mcconfig('build');
+  if (code === 0 && o.deploy) code = await mcconfig('deploy');
   const plat = o.platform.split('/')[0];
-  return { code, appDir: join(o.outDir, 'bin', plat, 'mc', 'release') };
+  return { code, appDir: join(o.outDir, 'bin', plat, 'mc', o.instrument ? 'instrument' : 'release') };
 }
 
 export function run(cmd: string, args: string[], o: { cwd?: string; env?: NodeJS.ProcessEnv; onLine?: (line: string) => void }): Promise<number> {

@@ -15,11 +15,12 @@ export const deviceDesktopCommand: CommandModule = {
       .option('--device-id <id>', 'device id to provision', 'desk-0001')
       .option('--client <kind>', 'MQTT client in the firmware: firmware (mqsec, QoS 1) or stock (the SDK mqtt module, QoS 0)', 'firmware')
       .option('--timeout <ms>', 'limit for each wait', '60000')
+      .option('--instrument', 'instrumented build: report the firmware XS heap use')
       .option('--keep', 'keep the temporary build and data directory')
       .option('--verbose', 'show build and device output')
-      .action(async (o: { deviceId: string; client: string; timeout: string; keep?: boolean; verbose?: boolean }) => {
+      .action(async (o: { deviceId: string; client: string; timeout: string; instrument?: boolean; keep?: boolean; verbose?: boolean }) => {
         if (o.client !== 'firmware' && o.client !== 'stock') throw new CliError(`unknown client "${o.client}" (firmware, stock)`);
-        const code = await runDesktop({ deviceId: o.deviceId, client: o.client, timeoutMs: Number(o.timeout), keep: o.keep, verbose: o.verbose }, io);
+        const code = await runDesktop({ deviceId: o.deviceId, client: o.client, timeoutMs: Number(o.timeout), instrument: o.instrument, keep: o.keep, verbose: o.verbose }, io);
         if (code !== 0) throw new CliError('device-desktop check failed', code);
       });
   },

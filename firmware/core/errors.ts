@@ -44,7 +44,9 @@ export class MqsecError extends Error {
   constructor(code: ErrorCode, message: string) {
     super(`${code}: ${message}`);
     this.code = code;
-    this.name = 'MqsecError';
+    // Not `this.name = ...`: when modules are preloaded on Moddable (or under SES) Error.prototype is
+    // frozen, and assigning over its read-only `name` throws (the "override mistake").
+    Object.defineProperty(this, 'name', { value: 'MqsecError', writable: true, configurable: true, enumerable: false });
   }
 }
 

@@ -40,10 +40,16 @@ class FakeStockClient implements StockMqttClient {
     this.state = 1;
     this.onConnected?.();
   }
+  /** As in the SDK: every parsed packet goes through dispatch; a refused CONNACK fails the client. */
+  dispatch(msg: { code?: number; returnCode?: number }) {
+    if (msg.code === 0x20) {
+      if (msg.returnCode) return this.fail();
+      this.state = 2;
+      this.onReady?.();
+    }
+  }
   connack(rc: number) {
-    if (rc !== 0) return this.fail();
-    this.state = 2;
-    this.onReady?.();
+    this.dispatch({ code: 0x20, returnCode: rc });
   }
   fail() {
     this.onClose?.();
@@ -129,15 +135,39 @@ describe('StockMqttAdapter', () => {
     ]);
   });
 
-  it('a close after TCP-up and before CONNACK 0 is reported as a refused close (returnCode 5)', async () => {
+  it('a refused CONNACK reaches the glue with its exact return code (read through dispatch)', async () => {
     const hk = hooks();
     const a = adapter(hk.h);
     await a.start();
     const c = FakeStockClient.instances.at(-1)!;
     c.tcpUp();
     c.connack(4); // the stock client only traces the code and calls onClose
-    expect(hk.calls).toEqual([`close:${ASSUMED_REFUSAL_CODE}`]);
+    expect(hk.calls).toEqual(['close:4']);
     expect(a.connected).toBe(false);
+  });
+
+  it('a network failure after TCP-up (no CONNACK) is a plain close: the ticket survives', async () => {
+    const hk = hooks();
+    const a = adapter(hk.h);
+    await a.start();
+    const c = FakeStockClient.instances.at(-1)!;
+    c.tcpUp();
+    c.fail();
+    expect(hk.calls).toEqual(['close']);
+  });
+
+  it('without dispatch (a different SDK), a close after TCP-up and before onReady counts as refusal 5', async () => {
+    class NoDispatch extends FakeStockClient {
+      declare dispatch: never;
+    }
+    Object.defineProperty(NoDispatch.prototype, 'dispatch', { value: undefined });
+    const hk = hooks();
+    const a = new StockMqttAdapter({ Client: NoDispatch, host: '127.0.0.1', port: 1883, hooks: hk.h });
+    await a.start();
+    const c = FakeStockClient.instances.at(-1)!;
+    c.tcpUp();
+    c.fail();
+    expect(hk.calls).toEqual([`close:${ASSUMED_REFUSAL_CODE}`]);
   });
 
   it('a failure before TCP is up is a plain close (not a refusal: the ticket must survive)', async () => {

@@ -27,6 +27,7 @@ import { SecureMqttLink, type ConnectableMqttClient } from '../../app/secure-lin
 import { createFirmwareMqttClient } from '../../app/firmware-mqtt.js';
 import { parseDeviceConfig, deviceKeyBytes } from '../../app/device-config.js';
 import { asMqsecError } from '../../core/errors.js';
+import Instrumentation from 'instrumentation';
 import { createModdablePlatform, traceLog } from './services.js';
 import { NativeSleep, WifiNetwork } from './device-ports.js';
 import { StockMqttAdapter } from './stock-mqtt.js';
@@ -39,6 +40,21 @@ interface BoardConfig {
   client?: 'firmware' | 'stock';
   logLevel?: 'debug' | 'info' | 'warn' | 'error';
   listenMs?: number;
+}
+
+/** XS heap figures, in instrumented builds only (mcconfig -i or -d); release builds report nothing. */
+function traceHeap(): void {
+  // Names differ between hosts ("XS Slot Heap Used" in the typings, "Slot used" on the desktop build).
+  const read = (...names: string[]) => {
+    for (const n of names) {
+      const v = Instrumentation.get(Instrumentation.map(n as 'XS Slot Heap Used'));
+      if (v !== undefined) return v;
+    }
+    return undefined;
+  };
+  const slots = read('XS Slot Heap Used', 'Slot used');
+  const chunks = read('XS Chunk Heap Used', 'Chunk used');
+  if (slots !== undefined && chunks !== undefined) trace(`mqsec heap slots=${slots} chunks=${chunks}\n`);
 }
 
 function start(): void {
@@ -90,7 +106,10 @@ function start(): void {
     log,
     defaults: { intervalS: board.intervalS ?? 60, sleepMode: board.sleepMode ?? 'deep' },
     listenMs: board.listenMs ?? 1500,
-    onState: (state, detail) => trace(`mqsec state ${state}${detail ? ' ' + detail : ''}\n`),
+    onState: (state, detail) => {
+      trace(`mqsec state ${state}${detail ? ' ' + detail : ''}\n`);
+      if (state === 'waiting' || state === 'sleeping') traceHeap();
+    },
   });
   trace(`mqsec boot ${device.id} board=${board.board ?? 'unknown'} client=${useStock ? 'stock' : 'firmware'}\n`);
   node.start().then(() => trace(`mqsec stopped ${node.state}\n`));

@@ -18,11 +18,15 @@
  * Consequences handled here:
  * - QoS 1 is not available: publishes go out at QoS 0 and resolve once
  *   written. (QoS 1 needs the firmware MQTT client, firmware/mqtt/client.ts.)
- * - The CONNACK return code is not reported. A close after onConnected but
- *   before onReady is reported to the glue as a refusal (return code 5, "not
- *   authorized") so a refused phase-2 ticket is dropped and the next connect
- *   runs phase 1. A network failure in that short window costs one phase 1,
- *   never a wrong acceptance.
+ * - The CONNACK return code is not reported through the callbacks. The
+ *   client's `dispatch(msg)` method (every parsed packet passes through it;
+ *   a CONNACK has code 0x20 and `returnCode`) is wrapped on the instance to
+ *   read it, so a refusal reaches the glue as onClose({ returnCode }) and a
+ *   refused phase-2 ticket is dropped (next connect: phase 1), while a
+ *   network failure keeps the ticket. If a future SDK drops `dispatch`, the
+ *   adapter falls back to a heuristic: a close after onConnected and before
+ *   onReady counts as a refusal (return code 5); that may cost one phase 1
+ *   after a network failure, never a wrong acceptance.
  * - The stock client does not reconnect: `start()` makes one attempt; the
  *   caller (the app's state machine) decides when to try again.
  */
@@ -42,6 +46,8 @@ export interface StockMqttClientOptions {
 
 /** The stock client's instance interface (the callbacks are assigned properties). */
 export interface StockMqttClient {
+  /** Internal to the SDK client: every parsed packet (a CONNACK is { code: 0x20, returnCode }). */
+  dispatch?: (msg: { code?: number; returnCode?: number }) => unknown;
   onConnected?: () => void;
   onReady?: () => void;
   onMessage?: (topic: string, payload: ArrayBuffer) => void;
@@ -71,6 +77,8 @@ export interface StockMqttAdapterOptions {
   log?: Log;
 }
 
+const CONNACK = 0x20;
+
 /** CONNACK return code 5 (MQTT 3.1.1 section 3.2.2.3): "Connection Refused, not authorized". */
 export const ASSUMED_REFUSAL_CODE = 5;
 
@@ -83,6 +91,9 @@ function toArrayBuffer(b: Uint8Array): ArrayBuffer {
 export class StockMqttAdapter {
   private client: StockMqttClient | undefined;
   private state: 'idle' | 'connecting' | 'tcp-up' | 'ready' | 'closed' = 'idle';
+  /** CONNACK return code seen through the wrapped dispatch, for this connection. */
+  private connackCode: number | undefined;
+  private canSeeConnack = false;
   private readonly log: Log;
 
   constructor(private readonly o: StockMqttAdapterOptions) {
@@ -122,6 +133,21 @@ export class StockMqttAdapter {
       return;
     }
     this.client = client;
+    this.connackCode = undefined;
+    const dispatch = client.dispatch;
+    this.canSeeConnack = typeof dispatch === 'function';
+    if (typeof dispatch === 'function') {
+      // defineProperty, not assignment: the SDK class is preloaded, its prototype frozen, and
+      // assigning over a frozen prototype's method throws (the "override mistake").
+      Object.defineProperty(client, 'dispatch', {
+        configurable: true,
+        writable: true,
+        value: (msg: { code?: number; returnCode?: number }) => {
+          if (this.client === client && msg && msg.code === CONNACK && typeof msg.returnCode === 'number') this.connackCode = msg.returnCode;
+          return dispatch.call(client, msg);
+        },
+      });
+    }
     client.onConnected = () => {
       if (this.client === client && this.state === 'connecting') this.state = 'tcp-up';
     };
@@ -142,7 +168,15 @@ export class StockMqttAdapter {
     const before = this.state;
     this.client = undefined;
     this.state = 'closed';
-    // TCP was up but no CONNACK 0 arrived: the broker refused the credentials (see the header comment).
+    if (before === 'ready') return this.o.hooks.onClose();
+    if (this.canSeeConnack) {
+      // Exact: a refusal only when the broker said so in a CONNACK.
+      const rc = this.connackCode;
+      if (rc !== undefined && rc !== 0) this.o.hooks.onClose({ returnCode: rc });
+      else this.o.hooks.onClose();
+      return;
+    }
+    // Fallback (see the header comment): TCP was up but no CONNACK 0 arrived.
     if (before === 'tcp-up') this.o.hooks.onClose({ returnCode: ASSUMED_REFUSAL_CODE });
     else this.o.hooks.onClose();
   }
