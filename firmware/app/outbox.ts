@@ -42,7 +42,7 @@ export class Outbox {
   dropped = 0;
 
   constructor(
-    private readonly capacity = 16,
+    readonly capacity = 16,
     private readonly log: Log = silentLog,
   ) {}
 

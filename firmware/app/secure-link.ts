@@ -67,6 +67,10 @@ export class SecureMqttLink implements SecureLink {
   private readonly log: Log;
   /** Sealed QoS 1 messages not yet acknowledged, carried from one connection to the next. */
   readonly outbox: Outbox;
+  /** QoS 1 messages published while no session had keys: sealed once the next one is ready. */
+  private unsealed: { topic: string; payload: Uint8Array }[] = [];
+  /** The current connection's session has keys. */
+  private ready = false;
 
   constructor(private readonly o: SecureMqttLinkOptions) {
     this.log = o.log ?? silentLog;
@@ -75,6 +79,7 @@ export class SecureMqttLink implements SecureLink {
 
   open(events: SecureLinkEvents): Promise<SecureLinkOpened> {
     const gen = ++this.generation;
+    this.ready = false;
     return new Promise<SecureLinkOpened>((resolve, reject) => {
       let opened = false;
       let settled = false;
@@ -89,6 +94,8 @@ export class SecureMqttLink implements SecureLink {
           if (!current() || settled) return;
           // messages left unacknowledged by earlier connections go out first, under this session
           if (this.client) this.outbox.resend(this.client, gen, (t, env) => glue.hooks.onResend({ topic: t, payload: env }));
+          this.ready = true;
+          for (const m of this.unsealed.splice(0)) glue.publish(m.topic, m.payload, { qos: 1 }).catch(() => {}); // now in the outbox
           settled = true;
           opened = true;
           resolve({ phase });
@@ -114,6 +121,7 @@ export class SecureMqttLink implements SecureLink {
           if (down) return; // a client that reports its close twice
           down = true;
           this.outbox.release();
+          if (current()) this.ready = false;
           // The glue first: a refused CONNACK (error.returnCode) makes the session drop its ticket.
           glue.hooks.onClose(error);
           if (!current()) return;
@@ -153,8 +161,23 @@ export class SecureMqttLink implements SecureLink {
   }
 
   async publish(topic: string, payload: Uint8Array, qos: 0 | 1 = 1): Promise<void> {
-    if (!this.glue) throw new MqsecError('NOT_CONNECTED', 'secure link is not open');
+    if (!this.glue || !this.ready) {
+      // No keys to seal under right now (the connection just died): a QoS 1 message is
+      // kept as plaintext and sealed under the next session, instead of being lost.
+      if (qos === 1) this.keepUnsealed(topic, payload);
+      throw new MqsecError('NOT_CONNECTED', 'secure link is not open');
+    }
+    // ready: the glue seals at once and the outbox holds the envelope until its PUBACK
     await this.glue.publish(topic, payload, { qos });
+  }
+
+  private keepUnsealed(topic: string, payload: Uint8Array): void {
+    if (this.unsealed.length >= this.outbox.capacity) {
+      this.unsealed.shift();
+      this.outbox.dropped++;
+      this.log.warn('unsent queue full: oldest message dropped');
+    }
+    this.unsealed.push({ topic, payload: payload.slice() });
   }
 
   async subscribe(filter: string): Promise<void> {
@@ -163,7 +186,7 @@ export class SecureMqttLink implements SecureLink {
   }
 
   unacknowledged(): number {
-    return this.outbox.size;
+    return this.outbox.size + this.unsealed.length;
   }
 
   async close(): Promise<void> {
@@ -171,6 +194,7 @@ export class SecureMqttLink implements SecureLink {
     // survive deep sleep. A dead connection releases the wait at once.
     if (this.client && this.glue) await this.outbox.whenEmpty();
     this.generation++;
+    this.ready = false;
     const client = this.client;
     this.glue = undefined;
     this.client = undefined;
@@ -183,6 +207,7 @@ export class SecureMqttLink implements SecureLink {
   }
 
   private dispose(): void {
+    this.ready = false;
     const client = this.client;
     this.glue = undefined;
     this.client = undefined;

@@ -112,3 +112,40 @@ describe('Outbox (unacknowledged QoS 1 across connections)', () => {
     expect(released).toBe(true);
   });
 });
+
+describe('SecureMqttLink keeps QoS 1 readings published while the link is down', () => {
+  it('seals them under the next session and counts them as unacknowledged until then', async () => {
+    const { SecureMqttLink } = await import('../../firmware/app/secure-link.js');
+    const published: { topic: string; payload: Uint8Array }[] = [];
+    let readyCb: ((phase: 1 | 2) => void) | undefined;
+    const link = new SecureMqttLink({
+      createGlue: (cb) => {
+        readyCb = cb.onReady;
+        return {
+          hooks: {} as never,
+          attach() {},
+          publish: async (topic: string, payload: Uint8Array) => {
+            published.push({ topic, payload });
+          },
+          subscribe: async () => {},
+        };
+      },
+      createClient: () => ({
+        start() {},
+        publish: async () => {},
+        subscribe: async () => {},
+        disconnect: async () => {},
+      }),
+    });
+    // not open yet: the reading is kept, the caller told
+    await expect(link.publish('sensors/a/t', bytes(1, 2), 1)).rejects.toMatchObject({ code: 'NOT_CONNECTED' });
+    await expect(link.publish('sensors/a/t', bytes(9), 0)).rejects.toMatchObject({ code: 'NOT_CONNECTED' });
+    expect(link.unacknowledged()).toBe(1);
+    const opened = link.open({ onMessage() {}, onDown() {} });
+    readyCb!(2);
+    await opened;
+    await flush();
+    // only the QoS 1 one, sealed (published through the glue) under the new session
+    expect(published).toEqual([{ topic: 'sensors/a/t', payload: bytes(1, 2) }]);
+  });
+});
