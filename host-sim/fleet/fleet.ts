@@ -84,6 +84,8 @@ export interface FleetResult extends FleetSummary {
   ingested: number;
   /** Readings the broker routed twice (device -> broker leg); embedded broker only. */
   ingest_duplicates: number;
+  /** Sent readings the broker never routed (device -> broker leg); embedded broker only. */
+  lost_before_broker: number | null;
   /** `duplicates` that are broker -> backend redeliveries (MQTT QoS 1 after a broker restart). */
   backend_redeliveries: number;
   out_of_order: number;
@@ -346,6 +348,7 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
       lost_to_power_cuts: v.forgiven,
       ingested: v.ingested,
       ingest_duplicates: v.ingestDuplicates,
+      lost_before_broker: embedded ? v.notIngested : null,
       backend_redeliveries: Math.max(0, v.duplicates - v.ingestDuplicates),
       out_of_order: v.outOfOrder,
       malformed: v.malformed,

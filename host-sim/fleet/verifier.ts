@@ -30,6 +30,8 @@ export interface VerifierCounts {
   ingestDuplicates: number;
   /** Readings the broker routed, copies included (embedded broker only). */
   ingested: number;
+  /** Sent readings the broker never routed (lost on the device -> broker leg; embedded broker only). */
+  notIngested: number;
 }
 
 interface StreamState {
@@ -152,6 +154,7 @@ export class Verifier {
     let forgiven = 0;
     let ingestDuplicates = 0;
     let ingested = 0;
+    let notIngested = 0;
     for (const s of this.streams.values()) {
       for (const c of s.ingested.values()) {
         ingested += c;
@@ -159,12 +162,13 @@ export class Verifier {
       }
       sent += s.sent.size;
       for (const n of s.sent) {
+        if (!s.ingested.has(n) && !s.forgiven.has(n)) notIngested++;
         if (s.delivered.has(n)) verified++;
         else if (s.forgiven.has(n)) forgiven++;
         else lost++;
       }
     }
-    return { ...this.counts, sent, verified, lost, forgiven, ingested, ingestDuplicates };
+    return { ...this.counts, sent, verified, lost, forgiven, ingested, ingestDuplicates, notIngested };
   }
 
   /** Readings sent but not (yet) delivered, as topic#n. */
