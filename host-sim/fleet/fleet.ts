@@ -324,11 +324,15 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
       o.onTick?.(snapshot());
       await sleep(200);
     }
-    // no await between the last check and these snapshots: they agree with it
+    // Stop producing: every node shuts down cleanly (a clean close waits for its outstanding
+    // PUBACKs) and reports its last events; then deliveries still on their way to the
+    // backend settle, so `lost` counts only what really never arrived.
+    await Promise.all(groups.map((g) => g.stop()));
+    const sentByGroup = [...groupSent];
+    const settleUntil = Date.now() + 10_000;
+    while (verifier.snapshot().lost > 0 && Date.now() < settleUntil) await sleep(100);
     const final = snapshot();
     const v = verifier.snapshot();
-    const sentByGroup = [...groupSent];
-    await Promise.all(groups.map((g) => g.stop()));
     await verifier.stop();
     if (broker) await broker.stop();
     if (!o.keepWorkDir && !o.workDir) rmSync(workDir, { recursive: true, force: true });
