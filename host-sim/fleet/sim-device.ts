@@ -9,6 +9,7 @@
  * a sleep or a power cut.
  */
 import type { Clock, Log, Random, Storage, Timer, Transport } from '../../firmware/core/platform.js';
+import { MqsecError } from '../../firmware/core/errors.js';
 import { silentLog } from '../../firmware/core/platform.js';
 import { createNobleSuite } from '../../firmware/crypto/noble.js';
 import { DeviceSecureSession } from '../../firmware/secure/index.js';
@@ -126,12 +127,16 @@ export class SimDevice {
         return link.open(ev);
       },
       publish: async (topic, payload, qos) => {
+        // The chip is off: code of a powered-down incarnation still settling its promises
+        // must not count as sending anything (on hardware it would not run at all).
+        if (!inc.isAlive) throw new MqsecError('NOT_CONNECTED', 'powered down');
+        const unacked = this.unacked; // this power-on's set: a power cut forgives exactly these
         const entry = { topic, payload };
-        this.unacked.add(entry);
+        unacked.add(entry);
         this.events.onSent?.(this.devId, topic, payload);
         await link.publish(topic, payload, qos);
         // a rejected publish stays in the link's outbox and is retried on the next connection
-        this.unacked.delete(entry);
+        unacked.delete(entry);
       },
       subscribe: (f) => link.subscribe(f),
       close: () => link.close(),
