@@ -3,7 +3,8 @@
  * that a deep sleep or a power cut can end everything at once, like RAM being
  * lost, while Storage (NVS) survives into the next incarnation.
  */
-import type { Connection, Endpoint, Timer, TimerHandle, Transport, TransportEvents } from '../../firmware/core/platform.js';
+import type { Connection, Endpoint, Storage, Timer, TimerHandle, Transport, TransportEvents } from '../../firmware/core/platform.js';
+import { MqsecError } from '../../firmware/core/errors.js';
 
 export class Incarnation {
   private alive = true;
@@ -55,6 +56,21 @@ export class Incarnation {
       return conn;
     },
   };
+
+  /**
+   * Storage as this power-on sees it: once the power is off, no new read or
+   * write starts (a write already under way completes atomically or not, as
+   * on flash), so leftover code of a dead incarnation cannot overwrite what
+   * the next boot has written.
+   */
+  storage(nvs: Storage): Storage {
+    const off = () => Promise.reject(new MqsecError('STORAGE', 'powered down'));
+    return {
+      get: (k) => (this.alive ? nvs.get(k) : off()),
+      put: (k, v) => (this.alive ? nvs.put(k, v) : off()),
+      delete: (k) => (this.alive ? nvs.delete(k) : off()),
+    };
+  }
 
   /** Power off: no callback of this incarnation runs again; sockets are cut. */
   end(): void {

@@ -94,13 +94,14 @@ export class SimDevice {
     this.incarnation?.end();
     this.unacked = new Set();
     const inc = new Incarnation(this.env.timer, this.env.transport);
+    const storage = inc.storage(this.storage);
     this.incarnation = inc;
     this.bootCount++;
     const log = this.env.log ?? silentLog;
     const skew = this.env.clockSkewMs ?? 0;
     const clock: Clock = { now: () => this.env.clock.now() + skew };
     const suite = createNobleSuite(this.env.random);
-    const session = new DeviceSecureSession({ suite, devId: this.devId, deviceKey: this.deviceKey, storage: this.storage, clock, log });
+    const session = new DeviceSecureSession({ suite, devId: this.devId, deviceKey: this.deviceKey, storage, clock, log });
     const link: SecureLink = new SecureMqttLink({
       log,
       createGlue: (cb) =>
@@ -159,7 +160,7 @@ export class SimDevice {
       network: { connect: async () => {} },
       sensor: this.sensor,
       sleep,
-      storage: this.storage,
+      storage,
       timer: inc.timer,
       random: this.env.random,
       log,

@@ -36,7 +36,7 @@ describe('simulated fleet', () => {
       // just before the restart is re-sealed and may be routed again; and the backend's
       // persistent session, resumed by Aedes after the restart, may get a copy or miss a
       // message routed while it was resuming (plain MQTT, not mqsec: docs/threat-model.md §8).
-      // Both must stay rare; the test below shows exactly once end to end without restarts.
+      // Both must stay rare; the test below runs without restarts.
       expect(r.duplicates).toBeLessThanOrEqual(Math.ceil(r.sent / 200));
       expect(r.lost).toBeLessThanOrEqual(Math.ceil(r.sent / 200));
       expect(r.malformed).toBe(0);
@@ -48,7 +48,7 @@ describe('simulated fleet', () => {
   );
 
   it(
-    '40 nodes, 15 s, drops and power cuts, no broker restart: the backend sees every reading exactly once',
+    '40 nodes, 15 s, drops and power cuts, no broker restart: every reading arrives, copies only from the one-epoch grace',
     async () => {
       const r = await runFleet({ devices: 40, durationS: 15, rate: 16, drop: 0.02, powerCut: 0.005, attackers: 1, quiesceS: 30 });
       console.log(JSON.stringify(r));
@@ -57,8 +57,13 @@ describe('simulated fleet', () => {
       expect(r.missing_sample).toEqual([]);
       expect(r.lost).toBe(0);
       expect(r.lost_before_broker).toBe(0);
-      expect(r.duplicates).toBe(0);
-      expect(r.ingest_duplicates).toBe(0);
+      expect(r.backend_redeliveries).toBe(0);
+      // A resent envelope is recognised by the broker's replay window of the previous
+      // connection. The broker keeps one previous epoch: if the device needs two or more
+      // connections to get back in after a lost PUBACK, it re-seals, and the copy is routed
+      // again (docs/threat-model.md §8). Rare; must stay so.
+      expect(r.ingest_duplicates).toBeLessThanOrEqual(Math.ceil(r.sent / 200));
+      expect(r.duplicates).toBe(r.ingest_duplicates);
       // a reading still unacknowledged when its node lost power may be gone with the RAM
       expect(r.verified).toBe(r.sent - r.lost_to_power_cuts);
       expect(r.ingested).toBe(r.verified);
