@@ -10,9 +10,10 @@ import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fromHex } from '../../firmware/core/bytes.js';
-import { decodePacket, encodePacket, MqttParser, type MqttPacket } from '../../firmware/mqtt/codec.js';
+import { decodePacket, encodePacket, type MqttPacket } from '../../firmware/mqtt/codec.js';
 import { anyPacket, normalise } from '../mqtt/arbitraries.js';
 import { runClientScenario } from '../mqtt/client-scenario.js';
+import { feedChunks } from '../mqtt/stream-scenario.js';
 import { malformedVectors } from '../mqtt/vectors.js';
 import { startXs, type XsWorker } from './harness.js';
 
@@ -25,20 +26,6 @@ afterAll(async () => {
   await xs?.close();
 });
 
-function nodeStream(chunks: Uint8Array[], maxPacketSize: number) {
-  const parser = new MqttParser({ maxPacketSize });
-  const packets: MqttPacket[] = [];
-  let maxBuffered = 0;
-  try {
-    for (const c of chunks) {
-      packets.push(...parser.feed(c));
-      maxBuffered = Math.max(maxBuffered, parser.bufferedBytes);
-    }
-    return { packets, maxBuffered };
-  } catch (e) {
-    return { packets, maxBuffered, code: (e as { code: string }).code };
-  }
-}
 
 describe('MQTT codec under XS', () => {
   it('really runs inside XS', async () => {
@@ -86,7 +73,7 @@ describe('MQTT codec under XS', () => {
             chunks.push(all.slice(prev, at));
             prev = at;
           }
-          const want = nodeStream(chunks, max);
+          const want = feedChunks(chunks, max);
           const got = await xs.call<typeof want>('stream', chunks, max);
           expect(got.maxBuffered).toBeLessThanOrEqual(max);
           expect({ ...got, packets: got.packets.map(normalise) }).toEqual({ ...want, packets: want.packets.map(normalise) });

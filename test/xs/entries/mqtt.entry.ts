@@ -3,7 +3,8 @@
  * running inside the real XS engine.
  */
 import { exposeToHost } from '../guest.js';
-import { decodePacket, encodePacket, MqttParser, type MqttPacket } from '../../../firmware/mqtt/codec.js';
+import { decodePacket, encodePacket, type MqttPacket } from '../../../firmware/mqtt/codec.js';
+import { feedChunks } from '../../mqtt/stream-scenario.js';
 import { runClientScenario } from '../../mqtt/client-scenario.js';
 
 function codeOf(e: unknown): { code: string } {
@@ -27,19 +28,6 @@ exposeToHost({
     }
   },
   /** Feeds the chunks in order; returns every packet, the error code if any, and the high-water mark. */
-  stream: (chunks: Uint8Array[], maxPacketSize: number) => {
-    const parser = new MqttParser({ maxPacketSize });
-    const packets: MqttPacket[] = [];
-    let maxBuffered = 0;
-    try {
-      for (const c of chunks) {
-        packets.push(...parser.feed(c));
-        maxBuffered = Math.max(maxBuffered, parser.bufferedBytes);
-      }
-      return { packets, maxBuffered };
-    } catch (e) {
-      return { packets, maxBuffered, ...codeOf(e) };
-    }
-  },
+  stream: (chunks: Uint8Array[], maxPacketSize: number) => feedChunks(chunks, maxPacketSize),
   clientScenario: () => runClientScenario(),
 });
