@@ -112,6 +112,8 @@ export async function runHil(o: HilOptions, io: Io, env: NodeJS.ProcessEnv = pro
       configDir,
       deploy: true,
       uploadPort: o.port,
+      // Instrumented: the firmware prints "mqsec heap slots=... chunks=..." (bytes) at boot and between readings.
+      instrument: true,
       // Short interval, stay connected: the checks take seconds, not minutes.
       extraConfig: { mqsec: { intervalS: 10, sleepMode: 'wait' } },
       onLine: o.verbose ? (l) => io.out(`  mcconfig: ${l}`) : undefined,
@@ -152,6 +154,8 @@ export async function runHil(o: HilOptions, io: Io, env: NodeJS.ProcessEnv = pro
     await new Promise((r) => setTimeout(r, 3000));
     if (readings.length > seen + 2) throw new Error('readings still arrive after revocation');
     step('revoked key refused');
+    const heap = s.lines.filter((l) => l.startsWith('mqsec heap ')).map((l) => l.slice('mqsec heap '.length));
+    if (heap.length) step(`device JS heap: at boot ${heap[0]}, last ${heap[heap.length - 1]} (bytes, XS instrumentation)`);
     io.out('hil: PASS');
     return 0;
   } catch (e) {

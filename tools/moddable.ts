@@ -9,7 +9,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseDeviceConfig, type DeviceConfig } from '../firmware/app/device-config.js';
 
@@ -112,7 +112,10 @@ export async function buildApp(o: BuildOptions): Promise<{ code: number; appDir:
       2,
     ),
   );
-  const env: NodeJS.ProcessEnv = { ...process.env, MODDABLE: o.sdk.moddable, MQSEC_CONFIG_DIR: o.configDir };
+  // The SDK's makefiles call its tools (xsc, xsl, ...) and the `tsc` found on PATH
+  // by name: put the SDK's bin directory and the project's own TypeScript first.
+  const path = [dirname(o.sdk.mcconfig), join(REPO_ROOT, 'node_modules', '.bin'), process.env.PATH ?? ''].join(delimiter);
+  const env: NodeJS.ProcessEnv = { ...process.env, PATH: path, MODDABLE: o.sdk.moddable, MQSEC_CONFIG_DIR: o.configDir };
   if (o.uploadPort) env.UPLOAD_PORT = o.uploadPort;
   const flags = o.instrument ? ['-m', '-i'] : ['-m'];
   const mcconfig = (target: string) => run(o.sdk.mcconfig, [...flags, '-p', o.platform, '-o', o.outDir, '-t', target, wrapper], { cwd: o.outDir, env, onLine: o.onLine });

@@ -8,6 +8,7 @@
 import { fail } from '../core/errors.js';
 import { utf8Decode, utf8Encode } from '../core/utf8.js';
 import type { Reading } from './ports.js';
+import { isCharsOf, isDigit, isWordChar } from '../core/ascii.js';
 
 /** Reporting interval bounds: below 5 s a battery node never sleeps; above a day it looks dead. */
 export const INTERVAL_MIN_S = 5;
@@ -44,7 +45,7 @@ export function parseCommand(devId: string, topic: string, payload: Uint8Array):
   const text = utf8Decode(payload, true).trim();
   switch (name) {
     case 'interval': {
-      if (!/^[0-9]{1,6}$/.test(text)) fail('MALFORMED', 'interval must be whole seconds');
+      if (!isCharsOf(text, 1, 6, isDigit)) fail('MALFORMED', 'interval must be whole seconds');
       const seconds = Number(text);
       if (seconds < INTERVAL_MIN_S || seconds > INTERVAL_MAX_S) fail('MALFORMED', `interval out of range ${INTERVAL_MIN_S}..${INTERVAL_MAX_S} s`);
       return { kind: 'interval', seconds };
@@ -106,5 +107,5 @@ export function encodeReading(r: Reading, sequence: number): Uint8Array {
 
 /** Sensor kinds become one topic level: letters, digits, '-', '_' only (no wildcards, no '/'). */
 export function checkReadingKind(kind: string): void {
-  if (!/^[A-Za-z0-9_-]{1,32}$/.test(kind)) fail('MALFORMED', 'sensor kind must be 1..32 of [A-Za-z0-9_-]');
+  if (!isCharsOf(kind, 1, 32, isWordChar)) fail('MALFORMED', 'sensor kind must be 1..32 of [A-Za-z0-9_-]');
 }

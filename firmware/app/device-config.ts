@@ -7,6 +7,7 @@
  */
 import { fail } from '../core/errors.js';
 import { fromHex } from '../core/bytes.js';
+import { isCharsOf, isHexDigit, isHostChar, isIdChar } from '../core/ascii.js';
 
 export interface DeviceConfig {
   id: string;
@@ -15,9 +16,6 @@ export interface DeviceConfig {
   broker: { host: string; port: number };
   wifi?: { ssid: string; password?: string };
 }
-
-const ID_RE = /^[A-Za-z0-9_.-]{1,23}$/;
-const HOST_RE = /^[A-Za-z0-9.-]{1,253}$/;
 
 function asObject(v: unknown, what: string): Record<string, unknown> {
   if (!v || typeof v !== 'object' || Array.isArray(v)) fail('MALFORMED', `${what} must be an object`);
@@ -33,13 +31,13 @@ function asObject(v: unknown, what: string): Record<string, unknown> {
 export function parseDeviceConfig(input: unknown): DeviceConfig {
   const o = asObject(input, 'device config');
   const id = o.id ?? o.deviceId;
-  if (typeof id !== 'string' || !ID_RE.test(id)) fail('MALFORMED', 'id must be 1..23 of [A-Za-z0-9_.-] (an MQTT client id)');
+  if (!isCharsOf(id, 1, 23, isIdChar)) fail('MALFORMED', 'id must be 1..23 of [A-Za-z0-9_.-] (an MQTT client id)');
   const key = o.key ?? o.deviceKey;
-  if (typeof key !== 'string' || !/^[0-9a-fA-F]{64}$/.test(key)) fail('MALFORMED', 'key must be 64 hex digits (32 bytes)');
+  if (!isCharsOf(key, 64, 64, isHexDigit)) fail('MALFORMED', 'key must be 64 hex digits (32 bytes)');
   const b = o.broker !== undefined ? asObject(o.broker, 'broker') : o;
   const host = b.host;
   const port = b.port ?? 1883;
-  if (typeof host !== 'string' || !HOST_RE.test(host)) fail('MALFORMED', 'broker host must be a host name or IPv4 address');
+  if (!isCharsOf(host, 1, 253, isHostChar)) fail('MALFORMED', 'broker host must be a host name or IPv4 address');
   if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) fail('MALFORMED', 'broker port must be 1..65535');
   const out: DeviceConfig = { id, key: key.toLowerCase(), broker: { host, port } };
   if (o.wifi !== undefined) {

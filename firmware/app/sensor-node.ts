@@ -33,6 +33,7 @@ import {
 } from './commands.js';
 import type { Network, Reading, SecureLink, Sensor, Sleep, Watchdog } from './ports.js';
 import { ReservedCounter } from './reserved-counter.js';
+import { isCharsOf, isIdChar } from '../core/ascii.js';
 
 export type NodeState =
   | 'boot'
@@ -108,7 +109,7 @@ export class SensorNode {
   readonly stats: NodeStats = { boots: 0, phase1: 0, phase2: 0, published: 0, commands: 0, badCommands: 0, failures: 0, sensorErrors: 0 };
 
   constructor(private readonly o: SensorNodeOptions) {
-    if (!/^[A-Za-z0-9_.-]{1,23}$/.test(o.devId)) fail('MALFORMED', 'device id must be 1..23 of [A-Za-z0-9_.-]');
+    if (!isCharsOf(o.devId, 1, 23, isIdChar)) fail('MALFORMED', 'device id must be 1..23 of [A-Za-z0-9_.-]');
     this.log = o.log ?? silentLog;
     this.settings = { ...DEFAULT_SETTINGS, ...o.defaults };
     this.retry = { attempts: 5, baseMs: 1000, maxMs: 30_000, ...o.retry };

@@ -3,6 +3,7 @@
  * where there is no Buffer.
  */
 import { fail } from './errors.js';
+import { isCharsOf, isHexDigit } from './ascii.js';
 
 export function concatBytes(...parts: Uint8Array[]): Uint8Array {
   let n = 0;
@@ -47,7 +48,7 @@ export function toHex(b: Uint8Array): string {
 }
 
 export function fromHex(s: string): Uint8Array {
-  if (s.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(s)) fail('MALFORMED', 'invalid hex string');
+  if (s.length % 2 !== 0 || !isCharsOf(s, 0, s.length, isHexDigit)) fail('MALFORMED', 'invalid hex string');
   const out = new Uint8Array(s.length / 2);
   for (let i = 0; i < out.length; i++) out[i] = parseInt(s.substr(i * 2, 2), 16);
   return out;

@@ -5,6 +5,7 @@
  */
 import { fail } from './errors.js';
 import { STORAGE_KEY_MAX, STORAGE_VALUE_MAX, type Storage } from './platform.js';
+import { isCharsOf, isIdChar } from './ascii.js';
 
 /**
  * Keys every backend accepts: NVS allows up to 15 characters, and a file-per-key
@@ -12,7 +13,7 @@ import { STORAGE_KEY_MAX, STORAGE_VALUE_MAX, type Storage } from './platform.js'
  * '.' or '..'), so both share this charset.
  */
 export function checkStorageKey(key: string): void {
-  if (typeof key !== 'string' || key.length === 0 || key.length > STORAGE_KEY_MAX || !/^[A-Za-z0-9_-][A-Za-z0-9_.-]*$/.test(key)) {
+  if (!isCharsOf(key, 1, STORAGE_KEY_MAX, isIdChar) || key.charCodeAt(0) === 0x2e) {
     fail('STORAGE', `invalid storage key ${JSON.stringify(key)}: 1..${STORAGE_KEY_MAX} of [A-Za-z0-9_.-], not starting with '.'`);
   }
 }

@@ -1,10 +1,12 @@
 /**
  * Suite 1 (X25519, HKDF-SHA256, HMAC-SHA256, ChaCha20-Poly1305) in portable
  * JavaScript on @noble/curves, @noble/hashes and @noble/ciphers. Runs under
- * Node and Moddable XS alike. Randomness is injected: XS has no
+ * Node and Moddable XS alike, and every module it imports can be preloaded
+ * into flash by the Moddable linker (see ./x25519.ts for why X25519 is not
+ * taken from @noble/curves/ed25519). Randomness is injected: XS has no
  * crypto.getRandomValues.
  */
-import { x25519 } from '@noble/curves/ed25519.js';
+import { x25519 } from './x25519.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { extract, expand } from '@noble/hashes/hkdf.js';
@@ -35,6 +37,7 @@ export function createNobleSuite(random: Random): CryptoSuite {
     aeadTagLength: 16,
     dhKeyPair(): KeyPair {
       const privateKey = randomBytes(32);
+      // The Montgomery ladder from u = 9 (RFC 7748 section 6.1): no precomputed tables.
       return { privateKey, publicKey: x25519.getPublicKey(privateKey) };
     },
     dh(privateKey, peerPublicKey) {

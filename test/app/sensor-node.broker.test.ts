@@ -16,7 +16,6 @@ import { SensorNode } from '../../firmware/app/sensor-node.js';
 import { SecureMqttLink, type ConnectableMqttClient } from '../../firmware/app/secure-link.js';
 import { SecureMqttClient } from '../../firmware/app/secure-mqtt.js';
 import { createFirmwareMqttClient } from '../../firmware/app/firmware-mqtt.js';
-import { withLadderKeyGeneration } from '../../firmware/app/low-memory-suite.js';
 import { DeviceSecureSession } from '../../firmware/secure/device.js';
 import { createNobleSuite } from '../../firmware/crypto/noble.js';
 import { MemoryStorage } from '../../firmware/core/memory-storage.js';
@@ -90,7 +89,7 @@ interface Rig {
 
 function startNode(b: { port: number }, devId: string, key: Uint8Array, storage: MemoryStorage, client: 'firmware' | 'stock'): Rig {
   const platform = createNodePlatform({ storage });
-  const session = new DeviceSecureSession({ suite: withLadderKeyGeneration(createNobleSuite(platform.random)), devId, deviceKey: key, storage, storageKey: 'mqsec-state' });
+  const session = new DeviceSecureSession({ suite: createNobleSuite(platform.random), devId, deviceKey: key, storage, storageKey: 'mqsec-state' });
   const endpoint = { host: '127.0.0.1', port: b.port };
   const link = new SecureMqttLink({
     createGlue: (cb) => new SecureMqttClient({ session, ...cb }),

@@ -9,7 +9,8 @@ import { exposeToHost, hostRandom } from '../xs/guest.js';
 import type { Connection, Storage, Transport, TransportEvents } from '../../firmware/core/platform.js';
 import { silentLog } from '../../firmware/core/platform.js';
 import { createNobleSuite } from '../../firmware/crypto/noble.js';
-import { withLadderKeyGeneration } from '../../firmware/app/low-memory-suite.js';
+import { x25519 as edwardsX25519 } from '@noble/curves/ed25519.js';
+import type { CryptoSuite } from '../../firmware/crypto/suite.js';
 import { DeviceSecureSession } from '../../firmware/secure/device.js';
 import { ServerHandshake } from '../../firmware/secure/server.js';
 import { MemoryTicketStore } from '../../firmware/secure/ticket-store.js';
@@ -63,10 +64,21 @@ exposeToHost({
     gc();
     return true;
   },
-  /** The platform services and crypto suite a device has anyway (baseline). */
-  platform: (ladder: boolean) => {
+  /**
+   * The platform services and crypto suite a device has anyway (baseline).
+   * `edwards`: public keys from @noble/curves/ed25519's x25519 instead (cached
+   * Edwards base-point tables), the comparison that explains firmware/crypto/x25519.ts.
+   */
+  platform: (kind: 'device' | 'edwards') => {
     const suite = createNobleSuite(hostRandom);
-    g.__keep = { suite: ladder ? withLadderKeyGeneration(suite) : suite, storage: new MapStorage() };
+    const withTables: CryptoSuite = {
+      ...suite,
+      dhKeyPair() {
+        const privateKey = suite.randomBytes(32);
+        return { privateKey, publicKey: edwardsX25519.getPublicKey(privateKey) };
+      },
+    };
+    g.__keep = { suite: kind === 'edwards' ? withTables : suite, storage: new MapStorage() };
     return true;
   },
   /** Phase 1 + a sealed message; keeps the device session, its MQTT client and the app. */

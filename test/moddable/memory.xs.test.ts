@@ -8,9 +8,10 @@
  * this 64-bit host); ArrayBuffer and string bytes live in chunks and are
  * counted by walking the kept objects.
  *
- * Measured twice in fresh workers: with the device suite (ladder key
- * generation, firmware/app/low-memory-suite.ts) and with noble's default
- * table-based key generation, to show why the device uses the former.
+ * Measured twice in fresh workers: with the device suite (X25519 public keys
+ * from the Montgomery ladder, firmware/crypto/x25519.ts) and with public keys
+ * from @noble/curves/ed25519 (cached Edwards tables), to show why the device
+ * uses the former.
  * The budgets asserted are loose (an ESP32 leaves ~150 KB for JS); the test
  * fails if the client starts holding on to a lot, and prints the figures.
  */
@@ -20,11 +21,8 @@ import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import { spawn } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import { x25519 } from '@noble/curves/ed25519.js';
 import { bundleForXs } from '../xs/harness.js';
 import { encodeMessage, decodeMessage } from '../xs/wire.js';
-import { withLadderKeyGeneration } from '../../firmware/app/low-memory-suite.js';
-import { createNobleSuite } from '../../firmware/crypto/noble.js';
 
 const ESP32_SLOT_BYTES = 16;
 
@@ -67,10 +65,10 @@ async function startWorker() {
   return { call, liveSlots, close: () => worker.close().catch(() => worker.terminate()) };
 }
 
-async function measure(ladder: boolean) {
+async function measure(kind: 'device' | 'edwards') {
   const w = await startWorker();
   try {
-    await w.call('platform', ladder);
+    await w.call('platform', kind);
     const base = await w.liveSlots();
     await w.call('warmup');
     const warm = await w.liveSlots();
@@ -98,25 +96,13 @@ async function measure(ladder: boolean) {
 }
 
 describe('secure client heap under XS', () => {
-  it('ladder key generation gives the same public keys as noble default (RFC 7748)', () => {
-    const fixed = (b: Uint8Array) => ({ fill: (x: Uint8Array) => x.set(b.subarray(0, x.length)) });
-    // RFC 7748 section 6.1 Alice's key pair
-    const priv = Uint8Array.from(Buffer.from('77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a', 'hex'));
-    const kp = withLadderKeyGeneration(createNobleSuite(fixed(priv))).dhKeyPair();
-    expect(Buffer.from(kp.publicKey).toString('hex')).toBe('8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a');
-    for (let i = 0; i < 20; i++) {
-      const k = new Uint8Array(32).map(() => (Math.random() * 256) | 0);
-      expect(withLadderKeyGeneration(createNobleSuite(fixed(k))).dhKeyPair().publicKey).toEqual(x25519.getPublicKey(k));
-    }
-  });
-
   it('the device suite keeps one session, its MQTT client and the app in a few KB, with no big one-time tables', async () => {
-    const device = await measure(true);
-    const stock = await measure(false);
+    const device = await measure('device');
+    const stock = await measure('edwards');
     // eslint-disable-next-line no-console
     console.log('mqsec XS heap (device suite)', JSON.stringify(device));
     // eslint-disable-next-line no-console
-    console.log('mqsec XS heap (noble default keygen)', JSON.stringify(stock));
+    console.log('mqsec XS heap (Edwards-table keygen)', JSON.stringify(stock));
     expect(device.sessionSlotsAfterPhase2).toBeGreaterThan(0);
     expect(device.esp32SessionBytes).toBeLessThan(16 * 1024);
     expect(device.esp32OneTimeBytes).toBeLessThan(16 * 1024);

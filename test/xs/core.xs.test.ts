@@ -9,7 +9,11 @@ import { utf8Encode } from '../../firmware/core/utf8.js';
 import { encodeRemainingLength, encodeVarint } from '../../firmware/core/varint.js';
 import { createNobleSuite } from '../../firmware/crypto/noble.js';
 import { hkdf } from '../../firmware/crypto/suite.js';
-import { fromHex } from '../../firmware/core/bytes.js';
+import { x25519 } from '../../firmware/crypto/x25519.js';
+
+const x25519Scalar = (k: Uint8Array, u: Uint8Array) => x25519.scalarMult(k, u);
+import { fromHex, toHex } from '../../firmware/core/bytes.js';
+import { isCharsOf, isHexDigit, isIdChar, isIpv4Literal } from '../../firmware/core/ascii.js';
 
 const suite = createNobleSuite({ fill: () => { throw new Error('no randomness needed'); } });
 let xs: XsWorker;
@@ -24,6 +28,24 @@ afterAll(async () => {
 describe('firmware/core under XS', () => {
   it('really runs inside XS (no Node globals)', async () => {
     expect(await xs.call('engine')).toEqual({ hasProcess: false, hasPrint: true, hasBuffer: false });
+  });
+
+  it('ASCII charset checks give the same answers as under Node', async () => {
+    const strings = ['sensor-01', 'a.b_c-d', '', 'x'.repeat(24), 'é', 'bad id', '00ff', 'ABCDEFabcdef0123456789', '0g', '127.0.0.1', '255.255.255.255', '256.1.1.1', '01.2.3.4', '1.2.3', 'a/b', '+', '#', '\u0000'];
+    const expected = strings.map((s) => [isCharsOf(s, 1, 23, isIdChar), isCharsOf(s, 0, 64, isHexDigit), isIpv4Literal(s)]);
+    expect(await xs.call('ascii', strings)).toEqual(expected);
+  });
+
+  it('X25519 ladder: RFC 7748 section 5.2 after 1 and 100 iterations, as under Node', async () => {
+    expect(toHex(await xs.call('x25519Iterate', 1))).toBe('422c8e7a6227d7bca1350b3e2bb7279f7897b87bb6854b783c60e80311ae3079');
+    const node = (() => {
+      // the RFC gives 1 and 1,000 iterations; 100 keeps XS time low and is compared with Node
+      let k: Uint8Array = fromHex('09' + '00'.repeat(31));
+      let u: Uint8Array = k.slice();
+      for (let i = 0; i < 100; i++) [u, k] = [k, x25519Scalar(k, u)];
+      return k;
+    })();
+    expect(await xs.call('x25519Iterate', 100)).toEqual(node);
   });
 
   it('UTF-8 encodes like Node and rejects the same invalid input', async () => {

@@ -12,14 +12,12 @@
  * progress report (the desktop run and the hardware-in-the-loop check read
  * them); they never contain key material.
  */
-import './globals.js'; // first: TextEncoder for @noble/* module initialisation
 import config from 'mc/config';
 import deviceConfig from 'mqsec/device-config';
 import StockClient from 'mqtt';
 import { sleepNative } from './board-sleep.js';
 import { createSensor } from './board-sensor.js';
 import { createNobleSuite } from '../../crypto/noble.js';
-import { withLadderKeyGeneration } from '../../app/low-memory-suite.js';
 import { DeviceSecureSession } from '../../secure/device.js';
 import { SecureMqttClient } from '../../app/secure-mqtt.js';
 import { SensorNode } from '../../app/sensor-node.js';
@@ -62,8 +60,7 @@ function start(): void {
   const log = traceLog(board.logLevel ?? 'info');
   const platform = createModdablePlatform(log);
   const device = parseDeviceConfig(deviceConfig);
-  // Ladder key generation: no ~110 KB of cached Edwards tables in the ESP32's JS heap.
-  const suite = withLadderKeyGeneration(createNobleSuite(platform.random));
+  const suite = createNobleSuite(platform.random);
   const session = new DeviceSecureSession({
     suite,
     devId: device.id,
@@ -108,7 +105,7 @@ function start(): void {
     listenMs: board.listenMs ?? 1500,
     onState: (state, detail) => {
       trace(`mqsec state ${state}${detail ? ' ' + detail : ''}\n`);
-      if (state === 'waiting' || state === 'sleeping') traceHeap();
+      if (state === 'boot' || state === 'waiting' || state === 'sleeping') traceHeap();
     },
   });
   trace(`mqsec boot ${device.id} board=${board.board ?? 'unknown'} client=${useStock ? 'stock' : 'firmware'}\n`);

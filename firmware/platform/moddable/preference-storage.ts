@@ -25,6 +25,7 @@
 import { MqsecError, fail } from '../../core/errors.js';
 import type { Storage } from '../../core/platform.js';
 import { STORAGE_KEY_MAX, STORAGE_VALUE_MAX } from '../../core/platform.js';
+import { isCharsOf, isIdChar } from '../../core/ascii.js';
 
 /** The shape of Moddable's `preference` module default export. */
 export interface PreferenceApi {
@@ -34,12 +35,10 @@ export interface PreferenceApi {
   keys(domain: string): string[];
 }
 
-const NAME_RE = /^[A-Za-z0-9_.-]+$/;
-
 export function checkPreferenceName(kind: 'domain' | 'key', name: string): void {
   if (name.length < 1 || name.length > STORAGE_KEY_MAX) fail('STORAGE', `${kind} name must be 1..${STORAGE_KEY_MAX} characters`);
   // ASCII only: NVS counts bytes, and a multi-byte character would slip past a length-in-characters check.
-  if (!NAME_RE.test(name)) fail('STORAGE', `${kind} name must be ASCII letters, digits, '_', '.', '-'`);
+  if (!isCharsOf(name, 1, STORAGE_KEY_MAX, isIdChar)) fail('STORAGE', `${kind} name must be ASCII letters, digits, '_', '.', '-'`);
 }
 
 export class PreferenceStorage implements Storage {

@@ -20,6 +20,7 @@
 import { MqsecError } from '../../core/errors.js';
 import type { Connection, Endpoint, Log, Timer, Transport, TransportEvents } from '../../core/platform.js';
 import { silentLog } from '../../core/platform.js';
+import { isIpv4Literal } from '../../core/ascii.js';
 
 /** The part of the ECMA-419 TCP socket used here. */
 export interface Tcp419 {
@@ -51,11 +52,7 @@ export interface ModdableTcpTransportOptions {
   maxQueuedBytes?: number;
 }
 
-const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
-
-export function isIpv4Literal(host: string): boolean {
-  return IPV4.test(host);
-}
+export { isIpv4Literal };
 
 /** One connection: the send queue and the once-only close. */
 class TcpConnection implements Connection {

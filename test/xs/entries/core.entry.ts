@@ -3,6 +3,8 @@ import { utf8Encode, utf8Decode } from '../../../firmware/core/utf8.js';
 import { encodeRemainingLength, decodeRemainingLength, encodeVarint, decodeVarint } from '../../../firmware/core/varint.js';
 import { constantTimeEqual, u48be, readU48be } from '../../../firmware/core/bytes.js';
 import { createNobleSuite } from '../../../firmware/crypto/noble.js';
+import { x25519 } from '../../../firmware/crypto/x25519.js';
+import { isCharsOf, isHexDigit, isIdChar, isIpv4Literal } from '../../../firmware/core/ascii.js';
 import { hkdf } from '../../../firmware/crypto/suite.js';
 
 const suite = createNobleSuite(hostRandom);
@@ -38,6 +40,19 @@ exposeToHost({
       return { code: e.code };
     }
   },
+  /** RFC 7748 section 5.2 iterated vector: k, u = X25519(k, u), k, n times. */
+  x25519Iterate: (n: number) => {
+    let k: Uint8Array = new Uint8Array(32);
+    k[0] = 9;
+    let u: Uint8Array = k.slice();
+    for (let i = 0; i < n; i++) {
+      const next = x25519.scalarMult(k, u);
+      u = k;
+      k = next;
+    }
+    return k;
+  },
+  ascii: (strings: string[]) => strings.map((s) => [isCharsOf(s, 1, 23, isIdChar), isCharsOf(s, 0, 64, isHexDigit), isIpv4Literal(s)]),
   hkdf: (salt: Uint8Array, ikm: Uint8Array, info: Uint8Array, len: number) => hkdf(suite, salt, ikm, info, len),
   hmac: (k: Uint8Array, d: Uint8Array) => suite.hmac(k, d),
   seal: (k: Uint8Array, n: Uint8Array, p: Uint8Array, a: Uint8Array) => suite.aeadSeal(k, n, p, a),
