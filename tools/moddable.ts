@@ -143,7 +143,7 @@ export function run(cmd: string, args: string[], o: { cwd?: string; env?: NodeJS
 export interface Watched {
   child: ChildProcess;
   lines: string[];
-  /** Resolves with the first line matching `re`, or rejects after `ms`. */
+  /** Resolves with the first line matching `re`; rejects after `ms`, or at once if the process has ended. */
   waitFor(re: RegExp, ms: number): Promise<string>;
   stop(): Promise<void>;
 }
@@ -152,7 +152,8 @@ export function watch(cmd: string, args: string[], env: NodeJS.ProcessEnv, onLin
   // detached: own process group, so stop() ends the child and its children (xvfb-run -> Xvfb, mcsim) by PID.
   const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   const lines: string[] = [];
-  const waiters: { re: RegExp; resolve: (l: string) => void }[] = [];
+  const waiters: { re: RegExp; resolve: (l: string) => void; reject: (e: Error) => void }[] = [];
+  let ended: Error | undefined;
   let partial = '';
   const onData = (b: Buffer) => {
     partial += b.toString('utf8');
@@ -169,18 +170,32 @@ export function watch(cmd: string, args: string[], env: NodeJS.ProcessEnv, onLin
   };
   child.stdout!.on('data', onData);
   child.stderr!.on('data', onData);
+  // A crashed simulator should fail the check now, with the reason, not after the wait's timeout.
+  child.once('exit', (code, signal) => {
+    const last = lines.filter((l) => l.trim()).slice(-1)[0];
+    ended = new Error(`${cmd} exited (${signal ?? `code ${code}`})${last ? `; last output: ${last.trim()}` : ''}`);
+    for (const w of waiters.splice(0)) w.reject(ended);
+  });
   return {
     child,
     lines,
     waitFor(re, ms) {
       const seen = lines.find((l) => re.test(l));
       if (seen) return Promise.resolve(seen);
+      if (ended) return Promise.reject(ended);
       return new Promise((res, rej) => {
         const t = setTimeout(() => rej(new Error(`timed out after ${ms} ms waiting for ${re}`)), ms);
-        waiters.push({ re, resolve: (l) => {
-          clearTimeout(t);
-          res(l);
-        } });
+        waiters.push({
+          re,
+          resolve: (l) => {
+            clearTimeout(t);
+            res(l);
+          },
+          reject: (e) => {
+            clearTimeout(t);
+            rej(e);
+          },
+        });
       });
     },
     async stop() {

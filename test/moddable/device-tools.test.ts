@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseDeviceConfig, deviceKeyBytes } from '../../firmware/app/device-config.js';
-import { writeDeviceConfigModule, loadDeviceConfig, findSdk } from '../../tools/moddable.js';
+import { writeDeviceConfigModule, loadDeviceConfig, findSdk, watch } from '../../tools/moddable.js';
 import { runDesktop } from '../../tools/desktop-run.js';
 import { runHil } from '../../tools/hil.js';
 import { buildProgram } from '../../cli/main.js';
@@ -91,6 +91,21 @@ describe('without an SDK or a board', () => {
       await expect(buildProgram(io, [hilCommand]).parseAsync(['node', 'mqsec', 'hil', '--board', 'esp8266'])).rejects.toThrow(/unknown board/);
     } finally {
       if (saved !== undefined) process.env.MODDABLE = saved;
+    }
+  });
+});
+
+describe('watching the simulator process', () => {
+  it('a crash fails the wait at once, with the signal and the last output', async () => {
+    const w = watch('sh', ['-c', 'echo "mqsec state connecting"; sleep 0.2; kill -SEGV $$'], process.env);
+    try {
+      expect(await w.waitFor(/^mqsec state connecting/, 5000)).toBe('mqsec state connecting');
+      const started = Date.now();
+      await expect(w.waitFor(/^mqsec phase 2 ok/, 30_000)).rejects.toThrow(/SIGSEGV.*last output: mqsec state connecting/);
+      expect(Date.now() - started).toBeLessThan(10_000); // not the 30 s wait (a hang guard, not a timing claim)
+      await expect(w.waitFor(/anything/, 30_000)).rejects.toThrow(/SIGSEGV/);
+    } finally {
+      await w.stop();
     }
   });
 });
