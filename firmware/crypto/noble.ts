@@ -10,7 +10,7 @@ import { x25519 } from './x25519.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { extract, expand } from '@noble/hashes/hkdf.js';
-import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
+import { chachaPolyOpen, chachaPolySeal } from './chacha20poly1305.js';
 import { MqsecError, fail } from '../core/errors.js';
 import type { Random } from '../core/platform.js';
 import { SUITE_X25519_CHACHAPOLY_SHA256, type CryptoSuite, type KeyPair } from './suite.js';
@@ -56,15 +56,8 @@ export function createNobleSuite(random: Random): CryptoSuite {
     hmac: (key, data) => hmac(sha256, key, data),
     hkdfExtract: (salt, ikm) => extract(sha256, ikm, salt),
     hkdfExpand: (prk, info, length) => expand(sha256, prk, info, length),
-    aeadSeal: (key, nonce, plaintext, aad) => chacha20poly1305(key, nonce, aad).encrypt(plaintext),
-    aeadOpen(key, nonce, sealed, aad) {
-      if (sealed.length < 16) return undefined;
-      try {
-        return chacha20poly1305(key, nonce, aad).decrypt(sealed);
-      } catch {
-        return undefined;
-      }
-    },
+    aeadSeal: chachaPolySeal,
+    aeadOpen: chachaPolyOpen,
     randomBytes,
   };
 }

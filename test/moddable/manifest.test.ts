@@ -7,7 +7,9 @@
  *    must be named (tools/mcconfig.js, filterPreload);
  *  - preloaded ArrayBuffers are read-only at run time, so a module that
  *    writes a module-level buffer (noble's SHA-256 message schedule, HKDF's
- *    counter byte) fails with "read-only buffer" when preloaded.
+ *    counter byte) fails with "read-only buffer" when preloaded; the device
+ *    suite therefore takes SHA-256 from the SDK's native digest and the
+ *    noble hash modules are not part of the device build at all.
  * The test walks the device's import graph from the manifest's main module
  * and checks that every module in it is preloaded, or is one of the few
  * listed below with the reason it cannot be.
@@ -19,9 +21,6 @@ import { REPO_ROOT } from '../../tools/moddable.js';
 
 const NOT_PRELOADED: Record<string, string> = {
   'firmware/platform/moddable/main': 'the app entry: runs at boot by design',
-  'firmware/crypto/noble': 'imports @noble/hashes/sha2 and hkdf',
-  '@noble/hashes/sha2': 'writes module-level Uint32Array scratch (SHA256_W)',
-  '@noble/hashes/hkdf': 'writes a module-level counter byte (HKDF_COUNTER)',
   'mqsec/device-config': 'generated per device at build time (holds the device key)',
 };
 
@@ -90,12 +89,19 @@ describe('manifest.json preload list', () => {
 
   it('walks the whole device app (firmware layers and the noble primitives it uses)', () => {
     const names = [...modules.keys()];
-    for (const layer of ['firmware/core/', 'firmware/crypto/', 'firmware/mqtt/', 'firmware/secure/', 'firmware/app/', 'firmware/platform/moddable/', '@noble/']) {
+    for (const layer of ['firmware/core/', 'firmware/crypto/', 'firmware/mqtt/', 'firmware/secure/', 'firmware/app/', 'firmware/platform/moddable/', '@noble/ciphers/']) {
       expect(names.some((n) => n.startsWith(layer)), layer).toBe(true);
     }
-    // the device never loads the broker side or noble's Edwards/Ed25519 code
+    // the device never loads the broker side, nor noble's BigInt curves or its hashes (native code does those)
     expect(names).not.toContain('firmware/secure/server');
-    expect(names.some((n) => n.startsWith('@noble/curves/ed'))).toBe(false);
+    expect(names.some((n) => n.startsWith('@noble/curves/') || n.startsWith('@noble/hashes/'))).toBe(false);
+  });
+
+  it('maps every module the device loads to its source file', () => {
+    for (const [name, file] of modules) {
+      if (name.startsWith('@noble/')) expect(fileOf(name), name).toBe(file);
+      else expect(fileOf(name), `${name} is imported but not in the manifest's modules`).toBe(file);
+    }
   });
 
   it('names every module the device loads, except the listed ones', () => {

@@ -1,6 +1,10 @@
 /**
- * The two CryptoSuite implementations (noble for the device, node:crypto for
- * the broker) against RFC known-answer vectors and against each other.
+ * The CryptoSuite implementations against RFC known-answer vectors and
+ * against each other: noble (host simulator, XS tests), node:crypto (broker),
+ * and the generic composeSuite1 (HMAC and HKDF of its own over a streamed
+ * SHA-256), the mechanism the device's native suite supplies primitives to;
+ * here with a node:crypto SHA-256 and the ladder X25519, so its HMAC/HKDF
+ * are checked against two independent implementations.
  */
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
@@ -10,12 +14,26 @@ import { utf8Encode } from '../../firmware/core/utf8.js';
 import { createNobleSuite } from '../../firmware/crypto/noble.js';
 import { hkdf, type CryptoSuite } from '../../firmware/crypto/suite.js';
 import { createNodeCryptoSuite } from '../../host-sim/adapters/node-crypto-suite.js';
+import { createHash } from 'node:crypto';
+import { composeSuite1, hkdfExpandSha256, hmacSha256, type Sha256 } from '../../firmware/crypto/compose.js';
+import { x25519 } from '../../firmware/crypto/x25519.js';
+import { chachaPolyOpen, chachaPolySeal } from '../../firmware/crypto/chacha20poly1305.js';
+import { cryptoSelfTest } from '../../firmware/crypto/self-test.js';
+
+const nodeSha256: Sha256 = (...parts) => {
+  const h = createHash('sha256');
+  for (const p of parts) h.update(p);
+  return new Uint8Array(h.digest());
+};
+const createComposedSuite = (random: { fill(b: Uint8Array): void }) =>
+  composeSuite1({ name: 'composed (test)', x25519: (k, u) => x25519.scalarMult(k, u), sha256: nodeSha256, aeadSeal: chachaPolySeal, aeadOpen: chachaPolyOpen, random });
 import { LOW_ORDER_POINTS, seededRandom } from './helpers.js';
 
 const fixedRandom = (hex: string) => ({ fill: (b: Uint8Array) => b.set(fromHex(hex).subarray(0, b.length)) });
 const suites: [string, (r: { fill(b: Uint8Array): void }) => CryptoSuite][] = [
   ['noble', createNobleSuite],
   ['node:crypto', createNodeCryptoSuite],
+  ['composed', createComposedSuite],
 ];
 
 
@@ -130,5 +148,70 @@ describe('noble and node:crypto suites give identical bytes', () => {
       }),
       { numRuns: 100 },
     );
+  });
+});
+
+describe('composeSuite1 (generic HMAC/HKDF over a streamed hash)', () => {
+  const bytes = (min: number, max: number) => fc.uint8Array({ minLength: min, maxLength: max });
+  it('matches node:crypto for HMAC (keys shorter and longer than the block) and HKDF', () => {
+    const c = createComposedSuite(fixedRandom('00'));
+    const o = createNodeCryptoSuite(fixedRandom('00'));
+    fc.assert(
+      fc.property(bytes(0, 150), bytes(0, 200), bytes(0, 40), fc.integer({ min: 0, max: 300 }), (k, d, info, len) => {
+        expect(c.hash(d)).toEqual(o.hash(d));
+        expect(c.hmac(k, d)).toEqual(o.hmac(k, d));
+        const prk = o.hkdfExtract(k, d);
+        expect(c.hkdfExtract(k, d)).toEqual(prk);
+        expect(c.hkdfExpand(prk, info, len)).toEqual(o.hkdfExpand(prk, info, len));
+      }),
+      { numRuns: 150 },
+    );
+  });
+
+  it('RFC 4231 test case 6: a key longer than the block is hashed first', () => {
+    const key = new Uint8Array(131).fill(0xaa);
+    const msg = utf8Encode('Test Using Larger Than Block-Size Key - Hash Key First');
+    expect(toHex(hmacSha256(nodeSha256, key, msg))).toBe('60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54');
+  });
+
+  it('HKDF refuses lengths over 255 * HashLen and a short PRK', () => {
+    expect(() => hkdfExpandSha256(nodeSha256, new Uint8Array(32), new Uint8Array(0), 255 * 32 + 1)).toThrow(/MALFORMED/);
+    expect(hkdfExpandSha256(nodeSha256, new Uint8Array(32), new Uint8Array(0), 255 * 32)).toHaveLength(8160);
+    expect(() => hkdfExpandSha256(nodeSha256, new Uint8Array(16), new Uint8Array(0), 32)).toThrow(/MALFORMED/);
+  });
+
+  it('a failing X25519 primitive surfaces as BAD_KEY, and keys of the wrong length are refused', () => {
+    const c = composeSuite1({ name: 'broken', x25519: () => { throw new Error('boom'); }, sha256: nodeSha256, aeadSeal: chachaPolySeal, aeadOpen: chachaPolyOpen, random: fixedRandom('00') });
+    expect(() => c.dh(new Uint8Array(32), new Uint8Array(32).fill(9))).toThrow(/BAD_KEY/);
+    const ok = createComposedSuite(fixedRandom('00'));
+    expect(() => ok.dh(new Uint8Array(31), new Uint8Array(32).fill(9))).toThrow(/BAD_KEY/);
+  });
+});
+
+describe('power-on crypto self-test', () => {
+  it.each(suites)('%s suite passes', (_name, make) => {
+    expect(() => cryptoSelfTest(make(fixedRandom('00')))).not.toThrow();
+  });
+
+  it('stops on any wrong primitive with INTERNAL and names it', () => {
+    const good = createComposedSuite(fixedRandom('00'));
+    const broken: [string, Partial<CryptoSuite>, RegExp][] = [
+      ['x25519', { dh: (k, u) => { const z = good.dh(k, u); z[0] ^= 1; return z; } }, /X25519/],
+      ['hash', { hash: (d) => { const h = good.hash(d); h[31] ^= 1; return h; } }, /SHA-256/],
+      ['hmac', { hmac: (k, d) => good.hmac(d, k) }, /HMAC/],
+      ['hkdf', { hkdfExpand: (p, i, l) => good.hkdfExpand(p, i, l).reverse() }, /HKDF/],
+      ['aead seal', { aeadSeal: (k, n, p, a) => good.aeadSeal(k, n, p, new Uint8Array(0)) }, /AEAD round trip/],
+      ['aead forgery', { aeadOpen: (k, n, c, a) => good.aeadOpen(k, n, c, a) ?? new Uint8Array(5) }, /forged tag/],
+    ];
+    for (const [what, patch, message] of broken) {
+      let err: unknown;
+      try {
+        cryptoSelfTest({ ...good, ...patch });
+      } catch (e) {
+        err = e;
+      }
+      expect(isMqsecError(err, 'INTERNAL'), what).toBe(true);
+      expect((err as Error).message, what).toMatch(message);
+    }
   });
 });

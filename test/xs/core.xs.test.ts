@@ -48,6 +48,20 @@ describe('firmware/core under XS', () => {
     expect(await xs.call('x25519Iterate', 100)).toEqual(node);
   });
 
+  it('power-on self-test passes in XS for the noble suite and the composed (device) mechanism', async () => {
+    expect(await xs.call('selfTest')).toBe(true);
+  });
+
+  it('composed HMAC and HKDF (the device suite mechanism) give Node\'s bytes', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.uint8Array({ maxLength: 100 }), fc.uint8Array({ maxLength: 120 }), fc.uint8Array({ maxLength: 20 }), fc.integer({ min: 1, max: 100 }), async (k, d, info, len) => {
+        expect(await xs.call('composedHmac', k, d)).toEqual(suite.hmac(k, d));
+        expect(await xs.call('composedHkdf', k, d, info, len)).toEqual(hkdf(suite, k, d, info, len));
+      }),
+      { numRuns: 25 },
+    );
+  });
+
   it('UTF-8 encodes like Node and rejects the same invalid input', async () => {
     await fc.assert(
       fc.asyncProperty(fc.string({ unit: 'binary', maxLength: 40 }), async (s) => {

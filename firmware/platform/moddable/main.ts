@@ -17,7 +17,8 @@ import deviceConfig from 'mqsec/device-config';
 import StockClient from 'mqtt';
 import { sleepNative } from './board-sleep.js';
 import { createSensor } from './board-sensor.js';
-import { createNobleSuite } from '../../crypto/noble.js';
+import { cryptoSelfTest } from '../../crypto/self-test.js';
+import { createNativeSuite } from './native-suite.js';
 import { DeviceSecureSession } from '../../secure/device.js';
 import { SecureMqttClient } from '../../app/secure-mqtt.js';
 import { SensorNode } from '../../app/sensor-node.js';
@@ -60,7 +61,14 @@ function start(): void {
   const log = traceLog(board.logLevel ?? 'info');
   const platform = createModdablePlatform(log);
   const device = parseDeviceConfig(deviceConfig);
-  const suite = createNobleSuite(platform.random);
+  const suite = createNativeSuite(platform.random);
+  const sleep = new NativeSleep(sleepNative);
+  if (sleep.wakeCause() === 'cold') {
+    // Power-on known-answer test of the native primitives; costs one X25519, so not on every wake.
+    const started = platform.clock.now();
+    cryptoSelfTest(suite);
+    trace(`mqsec selftest ok ${platform.clock.now() - started} ms\n`);
+  }
   const session = new DeviceSecureSession({
     suite,
     devId: device.id,
@@ -69,6 +77,7 @@ function start(): void {
     clock: platform.clock,
     log,
   });
+  let connectingSince: number | undefined;
   const endpoint = { host: device.broker.host, port: device.broker.port };
   const useStock = board.client === 'stock';
 
@@ -81,7 +90,8 @@ function start(): void {
         onMessage: callbacks.onMessage,
         onError: callbacks.onError,
         onReady: (phase) => {
-          trace(`mqsec phase ${phase} ok\n`);
+          // device-observed: from entering `connecting` (TCP connect included) to a usable session
+          trace(`mqsec phase ${phase} ok ${connectingSince === undefined ? '?' : platform.clock.now() - connectingSince} ms\n`);
           callbacks.onReady(phase);
         },
       }),
@@ -96,7 +106,7 @@ function start(): void {
     link,
     network: new WifiNetwork(device.wifi),
     sensor: createSensor(),
-    sleep: new NativeSleep(sleepNative),
+    sleep,
     storage: platform.storage,
     timer: platform.timer,
     random: platform.random,
@@ -104,6 +114,7 @@ function start(): void {
     defaults: { intervalS: board.intervalS ?? 60, sleepMode: board.sleepMode ?? 'deep' },
     listenMs: board.listenMs ?? 1500,
     onState: (state, detail) => {
+      if (state === 'connecting') connectingSince = platform.clock.now();
       trace(`mqsec state ${state}${detail ? ' ' + detail : ''}\n`);
       if (state === 'boot' || state === 'waiting' || state === 'sleeping') traceHeap();
     },

@@ -1,6 +1,6 @@
 /*
  * Test stub of the slice of the Moddable XS host API (xs/includes/xsmc.h)
- * used by firmware/platform/moddable/native/mqsec-random.c. Written for the
+ * used by the C modules in firmware/platform/moddable/native. Written for the
  * test only: same names and argument shapes, so the C module is compiled and
  * run by the host C compiler without the SDK. Errors longjmp back to the
  * test driver like XS exceptions do.
@@ -48,11 +48,12 @@ static inline void stubGetBuffer(xsMachine *the, xsSlot *slot, void **data, xsUn
 	*count = slot->count;
 }
 #define xsmcGetBufferWritable(_SLOT, data, count) stubGetBuffer(the, &(_SLOT), data, count)
+#define xsmcGetBufferReadable(_SLOT, data, count) stubGetBuffer(the, &(_SLOT), data, count)
+#define xsRangeError(...) stubThrow(the, "RangeError", __VA_ARGS__)
 
 #endif
 
 /* Used by mqsec-sleep.c (checked with -fsyntax-only only). */
-#define xsRangeError(...) stubThrow(the, "RangeError", __VA_ARGS__)
 #define xsResult (the->result)
 static inline xsIntegerValue stubToInteger(xsSlot slot) { return (xsIntegerValue)slot.count; }
 #define xsmcToInteger(_SLOT) stubToInteger(_SLOT)

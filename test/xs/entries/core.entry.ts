@@ -7,7 +7,25 @@ import { x25519 } from '../../../firmware/crypto/x25519.js';
 import { isCharsOf, isHexDigit, isIdChar, isIpv4Literal } from '../../../firmware/core/ascii.js';
 import { hkdf } from '../../../firmware/crypto/suite.js';
 
+import { composeSuite1 } from '../../../firmware/crypto/compose.js';
+import { chachaPolyOpen, chachaPolySeal } from '../../../firmware/crypto/chacha20poly1305.js';
+import { cryptoSelfTest } from '../../../firmware/crypto/self-test.js';
+import { sha256 } from '@noble/hashes/sha2.js';
+
 const suite = createNobleSuite(hostRandom);
+// The generic mechanism of the device's native suite, with portable primitives in place of the native ones.
+const composed = composeSuite1({
+  name: 'composed (XS test)',
+  x25519: (k, u) => x25519.scalarMult(k, u),
+  sha256: (...parts) => {
+    const h = sha256.create();
+    for (const p of parts) h.update(p);
+    return h.digest();
+  },
+  aeadSeal: chachaPolySeal,
+  aeadOpen: chachaPolyOpen,
+  random: hostRandom,
+});
 
 exposeToHost({
   engine: () => ({ hasProcess: typeof (globalThis as any).process !== 'undefined', hasPrint: typeof (globalThis as any).print === 'function', hasBuffer: typeof (globalThis as any).Buffer !== 'undefined' }),
@@ -53,6 +71,13 @@ exposeToHost({
     return k;
   },
   ascii: (strings: string[]) => strings.map((s) => [isCharsOf(s, 1, 23, isIdChar), isCharsOf(s, 0, 64, isHexDigit), isIpv4Literal(s)]),
+  selfTest: () => {
+    cryptoSelfTest(suite);
+    cryptoSelfTest(composed);
+    return true;
+  },
+  composedHmac: (k: Uint8Array, d: Uint8Array) => composed.hmac(k, d),
+  composedHkdf: (salt: Uint8Array, ikm: Uint8Array, info: Uint8Array, len: number) => hkdf(composed, salt, ikm, info, len),
   hkdf: (salt: Uint8Array, ikm: Uint8Array, info: Uint8Array, len: number) => hkdf(suite, salt, ikm, info, len),
   hmac: (k: Uint8Array, d: Uint8Array) => suite.hmac(k, d),
   seal: (k: Uint8Array, n: Uint8Array, p: Uint8Array, a: Uint8Array) => suite.aeadSeal(k, n, p, a),
