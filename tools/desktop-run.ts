@@ -39,6 +39,16 @@ export interface Io {
   err(line: string): void;
 }
 
+/** The metric's value once it is at least 1, or its last value after `ms`. */
+async function pollMetric(read: () => Promise<number>, ms: number): Promise<number> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const v = await read();
+    if (v >= 1 || Date.now() > until) return v;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 function hasCommand(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
 }
@@ -119,7 +129,9 @@ export async function runDesktop(o: DesktopRunOptions, io: Io, env: NodeJS.Proce
     };
 
     await sim.waitFor(/^mqsec phase 1 ok/, timeoutMs);
-    const p1 = await broker.metrics.value('mqsec_auth_total', { kind: 'phase1', result: 'ok' });
+    // The device reports phase 1 once it has sent KX3; the broker counts it when KX3 arrives.
+    const b1 = broker;
+    const p1 = await pollMetric(() => b1.metrics.value('mqsec_auth_total', { kind: 'phase1', result: 'ok' }), 5000);
     if (p1 < 1) throw new Error('device reports phase 1 but the broker counted none');
     step('phase 1 ok (device and broker agree)');
     await waitReadings(1);
@@ -134,7 +146,8 @@ export async function runDesktop(o: DesktopRunOptions, io: Io, env: NodeJS.Proce
     broker = await startBroker({ dataDir, port, host: '127.0.0.1', logLevel: 'warn' });
     step('broker restarted');
     await sim.waitFor(/^mqsec phase 2 ok/, timeoutMs);
-    const p2 = await broker.metrics.value('mqsec_auth_total', { kind: 'phase2', result: 'ok' });
+    const b2 = broker;
+    const p2 = await pollMetric(() => b2.metrics.value('mqsec_auth_total', { kind: 'phase2', result: 'ok' }), 5000);
     const p1again = await broker.metrics.value('mqsec_auth_total', { kind: 'phase1', result: 'ok' });
     if (p2 < 1) throw new Error('device reports phase 2 but the broker counted none');
     if (p1again !== 0) throw new Error('the node fell back to phase 1 after the restart');

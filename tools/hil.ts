@@ -154,6 +154,11 @@ export async function runHil(o: HilOptions, io: Io, env: NodeJS.ProcessEnv = pro
     await new Promise((r) => setTimeout(r, 3000));
     if (readings.length > seen + 2) throw new Error('readings still arrive after revocation');
     step('revoked key refused');
+    // The figures the desktop run cannot give: crypto and handshake times and JS heap on the chip itself.
+    const selftest = s.lines.find((l) => l.startsWith('mqsec selftest ok'));
+    if (selftest) step(`crypto self-test (one X25519, SHA-256, HMAC, HKDF, AEAD) on the board: ${selftest.slice('mqsec selftest ok '.length)}`);
+    const phases = s.lines.filter((l) => /^mqsec phase [12] ok/.test(l)).map((l) => l.slice('mqsec '.length));
+    if (phases.length) step(`device-observed handshakes (TCP connect to session ready): ${phases.join(', ')}`);
     const heap = s.lines.filter((l) => l.startsWith('mqsec heap ')).map((l) => l.slice('mqsec heap '.length));
     if (heap.length) step(`device JS heap: at boot ${heap[0]}, last ${heap[heap.length - 1]} (bytes, XS instrumentation)`);
     io.out('hil: PASS');
