@@ -14,6 +14,7 @@
 import { Aedes, type Client } from 'aedes';
 import memoryPersistence from 'aedes-persistence';
 import { DrainTracker } from './drain.js';
+import { restoreGraceState, saveGraceState } from './grace-store.js';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Server as HttpServer } from 'node:http';
 import { pino, type Logger } from 'pino';
@@ -113,6 +114,13 @@ export async function startBroker(opts: BrokerOptions): Promise<RunningBroker> {
       return { deviceKey: k.key, status: 'active' as const };
     },
   });
+  // Before the listener opens: the first reconnects must find the grace state (§8.5).
+  try {
+    const restored = restoreGraceState(registry, handshake, Date.now(), (msg, detail) => log.warn(detail, msg));
+    if (restored) log.info({ devices: restored }, 'QoS 1 grace state of the last graceful stop restored');
+  } catch (e) {
+    log.warn({ err: e }, 'QoS 1 grace state not restored');
+  }
 
   const drain = new DrainTracker();
   const aedes = new Aedes({
@@ -237,6 +245,14 @@ export async function startBroker(opts: BrokerOptions): Promise<RunningBroker> {
       if (metricsServer) {
         metricsServer.closeAllConnections();
         await new Promise<void>((r) => metricsServer!.close(() => r()));
+      }
+      // Every connection is closed now: write down the QoS 1 grace state (§8.5) so that a
+      // restart is, for the devices, just another reconnect.
+      try {
+        const saved = saveGraceState(registry, handshake);
+        log.info({ devices: saved }, 'QoS 1 grace state saved');
+      } catch (e) {
+        log.warn({ err: e }, 'QoS 1 grace state not saved: a message whose PUBACK was lost may be routed twice after the restart');
       }
       registry.close();
       lock.release();

@@ -401,6 +401,26 @@ export class Registry {
     return r.n;
   }
 
+  // ---- grace state across a graceful restart (§8.5) ---------------------------
+
+  /** Replaces the stored grace state with these sealed records (one transaction). */
+  saveGrace(records: { devId: string; until: number; sealed: Uint8Array }[]): void {
+    this.db.transaction(() => {
+      this.stmt('DELETE FROM grace').run();
+      const ins = this.stmt('INSERT INTO grace (device_id, until, record_sealed) VALUES (?, ?, ?)');
+      for (const r of records) ins.run(r.devId, r.until, Buffer.from(r.sealed));
+    }).immediate();
+  }
+
+  /** Reads and deletes the stored grace state: it is used once, at start. Expired records are dropped unread. */
+  takeGrace(now: number): { devId: string; until: number; sealed: Uint8Array }[] {
+    return this.db.transaction(() => {
+      const rows = this.stmt('SELECT device_id, until, record_sealed FROM grace WHERE until > ?').all(now) as { device_id: string; until: number; record_sealed: Buffer }[];
+      this.stmt('DELETE FROM grace').run();
+      return rows.map((r) => ({ devId: r.device_id, until: r.until, sealed: new Uint8Array(r.record_sealed) }));
+    }).immediate();
+  }
+
   purgeExpiredTickets(): number {
     return this.stmt('DELETE FROM tickets WHERE expires_at <= ?').run(this.now()).changes;
   }

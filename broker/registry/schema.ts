@@ -60,4 +60,12 @@ export const MIGRATIONS: readonly string[] = [
     source TEXT
   );
   `,
+  // 2: QoS 1 grace state kept across a graceful restart (docs/protocol.md §8.5), sealed under the master key
+  `
+  CREATE TABLE grace (
+    device_id TEXT PRIMARY KEY,
+    until INTEGER NOT NULL,
+    record_sealed BLOB NOT NULL
+  );
+  `,
 ];

@@ -36,6 +36,18 @@ export class ReplayWindow {
     if (!Number.isInteger(size) || size < 1 || size > 4096) fail('INTERNAL', 'replay window size');
     this.seen = new Uint8Array(size);
   }
+  /** The window's state, for a broker that keeps its grace keys across a restart (§8.5). */
+  snapshot(): { highest: number; seen: Uint8Array } {
+    return { highest: this.highest, seen: this.seen.slice() };
+  }
+  static restore(s: { highest: number; seen: Uint8Array }): ReplayWindow {
+    if (!Number.isInteger(s.highest) || s.highest < -1 || s.highest >= SEQ_LIMIT) fail('MALFORMED', 'replay window: bad highest');
+    const w = new ReplayWindow(s.seen.length);
+    for (let i = 0; i < s.seen.length; i++) if (s.seen[i] > 1) fail('MALFORMED', 'replay window: bad entry');
+    w.highest = s.highest;
+    w.seen.set(s.seen);
+    return w;
+  }
   /** True when seq is new and not older than the window. */
   check(seq: number): boolean {
     if (seq > this.highest) return true;
@@ -109,8 +121,17 @@ export class TxState {
 }
 
 /** Receiving half of one connection's keys with its replay window (§8.4). */
+/** A receive state written down: what a broker keeps (sealed) across a graceful restart (§8.5). */
+export interface RxSnapshot {
+  epoch: number;
+  key: Uint8Array;
+  iv: Uint8Array;
+  highest: number;
+  seen: Uint8Array;
+}
+
 export class RxState {
-  private readonly window: ReplayWindow;
+  private window: ReplayWindow;
   private readonly aads: AadCache;
   constructor(
     private readonly suite: CryptoSuite,
@@ -121,6 +142,17 @@ export class RxState {
   ) {
     this.window = new ReplayWindow(windowSize);
     this.aads = new AadCache(epoch);
+  }
+  /** Copies of the keys and the window; the caller seals them at rest and wipes them. */
+  snapshot(): RxSnapshot {
+    return { epoch: this.epoch, key: this.key.slice(), iv: this.iv.slice(), ...this.window.snapshot() };
+  }
+  static restore(suite: CryptoSuite, s: RxSnapshot): RxState {
+    if (!Number.isInteger(s.epoch) || s.epoch < 0 || s.epoch > 255) fail('MALFORMED', 'receive state: bad epoch');
+    if (s.key.length !== suite.aeadKeyLength || s.iv.length !== suite.aeadNonceLength) fail('MALFORMED', 'receive state: bad key or IV length');
+    const rx = new RxState(suite, s.epoch, s.key.slice(), s.iv.slice(), s.seen.length);
+    rx.window = ReplayWindow.restore(s);
+    return rx;
   }
   /** Opens a parsed envelope of this epoch; throws REPLAY or DECRYPT_FAILED, the window moves only on success. */
   open(topic: string, envelope: Uint8Array): Uint8Array {

@@ -11,7 +11,7 @@ import type { Clock, Log } from '../core/platform.js';
 import { silentLog } from '../core/platform.js';
 import type { CryptoSuite } from '../crypto/suite.js';
 import { DEFAULT_MAX_PASSWORD_BYTES, DEFAULT_REPLAY_WINDOW, DEV_ID_MAX_BYTES, KX_TOPIC } from './constants.js';
-import { RxState, TxState } from './envelope.js';
+import { RxState, TxState, type RxSnapshot } from './envelope.js';
 import {
   chainAdvance,
   chainNext,
@@ -106,6 +106,26 @@ interface Grace {
   until: number;
 }
 
+/**
+ * §8.5 grace state written down by a broker that stops gracefully: the
+ * receive keys and replay window of each device's last connection, and the
+ * broker-clock time its grace period ends. Secret: seal it at rest.
+ */
+export interface GraceRecord {
+  devId: string;
+  until: number;
+  rx: RxSnapshot;
+}
+
+/** A device's last connection as restored after a broker restart: receive keys only, for the grace period. */
+class RestoredSession {
+  constructor(
+    readonly rx: RxState,
+    readonly until: number,
+  ) {}
+  dropPrevious(): void {}
+}
+
 /** One authenticated connection's keys (§8), plus the previous connection's receive keys for a grace period (§8.5). */
 export class ServerSession {
   readonly sidHex: string;
@@ -177,8 +197,12 @@ export class ServerHandshake {
   private readonly maxResumeSkip: number;
   private readonly maxTracked: number;
   private readonly lookupDevice: ServerHandshakeOptions['lookupDevice'];
-  /** Latest session per device, for the previous-epoch grace (§8.5). In memory only. */
-  private readonly latest = new Map<string, ServerSession>();
+  /**
+   * Latest session per device, for the previous-epoch grace (§8.5). In memory;
+   * a broker that stops gracefully writes it down (exportGrace) and reads it
+   * back at start (importGrace), so a restart is just another reconnect.
+   */
+  private readonly latest = new Map<string, ServerSession | RestoredSession>();
 
   constructor(opts: ServerHandshakeOptions) {
     this.suite = opts.suite;
@@ -323,7 +347,10 @@ export class ServerHandshake {
 
   private newSession(devId: string, sid: Uint8Array, phase: 1 | 2, counter: number, keys: TrafficKeys): ServerSession {
     const old = this.latest.get(devId);
-    const grace = old && this.graceMs > 0 ? { rx: old.rx, until: this.clock.now() + this.graceMs } : undefined;
+    const now = this.clock.now();
+    // A restored session's grace started when the broker stopped; a live one's starts now.
+    const until = old instanceof RestoredSession ? old.until : now + this.graceMs;
+    const grace = old && this.graceMs > 0 && now < until ? { rx: old.rx, until } : undefined;
     old?.dropPrevious();
     const session = new ServerSession(devId, sid, phase, counter & 0xff, keys, this.suite, this.windowSize, this.clock, grace);
     this.latest.delete(devId);
@@ -333,6 +360,39 @@ export class ServerHandshake {
       this.latest.delete(oldest);
     }
     return session;
+  }
+
+  /**
+   * §8.5 across a graceful broker restart: each device's last connection's
+   * receive state, with the end of its grace period (counted from now: the
+   * broker is stopping, so every connection ends now). Call after the
+   * connections are closed and nothing more will be opened.
+   */
+  exportGrace(): GraceRecord[] {
+    const now = this.clock.now();
+    const out: GraceRecord[] = [];
+    if (this.graceMs <= 0) return out;
+    for (const [devId, s] of this.latest) {
+      const until = s instanceof RestoredSession ? s.until : now + this.graceMs;
+      if (until > now) out.push({ devId, until, rx: s.rx.snapshot() });
+    }
+    return out;
+  }
+
+  /** Reads back what exportGrace wrote at the last graceful stop; expired or malformed records are skipped. Returns how many were restored. */
+  importGrace(records: GraceRecord[]): number {
+    const now = this.clock.now();
+    let restored = 0;
+    for (const r of records) {
+      if (!(r.until > now) || this.latest.has(r.devId)) continue;
+      try {
+        this.latest.set(r.devId, new RestoredSession(RxState.restore(this.suite, r.rx), r.until));
+        restored++;
+      } catch (e) {
+        this.log.warn('mqsec: grace record skipped', { devId: r.devId, code: asMqsecError(e).code });
+      }
+    }
+    return restored;
   }
 
   /** Revocation helper: kills the device's tickets and forgets its grace keys. The broker also disconnects it. */

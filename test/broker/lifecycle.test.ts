@@ -7,6 +7,9 @@ import { MemoryStorage } from '../../firmware/core/memory-storage.js';
 import { Registry } from '../../broker/registry/registry.js';
 import type { RunningBroker } from '../../broker/server.js';
 import { TestApp, TestDevice, tempDir, testBroker, tryLogin, waitFor } from './helpers.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { decodeRxSnapshot } from '../../broker/grace-store.js';
 
 const STATE_KEY = 'mqsecstate';
 
@@ -133,7 +136,71 @@ describe('QoS 1 across a key change', () => {
   });
 });
 
-describe('QoS 1 across a broker restart (grace keys gone)', () => {
+describe('QoS 1 across a graceful broker restart (grace state kept)', () => {
+  it('an envelope resent after the restart is routed once; a copy that had arrived before is dropped as a replay', async () => {
+    const dir = tempDir();
+    let broker = await testBroker(dir.path);
+    await broker.registry.addAccount('backend', 'app', 'backend-password');
+    const { key } = broker.registry.addDevice('q3', 'sensor');
+    const storage = new MemoryStorage();
+    let app = await TestApp.connect(broker, 'backend', 'backend-password');
+    await app.subscribe('sensors/#');
+    const d = new TestDevice(broker, 'q3', key, storage);
+    await d.connect();
+    const delivered = await d.publish('sensors/q3/t', 'before'); // arrives; pretend its PUBACK was lost
+    await waitFor(() => app.received.length === 1);
+    const inflight = Buffer.from(d.session.seal('sensors/q3/t', new TextEncoder().encode('in-flight'))); // never arrived
+    await d.end();
+    await app.end();
+    await broker.stop();
+    broker = await testBroker(dir.path);
+    expect(broker.registry.takeGrace(0)).toEqual([]); // read once at start, then deleted
+    app = await TestApp.connect(broker, 'backend', 'backend-password');
+    await app.subscribe('sensors/#');
+    const again = new TestDevice(broker, 'q3', key, storage); // same device (storage), new broker port
+    expect(await again.connect()).toMatchObject({ ok: true, phase: 2 });
+    // the device resends both unchanged, twice, as a QoS 1 client does after reconnecting
+    for (const env of [delivered, inflight, delivered, inflight]) await again.client.publishAsync('sensors/q3/t', env, { qos: 1, dup: true } as never);
+    await again.publish('sensors/q3/t', 'fresh');
+    await waitFor(() => app.received.some((m) => m.payload === 'fresh'));
+    expect(app.received.map((m) => m.payload)).toEqual(['in-flight', 'fresh']);
+    expect(await broker.metrics.value('mqsec_drops_total', { reason: 'replay' })).toBe(3);
+    await again.end();
+    await app.end();
+    await broker.stop();
+    dir.remove();
+  });
+
+  it('the grace state at rest is sealed: no key bytes in the database, and a tampered record is skipped', async () => {
+    const dir = tempDir();
+    let broker = await testBroker(dir.path);
+    const { key } = broker.registry.addDevice('q4', 'sensor');
+    const storage = new MemoryStorage();
+    const d = new TestDevice(broker, 'q4', key, storage);
+    await d.connect();
+    await d.end();
+    await broker.stop();
+    const reg = Registry.open(dir.path);
+    const rows = reg.takeGrace(0);
+    expect(rows).toHaveLength(1);
+    const snapshot = decodeRxSnapshot(reg.openSecret('grace:q4', rows[0]!.sealed));
+    const db = readFileSync(join(dir.path, 'registry.db'));
+    expect(db.includes(Buffer.from(snapshot.key))).toBe(false);
+    // put it back with one byte flipped: the broker must skip it, not crash
+    const bad = rows[0]!.sealed.slice();
+    bad[bad.length - 1]! ^= 1;
+    reg.saveGrace([{ devId: 'q4', until: rows[0]!.until, sealed: bad }]);
+    reg.close();
+    broker = await testBroker(dir.path);
+    const again = new TestDevice(broker, 'q4', key, storage);
+    expect(await again.connect()).toMatchObject({ ok: true, phase: 2 });
+    await again.end();
+    await broker.stop();
+    dir.remove();
+  });
+});
+
+describe('QoS 1 across a broker crash (grace state lost)', () => {
   it('an envelope of an epoch the broker has no keys for closes the connection without PUBACK; QoS 0 is just dropped', async () => {
     const dir = tempDir();
     let broker = await testBroker(dir.path);
@@ -146,6 +213,10 @@ describe('QoS 1 across a broker restart (grace keys gone)', () => {
     const inflight0 = Buffer.from(d.session.seal('sensors/q2/t', new TextEncoder().encode('in-flight-qos0')));
     await d.end();
     await broker.stop();
+    // a crash writes no grace state: remove what the graceful stop wrote
+    const reg = Registry.open(dir.path);
+    reg.takeGrace(0);
+    reg.close();
     broker = await testBroker(dir.path);
     const app = await TestApp.connect(broker, 'backend', 'backend-password');
     await app.subscribe('sensors/#');
