@@ -43,7 +43,54 @@ function codeOf(e: unknown): string {
   return e instanceof MqsecError ? e.code : `foreign ${String(e)}`;
 }
 
+/** A device and a server both in XS: phase 1, a graceful "restart" of the server through exportGrace/importGrace, phase 2, resends. */
+async function graceRestart(): Promise<string[]> {
+  let now = 1_700_000_000_000;
+  const clock = { now: () => now };
+  const key = new Uint8Array(32).fill(6);
+  const store = new MemoryTicketStore();
+  const mkServer = () => new ServerHandshake({ suite, clock, lookupDevice: () => ({ deviceKey: key, status: 'active' }), ticketStore: store, graceMs: 10_000 });
+  const dev = new DeviceSecureSession({ suite, devId: 'xsgrace1', deviceKey: key, storage: new MapStorage() });
+  const connect = async (server: ServerHandshake) => {
+    const c = await dev.connectCredentials();
+    const r = await server.acceptConnect(c.clientId, c.username, c.password);
+    await dev.onConnack(0);
+    if (r.kind === 'phase2') return r.session;
+    if (r.kind !== 'phase1') throw new Error('not mqsec');
+    const h = await dev.handleIncoming(r.reply.topic, r.reply.payload);
+    if (h.kind !== 'handshake') throw new Error('no KX3');
+    return server.completePhase1(r.pending, h.reply.payload);
+  };
+  const T = 'sensors/xsgrace1/t';
+  const before = mkServer();
+  const first = await connect(before);
+  const delivered = dev.seal(T, new Uint8Array([1]));
+  const inFlight = dev.seal(T, new Uint8Array([2]));
+  const tooLate = dev.seal(T, new Uint8Array([3]));
+  first.open(T, delivered);
+  dev.onConnectionLost();
+  first.close();
+  const records = before.exportGrace();
+  const after = mkServer();
+  now += 3000;
+  const out = [`restored ${after.importGrace(records)}`];
+  const second = await connect(after);
+  const attempt = (env: Uint8Array) => {
+    try {
+      second.open(T, env);
+      return 'ok';
+    } catch (e) {
+      return codeOf(e);
+    }
+  };
+  out.push(`phase ${second.phase}`, attempt(delivered), attempt(inFlight), attempt(inFlight));
+  now += 7000;
+  out.push(attempt(tooLate));
+  return out;
+}
+
 exposeToHost({
+  graceRestart,
   engine: () => ({ hasProcess: typeof (globalThis as any).process !== 'undefined', hasBuffer: typeof (globalThis as any).Buffer !== 'undefined' }),
   vectors: (inputs: VectorInputs) => computeVectors(fixed, inputs),
 

@@ -129,6 +129,10 @@ describe('firmware/secure under XS', () => {
     await roundTrip(a.session!);
   });
 
+  it('XS broker side: grace state exported at a graceful stop and imported by a new server (a restart is a reconnect)', async () => {
+    expect(await xs.call('graceRestart')).toEqual(['restored 1', 'phase 2', 'REPLAY', 'ok', 'REPLAY', 'UNKNOWN_SESSION']);
+  });
+
   it('reports timings under XS (printed, not asserted)', async () => {
     const r = await xs.call('bench', 5);
     console.log(`XS timings (ms): ${JSON.stringify(r)}`);
