@@ -89,6 +89,10 @@ export interface BuildOptions {
   instrument?: boolean;
   /** Extra manifest config, e.g. { file: { root: dir } } for a private preference file. */
   extraConfig?: Record<string, unknown>;
+  /** Only generate the makefile (no `-m`): for the host-only link check. */
+  makefileOnly?: boolean;
+  /** Extra environment for mcconfig. */
+  env?: NodeJS.ProcessEnv;
   onLine?: (line: string) => void;
 }
 
@@ -97,7 +101,7 @@ export interface BuildOptions {
  * manifest in outDir includes the repository manifest and sets the config
  * directory, so nothing in the repository changes per build.
  */
-export async function buildApp(o: BuildOptions): Promise<{ code: number; appDir: string }> {
+export async function buildApp(o: BuildOptions): Promise<{ code: number; appDir: string; env: NodeJS.ProcessEnv }> {
   mkdirSync(o.outDir, { recursive: true });
   const wrapper = join(o.outDir, 'manifest.json');
   writeFileSync(
@@ -115,15 +119,15 @@ export async function buildApp(o: BuildOptions): Promise<{ code: number; appDir:
   // The SDK's makefiles call its tools (xsc, xsl, ...) and the `tsc` found on PATH
   // by name: put the SDK's bin directory and the project's own TypeScript first.
   const path = [dirname(o.sdk.mcconfig), join(REPO_ROOT, 'node_modules', '.bin'), process.env.PATH ?? ''].join(delimiter);
-  const env: NodeJS.ProcessEnv = { ...process.env, PATH: path, MODDABLE: o.sdk.moddable, MQSEC_CONFIG_DIR: o.configDir };
+  const env: NodeJS.ProcessEnv = { ...process.env, ...o.env, PATH: path, MODDABLE: o.sdk.moddable, MQSEC_CONFIG_DIR: o.configDir };
   if (o.uploadPort) env.UPLOAD_PORT = o.uploadPort;
-  const flags = o.instrument ? ['-m', '-i'] : ['-m'];
+  const flags = [...(o.makefileOnly ? [] : ['-m']), ...(o.instrument ? ['-i'] : [])];
   const mcconfig = (target: string) => run(o.sdk.mcconfig, [...flags, '-p', o.platform, '-o', o.outDir, '-t', target, wrapper], { cwd: o.outDir, env, onLine: o.onLine });
   // The SDK's `deploy` target only flashes what `build` made ("Please build before deploy").
   let code = await mcconfig('build');
   if (code === 0 && o.deploy) code = await mcconfig('deploy');
   const plat = o.platform.split('/')[0];
-  return { code, appDir: join(o.outDir, 'bin', plat, 'mc', o.instrument ? 'instrument' : 'release') };
+  return { code, appDir: join(o.outDir, 'bin', plat, 'mc', o.instrument ? 'instrument' : 'release'), env };
 }
 
 export function run(cmd: string, args: string[], o: { cwd?: string; env?: NodeJS.ProcessEnv; onLine?: (line: string) => void }): Promise<number> {

@@ -21,7 +21,7 @@ export type Command =
   | { kind: 'sample' }
   | { kind: 'sleep'; mode: 'deep' | 'wait' };
 
-export const COMMAND_NAMES = ['interval', 'sample', 'sleep'] as const;
+export const COMMAND_NAMES = Object.freeze(['interval', 'sample', 'sleep'] as const);
 
 /** The topic filter a node subscribes to for its commands. */
 export function commandFilter(devId: string): string {

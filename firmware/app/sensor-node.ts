@@ -90,7 +90,7 @@ export interface NodeStats {
   lastError?: string;
 }
 
-export const DEFAULT_SETTINGS: AppSettings = { intervalS: 60, sleepMode: 'deep' };
+export const DEFAULT_SETTINGS: Readonly<AppSettings> = Object.freeze({ intervalS: 60, sleepMode: 'deep' });
 export const SEQUENCE_KEY = 'app-seq';
 
 export class SensorNode {

@@ -66,12 +66,12 @@ export interface Log {
   error(msg: string, fields?: Record<string, unknown>): void;
 }
 
-export const silentLog: Log = {
+export const silentLog: Log = Object.freeze({
   debug() {},
   info() {},
   warn() {},
   error() {},
-};
+});
 
 /** Everything a firmware component may need, in one bag for convenience. */
 export interface Platform {

@@ -8,7 +8,7 @@
 export type QoS = 0 | 1 | 2;
 
 /** Packet type numbers of the fixed header (section 2.2.1). */
-export const PacketType = {
+export const PacketType = Object.freeze({
   connect: 1,
   connack: 2,
   publish: 3,
@@ -23,7 +23,7 @@ export const PacketType = {
   pingreq: 12,
   pingresp: 13,
   disconnect: 14,
-} as const;
+} as const);
 
 export type PacketTypeName = keyof typeof PacketType;
 
@@ -47,14 +47,14 @@ export interface ConnectPacket {
 }
 
 /** CONNACK return codes (section 3.2.2.3). */
-export const ConnackReturnCode = {
+export const ConnackReturnCode = Object.freeze({
   accepted: 0,
   unacceptableProtocolVersion: 1,
   identifierRejected: 2,
   serverUnavailable: 3,
   badUsernameOrPassword: 4,
   notAuthorized: 5,
-} as const;
+} as const);
 
 export interface ConnackPacket {
   type: 'connack';

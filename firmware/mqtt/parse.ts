@@ -45,7 +45,7 @@ import {
   type Will,
 } from './packets.js';
 
-const TYPE_NAMES: (PacketTypeName | undefined)[] = [
+const TYPE_NAMES: readonly (PacketTypeName | undefined)[] = Object.freeze([
   undefined,
   'connect',
   'connack',
@@ -62,7 +62,7 @@ const TYPE_NAMES: (PacketTypeName | undefined)[] = [
   'pingresp',
   'disconnect',
   undefined,
-];
+]);
 
 /**
  * Validates the first byte of a packet: a known type and the flag bits

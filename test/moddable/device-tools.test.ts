@@ -12,6 +12,8 @@ import { parseDeviceConfig, deviceKeyBytes } from '../../firmware/app/device-con
 import { writeDeviceConfigModule, loadDeviceConfig, findSdk, watch } from '../../tools/moddable.js';
 import { runDesktop } from '../../tools/desktop-run.js';
 import { runHil } from '../../tools/hil.js';
+import { runLinkCheck } from '../../tools/link-check.js';
+import { deviceCheckCommand } from '../../cli/commands/device-check.js';
 import { buildProgram } from '../../cli/main.js';
 import { deviceDesktopCommand } from '../../cli/commands/device-desktop.js';
 import { hilCommand } from '../../cli/commands/hil.js';
@@ -73,6 +75,13 @@ describe('without an SDK or a board', () => {
     expect(code).toBe(0);
     expect(out).toEqual([expect.stringMatching(/^skipped: MODDABLE is not set/)]);
   });
+  it('device-check prints one skipped line and succeeds', async () => {
+    const out: string[] = [];
+    const code = await runLinkCheck({}, { out: (l) => out.push(l), err: (l) => out.push(`ERR ${l}`) }, {});
+    expect(code).toBe(0);
+    expect(out).toEqual([expect.stringMatching(/^skipped: MODDABLE is not set/)]);
+  });
+
   it('hil prints one skipped line and succeeds', async () => {
     const out: string[] = [];
     const code = await runHil({ port: join(dir, 'no-tty'), board: 'esp32' }, { out: (l) => out.push(l), err: (l) => out.push(`ERR ${l}`) }, {});
@@ -86,8 +95,10 @@ describe('without an SDK or a board', () => {
       const out: string[] = [];
       const io = { out: (l: string) => out.push(l), err: (l: string) => out.push(`ERR ${l}`), readStdin: async () => '' };
       await buildProgram(io, [deviceDesktopCommand, hilCommand]).parseAsync(['node', 'mqsec', 'device-desktop']);
+      await buildProgram(io, [deviceCheckCommand]).parseAsync(['node', 'mqsec', 'device-check']);
       await buildProgram(io, [deviceDesktopCommand, hilCommand]).parseAsync(['node', 'mqsec', 'hil', '--port', join(dir, 'no-tty'), '--board', 'esp32c3']);
-      expect(out).toEqual([expect.stringMatching(/^skipped: /), expect.stringMatching(/^skipped: no board/)]);
+      expect(out).toEqual([expect.stringMatching(/^skipped: /), expect.stringMatching(/^skipped: /), expect.stringMatching(/^skipped: no board/)]);
+      await expect(buildProgram(io, [deviceCheckCommand]).parseAsync(['node', 'mqsec', 'device-check', '--platform', 'esp8266'])).rejects.toThrow(/unknown platform/);
       await expect(buildProgram(io, [hilCommand]).parseAsync(['node', 'mqsec', 'hil', '--board', 'esp8266'])).rejects.toThrow(/unknown board/);
     } finally {
       if (saved !== undefined) process.env.MODDABLE = saved;

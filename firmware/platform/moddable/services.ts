@@ -50,15 +50,15 @@ export function createModdableTimer(log?: Log): TimerService {
   };
 }
 
-export const moddableTimer: TimerService = createModdableTimer();
+export const moddableTimer: TimerService = Object.freeze(createModdableTimer());
 
 /** Monotonic milliseconds since boot (`Time.ticks`); not a wall clock. */
-export const moddableClock: Clock = {
+export const moddableClock: Clock = Object.freeze({
   now: () => Time.ticks,
-};
+});
 
 /** esp_fill_random on the chip, getrandom() on the desktop build (native/mqsec-random.c). */
-export const nativeRandom: Random = {
+export const nativeRandom: Random = Object.freeze({
   fill(bytes) {
     if (bytes.length === 0) return;
     try {
@@ -67,7 +67,7 @@ export const nativeRandom: Random = {
       fail('RANDOM', 'native random source failed');
     }
   },
-};
+});
 
 /** Log lines to the SDK's trace (serial console on the chip, stdout on the desktop, xsbug when attached). */
 export function traceLog(minLevel: 'debug' | 'info' | 'warn' | 'error' = 'info'): Log {
