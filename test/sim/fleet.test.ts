@@ -31,9 +31,9 @@ describe('simulated fleet', () => {
       // the properties: every reading a node sent reached the broker and was routed
       expect(r.lost_before_broker).toBe(0);
       expect(r.ingested).toBe(r.sent + r.ingest_duplicates);
-      // Across a broker restart delivery is at least once: the replay windows and the
-      // previous epoch's keys live in the broker's memory, so a reading whose PUBACK was lost
-      // just before the restart is re-sealed and may be routed again; and the backend's
+      // Delivery is at least once: the broker keeps one previous epoch (also across its
+      // graceful restarts, broker/grace-store.ts), so a reading whose PUBACK was lost can be
+      // routed again if its node needs several connections to get back in; and the backend's
       // persistent session, resumed by Aedes after the restart, may get a copy or miss a
       // message routed while it was resuming (plain MQTT, not mqsec: docs/threat-model.md §8).
       // Both must stay rare; the test below runs without restarts.
@@ -62,11 +62,12 @@ describe('simulated fleet', () => {
       // connection. The broker keeps one previous epoch: if the device needs two or more
       // connections to get back in after a lost PUBACK, it re-seals, and the copy is routed
       // again (docs/threat-model.md §8). Rare; must stay so.
-      expect(r.ingest_duplicates).toBeLessThanOrEqual(Math.ceil(r.sent / 200));
+      expect(r.ingest_duplicates).toBeLessThanOrEqual(Math.max(3, Math.ceil(r.sent / 200)));
       expect(r.duplicates).toBe(r.ingest_duplicates);
       // a reading still unacknowledged when its node lost power may be gone with the RAM
       expect(r.verified).toBe(r.sent - r.lost_to_power_cuts);
-      expect(r.ingested).toBe(r.verified);
+      // every copy the broker routed is counted: each reading once, plus the copies above
+      expect(r.ingested).toBe(r.verified + r.ingest_duplicates);
       expect(r.connected_at_end).toBe(40);
       expect(r.attacks.accepted).toBe(0);
     },
