@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import mqtt from 'mqtt';
 import { toHex } from '../firmware/core/bytes.js';
-import { buildApp, findSdk, isSdk, watch, writeDeviceConfigModule, type Watched } from './moddable.js';
+import { buildApp, deviceFigures, findSdk, isSdk, watch, writeDeviceConfigModule, type Watched } from './moddable.js';
 
 export interface DesktopRunOptions {
   deviceId?: string;
@@ -153,14 +153,9 @@ export async function runDesktop(o: DesktopRunOptions, io: Io, env: NodeJS.Proce
     if (p1again !== 0) throw new Error('the node fell back to phase 1 after the restart');
     await waitReadings(before + 1);
     step('phase 2 after broker restart ok, readings flow again');
-    const selftest = sim.lines.find((l) => l.startsWith('mqsec selftest ok'));
-    if (selftest) step(`device crypto self-test (X25519, SHA-256, HMAC, HKDF, AEAD) passed in ${selftest.slice('mqsec selftest ok '.length)}`);
-    const phases = sim.lines.filter((l) => /^mqsec phase [12] ok/.test(l)).map((l) => l.slice('mqsec '.length));
-    if (phases.length) step(`device-observed handshakes (TCP connect to session ready): ${phases.join(', ')}`);
-    // The firmware reports its heap at boot; the desktop host prints its own instrumentation
-    // table once a second in -i builds, whose last line is the state after phase 2.
-    const boot = sim.lines.find((l) => l.startsWith('mqsec heap '));
-    if (boot) step(`device heap at boot: ${boot.slice('mqsec heap '.length)} (bytes, XS instrumentation)`);
+    for (const figure of deviceFigures(sim.lines)) step(figure);
+    // The desktop host also prints its own instrumentation table once a second in -i
+    // builds, whose last line is the state after phase 2.
     const keys = sim.lines.find((l) => l.startsWith('instruments key: '))?.slice('instruments key: '.length).split(',');
     const values = sim.lines.filter((l) => l.startsWith('instruments: ')).pop()?.slice('instruments: '.length).split(',');
     if (keys && values) {

@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import mqtt from 'mqtt';
 import { toHex } from '../firmware/core/bytes.js';
-import { buildApp, findSdk, isSdk, writeDeviceConfigModule } from './moddable.js';
+import { buildApp, deviceFigures, findSdk, isSdk, writeDeviceConfigModule } from './moddable.js';
 import type { Io } from './desktop-run.js';
 
 export interface HilOptions {
@@ -155,12 +155,7 @@ export async function runHil(o: HilOptions, io: Io, env: NodeJS.ProcessEnv = pro
     if (readings.length > seen + 2) throw new Error('readings still arrive after revocation');
     step('revoked key refused');
     // The figures the desktop run cannot give: crypto and handshake times and JS heap on the chip itself.
-    const selftest = s.lines.find((l) => l.startsWith('mqsec selftest ok'));
-    if (selftest) step(`crypto self-test (one X25519, SHA-256, HMAC, HKDF, AEAD) on the board: ${selftest.slice('mqsec selftest ok '.length)}`);
-    const phases = s.lines.filter((l) => /^mqsec phase [12] ok/.test(l)).map((l) => l.slice('mqsec '.length));
-    if (phases.length) step(`device-observed handshakes (TCP connect to session ready): ${phases.join(', ')}`);
-    const heap = s.lines.filter((l) => l.startsWith('mqsec heap ')).map((l) => l.slice('mqsec heap '.length));
-    if (heap.length) step(`device JS heap: at boot ${heap[0]}, last ${heap[heap.length - 1]} (bytes, XS instrumentation)`);
+    for (const figure of deviceFigures(s.lines)) step(figure);
     io.out('hil: PASS');
     return 0;
   } catch (e) {

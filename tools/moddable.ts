@@ -143,6 +143,22 @@ export function run(cmd: string, args: string[], o: { cwd?: string; env?: NodeJS
   });
 }
 
+/**
+ * The figures the firmware prints on its console ("mqsec selftest ok ...",
+ * "mqsec phase N ok ... ms", "mqsec heap slots=... chunks=..."), as report
+ * lines; the desktop run and the hardware-in-the-loop check both print them.
+ */
+export function deviceFigures(lines: readonly string[]): string[] {
+  const out: string[] = [];
+  const selftest = lines.find((l) => l.startsWith('mqsec selftest ok '));
+  if (selftest) out.push(`crypto self-test (one X25519, SHA-256, HMAC, HKDF, AEAD) passed in ${selftest.slice('mqsec selftest ok '.length)}`);
+  const phases = lines.filter((l) => /^mqsec phase [12] ok/.test(l)).map((l) => l.slice('mqsec '.length));
+  if (phases.length) out.push(`device-observed handshakes (TCP connect to session ready): ${phases.join(', ')}`);
+  const heap = lines.filter((l) => l.startsWith('mqsec heap ')).map((l) => l.slice('mqsec heap '.length));
+  if (heap.length) out.push(`device JS heap: at boot ${heap[0]}, last ${heap[heap.length - 1]} (bytes, XS instrumentation)`);
+  return out;
+}
+
 /** A long-running child whose output is read line by line, stopped by its PID. */
 export interface Watched {
   child: ChildProcess;

@@ -29,6 +29,13 @@ export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
   return diff === 0;
 }
 
+/** True when every byte is zero, in time that depends only on the length (RFC 7748 §6.1's all-zero check on a shared secret). */
+export function isAllZero(b: Uint8Array): boolean {
+  let acc = 0;
+  for (let i = 0; i < b.length; i++) acc |= b[i];
+  return acc === 0;
+}
+
 /** Overwrites key material in place. JS cannot promise the engine kept no copy, but we drop ours. */
 export function zeroize(...bufs: (Uint8Array | undefined | null)[]): void {
   for (const b of bufs) if (b) b.fill(0);

@@ -9,6 +9,7 @@
  * docs/protocol.md §2.3: suite 1 is X25519, HKDF-SHA256, HMAC-SHA256,
  * ChaCha20-Poly1305.
  */
+import { isAllZero } from '../core/bytes.js';
 import { MqsecError, fail } from '../core/errors.js';
 import type { Random } from '../core/platform.js';
 import { SUITE_X25519_CHACHAPOLY_SHA256, type CryptoSuite, type KeyPair } from './suite.js';
@@ -35,12 +36,6 @@ function basePoint(): Uint8Array {
   const u = new Uint8Array(32);
   u[0] = 9;
   return u;
-}
-
-function isAllZero(b: Uint8Array): boolean {
-  let acc = 0;
-  for (let i = 0; i < b.length; i++) acc |= b[i];
-  return acc === 0;
 }
 
 /**

@@ -11,15 +11,10 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { extract, expand } from '@noble/hashes/hkdf.js';
 import { chachaPolyOpen, chachaPolySeal } from './chacha20poly1305.js';
+import { isAllZero } from '../core/bytes.js';
 import { MqsecError, fail } from '../core/errors.js';
 import type { Random } from '../core/platform.js';
 import { SUITE_X25519_CHACHAPOLY_SHA256, type CryptoSuite, type KeyPair } from './suite.js';
-
-function isAllZero(b: Uint8Array): boolean {
-  let acc = 0;
-  for (let i = 0; i < b.length; i++) acc |= b[i];
-  return acc === 0;
-}
 
 export function createNobleSuite(random: Random): CryptoSuite {
   const randomBytes = (n: number): Uint8Array => {

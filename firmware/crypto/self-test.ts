@@ -8,13 +8,8 @@
  */
 import { constantTimeEqual, fromHex } from '../core/bytes.js';
 import { fail } from '../core/errors.js';
+import { utf8Encode } from '../core/utf8.js';
 import type { CryptoSuite } from './suite.js';
-
-const ascii = (s: string) => {
-  const b = new Uint8Array(s.length);
-  for (let i = 0; i < s.length; i++) b[i] = s.charCodeAt(i);
-  return b;
-};
 
 function expectBytes(what: string, got: Uint8Array | undefined, hex: string): void {
   if (!got || !constantTimeEqual(got, fromHex(hex))) fail('INTERNAL', `crypto self-test failed: ${what}`);
@@ -28,9 +23,9 @@ export function cryptoSelfTest(suite: CryptoSuite): void {
     '4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742',
   );
   // FIPS 180-2 appendix B.1: SHA-256("abc")
-  expectBytes('SHA-256 (FIPS 180-2 B.1)', suite.hash(ascii('abc')), 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
+  expectBytes('SHA-256 (FIPS 180-2 B.1)', suite.hash(utf8Encode('abc')), 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
   // RFC 4231 test case 2
-  expectBytes('HMAC-SHA256 (RFC 4231 4.3)', suite.hmac(ascii('Jefe'), ascii('what do ya want for nothing?')), '5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843');
+  expectBytes('HMAC-SHA256 (RFC 4231 4.3)', suite.hmac(utf8Encode('Jefe'), utf8Encode('what do ya want for nothing?')), '5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843');
   // RFC 5869 A.3 (zero-length salt and info)
   expectBytes(
     'HKDF-SHA256 (RFC 5869 A.3)',
@@ -38,10 +33,10 @@ export function cryptoSelfTest(suite: CryptoSuite): void {
     '8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8',
   );
   // AEAD: a round trip, and a flipped tag bit refused
-  const key = suite.hash(ascii('mqsec self-test key'));
+  const key = suite.hash(utf8Encode('mqsec self-test key'));
   const nonce = new Uint8Array(12);
-  const aad = ascii('sensors/selftest');
-  const plaintext = ascii('mqsec');
+  const aad = utf8Encode('sensors/selftest');
+  const plaintext = utf8Encode('mqsec');
   const sealed = suite.aeadSeal(key, nonce, plaintext, aad);
   const opened = suite.aeadOpen(key, nonce, sealed, aad);
   if (!opened || !constantTimeEqual(opened, plaintext)) fail('INTERNAL', 'crypto self-test failed: AEAD round trip');

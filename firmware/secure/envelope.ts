@@ -131,16 +131,17 @@ export interface RxSnapshot {
 }
 
 export class RxState {
-  private window: ReplayWindow;
+  private readonly window: ReplayWindow;
   private readonly aads: AadCache;
   constructor(
     private readonly suite: CryptoSuite,
     readonly epoch: number,
     private key: Uint8Array,
     private iv: Uint8Array,
-    windowSize = DEFAULT_REPLAY_WINDOW,
+    /** A window size for a fresh connection, or a restored window (§8.5, restore). */
+    window: number | ReplayWindow = DEFAULT_REPLAY_WINDOW,
   ) {
-    this.window = new ReplayWindow(windowSize);
+    this.window = typeof window === 'number' ? new ReplayWindow(window) : window;
     this.aads = new AadCache(epoch);
   }
   /** Copies of the keys and the window; the caller seals them at rest and wipes them. */
@@ -150,9 +151,7 @@ export class RxState {
   static restore(suite: CryptoSuite, s: RxSnapshot): RxState {
     if (!Number.isInteger(s.epoch) || s.epoch < 0 || s.epoch > 255) fail('MALFORMED', 'receive state: bad epoch');
     if (s.key.length !== suite.aeadKeyLength || s.iv.length !== suite.aeadNonceLength) fail('MALFORMED', 'receive state: bad key or IV length');
-    const rx = new RxState(suite, s.epoch, s.key.slice(), s.iv.slice(), s.seen.length);
-    rx.window = ReplayWindow.restore(s);
-    return rx;
+    return new RxState(suite, s.epoch, s.key.slice(), s.iv.slice(), ReplayWindow.restore(s));
   }
   /** Opens a parsed envelope of this epoch; throws REPLAY or DECRYPT_FAILED, the window moves only on success. */
   open(topic: string, envelope: Uint8Array): Uint8Array {

@@ -348,9 +348,11 @@ export class ServerHandshake {
   private newSession(devId: string, sid: Uint8Array, phase: 1 | 2, counter: number, keys: TrafficKeys): ServerSession {
     const old = this.latest.get(devId);
     const now = this.clock.now();
-    // A restored session's grace started when the broker stopped; a live one's starts now.
-    const until = old instanceof RestoredSession ? old.until : now + this.graceMs;
-    const grace = old && this.graceMs > 0 && now < until ? { rx: old.rx, until } : undefined;
+    let grace: Grace | undefined;
+    if (old && this.graceMs > 0) {
+      const until = this.graceUntil(old, now);
+      if (now < until) grace = { rx: old.rx, until };
+    }
     old?.dropPrevious();
     const session = new ServerSession(devId, sid, phase, counter & 0xff, keys, this.suite, this.windowSize, this.clock, grace);
     this.latest.delete(devId);
@@ -373,10 +375,15 @@ export class ServerHandshake {
     const out: GraceRecord[] = [];
     if (this.graceMs <= 0) return out;
     for (const [devId, s] of this.latest) {
-      const until = s instanceof RestoredSession ? s.until : now + this.graceMs;
+      const until = this.graceUntil(s, now);
       if (until > now) out.push({ devId, until, rx: s.rx.snapshot() });
     }
     return out;
+  }
+
+  /** End of the grace a device's last connection gets once superseded at `now`: a restored one's started when the broker stopped. */
+  private graceUntil(s: ServerSession | RestoredSession, now: number): number {
+    return s instanceof RestoredSession ? s.until : now + this.graceMs;
   }
 
   /** Reads back what exportGrace wrote at the last graceful stop; expired or malformed records are skipped. Returns how many were restored. */

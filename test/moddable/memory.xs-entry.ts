@@ -59,6 +59,20 @@ function chunkBytes(root: unknown): { buffers: number; strings: number; objects:
   return { buffers, strings, objects };
 }
 
+/** Phase 1 between a fresh device session and a ServerHandshake, both in XS, without a network. */
+async function phase1Handshake(suite: CryptoSuite, devId: string, key: Uint8Array, storage: Storage) {
+  const server = new ServerHandshake({ suite, clock: { now: () => 1_700_000_000_000 }, lookupDevice: () => ({ deviceKey: key, status: 'active' }), ticketStore: new MemoryTicketStore() });
+  const session = new DeviceSecureSession({ suite, devId, deviceKey: key, storage });
+  const c = await session.connectCredentials();
+  const r = await server.acceptConnect(c.clientId, c.username, c.password);
+  if (r.kind !== 'phase1') throw new Error('expected phase 1');
+  await session.onConnack(0);
+  const h = await session.handleIncoming(r.reply.topic, r.reply.payload);
+  if (h.kind !== 'handshake') throw new Error('expected KX3');
+  const srv = await server.completePhase1(r.pending, h.reply.payload);
+  return { server, session, srv, kx1: c.password.length };
+}
+
 exposeToHost({
   gc: () => {
     gc();
@@ -86,42 +100,24 @@ exposeToHost({
     const keep = g.__keep;
     const devId = 'sensor01';
     const key = new Uint8Array(32).fill(3);
-    const server = new ServerHandshake({ suite: keep.suite, clock: { now: () => 1_700_000_000_000 }, lookupDevice: () => ({ deviceKey: key, status: 'active' }), ticketStore: new MemoryTicketStore() });
-    const session = new DeviceSecureSession({ suite: keep.suite, devId, deviceKey: key, storage: keep.storage as Storage });
+    const { server, session, kx1, srv } = await phase1Handshake(keep.suite, devId, key, keep.storage as Storage);
     const timer = new ManualTimer();
     const client = new MqttClient(
       { transport: nullTransport, timer, clock: { now: () => timer.now }, random: hostRandom, log: silentLog },
       { endpoint: { host: '127.0.0.1', port: 1883 }, credentials: () => session.connectCredentials(), reconnect: false },
     );
     const node = new SensorNode({ devId, link: new FakeSecureLink(keep.storage), network: new FakeNetwork(), sensor: new FakeSensor(), sleep: new FakeSleep(true), storage: keep.storage, timer, random: hostRandom });
-    const c = await session.connectCredentials();
-    const r = await server.acceptConnect(c.clientId, c.username, c.password);
-    if (r.kind !== 'phase1') throw new Error('expected phase 1');
-    await session.onConnack(0);
-    const h = await session.handleIncoming(r.reply.topic, r.reply.payload);
-    if (h.kind !== 'handshake') throw new Error('expected KX3');
-    const srv = await server.completePhase1(r.pending, h.reply.payload);
     const sealed = session.seal('sensors/sensor01/temperature', new Uint8Array(24));
     srv.open('sensors/sensor01/temperature', sealed);
     keep.session = session;
     keep.client = client;
     keep.node = node;
     g.__server = server; // dropped by dropServer() after phase 2
-    return { kx1: c.password.length, sealed: sealed.length };
+    return { kx1, sealed: sealed.length };
   },
   /** The same handshake with nothing kept: shows one-time (module-level, lazily built) allocations. */
   warmup: async () => {
-    const keep = g.__keep;
-    const key = new Uint8Array(32).fill(4);
-    const server = new ServerHandshake({ suite: keep.suite, clock: { now: () => 1_700_000_000_000 }, lookupDevice: () => ({ deviceKey: key, status: 'active' }), ticketStore: new MemoryTicketStore() });
-    const session = new DeviceSecureSession({ suite: keep.suite, devId: 'warm0001', deviceKey: key, storage: new MapStorage() });
-    const c = await session.connectCredentials();
-    const r = await server.acceptConnect(c.clientId, c.username, c.password);
-    if (r.kind !== 'phase1') throw new Error('expected phase 1');
-    await session.onConnack(0);
-    const h = await session.handleIncoming(r.reply.topic, r.reply.payload);
-    if (h.kind !== 'handshake') throw new Error('expected KX3');
-    const srv = await server.completePhase1(r.pending, h.reply.payload);
+    const { session, srv } = await phase1Handshake(g.__keep.suite, 'warm0001', new Uint8Array(32).fill(4), new MapStorage());
     srv.open('t/x', session.seal('t/x', new Uint8Array(24)));
     return true;
   },

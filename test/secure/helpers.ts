@@ -4,6 +4,7 @@
  * the handshake between a DeviceSecureSession and a ServerHandshake without
  * a network (the interop tests use real MQTT).
  */
+import { createPrivateKey, createPublicKey, diffieHellman } from 'node:crypto';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { fail } from '../../firmware/core/errors.js';
 import { concatBytes, u32be } from '../../firmware/core/bytes.js';
@@ -176,3 +177,10 @@ export const LOW_ORDER_POINTS = [
   'eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f',
 ];
 
+
+/** X25519 through OpenSSL (node:crypto), an implementation independent of mqsec's and noble's. Throws when OpenSSL refuses an all-zero result. */
+export function opensslX25519(priv: Uint8Array, pub: Uint8Array): Uint8Array {
+  const privateKey = createPrivateKey({ key: Buffer.concat([Buffer.from('302e020100300506032b656e04220420', 'hex'), priv]), format: 'der', type: 'pkcs8' });
+  const publicKey = createPublicKey({ key: Buffer.concat([Buffer.from('302a300506032b656e032100', 'hex'), pub]), format: 'der', type: 'spki' });
+  return new Uint8Array(diffieHellman({ privateKey, publicKey }));
+}
