@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { createNobleSuite } from '../firmware/crypto/noble.js';
 import { MemoryStorage } from '../firmware/core/memory-storage.js';
 import { MemoryTicketStore, SEQ_LIMIT, ServerHandshake, buildEnvelope, type ServerSession } from '../firmware/secure/index.js';
-import { createNodeCryptoSuite } from '../host-sim/adapters/node-crypto-suite.js';
+import { createNodeCryptoSuite } from '../platform-node/crypto-suite.js';
 import { DeviceWork, type Timed } from './xs/device-work.js';
 import { median } from './net.js';
 

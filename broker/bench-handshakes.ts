@@ -18,7 +18,7 @@ import { performance } from 'node:perf_hooks';
 import mqtt from 'mqtt';
 import { MemoryStorage } from '../firmware/core/memory-storage.js';
 import { DeviceSecureSession, ServerHandshake } from '../firmware/secure/index.js';
-import { createNodeCryptoSuite } from '../host-sim/adapters/node-crypto-suite.js';
+import { createNodeCryptoSuite } from '../platform-node/crypto-suite.js';
 import { Registry } from './registry/registry.js';
 import { SqliteTicketStore } from './registry/ticket-store.js';
 import { startBroker } from './server.js';

@@ -20,7 +20,7 @@ import type { Server as HttpServer } from 'node:http';
 import { pino, type Logger } from 'pino';
 import { ServerHandshake } from '../firmware/secure/index.js';
 import type { CryptoSuite } from '../firmware/crypto/suite.js';
-import { createNodeCryptoSuite } from '../host-sim/adapters/node-crypto-suite.js';
+import { createNodeCryptoSuite } from '../platform-node/crypto-suite.js';
 import { aedesClients, audit, reloadRoles, type BrokerContext } from './context.js';
 import { createAuthenticate } from './hooks/authenticate.js';
 import { createAuthorizeForward } from './hooks/authorize-forward.js';

@@ -14,7 +14,7 @@ import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { DeviceSecureSession } from '../../firmware/secure/index.js';
 import { MemoryStorage } from '../../firmware/core/memory-storage.js';
-import { createNodeCryptoSuite } from '../../host-sim/adapters/node-crypto-suite.js';
+import { createNodeCryptoSuite } from '../../platform-node/crypto-suite.js';
 import type { DialTimes, HandshakeMethod } from './measure.js';
 import { expectConnackAccepted, packetSocket } from './wire.js';
 

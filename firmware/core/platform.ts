@@ -2,7 +2,8 @@
  * The platform services every firmware module receives as constructor
  * arguments. Nothing in firmware/ reaches for a global: on Moddable these are
  * backed by ECMA-419 sockets, Timer, `preference` (NVS) and a native RNG
- * (firmware/platform/moddable); under Node by host-sim/adapters.
+ * (firmware/platform/moddable); under Node by host-sim/adapters, with the
+ * random source and crypto suite from platform-node (shared with the broker).
  */
 import type { MqsecError } from './errors.js';
 

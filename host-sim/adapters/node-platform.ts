@@ -2,11 +2,11 @@
  * Node implementations of the small platform services, and createNodePlatform
  * to assemble a whole Platform for the host simulator.
  */
-import { randomFillSync } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { MemoryStorage } from '../../firmware/core/memory-storage.js';
 import { silentLog, type Clock, type Log, type Platform, type Random, type Storage, type Timer } from '../../firmware/core/platform.js';
+import { nodeRandom } from '../../platform-node/random.js';
 import { FileStorage } from './file-storage.js';
 import { NodeTcpTransport, type NodeTcpTransportOptions } from './tcp-transport.js';
 
@@ -20,11 +20,7 @@ export const nodeClock: Clock = {
   now: () => performance.now(),
 };
 
-export const nodeRandom: Random = {
-  fill: (bytes) => {
-    randomFillSync(bytes);
-  },
-};
+export { nodeRandom };
 
 function line(level: string, msg: string, fields?: Record<string, unknown>): string {
   return fields ? `${level} ${msg} ${JSON.stringify(fields)}` : `${level} ${msg}`;

@@ -9,7 +9,7 @@ import { SecureMqttClient } from '../../firmware/app/secure-mqtt.js';
 import { createFirmwareMqttClient } from '../../firmware/app/firmware-mqtt.js';
 import { MemoryStorage } from '../../firmware/core/memory-storage.js';
 import { DeviceSecureSession } from '../../firmware/secure/index.js';
-import { createNodeCryptoSuite } from '../../host-sim/adapters/node-crypto-suite.js';
+import { createNodeCryptoSuite } from '../../platform-node/crypto-suite.js';
 import { createNodePlatform } from '../../host-sim/adapters/node-platform.js';
 import type { RunningBroker } from '../../broker/server.js';
 import { TestApp, tempDir, testBroker, waitFor } from './helpers.js';

@@ -10,7 +10,7 @@ import mqtt, { type MqttClient } from 'mqtt';
 import { DeviceSecureSession } from '../../firmware/secure/index.js';
 import { MemoryStorage } from '../../firmware/core/memory-storage.js';
 import type { Storage } from '../../firmware/core/platform.js';
-import { createNodeCryptoSuite } from '../../host-sim/adapters/node-crypto-suite.js';
+import { createNodeCryptoSuite } from '../../platform-node/crypto-suite.js';
 import { startBroker, type BrokerOptions, type RunningBroker } from '../../broker/server.js';
 
 export function tempDir(prefix = 'mqsec-broker-'): { path: string; remove(): void } {

@@ -13,7 +13,7 @@ import { isMqsecError } from '../../firmware/core/errors.js';
 import { utf8Encode } from '../../firmware/core/utf8.js';
 import { createNobleSuite } from '../../firmware/crypto/noble.js';
 import { hkdf, type CryptoSuite } from '../../firmware/crypto/suite.js';
-import { createNodeCryptoSuite } from '../../host-sim/adapters/node-crypto-suite.js';
+import { createNodeCryptoSuite } from '../../platform-node/crypto-suite.js';
 import { createHash } from 'node:crypto';
 import { composeSuite1, hkdfExpandSha256, hmacSha256, type Sha256 } from '../../firmware/crypto/compose.js';
 import { x25519 } from '../../firmware/crypto/x25519.js';

@@ -11,7 +11,7 @@ import { concatBytes, u32be } from '../../firmware/core/bytes.js';
 import type { Clock, Random, Storage } from '../../firmware/core/platform.js';
 import { createNobleSuite } from '../../firmware/crypto/noble.js';
 import type { CryptoSuite } from '../../firmware/crypto/suite.js';
-import { createNodeCryptoSuite } from '../../host-sim/adapters/node-crypto-suite.js';
+import { createNodeCryptoSuite } from '../../platform-node/crypto-suite.js';
 import { DeviceSecureSession, type DeviceSessionOptions } from '../../firmware/secure/device.js';
 import { ServerHandshake, connackCodeFor, type ServerHandshakeOptions, type ServerSession, type DeviceRecord } from '../../firmware/secure/server.js';
 import { MemoryTicketStore } from '../../firmware/secure/ticket-store.js';

@@ -14,7 +14,7 @@ import { DeviceSecureSession } from '../../firmware/secure/device.js';
 import { ServerHandshake, connackCodeFor, type PendingPhase1, type ServerSession } from '../../firmware/secure/server.js';
 import { MemoryTicketStore } from '../../firmware/secure/ticket-store.js';
 import { createNobleSuite } from '../../firmware/crypto/noble.js';
-import { createNodeCryptoSuite } from '../../host-sim/adapters/node-crypto-suite.js';
+import { createNodeCryptoSuite } from '../../platform-node/crypto-suite.js';
 import { connectSecureMqttJs } from '../../host-sim/mqttjs-secure.js';
 import { MemoryStorage, deviceKeyFor } from './helpers.js';
 import { randomFillSync } from 'node:crypto';

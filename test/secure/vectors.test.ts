@@ -7,7 +7,7 @@ import { describe, it, expect } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { fromHex, toHex } from '../../firmware/core/bytes.js';
 import { createNobleSuite } from '../../firmware/crypto/noble.js';
-import { createNodeCryptoSuite } from '../../host-sim/adapters/node-crypto-suite.js';
+import { createNodeCryptoSuite } from '../../platform-node/crypto-suite.js';
 import { DeviceSecureSession } from '../../firmware/secure/device.js';
 import { ServerHandshake } from '../../firmware/secure/server.js';
 import { MemoryTicketStore } from '../../firmware/secure/ticket-store.js';

@@ -12,7 +12,7 @@ import { utf8Encode } from '../../firmware/core/utf8.js';
 import { KX_TOPIC } from '../../firmware/secure/constants.js';
 import { ServerHandshake, connackCodeFor, type ServerSession } from '../../firmware/secure/server.js';
 import { MemoryTicketStore } from '../../firmware/secure/ticket-store.js';
-import { createNodeCryptoSuite } from '../../host-sim/adapters/node-crypto-suite.js';
+import { createNodeCryptoSuite } from '../../platform-node/crypto-suite.js';
 import type { VectorInputs } from '../vectors/compute.js';
 
 const file = JSON.parse(readFileSync(new URL('../vectors/protocol-v1.json', import.meta.url), 'utf8')) as {

@@ -12,12 +12,12 @@ import {
   createPrivateKey,
   createPublicKey,
   diffieHellman,
-  randomFillSync,
   type KeyObject,
 } from 'node:crypto';
-import { MqsecError, fail } from '../../firmware/core/errors.js';
-import type { Random } from '../../firmware/core/platform.js';
-import { SUITE_X25519_CHACHAPOLY_SHA256, type CryptoSuite, type KeyPair } from '../../firmware/crypto/suite.js';
+import { MqsecError, fail } from '../firmware/core/errors.js';
+import type { Random } from '../firmware/core/platform.js';
+import { SUITE_X25519_CHACHAPOLY_SHA256, type CryptoSuite, type KeyPair } from '../firmware/crypto/suite.js';
+import { nodeRandom } from './random.js';
 
 // Raw X25519 keys are imported as JWK (RFC 8037 "OKP" keys). The DER route
 // (RFC 8410 PKCS#8/SPKI wrappers) gives the same keys but goes through
@@ -51,8 +51,6 @@ function publicKeyObject(raw: Uint8Array): KeyObject {
 function u8(b: Buffer): Uint8Array {
   return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
 }
-
-const nodeRandom: Random = { fill: (b) => void randomFillSync(b) };
 
 export function createNodeCryptoSuite(random: Random = nodeRandom): CryptoSuite {
   const randomBytes = (n: number): Uint8Array => {
