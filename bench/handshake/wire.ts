@@ -31,18 +31,15 @@ export function packetSocket(socket: net.Socket, tcp: net.Socket, readyEvent: 'c
     for (const w of waiting.splice(0)) w.reject(failure);
   };
   socket.on('data', (d: Buffer) => {
-    let packets: MqttPacket[];
     try {
-      packets = parser.feed(new Uint8Array(d.buffer, d.byteOffset, d.length));
+      parser.feed(new Uint8Array(d.buffer, d.byteOffset, d.length), (p) => {
+        const w = waiting.shift();
+        if (w) w.resolve(p);
+        else queue.push(p);
+      });
     } catch (e) {
       failAll(e as Error);
       socket.destroy();
-      return;
-    }
-    for (const p of packets) {
-      const w = waiting.shift();
-      if (w) w.resolve(p);
-      else queue.push(p);
     }
   });
   socket.on('error', (e) => failAll(e));

@@ -140,6 +140,8 @@ interface Operation {
   messageId: number;
   subscriptions: Subscription[];
   filters: string[];
+  /** Number of the connection it was last written on (0: not yet written). */
+  sentOn: number;
   /** Absent for the client's own re-subscription after a reconnect. */
   resolve?: (granted: number[]) => void;
   reject?: (e: MqsecError) => void;
@@ -274,7 +276,7 @@ export class MqttClient {
     for (const f of filters) this.subscriptions.set(f, qos);
     return new Promise<number[]>((resolve, reject) => {
       const subscriptions = filters.map((topic) => ({ topic, qos }));
-      this.startOperation({ kind: 'subscribe', messageId: 0, subscriptions, filters, resolve, reject });
+      this.startOperation({ kind: 'subscribe', messageId: 0, subscriptions, filters, sentOn: 0, resolve, reject });
     });
   }
 
@@ -289,7 +291,7 @@ export class MqttClient {
     }
     for (const f of filters) this.subscriptions.delete(f);
     return new Promise<void>((resolve, reject) => {
-      this.startOperation({ kind: 'unsubscribe', messageId: 0, subscriptions: [], filters, resolve: () => resolve(), reject });
+      this.startOperation({ kind: 'unsubscribe', messageId: 0, subscriptions: [], filters, sentOn: 0, resolve: () => resolve(), reject });
     });
   }
 
@@ -436,17 +438,16 @@ export class MqttClient {
     this.stats.bytesReceived += chunk.length;
     this.lastReceived = this.services.clock.now();
     this.pingOutstanding = false;
-    let packets: MqttPacket[];
     try {
-      packets = attempt.parser.feed(chunk);
+      // Packets that precede a malformed one in the same chunk are handled first, then the
+      // parser's error ends the attempt: what the app sees does not depend on segmentation.
+      attempt.parser.feed(chunk, (p) => {
+        if (this.attempt !== attempt || attempt.error !== undefined) return;
+        this.stats.packetsReceived++;
+        this.handle(attempt, p);
+      });
     } catch (e) {
       this.abort(attempt, asMqsecError(e));
-      return;
-    }
-    for (const p of packets) {
-      if (this.attempt !== attempt || attempt.error !== undefined) return;
-      this.stats.packetsReceived++;
-      this.handle(attempt, p);
     }
   }
 
@@ -509,12 +510,19 @@ export class MqttClient {
     this.guard(() => this.resume(this.sessionPresent));
   }
 
+  /**
+   * Sends what this connection has not carried yet: operations and QoS 1
+   * messages written on an earlier connection (lost with it, or unanswered)
+   * or not written at all (issued while disconnected or held). Whatever the
+   * application already sent on this connection, e.g. a SUBSCRIBE or PUBLISH
+   * issued inside onConnect, is not sent twice (a second SUBSCRIBE would
+   * bring a second SUBACK and the retained messages again).
+   */
   private resume(sessionPresent: boolean): void {
-    // Operations the application is still waiting for were lost with the old connection.
-    const unanswered = this.operations.slice();
+    const unanswered = this.operations.filter((op) => op.sentOn !== this.connectionNumber);
     if (!sessionPresent) this.resubscribe();
     for (const op of unanswered) this.sendOperation(op);
-    for (const m of [...this.inflight.values()]) this.transmit(m);
+    for (const m of [...this.inflight.values()]) if (m.connection !== this.connectionNumber) this.transmit(m);
     this.pump();
   }
 
@@ -614,6 +622,7 @@ export class MqttClient {
   }
 
   private sendOperation(op: Operation): void {
+    op.sentOn = this.connectionNumber;
     this.write(
       op.kind === 'subscribe'
         ? encodeSubscribe({ type: 'subscribe', messageId: op.messageId, subscriptions: op.subscriptions })
@@ -630,7 +639,7 @@ export class MqttClient {
     for (let i = 0; i < filters.length; i += 8) {
       const chunk = filters.slice(i, i + 8);
       const subscriptions = chunk.map((topic) => ({ topic, qos: this.subscriptions.get(topic)! }));
-      const op: Operation = { kind: 'subscribe', messageId: this.allocateId(), subscriptions, filters: chunk };
+      const op: Operation = { kind: 'subscribe', messageId: this.allocateId(), subscriptions, filters: chunk, sentOn: 0 };
       this.operations.push(op);
       this.sendOperation(op);
     }

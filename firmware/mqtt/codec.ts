@@ -5,7 +5,7 @@
  *
  *   encodePacket(p) -> bytes          one packet, fixed header included
  *   decodePacket(bytes) -> packet     exactly one complete packet
- *   new MqttParser({ maxPacketSize }).feed(chunk) -> packets   for streams
+ *   new MqttParser({ maxPacketSize }).feed(chunk, onPacket)   for streams
  */
 export * from './packets.js';
 export * from './generate.js';

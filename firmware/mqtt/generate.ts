@@ -3,7 +3,9 @@
  * complete packet bytes (fixed header included). The generator refuses to
  * produce what a conforming peer must reject (wildcards in a PUBLISH topic,
  * a password without a username, packet id 0, ...), failing with the same
- * MqsecError codes the parser uses for the same defect.
+ * MqsecError codes the parser uses for the same defect. Input of the wrong
+ * type (a packet from untyped code or JSON) fails with MALFORMED, or with the
+ * code of the range check it fails, never with a plain TypeError.
  */
 import { fail } from '../core/errors.js';
 import { utf8Encode } from '../core/utf8.js';
@@ -78,34 +80,50 @@ function checkBinary(b: Uint8Array, what: string): Uint8Array {
   return b;
 }
 
+/** An integer in min..max; anything else (another type included) fails PROTOCOL_VIOLATION. */
+function checkInt(n: unknown, min: number, max: number, what: string): number {
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) fail('PROTOCOL_VIOLATION', `${what} ${String(n)} not in ${min}..${max}`);
+  return n;
+}
+
 function checkMessageId(id: number | undefined): number {
-  if (id === undefined || !Number.isInteger(id) || id < 1 || id > 0xffff) {
-    fail('PROTOCOL_VIOLATION', `packet identifier ${id} not in 1..65535`);
-  }
-  return id;
+  return checkInt(id, 1, 0xffff, 'packet identifier');
 }
 
 function checkQos(qos: number, what: string): number {
-  if (qos !== 0 && qos !== 1 && qos !== 2) fail('PROTOCOL_VIOLATION', `${what} QoS ${qos} not 0, 1 or 2`);
-  return qos;
+  return checkInt(qos, 0, 2, `${what} QoS`);
+}
+
+function checkFlag(b: boolean, what: string): boolean {
+  if (typeof b !== 'boolean') fail('MALFORMED', `${what} must be a boolean`);
+  return b;
+}
+
+function checkObject(o: object, what: string): void {
+  if (typeof o !== 'object' || o === null) fail('MALFORMED', `${what} must be an object`);
+}
+
+function checkArray<T>(a: T[], what: string): T[] {
+  if (!Array.isArray(a)) fail('MALFORMED', `${what} must be an array`);
+  return a;
 }
 
 export function encodeConnect(p: ConnectPacket): Uint8Array {
-  if (!Number.isInteger(p.keepalive) || p.keepalive < 0 || p.keepalive > 0xffff) {
-    fail('PROTOCOL_VIOLATION', `keepalive ${p.keepalive} not in 0..65535`);
-  }
+  checkObject(p, 'packet');
+  checkInt(p.keepalive, 0, 0xffff, 'keepalive');
   const clientId = encodeString(p.clientId, 'client id');
   // [MQTT-3.1.3-7]: a zero-length client id is only allowed with a clean session.
-  if (clientId.length === 0 && !p.cleanSession) fail('PROTOCOL_VIOLATION', 'empty client id needs cleanSession');
-  let flags = p.cleanSession ? 0x02 : 0;
+  if (clientId.length === 0 && !checkFlag(p.cleanSession, 'cleanSession')) fail('PROTOCOL_VIOLATION', 'empty client id needs cleanSession');
+  let flags = checkFlag(p.cleanSession, 'cleanSession') ? 0x02 : 0;
   let length = PROTOCOL_NAME.length + 1 + 1 + 2 + 2 + clientId.length;
   let willTopic: Uint8Array | undefined;
   let willPayload: Uint8Array | undefined;
-  if (p.will) {
+  if (p.will !== undefined) {
+    checkObject(p.will, 'will');
     checkTopicName(p.will.topic);
     willTopic = encodeString(p.will.topic, 'will topic');
     willPayload = checkBinary(p.will.payload, 'will payload');
-    flags |= 0x04 | (checkQos(p.will.qos, 'will') << 3) | (p.will.retain ? 0x20 : 0);
+    flags |= 0x04 | (checkQos(p.will.qos, 'will') << 3) | (checkFlag(p.will.retain, 'will retain') ? 0x20 : 0);
     length += 2 + willTopic.length + 2 + willPayload.length;
   }
   let username: Uint8Array | undefined;
@@ -138,11 +156,10 @@ export function encodeConnect(p: ConnectPacket): Uint8Array {
 }
 
 export function encodeConnack(p: ConnackPacket): Uint8Array {
-  if (!Number.isInteger(p.returnCode) || p.returnCode < 0 || p.returnCode > 5) {
-    fail('PROTOCOL_VIOLATION', `CONNACK return code ${p.returnCode} not in 0..5`);
-  }
+  checkObject(p, 'packet');
+  checkInt(p.returnCode, 0, 5, 'CONNACK return code');
   // [MQTT-3.2.2-4]: session present is 0 whenever the connection is refused.
-  if (p.sessionPresent && p.returnCode !== 0) fail('PROTOCOL_VIOLATION', 'session present on a refused CONNACK');
+  if (checkFlag(p.sessionPresent, 'sessionPresent') && p.returnCode !== 0) fail('PROTOCOL_VIOLATION', 'session present on a refused CONNACK');
   const w = new Writer(PacketType.connack << 4, 2);
   w.u8(p.sessionPresent ? 1 : 0);
   w.u8(p.returnCode);
@@ -150,10 +167,12 @@ export function encodeConnack(p: ConnackPacket): Uint8Array {
 }
 
 export function encodePublish(p: PublishPacket): Uint8Array {
+  checkObject(p, 'packet');
   const qos = checkQos(p.qos, 'PUBLISH');
   checkTopicName(p.topic);
+  checkFlag(p.retain, 'retain');
   // [MQTT-3.3.1-2]: DUP is 0 for QoS 0.
-  if (qos === 0 && p.dup) fail('PROTOCOL_VIOLATION', 'DUP set on a QoS 0 PUBLISH');
+  if (qos === 0 && checkFlag(p.dup, 'dup')) fail('PROTOCOL_VIOLATION', 'DUP set on a QoS 0 PUBLISH');
   if (qos === 0 && p.messageId !== undefined) fail('PROTOCOL_VIOLATION', 'packet identifier on a QoS 0 PUBLISH');
   const topic = encodeString(p.topic, 'topic');
   if (!(p.payload instanceof Uint8Array)) fail('MALFORMED', 'payload must be a Uint8Array');
@@ -165,34 +184,37 @@ export function encodePublish(p: PublishPacket): Uint8Array {
   return w.bytes;
 }
 
-function encodeIdOnly(firstByte: number, messageId: number): Uint8Array {
+function encodeIdOnly(firstByte: number, p: { messageId: number }): Uint8Array {
+  checkObject(p, 'packet');
   const w = new Writer(firstByte, 2);
-  w.u16(checkMessageId(messageId));
+  w.u16(checkMessageId(p.messageId));
   return w.bytes;
 }
 
 export function encodePuback(p: PubackPacket): Uint8Array {
-  return encodeIdOnly(PacketType.puback << 4, p.messageId);
+  return encodeIdOnly(PacketType.puback << 4, p);
 }
 
 export function encodePubrec(p: PubrecPacket): Uint8Array {
-  return encodeIdOnly(PacketType.pubrec << 4, p.messageId);
+  return encodeIdOnly(PacketType.pubrec << 4, p);
 }
 
 /** PUBREL carries fixed-header flags 0010 [MQTT-3.6.1-1]. */
 export function encodePubrel(p: PubrelPacket): Uint8Array {
-  return encodeIdOnly((PacketType.pubrel << 4) | 0x02, p.messageId);
+  return encodeIdOnly((PacketType.pubrel << 4) | 0x02, p);
 }
 
 export function encodePubcomp(p: PubcompPacket): Uint8Array {
-  return encodeIdOnly(PacketType.pubcomp << 4, p.messageId);
+  return encodeIdOnly(PacketType.pubcomp << 4, p);
 }
 
 export function encodeSubscribe(p: SubscribePacket): Uint8Array {
-  if (p.subscriptions.length === 0) fail('PROTOCOL_VIOLATION', 'SUBSCRIBE without topic filters');
+  checkObject(p, 'packet');
+  if (checkArray(p.subscriptions, 'subscriptions').length === 0) fail('PROTOCOL_VIOLATION', 'SUBSCRIBE without topic filters');
   const filters: Uint8Array[] = [];
   let length = 2;
   for (const s of p.subscriptions) {
+    checkObject(s, 'subscription');
     checkTopicFilter(s.topic);
     checkQos(s.qos, 'requested');
     const f = encodeString(s.topic, 'topic filter');
@@ -209,8 +231,9 @@ export function encodeSubscribe(p: SubscribePacket): Uint8Array {
 }
 
 export function encodeSuback(p: SubackPacket): Uint8Array {
-  for (const g of p.granted) {
-    if (g !== 0 && g !== 1 && g !== 2 && g !== SUBACK_FAILURE) fail('PROTOCOL_VIOLATION', `SUBACK return code ${g}`);
+  checkObject(p, 'packet');
+  for (const g of checkArray(p.granted, 'granted')) {
+    if (g !== 0 && g !== 1 && g !== 2 && g !== SUBACK_FAILURE) fail('PROTOCOL_VIOLATION', `SUBACK return code ${String(g)}`);
   }
   const w = new Writer(PacketType.suback << 4, 2 + p.granted.length);
   w.u16(checkMessageId(p.messageId));
@@ -219,7 +242,8 @@ export function encodeSuback(p: SubackPacket): Uint8Array {
 }
 
 export function encodeUnsubscribe(p: UnsubscribePacket): Uint8Array {
-  if (p.unsubscriptions.length === 0) fail('PROTOCOL_VIOLATION', 'UNSUBSCRIBE without topic filters');
+  checkObject(p, 'packet');
+  if (checkArray(p.unsubscriptions, 'unsubscriptions').length === 0) fail('PROTOCOL_VIOLATION', 'UNSUBSCRIBE without topic filters');
   const filters: Uint8Array[] = [];
   let length = 2;
   for (const t of p.unsubscriptions) {
@@ -235,7 +259,7 @@ export function encodeUnsubscribe(p: UnsubscribePacket): Uint8Array {
 }
 
 export function encodeUnsuback(p: UnsubackPacket): Uint8Array {
-  return encodeIdOnly(PacketType.unsuback << 4, p.messageId);
+  return encodeIdOnly(PacketType.unsuback << 4, p);
 }
 
 export function encodePingreq(_p?: PingreqPacket): Uint8Array {
@@ -252,6 +276,7 @@ export function encodeDisconnect(_p?: DisconnectPacket): Uint8Array {
 
 /** Encodes any packet; dispatches on `type` to the per-type generator. */
 export function encodePacket(p: MqttPacket): Uint8Array {
+  checkObject(p, 'packet');
   switch (p.type) {
     case 'connect':
       return encodeConnect(p);
@@ -282,6 +307,6 @@ export function encodePacket(p: MqttPacket): Uint8Array {
     case 'disconnect':
       return encodeDisconnect(p);
     default:
-      return fail('UNKNOWN_TYPE', `unknown packet type ${(p as { type: unknown }).type}`);
+      return fail('UNKNOWN_TYPE', `unknown packet type ${String((p as { type: unknown }).type)}`);
   }
 }

@@ -9,8 +9,15 @@
  * before a single byte of its body is buffered, and the body buffer is
  * allocated once at its exact size, which is at most `maxPacketSize`.
  *
+ * Packets are handed to the caller as they complete, in order, before
+ * anything later in the same chunk is looked at: a valid packet that precedes
+ * a malformed one is delivered, then `feed` throws. What a consumer receives
+ * therefore does not depend on how TCP segmented the stream.
+ *
  * After an error the parser stays failed (the stream position is lost, so
  * the only safe reaction is to close the connection): further feeds rethrow.
+ * An exception thrown by the consumer's callback fails the parser the same
+ * way (the rest of that chunk was not parsed) and is rethrown as an MqsecError.
  */
 import { asMqsecError, fail, type MqsecError } from '../core/errors.js';
 import { decodeRemainingLength } from '../core/varint.js';
@@ -60,12 +67,12 @@ export class MqttParser {
   }
 
   /**
-   * Consumes `chunk` (not kept: the caller may reuse it) and returns the
-   * packets it completed, in order. Throws an MqsecError on bad input.
+   * Consumes `chunk` (not kept: the caller may reuse it) and calls `onPacket`
+   * for every packet it completes, in order. On bad input, throws an
+   * MqsecError after the packets that preceded the defect were delivered.
    */
-  feed(chunk: Uint8Array): MqttPacket[] {
+  feed(chunk: Uint8Array, onPacket: (packet: MqttPacket) => void): void {
     if (this.failure) throw this.failure;
-    const out: MqttPacket[] = [];
     try {
       let i = 0;
       while (i < chunk.length) {
@@ -87,7 +94,7 @@ export class MqttParser {
           const size = this.headerLength + rl.value;
           if (size > this.maxPacketSize) fail('OVERSIZE', `packet of ${size} bytes exceeds ${this.maxPacketSize}`);
           if (rl.value === 0) {
-            out.push(this.complete(EMPTY));
+            onPacket(this.complete(EMPTY));
           } else {
             this.body = new Uint8Array(rl.value);
             this.bodyFilled = 0;
@@ -97,7 +104,7 @@ export class MqttParser {
           body.set(chunk.subarray(i, i + n), this.bodyFilled);
           this.bodyFilled += n;
           i += n;
-          if (this.bodyFilled === body.length) out.push(this.complete(body));
+          if (this.bodyFilled === body.length) onPacket(this.complete(body));
         }
       }
     } catch (e) {
@@ -107,7 +114,6 @@ export class MqttParser {
       this.bodyFilled = 0;
       throw this.failure;
     }
-    return out;
   }
 
   /**

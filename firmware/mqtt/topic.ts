@@ -7,6 +7,7 @@ import { fail } from '../core/errors.js';
 
 /** A PUBLISH topic: at least one character, no wildcards [MQTT-3.3.2-2], [MQTT-4.7.3-1]. */
 export function checkTopicName(topic: string): void {
+  if (typeof topic !== 'string') fail('MALFORMED', 'topic name must be a string');
   if (topic.length === 0) fail('PROTOCOL_VIOLATION', 'empty topic name');
   if (topic.indexOf('+') >= 0 || topic.indexOf('#') >= 0) fail('PROTOCOL_VIOLATION', 'wildcard in topic name');
 }
@@ -16,6 +17,7 @@ export function checkTopicName(topic: string): void {
  * fills a whole level and is the last one [MQTT-4.7.1-2], [MQTT-4.7.1-3].
  */
 export function checkTopicFilter(filter: string): void {
+  if (typeof filter !== 'string') fail('MALFORMED', 'topic filter must be a string');
   if (filter.length === 0) fail('PROTOCOL_VIOLATION', 'empty topic filter');
   const levels = filter.split('/');
   for (let i = 0; i < levels.length; i++) {

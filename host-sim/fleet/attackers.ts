@@ -56,9 +56,9 @@ export function tryConnect(host: string, port: number, bytes: Uint8Array, timeou
     socket.on('connect', () => socket.write(bytes));
     socket.on('data', (b) => {
       try {
-        for (const p of parser.feed(new Uint8Array(b))) {
-          if (p.type === 'connack') return finish(p.returnCode === 0);
-        }
+        parser.feed(new Uint8Array(b), (p) => {
+          if (p.type === 'connack') finish(p.returnCode === 0);
+        });
       } catch {
         finish(false);
       }

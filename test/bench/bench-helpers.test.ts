@@ -47,10 +47,10 @@ async function connackServer(returnCode = 0): Promise<number> {
     sockets.add(s);
     const parser = new MqttParser();
     s.on('data', (d) => {
-      for (const p of parser.feed(new Uint8Array(d))) {
+      parser.feed(new Uint8Array(d), (p) => {
         if (p.type === 'connect') s.write(encodePacket({ type: 'connack', sessionPresent: false, returnCode }));
         if (p.type === 'disconnect') s.end();
-      }
+      });
     });
     s.on('error', () => {});
     s.on('close', () => sockets.delete(s));

@@ -37,14 +37,14 @@ class TappedTransport implements Transport {
     const conn = this.inner.connect(endpoint, {
       onConnect: () => events.onConnect(),
       onData: (chunk) => {
-        this.received.push(...inp.feed(chunk));
+        inp.feed(chunk, (p) => this.received.push(p));
         events.onData(chunk);
       },
       onClose: (e) => events.onClose(e),
     });
     return {
       write: (bytes) => {
-        this.sent.push(...out.feed(bytes));
+        out.feed(bytes, (p) => this.sent.push(p));
         conn.write(bytes);
       },
       close: () => conn.close(),
@@ -183,6 +183,32 @@ describe.each(brokers)('firmware client against %s', (_name, startBroker, availa
     await waitFor(() => jsGot.length === 1 && messages.length === 1, 'messages both ways');
     expect(jsGot).toEqual([['to-js/a', 'hello js']]);
     expect([...messages[0].payload]).toEqual([0, 1, 2, 255]);
+  });
+
+  it.runIf(available)('what the app issues inside onConnect reaches the broker once: one SUBACK, one retained copy, one delivery', async () => {
+    const js = await mqttJs();
+    await js.publishAsync('oc-ret/state', Buffer.from('retained'), { qos: 1, retain: true });
+    const jsGot: string[] = [];
+    js.on('message', (t, p) => jsGot.push(`${t}:${p.toString()}`));
+    await js.subscribeAsync('oc-up/#', { qos: 1 });
+    const granted: number[][] = [];
+    const { client, messages, tap } = makeClient('fw-onconnect');
+    client.onConnect = () => {
+      void client.subscribe('oc-ret/#', 1).then((g) => granted.push(g));
+      void client.publish('oc-up/hello', te.encode('hello'), { qos: 1 });
+    };
+    client.start();
+    await waitFor(() => granted.length === 1 && jsGot.length >= 1, 'SUBACK and the delivery');
+    // A marker round trip through the same subscription: everything sent before it has been answered.
+    await client.publish('oc-ret/marker', te.encode('marker'), { qos: 1 });
+    await waitFor(() => messages.some((m) => m.topic === 'oc-ret/marker'), 'marker');
+    await js.publishAsync('oc-up/marker', Buffer.from('marker'), { qos: 1 });
+    await waitFor(() => jsGot.includes('oc-up/marker:marker'), 'marker at MQTT.js');
+    expect(tap.sent.filter((p) => p.type === 'subscribe')).toHaveLength(1);
+    expect(tap.received.filter((p) => p.type === 'suback')).toHaveLength(1);
+    expect(messages.filter((m) => m.topic === 'oc-ret/state').map((m) => [td.decode(m.payload), m.retain])).toEqual([['retained', true]]);
+    expect(tap.sent.filter((p) => p.type === 'publish' && p.topic === 'oc-up/hello')).toHaveLength(1);
+    expect(jsGot.filter((g) => g.startsWith('oc-up/hello'))).toEqual(['oc-up/hello:hello']);
   });
 
   it.runIf(available)('keeps the connection alive with PINGREQ/PINGRESP', async () => {

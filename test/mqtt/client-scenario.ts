@@ -75,3 +75,58 @@ export async function runClientScenario(): Promise<string[]> {
   log.push(`stats ${JSON.stringify(client.stats)}`);
   return log;
 }
+
+/**
+ * The application subscribes, unsubscribes and publishes QoS 1 inside
+ * onConnect, as most MQTT applications do, over two connections: nothing
+ * answered on the first (all of it is pending when it drops), then a
+ * reconnect. With `held`, the client holds after CONNACK (holdAfterConnect,
+ * as the mqsec layer does during phase 1) and the publish is `immediate`, so
+ * it goes out while held; release() follows each CONNACK. Returns, per
+ * connection, what the client sent (type, topics, packet id, DUP): each
+ * operation must appear once per connection.
+ */
+export async function runOnConnectScenario(held: boolean): Promise<string[]> {
+  const log: string[] = [];
+  const s = fakeServices();
+  let connection = 0;
+  const client: MqttClient = new MqttClient(s, {
+    endpoint: { host: '127.0.0.1', port: 1883 },
+    credentials: async () => ({ clientId: 'dev1' }),
+    keepaliveSec: 0,
+    reconnect: { minMs: 100, maxMs: 100 },
+    holdAfterConnect: held,
+    onConnect: () => {
+      connection++;
+      void client.subscribe(`cmd/${connection}/#`, 1).catch(() => {});
+      void client.unsubscribe(`old/${connection}`).catch(() => {});
+      void client.publish(`hello/${connection}`, new Uint8Array([connection]), { qos: 1, immediate: held }).catch(() => {});
+    },
+  });
+  const summary = () =>
+    s.transport.last.packets.map((p) => {
+      if (p.type === 'publish') return `publish ${p.topic} #${p.messageId} dup=${p.dup}`;
+      if (p.type === 'subscribe') return `subscribe ${p.subscriptions.map((x) => x.topic).join(',')} #${p.messageId}`;
+      if (p.type === 'unsubscribe') return `unsubscribe ${p.unsubscriptions.join(',')} #${p.messageId}`;
+      return p.type;
+    });
+  const connect = async (what: string) => {
+    await settle();
+    s.transport.last.accept();
+    s.transport.last.send({ type: 'connack', sessionPresent: false, returnCode: 0 });
+    await settle();
+    if (held) {
+      log.push(`# ${what}, held`, ...summary());
+      client.release();
+      await settle();
+    }
+    log.push(`# ${what}`, ...summary());
+  };
+  client.start();
+  await connect('connection 1 (nothing answered)');
+  s.transport.last.drop();
+  s.time.advance(s.time.nextDelay() ?? 0);
+  await connect('connection 2');
+  await client.disconnect();
+  return log;
+}

@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { MqsecError } from '../../firmware/core/errors.js';
 import { ConnectionRefusedError, MqttClient, type MqttClientOptions, type ResendMessage } from '../../firmware/mqtt/client.js';
 import { encodePacket } from '../../firmware/mqtt/codec.js';
+import { runOnConnectScenario } from './client-scenario.js';
 import { fakeServices, settle } from './fake-platform.js';
 
 const te = new TextEncoder();
@@ -145,6 +146,50 @@ describe('MqttClient', () => {
     expect(c2.sent('subscribe').map((s) => s.subscriptions)).toEqual([[{ topic: 'c', qos: 0 }]]);
   });
 
+  it('what the app subscribes, unsubscribes and publishes inside onConnect goes out once per connection', async () => {
+    expect(await runOnConnectScenario(false)).toEqual([
+      '# connection 1 (nothing answered)',
+      'connect',
+      'subscribe cmd/1/# #1',
+      'unsubscribe old/1 #2',
+      'publish hello/1 #3 dup=false',
+      '# connection 2',
+      'connect',
+      // sent by the app in onConnect ...
+      'subscribe cmd/2/# #4',
+      'unsubscribe old/2 #5',
+      'publish hello/2 #6 dup=false',
+      // ... then what the first connection left unanswered, once
+      'subscribe cmd/1/# #1',
+      'unsubscribe old/1 #2',
+      'publish hello/1 #3 dup=true',
+    ]);
+  });
+
+  it('held after CONNACK: an immediate QoS 1 publish from onConnect is not sent again by release()', async () => {
+    expect(await runOnConnectScenario(true)).toEqual([
+      '# connection 1 (nothing answered), held',
+      'connect',
+      'publish hello/1 #3 dup=false',
+      '# connection 1 (nothing answered)',
+      'connect',
+      'publish hello/1 #3 dup=false',
+      'subscribe cmd/1/# #1',
+      'unsubscribe old/1 #2',
+      '# connection 2, held',
+      'connect',
+      'publish hello/2 #6 dup=false',
+      '# connection 2',
+      'connect',
+      'publish hello/2 #6 dup=false',
+      'subscribe cmd/1/# #1',
+      'unsubscribe old/1 #2',
+      'subscribe cmd/2/# #4',
+      'unsubscribe old/2 #5',
+      'publish hello/1 #3 dup=true',
+    ]);
+  });
+
   it('re-sends a SUBSCRIBE still unanswered when the connection dropped', async () => {
     const t = setup();
     t.client.start();
@@ -199,6 +244,19 @@ describe('MqttClient', () => {
       expect(t.client.state).toBe('backoff');
       expect(t.events.at(-1)).toBe(`close:${code}`);
     }
+  });
+
+  it('a PUBLISH that arrives in the same chunk as garbage is delivered (and acknowledged) before the close', async () => {
+    const got: string[] = [];
+    const t = setup({ onMessage: (p) => got.push(new TextDecoder().decode(p.payload)) });
+    t.client.start();
+    const c = await t.connect();
+    const pub = encodePacket({ type: 'publish', topic: 'x', payload: te.encode('last words'), qos: 1, dup: false, retain: false, messageId: 9 });
+    c.send(new Uint8Array([...pub, 0xf0, 0x00]));
+    expect(got).toEqual(['last words']);
+    expect(c.sent('puback')).toEqual([{ type: 'puback', messageId: 9 }]);
+    expect(t.errors.map((e) => e.code)).toEqual(['UNKNOWN_TYPE']);
+    expect(c.closed).toBe(true);
   });
 
   it('reports one error per failed connection, even if bytes keep coming before the close', async () => {

@@ -7,6 +7,7 @@ import mqttPacket from 'mqtt-packet';
 import { describe, expect, it } from 'vitest';
 import { decodePacket, encodePacket, MqttParser } from '../../firmware/mqtt/codec.js';
 import { anyPacket, fromMqttPacket, normalise, toMqttPacket } from './arbitraries.js';
+import { feedAll } from './stream-scenario.js';
 
 /** Parses one buffer with mqtt-packet, returning every packet and error it reports. */
 function parseWithMqttPacket(bytes: Uint8Array): { packets: Record<string, unknown>[]; errors: Error[] } {
@@ -52,7 +53,7 @@ describe('firmware codec vs mqtt-packet', () => {
         const out = [];
         let prev = 0;
         for (const at of [...points, stream.length]) {
-          out.push(...parser.feed(new Uint8Array(stream.subarray(prev, at))));
+          out.push(...feedAll(parser, new Uint8Array(stream.subarray(prev, at))));
           prev = at;
         }
         expect(out.map(normalise)).toEqual(ps.map(normalise));

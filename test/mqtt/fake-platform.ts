@@ -64,7 +64,7 @@ export class FakeConnection implements Connection {
   write(bytes: Uint8Array): void {
     if (this.closed) throw new Error('write after close');
     this.written.push(bytes.slice());
-    this.packets.push(...this.parser.feed(bytes));
+    this.parser.feed(bytes, (p) => this.packets.push(p));
   }
   close(): void {
     if (this.closed) return;

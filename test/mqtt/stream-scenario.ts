@@ -6,6 +6,13 @@
  */
 import { MqttParser, type MqttPacket } from '../../firmware/mqtt/codec.js';
 
+/** Feeds one chunk and returns the packets it completed (throws like feed). */
+export function feedAll(parser: MqttParser, chunk: Uint8Array): MqttPacket[] {
+  const out: MqttPacket[] = [];
+  parser.feed(chunk, (p) => out.push(p));
+  return out;
+}
+
 export interface StreamResult {
   packets: MqttPacket[];
   maxBuffered: number;
@@ -18,7 +25,7 @@ export function feedChunks(chunks: Uint8Array[], maxPacketSize: number): StreamR
   let maxBuffered = 0;
   try {
     for (const c of chunks) {
-      packets.push(...parser.feed(c));
+      parser.feed(c, (p) => packets.push(p));
       maxBuffered = Math.max(maxBuffered, parser.bufferedBytes);
     }
     return { packets, maxBuffered };

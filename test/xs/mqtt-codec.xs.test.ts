@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fromHex } from '../../firmware/core/bytes.js';
 import { decodePacket, encodePacket, type MqttPacket } from '../../firmware/mqtt/codec.js';
 import { anyPacket, normalise } from '../mqtt/arbitraries.js';
-import { runClientScenario } from '../mqtt/client-scenario.js';
+import { runClientScenario, runOnConnectScenario } from '../mqtt/client-scenario.js';
 import { feedChunks } from '../mqtt/stream-scenario.js';
 import { malformedVectors } from '../mqtt/vectors.js';
 import { startXs, type XsWorker } from './harness.js';
@@ -81,6 +81,52 @@ describe('MQTT codec under XS', () => {
       ),
       { numRuns: 100 },
     );
+  });
+
+  it('delivers the valid packets that precede a malformed one, then fails, however the stream is cut', async () => {
+    const definite = malformedVectors.filter(([, , code]) => code !== 'TRUNCATED');
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(anyPacket.map(encodePacket), { maxLength: 4 }),
+        fc.constantFrom(...definite),
+        fc.array(fc.nat(), { maxLength: 6 }),
+        async (valid, [, hex, code], cuts) => {
+          const bad = fromHex(hex.replace(/ /g, ''));
+          const all = new Uint8Array([...valid.flatMap((v) => [...v]), ...bad]);
+          const points = [...new Set(cuts.map((c) => c % (all.length + 1)))].sort((a, b) => a - b);
+          const chunks: Uint8Array[] = [];
+          let prev = 0;
+          for (const at of [...points, all.length]) {
+            chunks.push(all.slice(prev, at));
+            prev = at;
+          }
+          const got = await xs.call<ReturnType<typeof feedChunks>>('stream', chunks, 2 ** 30);
+          expect(got.code).toBe(code);
+          expect(got.packets.map(normalise)).toEqual(valid.map((v) => normalise(decodePacket(v))));
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+
+  it('sends what the app issues inside onConnect once per connection, held or not, like Node', async () => {
+    for (const held of [false, true]) {
+      const want = await runOnConnectScenario(held);
+      expect(await xs.call<string[]>('onConnectScenario', held)).toEqual(want);
+      // Within one connection (after release when held), no packet id goes out twice.
+      const sections = want.join('\n').split(/^# /m).filter((x) => x && !x.split('\n')[0].endsWith('held'));
+      for (const section of sections) {
+        const ids = section.split('\n').flatMap((l) => l.match(/#\d+/g) ?? []);
+        expect(new Set(ids).size).toBe(ids.length);
+      }
+      expect(want).toContain('publish hello/1 #3 dup=true');
+    }
+  });
+
+  it('refuses wrongly typed input to every encoder with an MqsecError', async () => {
+    const got = await xs.call<{ cases: number; untyped: string[] }>('wrongTypes');
+    expect(got.cases).toBeGreaterThan(1000);
+    expect(got.untyped).toEqual([]);
   });
 
   it('runs the scripted client scenario with the same transcript as Node', async () => {

@@ -5,7 +5,8 @@
 import { exposeToHost } from '../guest.js';
 import { decodePacket, encodePacket, type MqttPacket } from '../../../firmware/mqtt/codec.js';
 import { feedChunks } from '../../mqtt/stream-scenario.js';
-import { runClientScenario } from '../../mqtt/client-scenario.js';
+import { runClientScenario, runOnConnectScenario } from '../../mqtt/client-scenario.js';
+import { untypedEncodeFailures, wrongTypeCaseCount } from '../../mqtt/wrong-types.js';
 
 function codeOf(e: unknown): { code: string } {
   return { code: (e as { code?: string }).code ?? `untyped: ${String(e)}` };
@@ -30,4 +31,6 @@ exposeToHost({
   /** Feeds the chunks in order; returns every packet, the error code if any, and the high-water mark. */
   stream: (chunks: Uint8Array[], maxPacketSize: number) => feedChunks(chunks, maxPacketSize),
   clientScenario: () => runClientScenario(),
+  onConnectScenario: (held: boolean) => runOnConnectScenario(held),
+  wrongTypes: () => ({ cases: wrongTypeCaseCount(), untyped: untypedEncodeFailures() }),
 });
