@@ -4,6 +4,7 @@
  */
 import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Registry as PromRegistry } from 'prom-client';
+import { listenOn } from './listen.js';
 
 export class BrokerMetrics {
   readonly registry = new PromRegistry();
@@ -47,8 +48,8 @@ export class BrokerMetrics {
     return hit ? hit.value : 0;
   }
 
-  /** Serves GET /metrics on host:port; resolves with the bound port. */
-  serve(host: string, port: number): Promise<{ server: Server; port: number }> {
+  /** Serves GET /metrics on host:port; resolves with the bound port (a clear ListenError if it cannot). */
+  async serve(host: string, port: number): Promise<{ server: Server; port: number }> {
     const server = createServer(async (req, res) => {
       if (req.url !== '/metrics') {
         res.writeHead(404).end();
@@ -57,12 +58,6 @@ export class BrokerMetrics {
       res.writeHead(200, { 'content-type': this.registry.contentType });
       res.end(await this.registry.metrics());
     });
-    return new Promise((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => {
-        const addr = server.address();
-        resolve({ server, port: typeof addr === 'object' && addr ? addr.port : port });
-      });
-    });
+    return { server, port: await listenOn(server, port, host, 'metrics') };
   }
 }

@@ -14,6 +14,7 @@
 import { Aedes, type Client } from 'aedes';
 import memoryPersistence from 'aedes-persistence';
 import { DrainTracker } from './drain.js';
+import { closeServer, listenOn } from './listen.js';
 import { restoreGraceState, saveGraceState } from './grace-store.js';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Server as HttpServer } from 'node:http';
@@ -82,9 +83,7 @@ export interface RunningBroker {
 }
 
 export async function startBroker(opts: BrokerOptions): Promise<RunningBroker> {
-  const host = opts.host ?? '127.0.0.1';
   const log = opts.logger ?? pino({ level: opts.logLevel ?? 'info', base: { svc: 'mqsec-broker' } });
-  const limits = resolveLimits(opts.limits);
   const registry = Registry.open(opts.dataDir);
   let lock: DirLock;
   try {
@@ -93,6 +92,33 @@ export async function startBroker(opts: BrokerOptions): Promise<RunningBroker> {
     registry.close();
     throw e;
   }
+  // Everything opened from here on registers how to close it: a start-up failure
+  // (a port taken, an address this machine does not have) closes it all in reverse
+  // order and releases the lock, so the process can exit and a supervisor restart it.
+  const opened: (() => void | Promise<void>)[] = [() => (registry.close(), lock.release())];
+  try {
+    return await openBroker(opts, log, registry, lock, opened);
+  } catch (e) {
+    for (const close of opened.reverse()) {
+      try {
+        await close();
+      } catch (closeError) {
+        log.warn({ err: closeError }, 'closing after a failed start');
+      }
+    }
+    throw e;
+  }
+}
+
+async function openBroker(
+  opts: BrokerOptions,
+  log: Logger,
+  registry: Registry,
+  lock: DirLock,
+  opened: (() => void | Promise<void>)[],
+): Promise<RunningBroker> {
+  const host = opts.host ?? '127.0.0.1';
+  const limits = resolveLimits(opts.limits);
 
   const metrics = new BrokerMetrics();
   const handshake = new ServerHandshake({
@@ -158,6 +184,7 @@ export async function startBroker(opts: BrokerOptions): Promise<RunningBroker> {
   aedes.on('clientError', (client: Client, err: Error) => log.debug({ client: client.id, err: err.message }, 'client error'));
   aedes.on('connectionError', (_c: Client, err: Error) => log.debug({ err: err.message }, 'connection error'));
   await aedes.listen();
+  opened.push(() => new Promise<void>((r) => aedes.close(() => r())));
 
   const sockets = new Map<Socket, GuardedSocket>();
   let draining = false;
@@ -178,16 +205,8 @@ export async function startBroker(opts: BrokerOptions): Promise<RunningBroker> {
     aedes.handle(conn as never);
   });
   server.maxConnections = limits.maxConnections;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port ?? 1883, host, () => resolve());
-  }).catch((e) => {
-    registry.close();
-    lock.release();
-    throw e;
-  });
-  const addr = server.address();
-  const port = typeof addr === 'object' && addr ? addr.port : (opts.port ?? 1883);
+  const port = await listenOn(server, opts.port ?? 1883, host, 'MQTT');
+  opened.push(() => closeServer(server));
 
   let metricsServer: HttpServer | undefined;
   let metricsPort: number | undefined;
@@ -195,6 +214,7 @@ export async function startBroker(opts: BrokerOptions): Promise<RunningBroker> {
     const m = await metrics.serve(host, opts.metricsPort);
     metricsServer = m.server;
     metricsPort = m.port;
+    opened.push(() => closeServer(m.server));
   }
 
   let lastRevision = registry.revision();
@@ -242,10 +262,7 @@ export async function startBroker(opts: BrokerOptions): Promise<RunningBroker> {
       for (const s of sockets.keys()) s.destroy();
       await new Promise<void>((r) => aedes.close(() => r()));
       await closed;
-      if (metricsServer) {
-        metricsServer.closeAllConnections();
-        await new Promise<void>((r) => metricsServer!.close(() => r()));
-      }
+      if (metricsServer) await closeServer(metricsServer);
       // Every connection is closed now: write down the QoS 1 grace state (§8.5) so that a
       // restart is, for the devices, just another reconnect.
       try {

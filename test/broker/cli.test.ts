@@ -1,5 +1,4 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { main } from '../../cli/main.js';
@@ -7,6 +6,7 @@ import type { CliIo } from '../../cli/command.js';
 import { Registry } from '../../broker/registry/registry.js';
 import { TestDevice, tempDir, testBroker, waitFor } from './helpers.js';
 import { fromHex } from '../../firmware/core/bytes.js';
+import { startCli } from '../helpers/cli-process.js';
 
 function io(stdin = ''): CliIo & { outLines: string[]; errLines: string[] } {
   const outLines: string[] = [];
@@ -114,18 +114,6 @@ describe('mqsec CLI (in process)', () => {
 describe('mqsec CLI (bin, separate processes)', () => {
   const dir = tempDir();
   afterAll(() => dir.remove());
-  const bin = join(process.cwd(), 'cli', 'bin.mjs');
-
-  function startCli(args: string[]) {
-    const child = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (err += d));
-    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-    return { child, out: () => out, err: () => err, exited };
-  }
-
   it('broker prints where it listens, refuses a second broker on the same data dir, stops on SIGTERM', async () => {
     const add = startCli(['device', 'add', 'bin1', '--role', 'sensor', '--data', dir.path, '--json', '--config', join(dir.path, 'c.json')]);
     expect(await add.exited).toBe(0);
