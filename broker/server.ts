@@ -291,12 +291,14 @@ function applyRegistryChanges(ctx: BrokerContext): void {
     let reason: string | undefined;
     if (s.kind === 'device' || s.kind === 'pending') {
       const d = ctx.registry.getDevice(s.devId);
-      if (!d || d.status !== 'active') reason = 'revoked';
+      if (!d) reason = 'removed';
+      else if (d.status !== 'active') reason = 'revoked';
       else if (d.keyVersion !== s.keyVersion) reason = 'key rotated';
       else if (s.kind === 'device' && d.role !== s.roleName) s.roleName = d.role;
     } else {
       const a = ctx.registry.getAccount(s.name);
-      if (!a || a.status !== 'active') reason = 'account disabled';
+      if (!a) reason = 'account removed';
+      else if (a.status !== 'active') reason = 'account disabled';
       else if (a.role !== s.roleName) s.roleName = a.role;
     }
     if (reason) {

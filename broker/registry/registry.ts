@@ -295,6 +295,23 @@ export class Registry {
     return { device: this.getDevice(id)!, key };
   }
 
+  /**
+   * Deletes a device and all its state (key, tickets, counter, grace state). A
+   * running broker closes its sessions at the next poll. The id may be used
+   * again: a device added under it gets a new key, so its counters start over.
+   */
+  removeDevice(id: string): void {
+    this.db.transaction(() => {
+      if (!this.deviceRow(id)) throw new RegistryError(`unknown device "${id}"`);
+      this.stmt('DELETE FROM tickets WHERE device_id = ?').run(id);
+      this.stmt('DELETE FROM counters WHERE device_id = ?').run(id);
+      this.stmt('DELETE FROM grace WHERE device_id = ?').run(id);
+      this.stmt('DELETE FROM devices WHERE id = ?').run(id);
+      this.auditRow('device.remove', id, null, 'admin');
+      this.bump();
+    }).immediate();
+  }
+
   // ---- accounts -----------------------------------------------------------
 
   async addAccount(name: string, role: string, password: string): Promise<AccountRecord> {
@@ -330,6 +347,16 @@ export class Registry {
       const r = this.stmt('UPDATE accounts SET status = ? WHERE name = ?').run(status, name);
       if (r.changes === 0) throw new RegistryError(`unknown account "${name}"`);
       this.auditRow(status === 'active' ? 'account.enable' : 'account.disable', name, null, 'admin');
+      this.bump();
+    }).immediate();
+  }
+
+  /** Deletes an account; a running broker closes its sessions at the next poll. */
+  removeAccount(name: string): void {
+    this.db.transaction(() => {
+      const r = this.stmt('DELETE FROM accounts WHERE name = ?').run(name);
+      if (r.changes === 0) throw new RegistryError(`unknown account "${name}"`);
+      this.auditRow('account.remove', name, null, 'admin');
       this.bump();
     }).immediate();
   }

@@ -3,8 +3,8 @@
  * nodes and the verifying backend, with the live view, until Ctrl-C. Prints
  * where the broker listens and an app account to watch it with.
  */
-import type { CommandModule } from '../command.js';
-import { runSimCommand } from './sim.js';
+import { wholeNumber, type CommandModule } from '../command.js';
+import { MAX_DEVICES, runSimCommand } from './sim.js';
 
 export const demoCommand: CommandModule = {
   name: 'demo',
@@ -12,8 +12,8 @@ export const demoCommand: CommandModule = {
     program
       .command('demo')
       .description('embedded broker + 20 simulated nodes + verifier with a live view, until Ctrl-C (npm start)')
-      .option('--devices <n>', 'number of simulated nodes', (v) => Number(v), 20)
-      .option('--port <n>', 'broker port (default 1883, or a free port if taken)', (v) => Number(v))
+      .option('--devices <n>', 'number of simulated nodes', wholeNumber('--devices', 1, MAX_DEVICES), 20)
+      .option('--port <n>', 'broker port (default 1883, or a free port if taken)', wholeNumber('--port', 0, 65535))
       .action(async (o: { devices: number; port?: number }) => {
         const port = o.port ?? (await pickPort(1883));
         await runSimCommand(
@@ -32,7 +32,6 @@ export const demoCommand: CommandModule = {
           io,
           {
             rate: o.devices * 2 / 5,
-            keepWorkDir: false,
             onStarted: (info) => {
               io.out(`mqsec demo: broker on mqtt://${info.host}:${info.port} (data in ${info.dataDir})`);
               io.out(`watch the decrypted readings as the backend sees them:`);

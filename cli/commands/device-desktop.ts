@@ -3,7 +3,7 @@
  * the Moddable desktop target and checks it end to end against a local
  * broker; see tools/desktop-run.ts. Prints "skipped: ..." without an SDK.
  */
-import { CliError, type CommandModule } from '../command.js';
+import { CliError, wholeNumber, type CommandModule } from '../command.js';
 import { runDesktop } from '../../tools/desktop-run.js';
 
 export const deviceDesktopCommand: CommandModule = {
@@ -14,13 +14,13 @@ export const deviceDesktopCommand: CommandModule = {
       .description('build the firmware for Moddable `lin` and run it headless against a local broker (needs MODDABLE)')
       .option('--device-id <id>', 'device id to provision', 'desk-0001')
       .option('--client <kind>', 'MQTT client in the firmware: firmware (mqsec, QoS 1) or stock (the SDK mqtt module, QoS 0)', 'firmware')
-      .option('--timeout <ms>', 'limit for each wait', '60000')
+      .option('--timeout <ms>', 'limit for each wait', wholeNumber('--timeout', 1000, 3_600_000), 60000)
       .option('--instrument', 'instrumented build: report the firmware XS heap use')
       .option('--keep', 'keep the temporary build and data directory')
       .option('--verbose', 'show build and device output')
-      .action(async (o: { deviceId: string; client: string; timeout: string; instrument?: boolean; keep?: boolean; verbose?: boolean }) => {
+      .action(async (o: { deviceId: string; client: string; timeout: number; instrument?: boolean; keep?: boolean; verbose?: boolean }) => {
         if (o.client !== 'firmware' && o.client !== 'stock') throw new CliError(`unknown client "${o.client}" (firmware, stock)`);
-        const code = await runDesktop({ deviceId: o.deviceId, client: o.client, timeoutMs: Number(o.timeout), instrument: o.instrument, keep: o.keep, verbose: o.verbose }, io);
+        const code = await runDesktop({ deviceId: o.deviceId, client: o.client, timeoutMs: o.timeout, instrument: o.instrument, keep: o.keep, verbose: o.verbose }, io);
         if (code !== 0) throw new CliError('device-desktop check failed', code);
       });
   },

@@ -1,4 +1,4 @@
-/** `mqsec device add|list|show|revoke|rotate`. */
+/** `mqsec device add|list|show|revoke|rotate|remove`. */
 import { toHex } from '../../firmware/core/bytes.js';
 import { CliError, DEFAULT_DATA_DIR, parsePort, type CommandModule } from '../command.js';
 import { deviceLine, withRegistry, writeDeviceConfig } from './shared.js';
@@ -82,6 +82,18 @@ export const deviceCommand: CommandModule = {
           r.revokeDevice(id);
         }, { create: false });
         io.out(`device ${id} revoked`);
+      });
+
+    device
+      .command('remove <id>')
+      .description('delete a device and its key, tickets and counter (a running broker closes its sessions within a second)')
+      .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+      .action(async (id: string, o: { data: string }) => {
+        await withRegistry(o.data, (r) => {
+          if (!r.getDevice(id)) throw new CliError(`unknown device "${id}"`);
+          r.removeDevice(id);
+        }, { create: false });
+        io.out(`device ${id} removed`);
       });
 
     device

@@ -3,7 +3,7 @@
  * hardware-in-the-loop check of a real board; see tools/hil.ts. Prints
  * "skipped: ..." without a board or an SDK.
  */
-import { CliError, parsePort, type CommandModule } from '../command.js';
+import { CliError, parsePort, wholeNumber, type CommandModule } from '../command.js';
 import { runHil, type HilOptions } from '../../tools/hil.js';
 
 const BOARDS = ['esp32', 'esp32s3', 'esp32c3'] as const;
@@ -20,10 +20,10 @@ export const hilCommand: CommandModule = {
       .option('--broker-port <n>', 'broker port (default: a free port)')
       .option('--ssid <ssid>', 'Wi-Fi network for the board (password from MQSEC_WIFI_PASSWORD)')
       .option('--device-id <id>', 'device id to provision')
-      .option('--timeout <ms>', 'limit for each wait', '120000')
+      .option('--timeout <ms>', 'limit for each wait', wholeNumber('--timeout', 1000, 3_600_000), 120000)
       .option('--keep', 'keep the temporary build and data directory')
       .option('--verbose', 'show build and serial output')
-      .action(async (o: { port: string; board: string; brokerHost?: string; brokerPort?: string; ssid?: string; deviceId?: string; timeout: string; keep?: boolean; verbose?: boolean }) => {
+      .action(async (o: { port: string; board: string; brokerHost?: string; brokerPort?: string; ssid?: string; deviceId?: string; timeout: number; keep?: boolean; verbose?: boolean }) => {
         if (!(BOARDS as readonly string[]).includes(o.board)) throw new CliError(`unknown board "${o.board}" (${BOARDS.join(', ')})`);
         const opts: HilOptions = {
           port: o.port,
@@ -32,7 +32,7 @@ export const hilCommand: CommandModule = {
           brokerPort: o.brokerPort !== undefined ? parsePort(o.brokerPort) : undefined,
           ssid: o.ssid,
           deviceId: o.deviceId,
-          timeoutMs: Number(o.timeout),
+          timeoutMs: o.timeout,
           keep: o.keep,
           verbose: o.verbose,
         };

@@ -3,18 +3,18 @@
  * firmware modules, with a verifying backend subscriber, faults and
  * attackers; live view on a TTY, a summary table (or one JSON object) at the end.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { pino } from 'pino';
 import { DEVICES_PER_WORKER, runFleet, type FleetOptions, type FleetResult } from '../../host-sim/fleet/fleet.js';
 import { LiveView, summaryTable } from '../../host-sim/fleet/live-view.js';
-import { CliError, type CliIo, type CommandModule } from '../command.js';
+import { CliError, decimalNumber, wholeNumber, type CliIo, type CommandModule } from '../command.js';
 
-function num(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (!Number.isFinite(n) || n < min || n > max) throw new CliError(`--${name} must be a number in [${min}, ${max}], got "${v}"`);
-    return n;
-  };
-}
+/** Upper bounds of the fleet flags (the demo shares them). */
+export const MAX_DEVICES = 100_000;
+/** Timers cannot wait longer than ~24.8 days; a year-long run is not a simulation anyone means. */
+export const MAX_DURATION_S = 1_000_000;
 
 export function parseBrokerUrl(url: string): { host: string; port: number } {
   const m = /^mqtt:\/\/([^/:]+):(\d{1,5})\/?$/.exec(url);
@@ -53,6 +53,9 @@ export function printSummary(io: CliIo, r: FleetResult): void {
       ['readings sent (QoS 1)', r.sent],
       ['verified by backend', r.verified],
       ['lost', r.lost],
+      ...(r.revoked.length
+        ? ([['revoked during the run', `${r.revoked.length} revoked (${r.revoked.slice(0, 5).join(', ')}${r.revoked.length > 5 ? ', ...' : ''}); ${r.held_by_revoked} of their readings undeliverable, not counted as lost`]] as [string, string][])
+        : []),
       ['unacked at power cut', r.lost_to_power_cuts],
       ['routed twice by the broker', r.ingest_duplicates],
       ['duplicates at backend', `${r.duplicates} (of which MQTT redeliveries after a broker restart: ${r.backend_redeliveries})`],
@@ -78,13 +81,26 @@ export async function runSimCommand(o: SimCliOptions, io: CliIo, extra: Partial<
   if (o.restartBroker && o.broker) throw new CliError('--restart-broker works only with the embedded broker');
   const logger = pino({ level: o.logLevel }, pino.destination(2));
   const view = o.json ? undefined : new LiveView({ stream: process.stderr });
+  // The node storage and an embedded broker's registry and master key live here; removed
+  // on every way out, including a second Ctrl-C that does not wait for the summary.
+  const workDir = mkdtempSync(join(tmpdir(), 'mqsec-sim-'));
+  const removeWorkDir = () => rmSync(workDir, { recursive: true, force: true });
   let stopRequested: () => void = () => {};
   const stopSignal = new Promise<void>((r) => (stopRequested = r));
-  const onSigint = () => stopRequested();
-  process.once('SIGINT', onSigint);
-  process.once('SIGTERM', onSigint);
+  let signals = 0;
+  const onSignal = () => {
+    if (++signals === 1) {
+      io.err('stopping: waiting for the nodes to settle, then the summary (Ctrl-C again to quit at once)');
+      return stopRequested();
+    }
+    removeWorkDir();
+    process.exit(130);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   try {
     const result = await runFleet({
+      workDir,
       devices: o.devices,
       durationS: o.duration ?? 60,
       rate: o.rate,
@@ -110,8 +126,9 @@ export async function runSimCommand(o: SimCliOptions, io: CliIo, extra: Partial<
     if (result.attacks.accepted > 0) process.exitCode = 2;
     return result;
   } finally {
-    process.off('SIGINT', onSigint);
-    process.off('SIGTERM', onSigint);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    removeWorkDir();
   }
 }
 
@@ -121,23 +138,23 @@ export const simCommand: CommandModule = {
     program
       .command('sim')
       .description('run a fleet of simulated ESP32 sensor nodes (real firmware modules) with a verifying backend')
-      .option('--devices <n>', 'number of simulated nodes', num('devices', 1, 100_000), 20)
-      .option('--duration <s>', 'seconds to run (default 60)', num('duration', 1))
-      .option('--rate <msg_per_s>', 'readings per second across the fleet (default: every node every 5 s)', num('rate', 0.01))
+      .option('--devices <n>', 'number of simulated nodes', wholeNumber('--devices', 1, MAX_DEVICES), 20)
+      .option('--duration <s>', 'seconds to run (default 60)', decimalNumber('--duration', 1, MAX_DURATION_S))
+      .option('--rate <msg_per_s>', 'readings per second across the fleet (default: every node every 5 s)', decimalNumber('--rate', 0.01, 1_000_000))
       .option('--broker <url>', 'use a running mqsec broker (mqtt://HOST:PORT) instead of the embedded one')
       .option('--data <dir>', 'data directory of that broker (to provision the simulated devices)')
-      .option('--port <n>', 'port of the embedded broker (default: a free port)', num('port', 0, 65535))
+      .option('--port <n>', 'port of the embedded broker (default: a free port)', wholeNumber('--port', 0, 65535))
       .option('--sleep-mode <mode>', 'deep (disconnect between readings, phase 2 on wake) or wait (stay connected)', 'deep')
-      .option('--drop <p>', 'probability that an outgoing write cuts the connection instead', num('drop', 0, 1), 0)
-      .option('--restart-broker <s>', 'restart the embedded broker every S seconds', num('restart-broker', 1))
-      .option('--latency <ms>', 'one-way latency added to every device connection', num('latency', 0, 60_000), 0)
-      .option('--clock-skew <ms>', 'random device clock offsets up to +/- ms (the protocol must not care)', num('clock-skew', 0), 0)
-      .option('--power-cut <p>', 'probability per node per second of a power cut (RAM lost, storage kept)', num('power-cut', 0, 1), 0)
-      .option('--attackers <k>', 'attackers replaying and forging CONNECTs alongside the fleet', num('attackers', 0, 1000), 0)
+      .option('--drop <p>', 'probability that an outgoing write cuts the connection instead', decimalNumber('--drop', 0, 1), 0)
+      .option('--restart-broker <s>', 'restart the embedded broker every S seconds', decimalNumber('--restart-broker', 1, MAX_DURATION_S))
+      .option('--latency <ms>', 'one-way latency added to every device connection', wholeNumber('--latency', 0, 60_000), 0)
+      .option('--clock-skew <ms>', 'random device clock offsets up to +/- ms (the protocol must not care)', wholeNumber('--clock-skew', 0, 86_400_000), 0)
+      .option('--power-cut <p>', 'probability per node per second of a power cut (RAM lost, storage kept)', decimalNumber('--power-cut', 0, 1), 0)
+      .option('--attackers <k>', 'attackers replaying and forging CONNECTs alongside the fleet', wholeNumber('--attackers', 0, 1000), 0)
       .option(
         '--workers <n>',
         `worker threads for the nodes; 0 = all in the main thread (default: 0 up to ${DEVICES_PER_WORKER} nodes, else one per ${DEVICES_PER_WORKER} nodes, at most CPUs - 1, at least 1)`,
-        num('workers', 0, 256),
+        wholeNumber('--workers', 0, 256),
       )
       .option('--json', 'print one JSON object at the end instead of tables')
       .option('--log-level <level>', 'pino log level for broker and devices (stderr)', 'silent')

@@ -1,4 +1,4 @@
-/** `mqsec user add|list|disable|enable`: password accounts for backend applications. */
+/** `mqsec user add|list|disable|enable|remove`: password accounts for backend applications. */
 import { CliError, DEFAULT_DATA_DIR, type CommandModule } from '../command.js';
 import { withRegistry } from './shared.js';
 
@@ -26,6 +26,14 @@ export const userCommand: CommandModule = {
         const list = await withRegistry(o.data, (r) => r.listAccounts(), { create: false });
         if (o.json) io.out(JSON.stringify(list));
         else for (const a of list) io.out(`${a.name.padEnd(24)} ${a.role.padEnd(12)} ${a.status}`);
+      });
+    user
+      .command('remove <name>')
+      .description('delete an account (a running broker closes its sessions within a second)')
+      .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+      .action(async (name: string, o: { data: string }) => {
+        await withRegistry(o.data, (r) => r.removeAccount(name), { create: false });
+        io.out(`account ${name} removed`);
       });
     for (const [verb, status] of [
       ['disable', 'disabled'],

@@ -101,6 +101,10 @@ export interface FleetResult extends FleetSummary {
   groups: { thread_id: number; devices: number; sent: number }[];
   /** Device-group workers that died (their nodes stop reporting; the run still ends and summarises). */
   worker_failures: string[];
+  /** Nodes revoked, removed or re-keyed in the registry during the run: not expected back, not counted as loss. */
+  revoked: string[];
+  /** Readings those nodes had sent but could no longer deliver. */
+  held_by_revoked: number;
 }
 
 /** Nodes one thread comfortably runs next to its share of handshake crypto. */
@@ -128,10 +132,19 @@ export function splitIntoGroups<T>(items: T[], groups: number): T[][] {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function runFleet(o: FleetOptions): Promise<FleetResult> {
-  const startedAt = Date.now();
-  const log = o.logger ?? pino({ level: 'silent' });
   const workDir = o.workDir ?? mkdtempSync(path.join(os.tmpdir(), 'mqsec-sim-'));
   mkdirSync(workDir, { recursive: true });
+  try {
+    return await runFleetIn(o, workDir);
+  } finally {
+    // on every way out, failures included: the temp dir holds an embedded broker's master key
+    if (!o.keepWorkDir && !o.workDir) rmSync(workDir, { recursive: true, force: true });
+  }
+}
+
+async function runFleetIn(o: FleetOptions, workDir: string): Promise<FleetResult> {
+  const startedAt = Date.now();
+  const log = o.logger ?? pino({ level: 'silent' });
   // against an external broker, fresh ids per run: a registry keeps every device it ever saw
   const prefix = o.deviceIdPrefix ?? (o.broker ? `sim${randomBytes(3).toString('hex')}` : 'node');
   const ids = Array.from({ length: o.devices }, (_, i) => `${prefix}-${String(i + 1).padStart(4, '0')}`);
@@ -160,22 +173,47 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
   if (embedded) observeIngest((broker = await startBroker({ ...brokerOptions, port: o.port ?? 0 })));
   const host = o.broker?.host ?? '127.0.0.1';
   let port = o.broker?.port ?? broker!.port;
-  const registry = embedded ? broker!.registry : Registry.open(dataDir);
   const appUser = `verifier-${randomBytes(3).toString('hex')}`;
   const appPassword = randomBytes(12).toString('base64url');
   const keys = new Map<string, Uint8Array>();
-  for (const id of ids) {
-    if (registry.getDevice(id)) throw new Error(`device ${id} already exists in ${dataDir}: choose another id prefix`);
-    keys.set(id, registry.addDevice(id, 'sensor').key);
-  }
-  await registry.addAccount(appUser, 'app', appPassword);
-  if (embedded) broker!.syncRegistry();
-  else registry.close();
-  o.onStarted?.({ host, port, dataDir, appUser, appPassword, embedded });
-
+  // What this run added to an operator's registry (external broker): removed again at the
+  // end, so no simulated device or plaintext-reading account outlives the run.
+  const created = { devices: [] as string[], account: false };
+  const removeCreated = () => {
+    if (embedded || (created.devices.length === 0 && !created.account)) return;
+    const r = Registry.open(dataDir);
+    try {
+      for (const id of created.devices.splice(0)) if (r.getDevice(id)) r.removeDevice(id);
+      if (created.account && r.getAccount(appUser)) r.removeAccount(appUser);
+      created.account = false;
+    } finally {
+      r.close();
+    }
+  };
   const verifier = new Verifier(`mqtt://${host}:${port}`, appUser, appPassword);
-  ingestSink.verifier = verifier;
-  await verifier.start();
+  try {
+    const registry = embedded ? broker!.registry : Registry.open(dataDir);
+    try {
+      for (const id of ids) {
+        if (registry.getDevice(id)) throw new Error(`device ${id} already exists in ${dataDir}: choose another id prefix`);
+        keys.set(id, registry.addDevice(id, 'sensor').key);
+        created.devices.push(id);
+      }
+      await registry.addAccount(appUser, 'app', appPassword);
+      created.account = true;
+    } finally {
+      if (!embedded) registry.close();
+    }
+    if (embedded) broker!.syncRegistry();
+    o.onStarted?.({ host, port, dataDir, appUser, appPassword, embedded });
+    ingestSink.verifier = verifier;
+    await verifier.start();
+  } catch (e) {
+    await verifier.stop();
+    await broker?.stop().catch(() => {});
+    removeCreated();
+    throw e;
+  }
 
   // ---- the fleet ----------------------------------------------------------------
   const handshakes = new LatencySample();
@@ -241,6 +279,7 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
       await Promise.all(spawned.map((r) => (r.status === 'fulfilled' ? r.value.stop() : undefined)));
       await verifier.stop();
       if (broker) await broker.stop();
+      removeCreated();
       throw (failed as PromiseRejectedResult).reason;
     }
     groups = spawned.map((r) => (r as PromiseFulfilledResult<WorkerGroup>).value);
@@ -271,6 +310,24 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
     };
   };
 
+  // Nodes revoked, removed or re-keyed by an operator while the run goes on (`mqsec device revoke`).
+  const revoked = new Set<string>();
+  const noteRevoked = () => {
+    const r = embedded ? broker!.registry : Registry.open(dataDir);
+    try {
+      for (const id of ids) {
+        if (revoked.has(id)) continue;
+        const d = r.getDevice(id);
+        if (!d || d.status !== 'active' || d.keyVersion !== 1) {
+          revoked.add(id);
+          verifier.markRevoked(id);
+        }
+      }
+    } finally {
+      if (!embedded) r.close();
+    }
+  };
+
   const timers: unknown[] = [];
   try {
     return await runGroups();
@@ -281,6 +338,7 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
     await Promise.all(groups.map((g) => g.stop().catch(() => {})));
     await verifier.stop().catch(() => {});
     await broker?.stop().catch(() => {});
+    removeCreated();
     throw e;
   }
 
@@ -319,8 +377,10 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
     while (Date.now() < quiesceUntil) {
       // every reading a worker's node sent so far is recorded before the verifier is asked
       await Promise.all(groups.map((g) => g.flush()));
+      // a node the registry no longer accepts will not come back: wait for the others only
+      noteRevoked();
       const v = verifier.snapshot();
-      if (readyAfterQuiesce.size === o.devices && v.lost === 0) break;
+      if ([...readyAfterQuiesce].filter((id) => !revoked.has(id)).length === o.devices - revoked.size && v.lost === 0) break;
       o.onTick?.(snapshot());
       await sleep(200);
     }
@@ -328,6 +388,7 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
     // PUBACKs) and reports its last events; then deliveries still on their way to the
     // backend settle, so `lost` counts only what really never arrived.
     await Promise.all(groups.map((g) => g.stop()));
+    noteRevoked();
     const sentByGroup = [...groupSent];
     const settleUntil = Date.now() + 10_000;
     while (verifier.snapshot().lost > 0 && Date.now() < settleUntil) await sleep(100);
@@ -335,7 +396,7 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
     const v = verifier.snapshot();
     await verifier.stop();
     if (broker) await broker.stop();
-    if (!o.keepWorkDir && !o.workDir) rmSync(workDir, { recursive: true, force: true });
+    removeCreated();
 
     return {
       devices: o.devices,
@@ -365,6 +426,8 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
       duration_s: Math.round((Date.now() - startedAt) / 100) / 10,
       groups: groups.map((g, i) => ({ thread_id: g.threadId, devices: g.deviceCount, sent: sentByGroup[i] })),
       worker_failures: workerFailures,
+      revoked: [...revoked],
+      held_by_revoked: v.heldByRevoked,
     };
   }
 }

@@ -32,6 +32,8 @@ export interface VerifierCounts {
   ingested: number;
   /** Sent readings the broker never routed (lost on the device -> broker leg; embedded broker only). */
   notIngested: number;
+  /** Sent, not delivered, from a node that was revoked (or re-keyed) meanwhile: it cannot deliver them, not a loss. */
+  heldByRevoked: number;
 }
 
 interface StreamState {
@@ -41,6 +43,11 @@ interface StreamState {
   forgiven: Set<number>;
   /** How often the broker routed each reading (embedded broker only). */
   ingested: Map<number, number>;
+}
+
+/** `sensors/<id>/<kind>` -> `<id>` (firmware/app topic layout). */
+function deviceOf(topic: string): string {
+  return topic.split('/')[1] ?? '';
 }
 
 function parseReading(payload: Uint8Array): { n: number; v: number } | undefined {
@@ -60,6 +67,8 @@ export class Verifier {
   private subscribed = false;
   /** A few duplicated readings, as topic#n, for the summary. */
   readonly duplicateSample: string[] = [];
+  /** Nodes the registry no longer accepts: what they still hold is not counted as lost. */
+  private readonly revoked = new Set<string>();
 
   constructor(private readonly url: string, private readonly username: string, private readonly password: string) {}
 
@@ -147,6 +156,11 @@ export class Verifier {
     if (r) this.stream(topic).forgiven.add(r.n);
   }
 
+  /** The node was revoked or re-keyed: its undelivered readings can no longer arrive. */
+  markRevoked(devId: string): void {
+    this.revoked.add(devId);
+  }
+
   snapshot(): VerifierCounts {
     let sent = 0;
     let verified = 0;
@@ -155,26 +169,30 @@ export class Verifier {
     let ingestDuplicates = 0;
     let ingested = 0;
     let notIngested = 0;
-    for (const s of this.streams.values()) {
+    let heldByRevoked = 0;
+    for (const [topic, s] of this.streams) {
+      const revoked = this.revoked.has(deviceOf(topic));
       for (const c of s.ingested.values()) {
         ingested += c;
         if (c > 1) ingestDuplicates += c - 1;
       }
       sent += s.sent.size;
       for (const n of s.sent) {
-        if (!s.ingested.has(n) && !s.forgiven.has(n)) notIngested++;
+        if (!s.ingested.has(n) && !s.forgiven.has(n) && !revoked) notIngested++;
         if (s.delivered.has(n)) verified++;
         else if (s.forgiven.has(n)) forgiven++;
+        else if (revoked) heldByRevoked++;
         else lost++;
       }
     }
-    return { ...this.counts, sent, verified, lost, forgiven, ingested, ingestDuplicates, notIngested };
+    return { ...this.counts, sent, verified, lost, forgiven, ingested, ingestDuplicates, notIngested, heldByRevoked };
   }
 
   /** Readings sent but not (yet) delivered, as topic#n. */
   missing(limit = 20): string[] {
     const out: string[] = [];
     for (const [topic, s] of this.streams) {
+      if (this.revoked.has(deviceOf(topic))) continue;
       for (const n of s.sent) {
         if (!s.delivered.has(n) && !s.forgiven.has(n)) out.push(`${topic}#${n}`);
         if (out.length >= limit) return out;
