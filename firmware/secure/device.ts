@@ -15,6 +15,7 @@ import { silentLog } from '../core/platform.js';
 import type { CryptoSuite, KeyPair } from '../crypto/suite.js';
 import { COUNTER_MAX, KX_TOPIC, SID_LENGTH } from './constants.js';
 import { RxState, TxState } from './envelope.js';
+import { ChannelSender } from './group.js';
 import {
   chainAdvance,
   chainNext,
@@ -114,6 +115,7 @@ interface Connection {
   epoch: number;
   tx: TxState;
   rx: RxState;
+  channel: ChannelSender;
 }
 
 export class DeviceSecureSession {
@@ -293,13 +295,14 @@ export class DeviceSecureSession {
       epoch,
       tx: new TxState(this.suite, epoch, keys.deviceToBrokerKey, keys.deviceToBrokerIv),
       rx: new RxState(this.suite, epoch, keys.brokerToDeviceKey, keys.brokerToDeviceIv, this.replayWindow),
+      channel: new ChannelSender(this.suite, keys.channelKey),
     };
   }
 
   private clearPending(): void {
     const p = this.pending;
     if (p && p.phase === 1) zeroize(p.keyPair.privateKey);
-    if (p && p.phase === 2) zeroize(p.keys.deviceToBrokerKey, p.keys.brokerToDeviceKey);
+    if (p && p.phase === 2) zeroize(p.keys.deviceToBrokerKey, p.keys.brokerToDeviceKey, p.keys.channelKey);
     this.pending = undefined;
   }
 
@@ -369,6 +372,16 @@ export class DeviceSecureSession {
   }
 
   /**
+   * §14.5: the channel trailer of this connection for an end-to-end topic's
+   * group envelope (genv | low byte of the counter | MAC). Wrap at send time:
+   * a trailer is valid on this connection only.
+   */
+  wrapChannel(topic: string, genv: Uint8Array): Uint8Array {
+    if (this._state !== 'ready' || !this.current) fail('BAD_STATE', 'not ready to publish');
+    return this.current.channel.wrap(topic, genv);
+  }
+
+  /**
    * §8.5: QoS 1 retransmission after a reconnect. null = resend unchanged
    * (current epoch, or previous epoch which the broker accepts for its grace
    * period and deduplicates); otherwise a fresh envelope under current keys.
@@ -398,6 +411,7 @@ export class DeviceSecureSession {
       this.previousRx = this.current.rx;
       this.oldTx.push(this.current.tx);
       while (this.oldTx.length > OLD_TX_KEPT) this.oldTx.shift()!.destroy();
+      this.current.channel.destroy();
       this.current = undefined;
     }
     this._state = 'idle';

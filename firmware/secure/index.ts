@@ -6,3 +6,4 @@ export * from './envelope.js';
 export * from './device.js';
 export * from './server.js';
 export * from './ticket-store.js';
+export * from './group.js';

@@ -27,6 +27,7 @@ const L_TRAFFIC = label('tr');
 const L_NEXT = label('next');
 const L_KEYS = label('keys');
 const L_RESUME = label('resume');
+const L_CHANNEL = label('ch');
 
 /** devId as bound into MACs and hashes: u8 length | UTF-8 bytes (§4.1). */
 export function encodeDevId(devId: string): Uint8Array {
@@ -143,9 +144,14 @@ export interface TrafficKeys {
   deviceToBrokerIv: Uint8Array;
   brokerToDeviceKey: Uint8Array;
   brokerToDeviceIv: Uint8Array;
+  /** §14.5: MAC key of the integrity-only channel (device -> broker) for end-to-end topics. */
+  channelKey: Uint8Array;
 }
 
-/** §4.5: Expand(T, "mqsec v1 keys", 88) = key_d2b(32) | iv_d2b(12) | key_b2d(32) | iv_b2d(12). */
+/**
+ * §4.5: Expand(T, "mqsec v1 keys", 88) = key_d2b(32) | iv_d2b(12) | key_b2d(32) | iv_b2d(12);
+ * §14.5: K_ch = Expand(T, "mqsec v1 ch", 32), a separate output so the AEAD keys stay as they were.
+ */
 export function trafficKeys(suite: CryptoSuite, trafficSecret: Uint8Array): TrafficKeys {
   const kl = suite.aeadKeyLength;
   const nl = suite.aeadNonceLength;
@@ -155,6 +161,7 @@ export function trafficKeys(suite: CryptoSuite, trafficSecret: Uint8Array): Traf
     deviceToBrokerIv: okm.slice(kl, kl + nl),
     brokerToDeviceKey: okm.slice(kl + nl, 2 * kl + nl),
     brokerToDeviceIv: okm.slice(2 * kl + nl),
+    channelKey: suite.hkdfExpand(trafficSecret, L_CHANNEL, 32),
   };
   okm.fill(0);
   return keys;

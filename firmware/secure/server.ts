@@ -11,6 +11,7 @@ import type { Clock, Log } from '../core/platform.js';
 import { silentLog } from '../core/platform.js';
 import type { CryptoSuite } from '../crypto/suite.js';
 import { DEFAULT_MAX_PASSWORD_BYTES, DEFAULT_REPLAY_WINDOW, DEV_ID_MAX_BYTES, KX_TOPIC } from './constants.js';
+import { ChannelReceiver } from './group.js';
 import { RxState, TxState, type RxSnapshot } from './envelope.js';
 import {
   chainAdvance,
@@ -133,6 +134,7 @@ export class ServerSession {
   /** @internal read by ServerHandshake to hand the receive keys to the next session. */
   readonly rx: RxState;
   private readonly tx: TxState;
+  private readonly channel: ChannelReceiver;
   constructor(
     readonly devId: string,
     readonly sid: Uint8Array,
@@ -147,6 +149,17 @@ export class ServerSession {
     this.sidHex = toHex(sid);
     this.rx = new RxState(suite, epoch, keys.deviceToBrokerKey, keys.deviceToBrokerIv, windowSize);
     this.tx = new TxState(suite, epoch, keys.brokerToDeviceKey, keys.brokerToDeviceIv);
+    this.channel = new ChannelReceiver(suite, keys.channelKey);
+  }
+
+  /**
+   * §14.5: an end-to-end topic's PUBLISH: checks the channel MAC of this
+   * connection and returns the group envelope untouched (a view). No AEAD.
+   * Throws TRUNCATED, BAD_MAC (forged, replayed or re-ordered trailer).
+   */
+  unwrapChannel(topic: string, payload: Uint8Array): Uint8Array {
+    if (this.closed) fail('BAD_STATE', 'session closed');
+    return this.channel.unwrap(topic, payload);
   }
 
   /** §8.4/§8.5: opens an envelope the device sent; throws DECRYPT_FAILED, REPLAY, MALFORMED, UNKNOWN_SESSION. */
@@ -177,6 +190,7 @@ export class ServerSession {
   close(): void {
     this.closed = true;
     this.tx.destroy();
+    this.channel.destroy();
   }
 
   /** @internal */

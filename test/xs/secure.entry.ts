@@ -12,6 +12,8 @@ import { DeviceSecureSession } from '../../firmware/secure/device.js';
 import { ServerHandshake } from '../../firmware/secure/server.js';
 import { MemoryTicketStore } from '../../firmware/secure/ticket-store.js';
 import { computeVectors, type VectorInputs } from '../vectors/compute.js';
+import { computeGroupVectors, type GroupVectorInputs } from '../vectors/group-compute.js';
+import { GroupKeyring, deriveKeyServiceKey } from '../../firmware/secure/group.js';
 
 declare const performance: { now(): number };
 
@@ -38,6 +40,16 @@ const suite = createNobleSuite(hostRandom);
 const fixed = (priv: Uint8Array) => createNobleSuite({ fill: (b) => b.set(priv.subarray(0, b.length)) });
 let device: DeviceSecureSession | undefined;
 let storage = new MapStorage();
+
+let ring: GroupKeyring | undefined;
+
+function attempt<T>(f: () => T): T | { code: string } {
+  try {
+    return f();
+  } catch (e) {
+    return { code: codeOf(e) };
+  }
+}
 
 function codeOf(e: unknown): string {
   return e instanceof MqsecError ? e.code : `foreign ${String(e)}`;
@@ -93,6 +105,19 @@ exposeToHost({
   graceRestart,
   engine: () => ({ hasProcess: typeof (globalThis as any).process !== 'undefined', hasBuffer: typeof (globalThis as any).Buffer !== 'undefined' }),
   vectors: (inputs: VectorInputs) => computeVectors(fixed, inputs),
+  groupVectors: (inputs: GroupVectorInputs) => computeGroupVectors(suite, inputs),
+
+  // A group-key member in XS (§14.7); the Node test plays the key service and the other members.
+  ringCreate: (id: string, keyHex: string) => {
+    ring = new GroupKeyring({ suite, id, keyServiceKey: deriveKeyServiceKey(suite, fromHex(keyHex), id) });
+    return true;
+  },
+  ringRequest: () => ring!.request(),
+  ringAccept: (payload: Uint8Array) => attempt(() => ring!.acceptDelivery(payload)),
+  ringSeal: (topic: string, pt: Uint8Array) => attempt(() => ring!.seal(topic, pt)),
+  ringOpen: (topic: string, genv: Uint8Array) => attempt(() => ring!.open(topic, genv)),
+  ringLost: () => ring!.onConnectionLost(),
+  devWrap: (topic: string, genv: Uint8Array) => attempt(() => device!.wrapChannel(topic, genv)),
 
   // A device in XS; the Node test plays the broker.
   devCreate: (devId: string, keyHex: string, keepStorage: boolean) => {

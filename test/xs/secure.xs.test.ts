@@ -14,9 +14,14 @@ import { ServerHandshake, connackCodeFor, type ServerSession } from '../../firmw
 import { MemoryTicketStore } from '../../firmware/secure/ticket-store.js';
 import { createNodeCryptoSuite } from '../../platform-node/crypto-suite.js';
 import type { VectorInputs } from '../vectors/compute.js';
+import type { GroupVectorInputs } from '../vectors/group-compute.js';
+import { DeliverySender, GROUP_READER, GROUP_WRITER, GroupKeyring, deriveKeyServiceKey } from '../../firmware/secure/group.js';
 
 const file = JSON.parse(readFileSync(new URL('../vectors/protocol-v1.json', import.meta.url), 'utf8')) as {
   vectors: { inputs: VectorInputs; outputs: Record<string, string> }[];
+};
+const groupFile = JSON.parse(readFileSync(new URL('../vectors/group-v1.json', import.meta.url), 'utf8')) as {
+  vectors: { inputs: GroupVectorInputs; outputs: Record<string, string> }[];
 };
 const DEV = 'xsdev001';
 const KEY = '1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100';
@@ -131,6 +136,48 @@ describe('firmware/secure under XS', () => {
 
   it('XS broker side: grace state exported at a graceful stop and imported by a new server (a restart is a reconnect)', async () => {
     expect(await xs.call('graceRestart')).toEqual(['restored 1', 'phase 2', 'REPLAY', 'ok', 'REPLAY', 'UNKNOWN_SESSION']);
+  });
+
+  it.each(groupFile.vectors.map((v) => [v.inputs.memberId, v] as const))('reproduces group test vector %s byte for byte (§14.9)', async (_n, v) => {
+    expect(await xs.call('groupVectors', v.inputs)).toEqual(v.outputs);
+  });
+
+  it('XS group member: key delivery, seal and open against Node members, typed drops, channel MAC to a Node broker session', async () => {
+    const ns = createNodeCryptoSuite();
+    const F = 'sensors/xsdev001/#';
+    const gk = ns.randomBytes(32);
+    const grants = (flags: number) => [{ filter: F, flags, epoch: 7, groupKey: gk.slice(), writers: [DEV] }];
+    // key service answers the XS member's request
+    await xs.call('ringCreate', DEV, KEY);
+    const ksDev = deriveKeyServiceKey(ns, fromHex(KEY), DEV);
+    const ans = DeliverySender.answer(ns, ksDev, DEV, await xs.call('ringRequest'));
+    expect(await xs.call('ringAccept', ans.seal({ seqBase: 100, seqLimit: 200, groups: grants(GROUP_READER | GROUP_WRITER) }))).toEqual([F]);
+    // a Node reader
+    const appKey = ns.randomBytes(32);
+    const app = new GroupKeyring({ suite: ns, id: 'app1', keyServiceKey: deriveKeyServiceKey(ns, appKey, 'app1') });
+    app.acceptDelivery(DeliverySender.answer(ns, deriveKeyServiceKey(ns, appKey, 'app1'), 'app1', app.request()).seal({ seqBase: 0, seqLimit: 0, groups: grants(GROUP_READER) }));
+    const env = await xs.call('ringSeal', T, utf8Encode('21.5'));
+    expect(app.open(T, env)).toMatchObject({ plaintext: utf8Encode('21.5'), publisher: DEV, epoch: 7 });
+    // the XS member opens its own group as a reader too; replay, re-topic and forgery are typed drops
+    expect((await xs.call('ringOpen', T, env)).plaintext).toEqual(utf8Encode('21.5'));
+    expect(await xs.call('ringOpen', T, env)).toEqual({ code: 'REPLAY' });
+    const env2 = await xs.call('ringSeal', T, utf8Encode('22.0'));
+    expect(await xs.call('ringOpen', 'sensors/xsdev001/other', env2)).toEqual({ code: 'DECRYPT_FAILED' });
+    const forged = env2.slice();
+    forged[forged.length - 1] ^= 1;
+    expect(await xs.call('ringOpen', T, forged)).toEqual({ code: 'DECRYPT_FAILED' });
+    expect(await xs.call('ringOpen', T, env2.subarray(0, 5))).toEqual({ code: 'TRUNCATED' });
+    // a replayed delivery is refused in XS
+    const push = ans.seal({ seqBase: 100, seqLimit: 200, groups: grants(GROUP_READER | GROUP_WRITER) });
+    expect(await xs.call('ringAccept', push)).toEqual([]);
+    expect(await xs.call('ringAccept', push)).toEqual({ code: 'REPLAY' });
+    // channel MAC: the XS device session wraps, the Node broker session unwraps without any AEAD
+    await xs.call('devCreate', DEV, KEY, false);
+    const { server } = makeServer();
+    const c = await xsConnect(server);
+    const wrapped = await xs.call('devWrap', T, env2);
+    expect(c.session!.unwrapChannel(T, wrapped)).toEqual(env2);
+    expect(() => c.session!.unwrapChannel(T, wrapped)).toThrow(/channel MAC/);
   });
 
   it('reports timings under XS (printed, not asserted)', async () => {
