@@ -47,7 +47,7 @@ export function computeGroupVectors(suite: CryptoSuite, i: GroupVectorInputs): R
   const genv = sealGroupEnvelope(suite, snd, i.slot, i.epoch, i.seq, i.topic, utf8Encode(i.plaintext));
   const t = trafficKeys(suite, fromHex(i.trafficSecret));
   const ch = new ChannelSender(suite, t.channelKey.slice());
-  let wrapped = new Uint8Array(0);
+  let wrapped: Uint8Array = new Uint8Array(0);
   for (let c = 0; c <= i.cseq; c++) wrapped = ch.wrap(i.topic, genv);
   const req = buildGroupKeyRequest(suite, ks, i.memberId, fromHex(i.memberNonce));
   const body = encodeGroupDelivery({
