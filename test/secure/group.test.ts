@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { isMqsecError } from '../../firmware/core/errors.js';
 import { utf8Encode } from '../../firmware/core/utf8.js';
 import { createNobleSuite } from '../../firmware/crypto/noble.js';
-import { createNodeCryptoSuite } from '../../host-sim/adapters/node-crypto-suite.js';
+import { createNodeCryptoSuite } from '../../platform-node/crypto-suite.js';
 import {
   CHANNEL_TRAILER_LENGTH,
   ChannelReceiver,
