@@ -20,6 +20,17 @@ export class BrokerMetrics {
     help: 'Application PUBLISH packets accepted from clients',
     registers: [this.registry],
   });
+  readonly delivered = new Counter({
+    name: 'mqsec_deliveries_total',
+    help: 'Application PUBLISH packets forwarded to subscribers (after policy and re-sealing)',
+    registers: [this.registry],
+  });
+  readonly refusals = new Counter({
+    name: 'mqsec_login_refusals_total',
+    help: 'Refused logins by class: the handshake error code (REPLAY, BAD_MAC, DOWNGRADE, ...), BAD_PASSWORD or RATE_LIMITED',
+    labelNames: ['class'] as const,
+    registers: [this.registry],
+  });
   readonly drops = new Counter({
     name: 'mqsec_drops_total',
     help: 'Messages dropped by reason',

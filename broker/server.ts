@@ -36,6 +36,8 @@ import { BrokerMetrics } from './metrics.js';
 import { acquireDirLock, type DirLock } from './registry/lock.js';
 import { Registry } from './registry/registry.js';
 import { SqliteTicketStore } from './registry/ticket-store.js';
+import { startConsole, type ConsoleOptions, type RunningConsole } from './console/server.js';
+import { EventEmitter } from 'node:events';
 
 export interface BrokerOptions {
   dataDir: string;
@@ -66,6 +68,8 @@ export interface BrokerOptions {
    * broker models a durable one (aedes-persistence-redis and the like).
    */
   persistence?: unknown;
+  /** Serve the operator console (broker/console); omitted = not served. */
+  console?: ConsoleOptions;
 }
 
 export interface RunningBroker {
@@ -79,6 +83,10 @@ export interface RunningBroker {
   context: BrokerContext;
   /** Applies registry changes now instead of at the next poll. */
   syncRegistry(): void;
+  /** Emits 'change' after a registry change was applied (revocations enforced). */
+  registryEvents: EventEmitter;
+  /** The operator console, when served. */
+  console?: RunningConsole;
   stop(): Promise<void>;
 }
 
@@ -218,11 +226,13 @@ async function openBroker(
   }
 
   let lastRevision = registry.revision();
+  const registryEvents = new EventEmitter();
   const syncRegistry = () => {
     const rev = registry.revision();
     if (rev === lastRevision) return;
     lastRevision = rev;
     applyRegistryChanges(ctx);
+    registryEvents.emit('change', rev);
   };
   const poll = setInterval(() => {
     try {
@@ -235,6 +245,22 @@ async function openBroker(
   const purge = setInterval(() => registry.purgeExpiredTickets(), 3_600_000);
   purge.unref();
 
+  let consoleServer: RunningConsole | undefined;
+  if (opts.console) {
+    try {
+      consoleServer = await startConsole({ ctx, host, port, syncRegistry, registryEvents }, opts.console);
+    } catch (e) {
+      clearInterval(poll);
+      clearInterval(purge);
+      server.close();
+      metricsServer?.close();
+      await new Promise<void>((r) => aedes.close(() => r()));
+      registry.close();
+      lock.release();
+      throw e;
+    }
+  }
+
   log.info({ host, port, metricsPort, dataDir: registry.dataDir }, 'mqsec broker listening');
 
   let stopped: Promise<void> | undefined;
@@ -242,6 +268,7 @@ async function openBroker(
     stopped ??= (async () => {
       clearInterval(poll);
       clearInterval(purge);
+      await consoleServer?.close();
       const closed = new Promise<void>((r) => server.close(() => r()));
       const drainMs = opts.drainMs ?? 3000;
       draining = true;
@@ -278,7 +305,7 @@ async function openBroker(
     return stopped;
   };
 
-  return { host, port, metricsPort, registry, aedes, metrics, context: ctx, syncRegistry, stop };
+  return { host, port, metricsPort, registry, aedes, metrics, context: ctx, syncRegistry, registryEvents, console: consoleServer, stop };
 }
 
 /** Re-read roles and close every session the registry no longer allows. */

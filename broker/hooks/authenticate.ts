@@ -30,9 +30,13 @@ const RC_SERVER_UNAVAILABLE = 3;
 const RC_BAD_CREDENTIALS = 4;
 const RC_NOT_AUTHORIZED = 5;
 
-function refusal(returnCode: number, message: string): AuthenticateError {
-  const e = new Error(message) as AuthenticateError;
+/** A refused CONNECT, with the class it is counted under in mqsec_login_refusals_total. */
+type Refusal = AuthenticateError & { refusalClass: string };
+
+function refusal(returnCode: number, message: string, refusalClass: string): Refusal {
+  const e = new Error(message) as Refusal;
   e.returnCode = returnCode;
+  e.refusalClass = refusalClass;
   return e;
 }
 
@@ -64,7 +68,10 @@ export function createAuthenticate(ctx: BrokerContext): AuthenticateHandler {
         else conn.once('close', () => forgetClient(ctx, client));
         callback(null, true);
       },
-      (err: AuthenticateError) => callback(err, false),
+      (err: Refusal) => {
+        ctx.metrics.refusals.inc({ class: err.refusalClass ?? 'INTERNAL' });
+        callback(err, false);
+      },
     );
   };
 }
@@ -79,7 +86,7 @@ async function authenticate(
   const clientId = client.id;
   if (!ctx.authByAddress.take(remote)) {
     ctx.metrics.drops.inc({ reason: 'auth-rate' });
-    throw refusal(RC_SERVER_UNAVAILABLE, 'too many login attempts');
+    throw refusal(RC_SERVER_UNAVAILABLE, 'too many login attempts', 'RATE_LIMITED');
   }
 
   if (username !== undefined && ctx.registry.getAccount(username)) {
@@ -99,12 +106,12 @@ async function authenticate(
     if (!ctx.phase1ByAddress.take(remote)) {
       ctx.metrics.drops.inc({ reason: 'phase1-rate' });
       ctx.metrics.auth.inc({ kind: 'phase1', result: 'fail' });
-      throw refusal(RC_SERVER_UNAVAILABLE, 'phase-1 rate limit');
+      throw refusal(RC_SERVER_UNAVAILABLE, 'phase-1 rate limit', 'RATE_LIMITED');
     }
     if (ctx.pendingCount.value >= ctx.limits.maxPending) {
       ctx.metrics.drops.inc({ reason: 'pending-cap' });
       ctx.metrics.auth.inc({ kind: 'phase1', result: 'fail' });
-      throw refusal(RC_SERVER_UNAVAILABLE, 'too many pending sessions');
+      throw refusal(RC_SERVER_UNAVAILABLE, 'too many pending sessions', 'PENDING_CAP');
     }
   }
 
@@ -119,7 +126,7 @@ async function authenticate(
     ctx.metrics.auth.inc({ kind: phase === 1 ? 'phase1' : phase === 2 ? 'phase2' : 'mqsec', result: 'fail' });
     audit(ctx, 'auth.fail', clientId || username || null, code, remote);
     ctx.log.info({ clientId, remote, code }, 'mqsec login refused');
-    throw refusal(isMqsecError(e) ? returnCodeFor(e) : RC_SERVER_UNAVAILABLE, code);
+    throw refusal(isMqsecError(e) ? returnCodeFor(e) : RC_SERVER_UNAVAILABLE, code, code);
   }
 
   if (result.kind === 'not-mqsec') {
@@ -129,13 +136,13 @@ async function authenticate(
       if (!ctx.passwordByAddress.take(remote)) {
         ctx.metrics.drops.inc({ reason: 'password-rate' });
         ctx.metrics.auth.inc({ kind: 'account', result: 'fail' });
-        throw refusal(RC_SERVER_UNAVAILABLE, 'too many password logins');
+        throw refusal(RC_SERVER_UNAVAILABLE, 'too many password logins', 'RATE_LIMITED');
       }
       await ctx.registry.verifyAccount(username, password ? password.toString('utf8') : '');
     }
     ctx.metrics.auth.inc({ kind: 'account', result: 'fail' });
     audit(ctx, 'auth.fail', username ?? clientId ?? null, 'unknown account', remote);
-    throw refusal(RC_BAD_CREDENTIALS, 'bad user name or password');
+    throw refusal(RC_BAD_CREDENTIALS, 'bad user name or password', 'BAD_PASSWORD');
   }
 
   const devId = result.kind === 'phase2' ? result.session.devId : clientId;
@@ -147,7 +154,7 @@ async function authenticate(
     } else result.pending.discard();
     ctx.metrics.auth.inc({ kind: `phase${result.kind === 'phase2' ? 2 : 1}`, result: 'fail' });
     audit(ctx, 'auth.fail', devId, 'device inactive or client id mismatch', remote);
-    throw refusal(RC_NOT_AUTHORIZED, 'not authorized');
+    throw refusal(RC_NOT_AUTHORIZED, 'not authorized', 'NOT_AUTHORIZED');
   }
 
   if (result.kind === 'phase2') {
@@ -169,7 +176,7 @@ async function authenticate(
     ctx.metrics.drops.inc({ reason: 'phase1-rate' });
     ctx.metrics.auth.inc({ kind: 'phase1', result: 'fail' });
     audit(ctx, 'auth.fail', devId, 'RATE_LIMITED', remote);
-    throw refusal(RC_SERVER_UNAVAILABLE, 'phase-1 rate limit');
+    throw refusal(RC_SERVER_UNAVAILABLE, 'phase-1 rate limit', 'RATE_LIMITED');
   }
   // Half-authenticated: registered under a temporary id so it cannot
   // displace the live device (see the module comment).
@@ -195,19 +202,19 @@ async function authenticateAccount(
   if (!ctx.passwordByAddress.take(remote)) {
     ctx.metrics.drops.inc({ reason: 'password-rate' });
     ctx.metrics.auth.inc({ kind: 'account', result: 'fail' });
-    throw refusal(RC_SERVER_UNAVAILABLE, 'too many password logins');
+    throw refusal(RC_SERVER_UNAVAILABLE, 'too many password logins', 'RATE_LIMITED');
   }
   // `$` ids are the broker's own (pending phase-1 sessions use `$pending:...`)
   if (clientId.startsWith('$') || ctx.registry.getDevice(clientId)) {
     ctx.metrics.auth.inc({ kind: 'account', result: 'fail' });
     audit(ctx, 'auth.fail', name, `account used reserved or device client id ${clientId.slice(0, 32)}`, remote);
-    throw refusal(RC_IDENTIFIER_REJECTED, 'client id belongs to a device or is reserved');
+    throw refusal(RC_IDENTIFIER_REJECTED, 'client id belongs to a device or is reserved', 'RESERVED_CLIENT_ID');
   }
   const account = await ctx.registry.verifyAccount(name, password ? password.toString('utf8') : '');
   if (!account) {
     ctx.metrics.auth.inc({ kind: 'account', result: 'fail' });
     audit(ctx, 'auth.fail', name, 'bad password or disabled', remote);
-    throw refusal(RC_BAD_CREDENTIALS, 'bad user name or password');
+    throw refusal(RC_BAD_CREDENTIALS, 'bad user name or password', 'BAD_PASSWORD');
   }
   ctx.metrics.auth.inc({ kind: 'account', result: 'ok' });
   return { kind: 'account', name, roleName: account.role, remote };

@@ -41,8 +41,11 @@ export function createAuthorizeForward(ctx: BrokerContext): AuthorizeForwardHand
       }
       const copy = Object.assign(Object.create(Object.getPrototypeOf(packet)), packet);
       copy.payload = Buffer.from(sealed.buffer, sealed.byteOffset, sealed.byteLength);
+      ctx.metrics.delivered.inc();
       return copy;
     }
-    return principal.role.plaintext ? packet : null;
+    if (!principal.role.plaintext) return null;
+    ctx.metrics.delivered.inc();
+    return packet;
   };
 }

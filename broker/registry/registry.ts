@@ -49,6 +49,18 @@ export interface AccountRecord {
   createdAt: number;
 }
 
+/** What the registry knows of a device's use (Registry.deviceActivity). */
+export interface DeviceActivity {
+  /** Stored phase-2 tickets (resumable sessions). */
+  tickets: number;
+  /** When a ticket was last written (each phase 1 and phase 2 writes one), Unix ms. */
+  lastTicketAt: number | null;
+  /** When the latest-expiring ticket expires, Unix ms. */
+  ticketExpiresAt: number | null;
+  /** Highest phase-2 counter accepted; -1 none. */
+  counter: number;
+}
+
 export interface AuditEntry {
   seq: number;
   at: number;
@@ -426,6 +438,25 @@ export class Registry {
         : this.stmt('SELECT COUNT(*) AS n FROM tickets').get()
     ) as { n: number };
     return r.n;
+  }
+
+  /**
+   * Per device: stored phase-2 tickets (resumable sessions), when one was last
+   * written (each phase 1 and phase 2 writes one) and the highest counter.
+   * One grouped read for the whole fleet (the operator console's device list).
+   */
+  deviceActivity(): Map<string, DeviceActivity> {
+    const out = new Map<string, DeviceActivity>();
+    const rows = this.stmt(
+      'SELECT device_id, COUNT(*) AS n, MAX(updated_at) AS last, MAX(expires_at) AS expires FROM tickets GROUP BY device_id',
+    ).all() as { device_id: string; n: number; last: number; expires: number }[];
+    for (const r of rows) out.set(r.device_id, { tickets: r.n, lastTicketAt: r.last, ticketExpiresAt: r.expires, counter: -1 });
+    for (const r of this.stmt('SELECT device_id, counter FROM counters').all() as { device_id: string; counter: number }[]) {
+      const a = out.get(r.device_id);
+      if (a) a.counter = r.counter;
+      else out.set(r.device_id, { tickets: 0, lastTicketAt: null, ticketExpiresAt: null, counter: r.counter });
+    }
+    return out;
   }
 
   // ---- grace state across a graceful restart (§8.5) ---------------------------

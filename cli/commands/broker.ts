@@ -1,7 +1,37 @@
 /** `mqsec broker`: runs the security-enhanced broker in the foreground. */
 import { pino } from 'pino';
 import { startBroker, type RunningBroker } from '../../broker/server.js';
-import { DEFAULT_DATA_DIR, parsePort, type CommandModule } from '../command.js';
+import { ensureAdminAccount } from '../../broker/console/admin.js';
+import { CliError, DEFAULT_DATA_DIR, parsePort, type CliIo, type CommandModule } from '../command.js';
+import type { ConsoleOptions } from '../../broker/console/server.js';
+import type { Registry } from '../../broker/registry/registry.js';
+
+export interface ConsoleCliOptions {
+  consolePort?: string;
+  consoleHost?: string;
+  consoleCert?: string;
+  consoleKey?: string;
+  consoleTls?: boolean;
+}
+
+/** The console's options from the command line (undefined: not served). */
+export function consoleOptionsFrom(o: ConsoleCliOptions): ConsoleOptions | undefined {
+  if (o.consolePort === undefined) return undefined;
+  if ((o.consoleCert === undefined) !== (o.consoleKey === undefined)) throw new CliError('--console-cert and --console-key go together');
+  return {
+    port: parsePort(o.consolePort),
+    host: o.consoleHost,
+    tls: o.consoleCert ? { certFile: o.consoleCert, keyFile: o.consoleKey! } : o.consoleTls ? 'generate' : undefined,
+  };
+}
+
+/** Prints where the console is and, if the registry had no admin yet, the one-time admin login it created. */
+export async function announceConsole(io: CliIo, registry: Registry, console: { url: string; certFile?: string }): Promise<void> {
+  io.out(`operator console on ${console.url}`);
+  if (console.certFile) io.out(`  (HTTPS certificate: ${console.certFile}; trust it in the browser once)`);
+  const admin = await ensureAdminAccount(registry);
+  if (admin) io.out(`  admin login (shown once): ${admin.name} / ${admin.password}`);
+}
 
 export const brokerCommand: CommandModule = {
   name: 'broker',
@@ -14,9 +44,15 @@ export const brokerCommand: CommandModule = {
       .option('--host <addr>', 'address to listen on', '127.0.0.1')
       .option('--metrics-port <n>', 'serve Prometheus metrics on this port')
       .option('--log-level <level>', 'pino log level (logs go to stderr)', 'info')
-      .action(async (o: { data: string; port: string; host: string; metricsPort?: string; logLevel: string }) => {
+      .option('--console-port <n>', 'serve the operator console on this port (0 = any free port)')
+      .option('--console-host <addr>', 'console listen address (default: --host); plain HTTP only on loopback')
+      .option('--console-cert <file>', 'console HTTPS certificate (PEM)')
+      .option('--console-key <file>', 'console HTTPS private key (PEM)')
+      .option('--console-tls', 'console over HTTPS even on loopback (certificate generated at first start if none given)')
+      .action(async (o: { data: string; port: string; host: string; metricsPort?: string; logLevel: string } & ConsoleCliOptions) => {
         const port = parsePort(o.port);
         const metricsPort = o.metricsPort === undefined ? undefined : parsePort(o.metricsPort);
+        const consoleOptions = consoleOptionsFrom(o);
         const logger = pino({ level: o.logLevel, base: { svc: 'mqsec-broker' } }, pino.destination(2));
         // Signals are handled from before the start: a Ctrl-C while the broker is still
         // opening stops it as soon as it is open (lock released), and a second Ctrl-C
@@ -39,13 +75,14 @@ export const brokerCommand: CommandModule = {
         try {
           let broker: RunningBroker;
           try {
-            broker = await startBroker({ dataDir: o.data, port, host: o.host, metricsPort, logger });
+            broker = await startBroker({ dataDir: o.data, port, host: o.host, metricsPort, logger, console: consoleOptions });
           } finally {
             logger.flush();
           }
           if (!stopSignal) {
             io.out(`mqsec broker listening on mqtt://${broker.host}:${broker.port}`);
             if (broker.metricsPort !== undefined) io.out(`metrics on http://${broker.host}:${broker.metricsPort}/metrics`);
+            if (broker.console) await announceConsole(io, broker.registry, broker.console);
           }
           await stopRequested;
           logger.info({ signal: stopSignal }, 'shutting down');

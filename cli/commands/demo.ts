@@ -14,8 +14,11 @@ export const demoCommand: CommandModule = {
       .description('embedded broker + 20 simulated nodes + verifier with a live view, until Ctrl-C (npm start)')
       .option('--devices <n>', 'number of simulated nodes', wholeNumber('--devices', 1, MAX_DEVICES), 20)
       .option('--port <n>', 'broker port (default 1883, or a free port if taken)', wholeNumber('--port', 0, 65535))
-      .action(async (o: { devices: number; port?: number }) => {
+      .option('--console-port <n>', 'operator console port (default 8080, or a free port if taken)', wholeNumber('--console-port', 0, 65535))
+      .option('--no-console', 'do not serve the operator console')
+      .action(async (o: { devices: number; port?: number; consolePort?: number; console: boolean }) => {
         const port = o.port ?? (await pickPort(1883));
+        const consolePort = o.consolePort ?? (await pickPort(8080));
         await runSimCommand(
           {
             devices: o.devices,
@@ -32,8 +35,13 @@ export const demoCommand: CommandModule = {
           io,
           {
             rate: o.devices * 2 / 5,
+            console: o.console ? { port: consolePort } : undefined,
             onStarted: (info) => {
               io.out(`mqsec demo: broker on mqtt://${info.host}:${info.port} (data in ${info.dataDir})`);
+              if (info.console) {
+                io.out(`operator console: ${info.console.url}`);
+                if (info.console.admin) io.out(`  log in as ${info.console.admin.name} with password ${info.console.admin.password} (shown once)`);
+              }
               io.out(`watch the decrypted readings as the backend sees them:`);
               io.out(`  mosquitto_sub -h ${info.host} -p ${info.port} -u ${info.appUser} -P '${info.appPassword}' -t 'sensors/#' -v`);
               io.out(`  npx mqtt sub -h ${info.host} -p ${info.port} -u ${info.appUser} -P '${info.appPassword}' -t 'sensors/#' -v`);

@@ -24,6 +24,8 @@ import { pino } from 'pino';
 import memoryPersistence from 'aedes-persistence';
 import { startBroker, type RunningBroker } from '../../broker/server.js';
 import { Registry } from '../../broker/registry/registry.js';
+import type { ConsoleOptions } from '../../broker/console/server.js';
+import { ensureAdminAccount } from '../../broker/console/admin.js';
 import { DeviceGroup, type FleetGroup, type GroupConfig, type GroupDevice, type GroupEvents } from './device-group.js';
 import { WorkerGroup } from './worker-group.js';
 import { Verifier } from './verifier.js';
@@ -40,6 +42,8 @@ export interface FleetOptions {
   broker?: { host: string; port: number; dataDir: string };
   /** Embedded broker port (0 = free). */
   port?: number;
+  /** Serve the operator console from the embedded broker. */
+  console?: ConsoleOptions;
   sleepMode?: 'deep' | 'wait';
   drop?: number;
   restartBrokerEveryS?: number;
@@ -74,6 +78,8 @@ export interface StartedInfo {
   appUser: string;
   appPassword: string;
   embedded: boolean;
+  /** The embedded broker's operator console, with the admin login created for it (if there was none). */
+  console?: { url: string; certFile?: string; admin?: { name: string; password: string } };
 }
 
 export interface FleetResult extends FleetSummary {
@@ -160,7 +166,7 @@ async function runFleetIn(o: FleetOptions, workDir: string): Promise<FleetResult
   // One message store for every incarnation of the embedded broker: a restart keeps the
   // backend's persistent session and its queued QoS 1 messages, as a durable store would.
   const persistence = memoryPersistence();
-  const brokerOptions = { dataDir, host: '127.0.0.1', logger: brokerLog, revisionPollMs: 250, persistence };
+  const brokerOptions = { dataDir, host: '127.0.0.1', logger: brokerLog, revisionPollMs: 250, persistence, console: o.console };
   // What the broker routes from devices (plaintext, after the envelope was opened): counts
   // duplicates on the device -> broker leg apart from backend redeliveries.
   const observeIngest = (b: RunningBroker) =>
@@ -204,8 +210,9 @@ async function runFleetIn(o: FleetOptions, workDir: string): Promise<FleetResult
     } finally {
       if (!embedded) registry.close();
     }
+    const consoleInfo = broker?.console && { url: broker.console.url, certFile: broker.console.certFile, admin: await ensureAdminAccount(broker.registry) };
     if (embedded) broker!.syncRegistry();
-    o.onStarted?.({ host, port, dataDir, appUser, appPassword, embedded });
+    o.onStarted?.({ host, port, dataDir, appUser, appPassword, embedded, console: consoleInfo });
     ingestSink.verifier = verifier;
     await verifier.start();
   } catch (e) {
