@@ -4,6 +4,7 @@
  * dies with the client and never leaks into Aedes internals.
  */
 import type { Aedes, Client } from 'aedes';
+import type { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { PendingPhase1, ServerHandshake, ServerSession } from '../firmware/secure/index.js';
 import type { Principal, Role } from './policy/policy.js';
@@ -37,8 +38,10 @@ export interface BrokerContext {
   metrics: BrokerMetrics;
   limits: BrokerLimits;
   states: WeakMap<Client, ClientState>;
-  /** devId -> the client holding the authenticated session for it. */
+  /** devId -> the client holding the authenticated session for it (changed only through setLiveDevice / dropLiveDevice). */
   liveDevices: Map<string, Client>;
+  /** 'device-online' (devId) and 'device-offline' (devId) as sessions start and end (the operator console follows them). */
+  events: EventEmitter;
   pendingCount: { value: number };
   roles: Map<string, Role>;
   phase1ByAddress: RateLimiter;
@@ -89,6 +92,21 @@ export function audit(ctx: BrokerContext, kind: string, subject: string | null, 
 
 export function reloadRoles(ctx: BrokerContext): void {
   ctx.roles = new Map(ctx.registry.listRoles().map((r) => [r.name, r]));
+}
+
+/** A device session is authenticated and registered: it is the device's live session now. */
+export function setLiveDevice(ctx: BrokerContext, devId: string, client: Client): void {
+  ctx.liveDevices.set(devId, client);
+  ctx.metrics.sessions.set(ctx.liveDevices.size);
+  ctx.events.emit('device-online', devId);
+}
+
+/** The device's session on `client` ended (a newer session of the same device is left alone). */
+export function dropLiveDevice(ctx: BrokerContext, devId: string, client: Client): void {
+  if (ctx.liveDevices.get(devId) !== client) return;
+  ctx.liveDevices.delete(devId);
+  ctx.metrics.sessions.set(ctx.liveDevices.size);
+  ctx.events.emit('device-offline', devId);
 }
 
 /** Aedes' live client table (not in its type declarations). */

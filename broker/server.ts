@@ -173,6 +173,7 @@ async function openBroker(
     limits,
     states: new WeakMap(),
     liveDevices: new Map(),
+    events: new EventEmitter(),
     pendingCount: { value: 0 },
     roles: new Map(),
     phase1ByAddress: new RateLimiter(limits.phase1PerAddress),

@@ -14,7 +14,6 @@
  */
 import { EventEmitter } from 'node:events';
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
-import type { Client } from 'aedes';
 import { aedesClients, type BrokerContext } from '../context.js';
 import type { BrokerMetrics } from '../metrics.js';
 
@@ -93,16 +92,14 @@ export class ConsoleFeed extends EventEmitter {
   }
 
   async start(): Promise<void> {
-    const aedes = this.ctx.aedes;
-    // Both fire after the broker's own hooks ran (liveDevices is current for clientReady;
-    // forgetClient runs on the socket's close, so presence is read one turn later).
-    const onReady = (client: Client) => this.devicePresence(client, 'up');
-    const onGone = (client: Client) => this.devicePresence(client, 'down');
-    aedes.on('clientReady', onReady);
-    aedes.on('clientDisconnect', onGone);
+    const events = this.ctx.events;
+    const onOnline = (devId: string) => this.devicePresence(devId, true);
+    const onOffline = (devId: string) => this.devicePresence(devId, false);
+    events.on('device-online', onOnline);
+    events.on('device-offline', onOffline);
     this.detach.push(() => {
-      aedes.off('clientReady', onReady);
-      aedes.off('clientDisconnect', onGone);
+      events.off('device-online', onOnline);
+      events.off('device-offline', onOffline);
     });
     this.loopDelay.enable();
     await this.sample();
@@ -148,18 +145,12 @@ export class ConsoleFeed extends EventEmitter {
     return this.sessionSince.get(devId);
   }
 
-  private devicePresence(client: Client, edge: 'up' | 'down'): void {
-    const id = client.id;
-    if (!id || id.startsWith('$')) return;
-    setImmediate(() => {
-      if (!this.ctx.registry.getDevice(id)) return; // an account, or an unknown id refused at login
-      const now = Date.now();
-      this.lastSeen.set(id, now);
-      const online = this.ctx.liveDevices.has(id);
-      if (edge === 'up' && online) this.sessionSince.set(id, now);
-      if (!online) this.sessionSince.delete(id);
-      this.emit('device', { id, online, at: now });
-    });
+  private devicePresence(id: string, online: boolean): void {
+    const now = Date.now();
+    this.lastSeen.set(id, now);
+    if (online) this.sessionSince.set(id, now);
+    else this.sessionSince.delete(id);
+    this.emit('device', { id, online, at: now });
   }
 
   private async counterValues(): Promise<{ values: CounterValues; totals: Totals }> {

@@ -22,7 +22,7 @@ import type { AuthenticateError, AuthenticateHandler, Client } from 'aedes';
 import { isMqsecError, type MqsecError } from '../../firmware/core/errors.js';
 import { parsePassword } from '../../firmware/secure/messages.js';
 import type { BrokerContext, ClientState } from '../context.js';
-import { audit, releasePendingSlot, remoteOf } from '../context.js';
+import { audit, dropLiveDevice, releasePendingSlot, remoteOf } from '../context.js';
 
 /** MQTT 3.1.1 CONNACK return codes. */
 const RC_IDENTIFIER_REJECTED = 2;
@@ -230,7 +230,6 @@ export function forgetClient(ctx: BrokerContext, client: Client): void {
     releasePendingSlot(ctx, state);
   } else if (state.kind === 'device') {
     state.session.close();
-    if (ctx.liveDevices.get(state.devId) === client) ctx.liveDevices.delete(state.devId);
-    ctx.metrics.sessions.set(ctx.liveDevices.size);
+    dropLiveDevice(ctx, state.devId, client);
   }
 }

@@ -20,7 +20,7 @@ import { isMqsecError } from '../../firmware/core/errors.js';
 import { KX_TOPIC } from '../../firmware/secure/constants.js';
 import { canPublish } from '../policy/policy.js';
 import type { BrokerContext, ClientState } from '../context.js';
-import { aedesClients, audit, principalOf, releasePendingSlot } from '../context.js';
+import { aedesClients, audit, principalOf, releasePendingSlot, setLiveDevice } from '../context.js';
 
 export const DROP_TOPIC = '$mqsec/dropped';
 
@@ -185,8 +185,7 @@ function takeOverDeviceId(ctx: BrokerContext, client: Client, devId: string): Pr
       if (clients[tempId] === client) delete clients[tempId];
       client.id = devId;
       clients[devId] = client;
-      ctx.liveDevices.set(devId, client);
-      ctx.metrics.sessions.set(ctx.liveDevices.size);
+      setLiveDevice(ctx, devId, client);
       resolve();
     };
     const old = clients[devId];

@@ -8,7 +8,7 @@
  */
 import type { Client } from 'aedes';
 import type { BrokerContext } from '../context.js';
-import { audit } from '../context.js';
+import { audit, setLiveDevice } from '../context.js';
 
 export function createClientReady(ctx: BrokerContext): (client: Client) => void {
   return (client) => {
@@ -42,8 +42,7 @@ function onReady(ctx: BrokerContext, client: Client): void {
         client.close();
         return;
       }
-      ctx.liveDevices.set(state.devId, client);
-      ctx.metrics.sessions.set(ctx.liveDevices.size);
+      setLiveDevice(ctx, state.devId, client);
     }
   }
 }
