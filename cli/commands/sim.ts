@@ -3,13 +3,15 @@
  * firmware modules, with a verifying backend subscriber, faults and
  * attackers; live view on a TTY, a summary table (or one JSON object) at the end.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { DEVICES_PER_WORKER, runFleet, type FleetOptions, type FleetResult } from '../../host-sim/fleet/fleet.js';
 import { LiveView, summaryTable } from '../../host-sim/fleet/live-view.js';
 import { CliError, decimalNumber, wholeNumber, type CliIo, type CommandModule } from '../command.js';
+import { deviceKeyBytes, parseDeviceConfig } from '../../firmware/app/device-config.js';
+import { isMqsecError } from '../../firmware/core/errors.js';
 
 /** Upper bounds of the fleet flags (the demo shares them). */
 export const MAX_DEVICES = 100_000;
@@ -24,6 +26,8 @@ export function parseBrokerUrl(url: string): { host: string; port: number } {
 
 export interface SimCliOptions {
   devices: number;
+  /** Device config files of devices already registered (run in addition to --devices). */
+  deviceConfig?: string[];
   duration?: number;
   rate?: number;
   broker?: string;
@@ -76,6 +80,24 @@ export function printSummary(io: CliIo, r: FleetResult): void {
   if (r.missing_sample.length) io.out(`  missing (sample): ${r.missing_sample.join(', ')}`);
 }
 
+/** Reads device config files (the console's download, `mqsec device add --json --config`); the key never goes into a message. */
+export function loadDeviceConfigs(files: string[]): { id: string; key: Uint8Array }[] {
+  return files.map((file) => {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new CliError(`cannot read device config ${file}: ${(e as Error).message}`);
+    }
+    try {
+      const c = parseDeviceConfig(JSON.parse(text));
+      return { id: c.id, key: deviceKeyBytes(c) };
+    } catch (e) {
+      throw new CliError(`device config ${file}: ${isMqsecError(e) ? e.message : 'not valid JSON'}`);
+    }
+  });
+}
+
 export async function runSimCommand(o: SimCliOptions, io: CliIo, extra: Partial<FleetOptions> = {}): Promise<FleetResult> {
   if (o.broker && !o.data) throw new CliError('--broker needs --data DIR (the broker data directory, to provision the simulated devices)');
   if (o.restartBroker && o.broker) throw new CliError('--restart-broker works only with the embedded broker');
@@ -102,6 +124,7 @@ export async function runSimCommand(o: SimCliOptions, io: CliIo, extra: Partial<
     const result = await runFleet({
       workDir,
       devices: o.devices,
+      provisioned: o.deviceConfig?.length ? loadDeviceConfigs(o.deviceConfig) : undefined,
       durationS: o.duration ?? 60,
       rate: o.rate,
       broker: o.broker ? { ...parseBrokerUrl(o.broker), dataDir: o.data! } : undefined,
@@ -138,7 +161,8 @@ export const simCommand: CommandModule = {
     program
       .command('sim')
       .description('run a fleet of simulated ESP32 sensor nodes (real firmware modules) with a verifying backend')
-      .option('--devices <n>', 'number of simulated nodes', wholeNumber('--devices', 1, MAX_DEVICES), 20)
+      .option('--devices <n>', 'number of simulated nodes the run provisions itself', wholeNumber('--devices', 0, MAX_DEVICES), 20)
+      .option('--device-config <file...>', 'also run these registered devices, from their device config files (e.g. downloaded from the console)')
       .option('--duration <s>', 'seconds to run (default 60)', decimalNumber('--duration', 1, MAX_DURATION_S))
       .option('--rate <msg_per_s>', 'readings per second across the fleet (default: every node every 5 s)', decimalNumber('--rate', 0.01, 1_000_000))
       .option('--broker <url>', 'use a running mqsec broker (mqtt://HOST:PORT) instead of the embedded one')
@@ -160,6 +184,7 @@ export const simCommand: CommandModule = {
       .option('--log-level <level>', 'pino log level for broker and devices (stderr)', 'silent')
       .action(async (opts: SimCliOptions) => {
         if (opts.sleepMode !== 'deep' && opts.sleepMode !== 'wait') throw new CliError('--sleep-mode must be deep or wait');
+        if (opts.devices + (opts.deviceConfig?.length ?? 0) < 1) throw new CliError('nothing to simulate: give --devices N or --device-config FILE');
         await runSimCommand(opts, io);
       });
   },

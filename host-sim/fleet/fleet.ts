@@ -34,7 +34,14 @@ import { LatencySample, type FleetSummary } from './stats.js';
 import type { LiveSnapshot } from './live-view.js';
 
 export interface FleetOptions {
+  /** Nodes the fleet provisions itself (fresh ids and keys). */
   devices: number;
+  /**
+   * Nodes already registered, with their keys (from device config files such
+   * as the console's download or `mqsec device add --json`): run in addition
+   * to `devices`, and never removed from the registry by the run.
+   */
+  provisioned?: { id: string; key: Uint8Array }[];
   durationS: number;
   /** Readings per second across the fleet (each wake publishes 2 readings). */
   rate?: number;
@@ -148,12 +155,15 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
   }
 }
 
-async function runFleetIn(o: FleetOptions, workDir: string): Promise<FleetResult> {
+async function runFleetIn(options: FleetOptions, workDir: string): Promise<FleetResult> {
   const startedAt = Date.now();
+  const provisioned = options.provisioned ?? [];
+  const o = { ...options, devices: options.devices + provisioned.length };
   const log = o.logger ?? pino({ level: 'silent' });
   // against an external broker, fresh ids per run: a registry keeps every device it ever saw
   const prefix = o.deviceIdPrefix ?? (o.broker ? `sim${randomBytes(3).toString('hex')}` : 'node');
-  const ids = Array.from({ length: o.devices }, (_, i) => `${prefix}-${String(i + 1).padStart(4, '0')}`);
+  const fresh = Array.from({ length: options.devices }, (_, i) => `${prefix}-${String(i + 1).padStart(4, '0')}`);
+  const ids = [...fresh, ...provisioned.map((p) => p.id)];
   const readingsPerWake = 2;
   const rate = o.rate ?? (o.devices * readingsPerWake) / 5;
   const intervalS = Math.max(1, (o.devices * readingsPerWake) / Math.max(rate, 0.001));
@@ -200,10 +210,14 @@ async function runFleetIn(o: FleetOptions, workDir: string): Promise<FleetResult
   try {
     const registry = embedded ? broker!.registry : Registry.open(dataDir);
     try {
-      for (const id of ids) {
+      for (const id of fresh) {
         if (registry.getDevice(id)) throw new Error(`device ${id} already exists in ${dataDir}: choose another id prefix`);
         keys.set(id, registry.addDevice(id, 'sensor').key);
         created.devices.push(id);
+      }
+      for (const p of provisioned) {
+        if (keys.has(p.id)) throw new Error(`device ${p.id} given twice`);
+        keys.set(p.id, p.key);
       }
       await registry.addAccount(appUser, 'app', appPassword);
       created.account = true;
