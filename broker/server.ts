@@ -248,18 +248,8 @@ async function openBroker(
 
   let consoleServer: RunningConsole | undefined;
   if (opts.console) {
-    try {
-      consoleServer = await startConsole({ ctx, host, port, syncRegistry, registryEvents }, opts.console);
-    } catch (e) {
-      clearInterval(poll);
-      clearInterval(purge);
-      server.close();
-      metricsServer?.close();
-      await new Promise<void>((r) => aedes.close(() => r()));
-      registry.close();
-      lock.release();
-      throw e;
-    }
+    opened.push(() => (clearInterval(poll), clearInterval(purge)));
+    consoleServer = await startConsole({ ctx, host, port, syncRegistry, registryEvents }, opts.console);
   }
 
   log.info({ host, port, metricsPort, dataDir: registry.dataDir }, 'mqsec broker listening');

@@ -447,3 +447,18 @@ describe('HTTPS', () => {
     expect(isLoopbackHost('127.0.0.1.example')).toBe(false);
   });
 });
+
+describe('start-up', () => {
+  it('a taken console port fails the start, closes what was opened and releases the data directory', async () => {
+    const d = tempDir('mqsec-console-port-');
+    try {
+      const taken = broker.console!.port;
+      await expect(testBroker(d.path, { console: { port: taken } })).rejects.toThrow();
+      const b = await testBroker(d.path, { console: { port: 0 } }); // the lock was released
+      expect((await send(b.console!.url)).status).toBe(200);
+      await b.stop();
+    } finally {
+      d.remove();
+    }
+  });
+});
