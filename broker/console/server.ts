@@ -256,11 +256,6 @@ export async function startConsole(broker: ConsoleBroker, opts: ConsoleOptions):
     return d ? c.json(d) : c.json({ error: 'unknown device' }, 404);
   });
 
-  app.get('/api/device-rows/:id', (c) => {
-    const d = deviceRow(ctx, feed, c.req.param('id'));
-    return d ? c.json(d) : c.json({ error: 'unknown device' }, 404);
-  });
-
   /** The one response that ever carries this key: JSON the page shows and offers as a file, then forgets. */
   const keyResponse = (c: Context<Env>, id: string, key: Uint8Array, status: 200 | 201) => {
     const config = { id, key: toHex(key), broker: deviceBroker };

@@ -197,13 +197,19 @@ function Devices() {
     api(`/api/devices?${q}`).then((d) => setRows(d.devices), (e) => setError(e.message));
   }, [search, state]);
   useEffect(load, [load]);
-  useEvent('devices', load);
-  useEvent('device', ({ id }) => {
-    if (!rows?.some((r) => r.id === id)) return;
-    api(`/api/device-rows/${encodeURIComponent(id)}`).then((row) => {
-      setRows((rs) => rs && (state && row.state !== state ? rs.filter((r) => r.id !== id) : rs.map((r) => (r.id === id ? row : r))));
-    }, () => {});
-  });
+  // Sessions start and end all the time in a large fleet: refresh the list at most once a
+  // second, and only when the broker reported a change (never on a timer of its own).
+  const pending = useRef(null);
+  useEffect(() => () => clearTimeout(pending.current), []);
+  const changed = () => {
+    if (pending.current) return;
+    pending.current = setTimeout(() => {
+      pending.current = null;
+      load();
+    }, 1000);
+  };
+  useEvent('devices', changed);
+  useEvent('device', changed);
   return html`
     <h2>Devices</h2>
     <div class="toolbar">
