@@ -37,7 +37,7 @@ import { streamSSE } from 'hono/streaming';
 import { serve } from '@hono/node-server';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import { toHex } from '../../firmware/core/bytes.js';
-import { audit, type BrokerContext } from '../context.js';
+import { aedesClients, audit, type BrokerContext } from '../context.js';
 import { RegistryError } from '../registry/registry.js';
 import { DEVICE_STATES, deviceDetail, deviceRow, listDeviceRows, rolesView, type DeviceState } from './devices.js';
 import { ConsoleFeed } from './feed.js';
@@ -331,6 +331,7 @@ export async function startConsole(broker: ConsoleBroker, opts: ConsoleOptions):
           mqtt: `mqtt://${broker.host}:${broker.port}`,
           console: `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`,
           ...feed.health(),
+          connections: Object.keys(aedesClients(ctx)).length, // now, not at the last 2 s sample
         },
       ],
       registry: { dataDir: ctx.registry.dataDir, schemaVersion: ctx.registry.schemaVersion(), revision: ctx.registry.revision() },
