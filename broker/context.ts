@@ -42,6 +42,12 @@ export interface BrokerContext {
   liveDevices: Map<string, Client>;
   /** 'device-online' (devId) and 'device-offline' (devId) as sessions start and end (the operator console follows them). */
   events: EventEmitter;
+  /**
+   * devId -> key version under which the handshake's remembered last session
+   * (the §8.5 grace keys) was made. A revoked or re-keyed device's grace keys
+   * are forgotten (`forgetStaleGrace`), so nothing sealed under them opens later.
+   */
+  graceKeyVersions: Map<string, number>;
   pendingCount: { value: number };
   roles: Map<string, Role>;
   phase1ByAddress: RateLimiter;
@@ -121,4 +127,22 @@ export function releasePendingSlot(ctx: BrokerContext, state: Extract<ClientStat
   clearTimeout(state.timer);
   ctx.pendingCount.value--;
   ctx.metrics.pending.set(ctx.pendingCount.value);
+}
+
+/** Records that the device's latest session (its future grace keys) belongs to this key version. */
+export function noteGraceKeyVersion(ctx: BrokerContext, devId: string, keyVersion: number): void {
+  ctx.graceKeyVersions.set(devId, keyVersion);
+}
+
+/**
+ * Forgets the §8.5 grace keys of a device that is no longer active under the
+ * key version they were made with (revoked, removed, rotated). `current` is
+ * the device as the registry has it now (undefined: unknown).
+ */
+export function forgetStaleGrace(ctx: BrokerContext, devId: string, current: { status: string; keyVersion: number } | undefined): void {
+  const v = ctx.graceKeyVersions.get(devId);
+  if (v === undefined) return;
+  if (current && current.status === 'active' && current.keyVersion === v) return;
+  ctx.handshake.forgetGrace(devId);
+  ctx.graceKeyVersions.delete(devId);
 }

@@ -57,8 +57,8 @@ export function saveGraceState(registry: Registry, handshake: ServerHandshake): 
   return sealed.length;
 }
 
-/** At start: reads back (and deletes) the grace state of the last graceful stop. Unreadable records are skipped. */
-export function restoreGraceState(registry: Registry, handshake: ServerHandshake, now: number, warn: (msg: string, detail: object) => void): number {
+/** At start: reads back (and deletes) the grace state of the last graceful stop. Unreadable records are skipped. Returns the device ids read back. */
+export function restoreGraceState(registry: Registry, handshake: ServerHandshake, now: number, warn: (msg: string, detail: object) => void): string[] {
   const records: GraceRecord[] = [];
   for (const row of registry.takeGrace(now)) {
     try {
@@ -69,7 +69,7 @@ export function restoreGraceState(registry: Registry, handshake: ServerHandshake
       warn('grace record unreadable, skipped', { devId: row.devId, code: asMqsecError(e).code });
     }
   }
-  const restored = handshake.importGrace(records);
+  handshake.importGrace(records);
   for (const r of records) zeroize(r.rx.key, r.rx.iv);
-  return restored;
+  return records.map((r) => r.devId);
 }

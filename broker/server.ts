@@ -22,7 +22,7 @@ import { pino, type Logger } from 'pino';
 import { ServerHandshake } from '../firmware/secure/index.js';
 import type { CryptoSuite } from '../firmware/crypto/suite.js';
 import { createNodeCryptoSuite } from '../platform-node/crypto-suite.js';
-import { aedesClients, audit, reloadRoles, type BrokerContext } from './context.js';
+import { aedesClients, audit, forgetStaleGrace, reloadRoles, type BrokerContext } from './context.js';
 import { createAuthenticate } from './hooks/authenticate.js';
 import { createAuthorizeForward } from './hooks/authorize-forward.js';
 import { createAuthorizePublish } from './hooks/authorize-publish.js';
@@ -149,9 +149,18 @@ async function openBroker(
     },
   });
   // Before the listener opens: the first reconnects must find the grace state (§8.5).
+  const graceKeyVersions = new Map<string, number>();
   try {
     const restored = restoreGraceState(registry, handshake, Date.now(), (msg, detail) => log.warn(detail, msg));
-    if (restored) log.info({ devices: restored }, 'QoS 1 grace state of the last graceful stop restored');
+    // Revoke and rotate delete a device's stored grace row in their own transaction, so what
+    // was restored belongs to the key version the registry holds now.
+    const devices = registry.deviceKeyStates();
+    for (const devId of restored) {
+      const d = devices.get(devId);
+      if (d?.status === 'active') graceKeyVersions.set(devId, d.keyVersion);
+      else handshake.forgetGrace(devId);
+    }
+    if (restored.length) log.info({ devices: restored.length }, 'QoS 1 grace state of the last graceful stop restored');
   } catch (e) {
     log.warn({ err: e }, 'QoS 1 grace state not restored');
   }
@@ -174,6 +183,7 @@ async function openBroker(
     states: new WeakMap(),
     liveDevices: new Map(),
     events: new EventEmitter(),
+    graceKeyVersions,
     pendingCount: { value: 0 },
     roles: new Map(),
     phase1ByAddress: new RateLimiter(limits.phase1PerAddress),
@@ -260,6 +270,11 @@ async function openBroker(
       clearInterval(poll);
       clearInterval(purge);
       await consoleServer?.close();
+      try {
+        syncRegistry(); // a revocation since the last poll must not reach the grace state written below
+      } catch (e) {
+        log.error({ err: e }, 'registry poll failed');
+      }
       const closed = new Promise<void>((r) => server.close(() => r()));
       const drainMs = opts.drainMs ?? 3000;
       draining = true;
@@ -299,9 +314,13 @@ async function openBroker(
   return { host, port, metricsPort, registry, aedes, metrics, context: ctx, syncRegistry, registryEvents, console: consoleServer, stop };
 }
 
-/** Re-read roles and close every session the registry no longer allows. */
+/** Re-read roles, close every session the registry no longer allows, forget revoked or re-keyed devices' grace keys. */
 function applyRegistryChanges(ctx: BrokerContext): void {
   reloadRoles(ctx);
+  if (ctx.graceKeyVersions.size > 0) {
+    const devices = ctx.registry.deviceKeyStates();
+    for (const devId of [...ctx.graceKeyVersions.keys()]) forgetStaleGrace(ctx, devId, devices.get(devId));
+  }
   const clients = Object.values(aedesClients(ctx));
   for (const client of clients) {
     const s = ctx.states.get(client);

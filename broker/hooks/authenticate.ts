@@ -22,7 +22,7 @@ import type { AuthenticateError, AuthenticateHandler, Client } from 'aedes';
 import { isMqsecError, type MqsecError } from '../../firmware/core/errors.js';
 import { parsePassword } from '../../firmware/secure/messages.js';
 import type { BrokerContext, ClientState } from '../context.js';
-import { audit, dropLiveDevice, releasePendingSlot, remoteOf } from '../context.js';
+import { audit, dropLiveDevice, forgetStaleGrace, noteGraceKeyVersion, releasePendingSlot, remoteOf } from '../context.js';
 
 /** MQTT 3.1.1 CONNACK return codes. */
 const RC_IDENTIFIER_REJECTED = 2;
@@ -118,6 +118,13 @@ async function authenticate(
   // Read before the handshake: if the device is revoked or re-keyed while the
   // handshake runs, the ticket it writes must not survive (checked below).
   const before = clientId ? ctx.registry.getDevice(clientId) : undefined;
+  if (before) {
+    // Grace keys of a revoked or re-keyed device must not become this session's
+    // previous epoch (the poll may not have run yet); a session made now is under
+    // `before`'s key version (a change in between is caught below or by the poll).
+    forgetStaleGrace(ctx, clientId, before);
+    if (before.status === 'active') noteGraceKeyVersion(ctx, clientId, before.keyVersion);
+  }
   let result;
   try {
     result = await ctx.handshake.acceptConnect(clientId, username, password);

@@ -270,6 +270,12 @@ export class Registry {
     return (this.stmt('SELECT * FROM devices ORDER BY id').all() as DeviceRow[]).map(toDevice);
   }
 
+  /** Status and key version of every device (one query; the broker checks its grace keys against it). */
+  deviceKeyStates(): Map<string, { status: DeviceStatus; keyVersion: number }> {
+    const rows = this.stmt('SELECT id, status, key_version FROM devices').all() as { id: string; status: DeviceStatus; key_version: number }[];
+    return new Map(rows.map((r) => [r.id, { status: r.status, keyVersion: r.key_version }]));
+  }
+
   /** The device key for an active device, or undefined (unknown or revoked). Caller zeroises. */
   deviceKey(id: string): { key: Uint8Array; keyVersion: number } | undefined {
     const r = this.deviceRow(id);
@@ -283,6 +289,8 @@ export class Registry {
       if (!r) throw new RegistryError(`unknown device "${id}"`);
       this.stmt("UPDATE devices SET status = 'revoked', updated_at = ? WHERE id = ?").run(this.now(), id);
       this.stmt('DELETE FROM tickets WHERE device_id = ?').run(id);
+      // grace keys written at a graceful stop (§8.5) die with the device's keys
+      this.stmt('DELETE FROM grace WHERE device_id = ?').run(id);
       this.auditRow('device.revoke', id, null, 'admin');
       this.bump();
     }).immediate();
@@ -299,6 +307,7 @@ export class Registry {
       this.stmt("UPDATE devices SET key_version = ?, key_sealed = ?, status = 'active', updated_at = ? WHERE id = ?")
         .run(v, sealDeviceKey(this.master, id, v, key), this.now(), id);
       this.stmt('DELETE FROM tickets WHERE device_id = ?').run(id);
+      this.stmt('DELETE FROM grace WHERE device_id = ?').run(id);
       // new key = re-provisioned device: its stored counter may start over
       this.stmt('DELETE FROM counters WHERE device_id = ?').run(id);
       this.auditRow('device.rotate', id, `key_version=${v}`, 'admin');

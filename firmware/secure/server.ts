@@ -419,6 +419,16 @@ export class ServerHandshake {
   /** Revocation helper: kills the device's tickets and forgets its grace keys. The broker also disconnects it. */
   async revokeDevice(devId: string): Promise<void> {
     await this.store.revokeDevice(devId);
+    this.forgetGrace(devId);
+  }
+
+  /**
+   * §8.5 / §9.3: forgets every receive key kept for the device's grace (its
+   * last connection's, and the previous one that connection still holds), so
+   * nothing sealed under keys of a revoked or re-keyed device opens in a later
+   * session. The tickets are the store's business (revokeDevice).
+   */
+  forgetGrace(devId: string): void {
     this.latest.get(devId)?.dropPrevious();
     this.latest.delete(devId);
   }

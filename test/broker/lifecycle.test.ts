@@ -10,6 +10,7 @@ import { TestApp, TestDevice, tempDir, testBroker, tryLogin, waitFor } from './h
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { decodeRxSnapshot } from '../../broker/grace-store.js';
+import Database from 'better-sqlite3';
 
 const STATE_KEY = 'mqsecstate';
 
@@ -340,5 +341,111 @@ describe('client-id takeover', () => {
     await app.client.publishAsync('cmd/g1/y', 'to-second', { qos: 1 });
     await waitFor(() => second.received.some((m) => m.payload === 'to-second'));
     await second.end();
+  });
+});
+
+describe('revoke and rotate drop the old receive keys (grace list) everywhere', () => {
+  /** The attacker holds the compromised device's last session (flash dump): it seals under those keys. */
+  function sealOld(d: TestDevice, topic: string, text: string): Buffer {
+    return Buffer.from(d.session.seal(topic, new TextEncoder().encode(text)));
+  }
+
+  it('revoke + rotate on a running broker: an envelope sealed under the old keys is refused in the re-provisioned device\'s first session', async () => {
+    const dir = tempDir();
+    const broker = await testBroker(dir.path);
+    await broker.registry.addAccount('backend', 'app', 'backend-password');
+    const app = await TestApp.connect(broker, 'backend', 'backend-password');
+    await app.subscribe('sensors/#');
+    const { key } = broker.registry.addDevice('x1', 'sensor');
+    const old = new TestDevice(broker, 'x1', key);
+    expect(await old.connect()).toMatchObject({ ok: true, phase: 1 }); // counter 0: epoch 0
+    const forged = sealOld(old, 'sensors/x1/t', 'sealed-by-the-thief');
+    const admin = Registry.open(dir.path);
+    admin.revokeDevice('x1');
+    await waitFor(() => old.closed, 5000, 'revoked device disconnected');
+    const { key: newKey } = admin.rotateDevice('x1');
+    admin.close();
+    broker.syncRegistry();
+    const fresh = new TestDevice(broker, 'x1', newKey); // re-provisioned: new key, counter starts over (epoch 0 again)
+    expect(await fresh.connect()).toMatchObject({ ok: true, phase: 1 });
+    await fresh.client.publishAsync('sensors/x1/t', forged, { qos: 1 }); // injected into the new connection
+    await fresh.publish('sensors/x1/t', 'genuine');
+    await waitFor(() => app.received.some((m) => m.payload === 'genuine'));
+    expect(app.received.map((m) => m.payload)).toEqual(['genuine']);
+    expect(await broker.metrics.value('mqsec_drops_total', { reason: 'decrypt_failed' })).toBe(1);
+    await fresh.end();
+    await app.end();
+    await broker.stop();
+    dir.remove();
+  });
+
+  it('rotate seen first by the next login (before any registry poll): the old grace keys are not inherited', async () => {
+    const dir = tempDir();
+    const broker = await testBroker(dir.path, { revisionPollMs: 3_600_000 });
+    await broker.registry.addAccount('backend', 'app', 'backend-password');
+    broker.syncRegistry();
+    const app = await TestApp.connect(broker, 'backend', 'backend-password');
+    await app.subscribe('sensors/#');
+    const { key } = broker.registry.addDevice('x2', 'sensor');
+    const old = new TestDevice(broker, 'x2', key);
+    expect(await old.connect()).toMatchObject({ ok: true, phase: 1 });
+    const forged = sealOld(old, 'sensors/x2/t', 'sealed-by-the-thief');
+    await old.end();
+    const admin = Registry.open(dir.path);
+    const { key: newKey } = admin.rotateDevice('x2');
+    admin.close();
+    const fresh = new TestDevice(broker, 'x2', newKey);
+    expect(await fresh.connect()).toMatchObject({ ok: true, phase: 1 });
+    await fresh.client.publishAsync('sensors/x2/t', forged, { qos: 1 });
+    await fresh.publish('sensors/x2/t', 'genuine');
+    await waitFor(() => app.received.some((m) => m.payload === 'genuine'));
+    expect(app.received.map((m) => m.payload)).toEqual(['genuine']);
+    await fresh.end();
+    await app.end();
+    await broker.stop();
+    dir.remove();
+  });
+
+  it('graceful stop writes no grace keys of a revoked device; a rotation while stopped deletes the stored ones; the genuine device keeps its grace', async () => {
+    const dir = tempDir();
+    let broker = await testBroker(dir.path);
+    await broker.registry.addAccount('backend', 'app', 'backend-password');
+    const devs = Object.fromEntries(['ra', 'rb', 'rc'].map((id) => [id, { key: broker.registry.addDevice(id, 'sensor').key, storage: new MemoryStorage() }]));
+    const sealed: Record<string, Buffer> = {};
+    for (const id of ['ra', 'rb', 'rc']) {
+      const d = new TestDevice(broker, id, devs[id]!.key, devs[id]!.storage);
+      expect(await d.connect()).toMatchObject({ ok: true, phase: 1 });
+      sealed[id] = sealOld(d, `sensors/${id}/t`, `in-flight-${id}`);
+      await d.end();
+    }
+    const admin = Registry.open(dir.path);
+    admin.revokeDevice('ra'); // while the broker runs: stop must not write ra's keys
+    admin.close();
+    await broker.stop();
+    const db = new Database(join(dir.path, 'registry.db'), { readonly: true });
+    const stored = (db.prepare('SELECT device_id FROM grace ORDER BY device_id').all() as { device_id: string }[]).map((r) => r.device_id);
+    db.close();
+    expect(stored).toEqual(['rb', 'rc']);
+    const offline = Registry.open(dir.path);
+    const { key: rbNew } = offline.rotateDevice('rb'); // while the broker is stopped
+    offline.close();
+    broker = await testBroker(dir.path);
+    const app = await TestApp.connect(broker, 'backend', 'backend-password');
+    await app.subscribe('sensors/#');
+    const rb = new TestDevice(broker, 'rb', rbNew);
+    expect(await rb.connect()).toMatchObject({ ok: true, phase: 1 });
+    await rb.client.publishAsync('sensors/rb/t', sealed.rb!, { qos: 1 }); // old keys: refused
+    await rb.publish('sensors/rb/t', 'genuine-rb');
+    const rc = new TestDevice(broker, 'rc', devs.rc!.key, devs.rc!.storage);
+    expect(await rc.connect()).toMatchObject({ ok: true, phase: 2 });
+    await rc.client.publishAsync('sensors/rc/t', sealed.rc!, { qos: 1, dup: true } as never); // genuine resend: routed once
+    await waitFor(() => app.received.length === 2);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(app.received.map((m) => m.payload).sort()).toEqual(['genuine-rb', 'in-flight-rc']);
+    await rb.end();
+    await rc.end();
+    await app.end();
+    await broker.stop();
+    dir.remove();
   });
 });
