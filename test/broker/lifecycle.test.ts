@@ -71,6 +71,27 @@ describe('revocation, rotation, restart', () => {
     await app.end();
   });
 
+  it('revocation bound: a revoked device\'s live session is closed within 1 s of the registry write (4 trials at random poll phases)', async () => {
+    // The broker polls the registry every 250 ms; 1 s leaves room for a loaded machine, and
+    // four trials at random phases make a slower poll (e.g. 4 s) fail almost surely.
+    const BOUND_MS = 1000;
+    const admin = Registry.open(dir.path);
+    const measured: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      const { key } = broker.registry.addDevice(`rb${i}`, 'sensor');
+      const dev = new TestDevice(broker, `rb${i}`, key);
+      expect((await dev.connect()).ok).toBe(true);
+      await new Promise((r) => setTimeout(r, Math.random() * 300));
+      const t0 = Date.now();
+      admin.revokeDevice(`rb${i}`);
+      await waitFor(() => dev.closed, 10_000, 'revoked device disconnected');
+      measured.push(Date.now() - t0);
+    }
+    admin.close();
+    console.log(`revocation bound: live sessions closed ${measured.join(', ')} ms after the registry write (bound ${BOUND_MS} ms)`);
+    for (const ms of measured) expect(ms).toBeLessThan(BOUND_MS);
+  });
+
   it('rotate: old key and tickets stop working, the new key works', async () => {
     const { key: oldKey } = broker.registry.addDevice('k1', 'sensor');
     const oldStorage = new MemoryStorage();
