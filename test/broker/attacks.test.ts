@@ -200,7 +200,7 @@ describe('attack suite', () => {
     const envelope = await genuine.publish('sensors/gen1/once', 'once', 1);
     await waitFor(() => app.received.length === before + 1);
     await genuine.client.publishAsync('sensors/gen1/once', envelope, { qos: 1 }); // replay
-    await genuine.client.publishAsync('sensors/gen1/other', envelope, { qos: 1 }); // topic binding
+    await genuine.client.publishAsync('sensors/gen1/other', envelope, { qos: 1 }); // same seq on another topic: the replay window refuses it first (the topic binding alone: next test)
     await genuine.client.publishAsync('sensors/gen1/junk', Buffer.from('not an envelope'), { qos: 1 });
     await genuineIntact('replayed / re-targeted / garbage envelopes', 'dropped');
     expect(app.received.filter((m) => m.payload === 'once')).toHaveLength(1);
@@ -224,6 +224,116 @@ describe('attack suite', () => {
     expect(app.received.some((m) => m.payload === 'spoof' || m.topic.startsWith('$mqsec') || m.topic === 'sensors/gen1/fake')).toBe(false);
     expect(broker.registry.listAudit({ kind: 'publish.drop' }).length).toBeGreaterThanOrEqual(4);
     await root.end();
+  });
+
+  it('topic binding: an envelope sealed for one topic, moved to another with a fresh sequence number, is refused by the AEAD', async () => {
+    // Sealed but never sent on its own topic: its sequence number is new to the broker, so the
+    // replay window lets it through and only the topic in the AAD (§8.1) can refuse it.
+    for (const [sealedFor, sentTo] of [
+      ['sensors/gen1/kitchen', 'sensors/gen1/door'],
+      ['sensors/gen1/a', 'sensors/gen1/a/b'],
+    ] as const) {
+      const before = await broker.metrics.value('mqsec_drops_total', { reason: 'decrypt_failed' });
+      const moved = Buffer.from(genuine.session.seal(sealedFor, new TextEncoder().encode(`moved-${sentTo}`)));
+      await genuine.client.publishAsync(sentTo, moved, { qos: 1 });
+      await genuineIntact(`envelope moved ${sealedFor} -> ${sentTo} (fresh seq)`, 'dropped (decrypt_failed)');
+      expect(await broker.metrics.value('mqsec_drops_total', { reason: 'decrypt_failed' })).toBe(before + 1);
+      expect(app.received.some((m) => m.payload === `moved-${sentTo}`)).toBe(false);
+    }
+  });
+
+  describe('KX3 MAC: a pending phase 1 opened with a genuine KX1 (relayed by an on-path attacker) gets no session from a forged KX3', () => {
+    let kxKey: Uint8Array;
+    const kxStorage = new MemoryStorage();
+    let root: TestApp;
+    beforeAll(async () => {
+      kxKey = broker.registry.addDevice('kx3dev', 'sensor').key;
+      await broker.registry.addAccount('kxroot', 'admin', 'kxroot-password');
+      broker.syncRegistry();
+      root = await TestApp.connect(broker, 'kxroot', 'kxroot-password', 'kxroot');
+      await root.subscribe('sensors/#');
+    });
+    afterAll(async () => {
+      await root.end();
+    });
+
+    /** Opens a pending phase 1 for kx3dev (its own KX1, KX3 held back), sends `kx3` instead, and checks that nothing was gained. */
+    async function forgedKx3(attack: string, make: (genuineKx3: Uint8Array) => Uint8Array): Promise<void> {
+      const tickets = broker.registry.ticketCount('kx3dev');
+      const failsBefore = broker.registry.listAudit({ kind: 'auth.fail', subject: 'kx3dev', limit: 1000 }).filter((a) => a.detail === 'KX3 BAD_MAC').length;
+      const d = new TestDevice(broker, 'kx3dev', kxKey, kxStorage);
+      await d.session.forgetTicket();
+      d.holdKx3 = true;
+      expect(await d.connect()).toMatchObject({ ok: true, phase: 1 });
+      const held = d.heldKx3!;
+      d.client.publish(held.topic, Buffer.from(make(held.payload)), { qos: 0 });
+      d.client.publish('sensors/kx3dev/t', Buffer.from('after-forged-kx3'), { qos: 0 });
+      await waitFor(() => d.closed, 5000, 'connection closed after the forged KX3');
+      expect(broker.registry.ticketCount('kx3dev')).toBe(tickets); // no ticket stored
+      expect(broker.context.liveDevices.has('kx3dev')).toBe(false);
+      const failsAfter = broker.registry.listAudit({ kind: 'auth.fail', subject: 'kx3dev', limit: 1000 }).filter((a) => a.detail === 'KX3 BAD_MAC').length;
+      expect(failsAfter).toBe(failsBefore + 1);
+      expect(root.received.some((m) => m.topic.startsWith('sensors/kx3dev'))).toBe(false);
+      await genuineIntact(attack, 'closed, no ticket, no session');
+    }
+
+    it('random tag in a well-formed KX3', async () => {
+      await forgedKx3('KX3 with a random tag', (g) => {
+        const f = new Uint8Array(g.length);
+        f[0] = g[0]!;
+        crypto.getRandomValues(f.subarray(1));
+        return f;
+      });
+    });
+
+    it('one bit of the genuine KX3 flipped', async () => {
+      await forgedKx3('KX3 with one bit flipped', (g) => {
+        const f = g.slice();
+        f[f.length - 1]! ^= 0x01;
+        return f;
+      });
+    });
+
+    it('the KX3 of an earlier completed phase 1 (another transcript)', async () => {
+      const first = new TestDevice(broker, 'kx3dev', kxKey, kxStorage);
+      await first.session.forgetTicket();
+      first.holdKx3 = true;
+      expect((await first.connect()).ok).toBe(true);
+      const earlier = first.heldKx3!.payload.slice();
+      await first.sendHeldKx3();
+      await waitFor(() => broker.context.liveDevices.has('kx3dev'), 5000, 'earlier phase 1 complete');
+      await first.end();
+      await waitFor(() => !broker.context.liveDevices.has('kx3dev'), 5000, 'earlier session gone');
+      await forgedKx3('KX3 of an earlier handshake', () => earlier);
+    });
+  });
+
+  describe('device publish policy: a valid envelope (own key, exact topic, fresh sequence number) on a topic the role does not grant is dropped', () => {
+    let root: TestApp;
+    beforeAll(async () => {
+      await broker.registry.addAccount('polroot', 'admin', 'polroot-password');
+      broker.syncRegistry();
+      root = await TestApp.connect(broker, 'polroot', 'polroot-password', 'polroot');
+      await root.subscribe('#');
+    });
+    afterAll(async () => {
+      await root.end();
+    });
+
+    for (const [what, topic] of [
+      ["another device's reading topic", 'sensors/other/temp'],
+      ['its own command topic (granted for subscribe only)', 'cmd/gen1/open'],
+      ['a topic no rule names', 'lights/all'],
+    ] as const) {
+      it(what, async () => {
+        const before = await broker.metrics.value('mqsec_drops_total', { reason: 'not-authorized' });
+        await genuine.publish(topic, `policy-${topic}`, 1);
+        await genuineIntact(`device publish to ${topic}`, 'dropped (not-authorized)');
+        expect(await broker.metrics.value('mqsec_drops_total', { reason: 'not-authorized' })).toBe(before + 1);
+        expect(root.received.some((m) => m.payload === `policy-${topic}`)).toBe(false);
+        expect(genuine.received.some((m) => m.payload === `policy-${topic}`)).toBe(false);
+      });
+    }
   });
 
   it('a pending phase-1 client can do nothing but KX3', async () => {
