@@ -106,6 +106,12 @@ export function createAuthorizePublish(ctx: BrokerContext): AuthorizePublishHand
     }
 
     // plain account
+    if (isWill && ctx.registry.getAccount(state.name)?.status !== 'active') {
+      // A will is published when the connection ends, typically just after a registry change
+      // disabled or removed the account and closed its session: that account may publish nothing.
+      audit(ctx, 'publish.drop', state.name, `will of a disabled or removed account: ${packet.topic.slice(0, 128)}`, state.remote);
+      return callback(new Error('account no longer active'));
+    }
     if (!canPublish(principal, packet.topic)) {
       if (isWill) return callback(new Error('will not authorized'));
       drop(ctx, packet, 'not-authorized', state.name, state.remote);

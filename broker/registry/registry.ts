@@ -372,7 +372,7 @@ export class Registry {
     }).immediate();
   }
 
-  /** Deletes an account; a running broker closes its sessions at the next poll. */
+  /** Removes an account; its live sessions are closed by a running broker (and their wills discarded). */
   removeAccount(name: string): void {
     this.db.transaction(() => {
       const r = this.stmt('DELETE FROM accounts WHERE name = ?').run(name);

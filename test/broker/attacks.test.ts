@@ -200,7 +200,7 @@ describe('attack suite', () => {
     const envelope = await genuine.publish('sensors/gen1/once', 'once', 1);
     await waitFor(() => app.received.length === before + 1);
     await genuine.client.publishAsync('sensors/gen1/once', envelope, { qos: 1 }); // replay
-    await genuine.client.publishAsync('sensors/gen1/other', envelope, { qos: 1 }); // same seq on another topic: the replay window refuses it first (the topic binding alone: next test)
+    await genuine.client.publishAsync('sensors/gen1/other', envelope, { qos: 1 }); // same seq on another topic: the replay window refuses it first (topic binding alone: tested below)
     await genuine.client.publishAsync('sensors/gen1/junk', Buffer.from('not an envelope'), { qos: 1 });
     await genuineIntact('replayed / re-targeted / garbage envelopes', 'dropped');
     expect(app.received.filter((m) => m.payload === 'once')).toHaveLength(1);

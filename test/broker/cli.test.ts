@@ -69,6 +69,9 @@ describe('mqsec CLI (in process)', () => {
     expect(await reg.verifyAccount('svc', 'long-password')).toMatchObject({ name: 'svc', role: 'app' });
     expect(await reg.verifyAccount('svc', 'long-passwore')).toBeUndefined();
     reg.close();
+    expect((await run(['user', 'add', 'tmp', '--role', 'app', '--password-stdin', '--data', data], 'long-password\n')).code).toBe(0);
+    expect((await run(['user', 'remove', 'tmp', '--data', data])).code).toBe(0);
+    expect((await run(['user', 'list', '--json', '--data', data])).out).not.toContain('"tmp"');
     expect((await run(['role', 'add', 'ops', '--data', data])).code).toBe(0);
     expect((await run(['acl', 'add', 'ops', 'allow', 'subscribe', 'status/%u/#', '--data', data])).code).toBe(0);
     const roles = JSON.parse((await run(['role', 'list', '--json', '--data', data])).out);
@@ -86,6 +89,7 @@ describe('mqsec CLI (in process)', () => {
     [['acl', 'add', 'ops', 'deny', 'publish', 'a', '--data', data], /expected "allow"/],
     [['acl', 'add', 'ops', 'allow', 'write', 'a', '--data', data], /publish or subscribe/],
     [['user', 'add', 'u1', '--role', 'app', '--data', data], /password-stdin/],
+    [['user', 'remove', 'nobody', '--data', data], /unknown account/],
     [['user', 'add', 'u2', '--role', 'app', '--password-stdin', '--data', data], /at least 8/],
     [['broker', '--port', 'abc', '--data', data], /invalid port/],
     [['nosuchcommand'], /unknown command/],

@@ -470,3 +470,47 @@ describe('revoke and rotate drop the old receive keys (grace list) everywhere', 
     dir.remove();
   });
 });
+
+describe('wills of accounts closed by a registry change', () => {
+  it('disabling or removing an account discards its will (retained too); an active account\'s will still goes out', async () => {
+    const dir = tempDir();
+    const broker = await testBroker(dir.path);
+    for (const name of ['gone1', 'gone2', 'stays']) await broker.registry.addAccount(name, 'app', `${name}-password`);
+    await broker.registry.addAccount('root', 'admin', 'root-password');
+    const root = await TestApp.connect(broker, 'root', 'root-password', 'root');
+    await root.subscribe('cmd/#');
+    const { default: mqtt } = await import('mqtt');
+    const withWill = (name: string) =>
+      mqtt.connectAsync({
+        host: broker.host,
+        port: broker.port,
+        username: name,
+        password: `${name}-password`,
+        clientId: name,
+        reconnectPeriod: 0,
+        will: { topic: `cmd/all/${name}`, payload: Buffer.from(`will-${name}`), qos: 1, retain: true },
+      });
+    const clients = { gone1: await withWill('gone1'), gone2: await withWill('gone2'), stays: await withWill('stays') };
+    const closed = (c: { connected: boolean }) => () => !c.connected;
+    const admin = Registry.open(dir.path);
+    admin.setAccountStatus('gone1', 'disabled');
+    admin.removeAccount('gone2');
+    admin.close();
+    await waitFor(closed(clients.gone1), 5000, 'disabled account disconnected');
+    await waitFor(closed(clients.gone2), 5000, 'removed account disconnected');
+    clients.stays.stream.destroy(); // an active account's connection lost: its will is published
+    await waitFor(() => root.received.some((m) => m.payload === 'will-stays'));
+    await new Promise((r) => setTimeout(r, 200));
+    expect(root.received.map((m) => m.payload)).toEqual(['will-stays']);
+    // nothing retained for the discarded wills: a new subscriber gets only the active account's
+    const late = await TestApp.connect(broker, 'root', 'root-password', 'root/late');
+    await late.subscribe('cmd/#');
+    await waitFor(() => late.received.length >= 1);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(late.received.map((m) => m.payload)).toEqual(['will-stays']);
+    await late.end();
+    await root.end();
+    await broker.stop();
+    dir.remove();
+  });
+});
