@@ -314,7 +314,7 @@ describe('attack suite', () => {
       await broker.registry.addAccount('polroot', 'admin', 'polroot-password');
       broker.syncRegistry();
       root = await TestApp.connect(broker, 'polroot', 'polroot-password', 'polroot');
-      await root.subscribe('#');
+      for (const f of ['sensors/other/#', 'cmd/gen1/#', 'lights/#']) await root.subscribe(f);
     });
     afterAll(async () => {
       await root.end();
