@@ -43,11 +43,12 @@ export interface BrokerContext {
   /** 'device-online' (devId) and 'device-offline' (devId) as sessions start and end (the operator console follows them). */
   events: EventEmitter;
   /**
-   * devId -> key version under which the handshake's remembered last session
-   * (the §8.5 grace keys) was made. A revoked or re-keyed device's grace keys
-   * are forgotten (`forgetStaleGrace`), so nothing sealed under them opens later.
+   * devId -> identity of the key (created-at and key version) under which the
+   * handshake's remembered last session (the §8.5 grace keys) was made. A
+   * revoked, re-keyed or removed (and maybe re-added) device's grace keys are
+   * forgotten (`forgetStaleGrace`), so nothing sealed under them opens later.
    */
-  graceKeyVersions: Map<string, number>;
+  graceKeys: Map<string, string>;
   pendingCount: { value: number };
   roles: Map<string, Role>;
   phase1ByAddress: RateLimiter;
@@ -129,20 +130,29 @@ export function releasePendingSlot(ctx: BrokerContext, state: Extract<ClientStat
   ctx.metrics.pending.set(ctx.pendingCount.value);
 }
 
-/** Records that the device's latest session (its future grace keys) belongs to this key version. */
-export function noteGraceKeyVersion(ctx: BrokerContext, devId: string, keyVersion: number): void {
-  ctx.graceKeyVersions.set(devId, keyVersion);
+/** A device as far as its keys go: the same string means the same key. */
+export interface DeviceKeyState {
+  status: string;
+  keyVersion: number;
+  createdAt: number;
+}
+
+const keyIdentity = (d: DeviceKeyState) => `${d.createdAt}/${d.keyVersion}`;
+
+/** Records that the device's latest session (its future grace keys) is made under this device's key. */
+export function noteGraceKey(ctx: BrokerContext, devId: string, device: DeviceKeyState): void {
+  ctx.graceKeys.set(devId, keyIdentity(device));
 }
 
 /**
  * Forgets the §8.5 grace keys of a device that is no longer active under the
- * key version they were made with (revoked, removed, rotated). `current` is
- * the device as the registry has it now (undefined: unknown).
+ * key they were made with (revoked, removed, rotated, removed and added
+ * again). `current` is the device as the registry has it now (undefined: unknown).
  */
-export function forgetStaleGrace(ctx: BrokerContext, devId: string, current: { status: string; keyVersion: number } | undefined): void {
-  const v = ctx.graceKeyVersions.get(devId);
-  if (v === undefined) return;
-  if (current && current.status === 'active' && current.keyVersion === v) return;
+export function forgetStaleGrace(ctx: BrokerContext, devId: string, current: DeviceKeyState | undefined): void {
+  const k = ctx.graceKeys.get(devId);
+  if (k === undefined) return;
+  if (current && current.status === 'active' && keyIdentity(current) === k) return;
   ctx.handshake.forgetGrace(devId);
-  ctx.graceKeyVersions.delete(devId);
+  ctx.graceKeys.delete(devId);
 }

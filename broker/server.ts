@@ -149,15 +149,15 @@ async function openBroker(
     },
   });
   // Before the listener opens: the first reconnects must find the grace state (§8.5).
-  const graceKeyVersions = new Map<string, number>();
+  const graceKeys = new Map<string, string>();
   try {
     const restored = restoreGraceState(registry, handshake, Date.now(), (msg, detail) => log.warn(detail, msg));
-    // Revoke and rotate delete a device's stored grace row in their own transaction, so what
-    // was restored belongs to the key version the registry holds now.
+    // Revoke, rotate and remove delete a device's stored grace row in their own transaction,
+    // so what was restored belongs to the key the registry holds now.
     const devices = registry.deviceKeyStates();
     for (const devId of restored) {
       const d = devices.get(devId);
-      if (d?.status === 'active') graceKeyVersions.set(devId, d.keyVersion);
+      if (d?.status === 'active') graceKeys.set(devId, `${d.createdAt}/${d.keyVersion}`);
       else handshake.forgetGrace(devId);
     }
     if (restored.length) log.info({ devices: restored.length }, 'QoS 1 grace state of the last graceful stop restored');
@@ -183,7 +183,7 @@ async function openBroker(
     states: new WeakMap(),
     liveDevices: new Map(),
     events: new EventEmitter(),
-    graceKeyVersions,
+    graceKeys,
     pendingCount: { value: 0 },
     roles: new Map(),
     phase1ByAddress: new RateLimiter(limits.phase1PerAddress),
@@ -317,9 +317,9 @@ async function openBroker(
 /** Re-read roles, close every session the registry no longer allows, forget revoked or re-keyed devices' grace keys. */
 function applyRegistryChanges(ctx: BrokerContext): void {
   reloadRoles(ctx);
-  if (ctx.graceKeyVersions.size > 0) {
+  if (ctx.graceKeys.size > 0) {
     const devices = ctx.registry.deviceKeyStates();
-    for (const devId of [...ctx.graceKeyVersions.keys()]) forgetStaleGrace(ctx, devId, devices.get(devId));
+    for (const devId of [...ctx.graceKeys.keys()]) forgetStaleGrace(ctx, devId, devices.get(devId));
   }
   const clients = Object.values(aedesClients(ctx));
   for (const client of clients) {

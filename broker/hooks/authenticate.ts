@@ -22,7 +22,7 @@ import type { AuthenticateError, AuthenticateHandler, Client } from 'aedes';
 import { isMqsecError, type MqsecError } from '../../firmware/core/errors.js';
 import { parsePassword } from '../../firmware/secure/messages.js';
 import type { BrokerContext, ClientState } from '../context.js';
-import { audit, dropLiveDevice, forgetStaleGrace, noteGraceKeyVersion, releasePendingSlot, remoteOf } from '../context.js';
+import { audit, dropLiveDevice, forgetStaleGrace, noteGraceKey, releasePendingSlot, remoteOf } from '../context.js';
 
 /** MQTT 3.1.1 CONNACK return codes. */
 const RC_IDENTIFIER_REJECTED = 2;
@@ -121,9 +121,9 @@ async function authenticate(
   if (before) {
     // Grace keys of a revoked or re-keyed device must not become this session's
     // previous epoch (the poll may not have run yet); a session made now is under
-    // `before`'s key version (a change in between is caught below or by the poll).
+    // `before`'s key (a change in between is caught below or by the poll).
     forgetStaleGrace(ctx, clientId, before);
-    if (before.status === 'active') noteGraceKeyVersion(ctx, clientId, before.keyVersion);
+    if (before.status === 'active') noteGraceKey(ctx, clientId, before);
   }
   let result;
   try {

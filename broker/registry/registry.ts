@@ -271,9 +271,9 @@ export class Registry {
   }
 
   /** Status and key version of every device (one query; the broker checks its grace keys against it). */
-  deviceKeyStates(): Map<string, { status: DeviceStatus; keyVersion: number }> {
-    const rows = this.stmt('SELECT id, status, key_version FROM devices').all() as { id: string; status: DeviceStatus; key_version: number }[];
-    return new Map(rows.map((r) => [r.id, { status: r.status, keyVersion: r.key_version }]));
+  deviceKeyStates(): Map<string, { status: DeviceStatus; keyVersion: number; createdAt: number }> {
+    const rows = this.stmt('SELECT id, status, key_version, created_at FROM devices').all() as { id: string; status: DeviceStatus; key_version: number; created_at: number }[];
+    return new Map(rows.map((r) => [r.id, { status: r.status, keyVersion: r.key_version, createdAt: r.created_at }]));
   }
 
   /** The device key for an active device, or undefined (unknown or revoked). Caller zeroises. */

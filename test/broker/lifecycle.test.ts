@@ -400,32 +400,40 @@ describe('revoke and rotate drop the old receive keys (grace list) everywhere', 
     dir.remove();
   });
 
-  it('rotate seen first by the next login (before any registry poll): the old grace keys are not inherited', async () => {
-    const dir = tempDir();
-    const broker = await testBroker(dir.path, { revisionPollMs: 3_600_000 });
-    await broker.registry.addAccount('backend', 'app', 'backend-password');
-    broker.syncRegistry();
-    const app = await TestApp.connect(broker, 'backend', 'backend-password');
-    await app.subscribe('sensors/#');
-    const { key } = broker.registry.addDevice('x2', 'sensor');
-    const old = new TestDevice(broker, 'x2', key);
-    expect(await old.connect()).toMatchObject({ ok: true, phase: 1 });
-    const forged = sealOld(old, 'sensors/x2/t', 'sealed-by-the-thief');
-    await old.end();
-    const admin = Registry.open(dir.path);
-    const { key: newKey } = admin.rotateDevice('x2');
-    admin.close();
-    const fresh = new TestDevice(broker, 'x2', newKey);
-    expect(await fresh.connect()).toMatchObject({ ok: true, phase: 1 });
-    await fresh.client.publishAsync('sensors/x2/t', forged, { qos: 1 });
-    await fresh.publish('sensors/x2/t', 'genuine');
-    await waitFor(() => app.received.some((m) => m.payload === 'genuine'));
-    expect(app.received.map((m) => m.payload)).toEqual(['genuine']);
-    await fresh.end();
-    await app.end();
-    await broker.stop();
-    dir.remove();
-  });
+  for (const change of ['rotate', 'remove and add again'] as const) {
+    it(`${change}, seen first by the next login (before any registry poll): the old grace keys are not inherited`, async () => {
+      const dir = tempDir();
+      const broker = await testBroker(dir.path, { revisionPollMs: 3_600_000 });
+      await broker.registry.addAccount('backend', 'app', 'backend-password');
+      broker.syncRegistry();
+      const app = await TestApp.connect(broker, 'backend', 'backend-password');
+      await app.subscribe('sensors/#');
+      const { key } = broker.registry.addDevice('x2', 'sensor');
+      const old = new TestDevice(broker, 'x2', key);
+      expect(await old.connect()).toMatchObject({ ok: true, phase: 1 });
+      const forged = sealOld(old, 'sensors/x2/t', 'sealed-by-the-thief');
+      await old.end();
+      const admin = Registry.open(dir.path);
+      let newKey: Uint8Array;
+      if (change === 'rotate') newKey = admin.rotateDevice('x2').key;
+      else {
+        admin.removeDevice('x2');
+        await new Promise((r) => setTimeout(r, 2)); // a later creation time, as a separate CLI run has
+        newKey = admin.addDevice('x2', 'sensor').key; // key version 1 again
+      }
+      admin.close();
+      const fresh = new TestDevice(broker, 'x2', newKey);
+      expect(await fresh.connect()).toMatchObject({ ok: true, phase: 1 });
+      await fresh.client.publishAsync('sensors/x2/t', forged, { qos: 1 });
+      await fresh.publish('sensors/x2/t', 'genuine');
+      await waitFor(() => app.received.some((m) => m.payload === 'genuine'));
+      expect(app.received.map((m) => m.payload)).toEqual(['genuine']);
+      await fresh.end();
+      await app.end();
+      await broker.stop();
+      dir.remove();
+    });
+  }
 
   it('graceful stop writes no grace keys of a revoked device; a rotation while stopped deletes the stored ones; the genuine device keeps its grace', async () => {
     const dir = tempDir();
