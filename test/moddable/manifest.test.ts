@@ -1,125 +1,206 @@
 /**
- * manifest.json's preload list. Preloaded modules run at build time and stay
- * in flash; anything else is loaded into the ESP32's ~150 KB JS heap at boot.
- * Two SDK behaviours make the list easy to get wrong without noticing:
- *  - mcconfig matches `preload` wildcards against JavaScript files only, so
- *    `firmware/core/*` preloads none of the TypeScript modules: every module
- *    must be named (tools/mcconfig.js, filterPreload);
- *  - preloaded ArrayBuffers are read-only at run time, so a module that
- *    writes a module-level buffer (noble's SHA-256 message schedule, HKDF's
- *    counter byte) fails with "read-only buffer" when preloaded; the device
- *    suite therefore takes SHA-256 from the SDK's native digest and the
- *    noble hash modules are not part of the device build at all.
- * The test walks the device's import graph from the manifest's main module
- * and checks that every module in it is preloaded, or is one of the few
- * listed below with the reason it cannot be.
+ * The Moddable manifests (manifest.json, boards/*, the native modules'
+ * manifest), resolved per platform with the SDK's merge rules
+ * (tools/manifest-model.ts; `npm run device:check` compares that model with
+ * what the real mcconfig generates). Checked without the SDK:
+ *
+ *  - the device image is what the device runs: the module graph walked from
+ *    `creation.main` through the platform's module map equals the set of
+ *    modules the manifests compile for that platform (nothing compiled that
+ *    nothing imports, e.g. the broker side or noble's BigInt curves, whose
+ *    package imports the manifest does not map), with no wildcards;
+ *  - every module of that graph is preloaded (flash, not the ~150 KB JS heap),
+ *    but the listed ones. mcconfig matches `preload` wildcards against
+ *    JavaScript files only (tools/mcconfig.js, filterPreload), so TypeScript
+ *    modules must be named; preloaded ArrayBuffers are read-only at run time,
+ *    which is why noble's hash modules are not part of the build at all;
+ *  - no preloaded module imports an SDK module that keeps mutable JavaScript
+ *    state on that platform: preloading freezes it into the image (the
+ *    desktop `preference` module's value cache did exactly that: nothing was
+ *    ever saved);
+ *  - each board's settings (`config.mqsec`) reach its build: the app
+ *    manifest's own `config` is merged after its includes and would override
+ *    every board fragment.
  */
 import { describe, it, expect } from 'vitest';
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join, relative } from 'node:path';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { dirname, join, posix } from 'node:path';
 import { REPO_ROOT } from '../../tools/moddable.js';
+import { matchPlatform, mergeProperties, readGeneratedConfig, resolveManifest, type ResolvedManifest } from '../../tools/manifest-model.js';
+
+const PLATFORMS = ['esp32', 'esp32/esp32s3', 'esp32/esp32c3', 'lin'] as const;
+const APP = join(REPO_ROOT, 'manifest.json');
 
 const NOT_PRELOADED: Record<string, string> = {
   'firmware/platform/moddable/main': 'the app entry: runs at boot by design',
-  'mqsec/device-config': 'generated per device at build time (holds the device key)',
 };
 
-interface Manifest {
-  creation: { main: string };
-  modules: Record<string, string>;
-  preload: string[];
-  platforms: Record<string, { include?: string }>;
+/**
+ * SDK modules with module-level JavaScript state on a platform (read from the
+ * SDK sources, modules/...): a preloaded module importing one freezes that
+ * state into the image.
+ *  - lin `preference` (modules/files/preference/lin/preference.js): values in
+ *    a static `#cache` object loaded from a JSON file when the module runs.
+ * On ESP32, `preference` (esp32/modPreference.c), `file`, `timer`, `time`,
+ * `net`, `wifi`, `crypt`, `instrumentation` and the ECMA-419 TCP socket are
+ * native functions or classes without JavaScript state; see docs/firmware.md.
+ */
+const STATEFUL_SDK_MODULES: Record<string, string[]> = {
+  lin: ['preference'],
+};
+
+interface Graph {
+  /** module name -> source file */
+  modules: Map<string, string>;
+  /** module name -> SDK (or generated) modules it imports */
+  external: Map<string, string[]>;
 }
 
-const manifest = JSON.parse(readFileSync(join(REPO_ROOT, 'manifest.json'), 'utf8')) as Manifest;
-/** A board fragment's preload list, with the fragments it includes from this repository. */
-function boardPreloads(fragment: string): string[] {
-  const m = JSON.parse(readFileSync(fragment, 'utf8')) as { include?: string | string[]; preload?: string[] };
-  const includes = ([] as string[]).concat(m.include ?? []).filter((i) => !i.startsWith('$('));
-  return [...(m.preload ?? []), ...includes.flatMap((i) => boardPreloads(join(dirname(fragment), i)))];
+function sourceFile(base: string): string | undefined {
+  return ['.ts', '.js'].map((e) => base + e).find((f) => existsSync(f));
 }
 
-/** Module specifier -> file, through the manifest's module map (exact names, then `dir/*` maps). */
-function fileOf(spec: string): string | undefined {
-  const name = spec.replace(/\.js$/, '');
-  const exact = manifest.modules[name];
-  const base = exact ?? Object.entries(manifest.modules).flatMap(([k, v]) => (k.endsWith('/*') && name.startsWith(k.slice(0, -1)) ? [v.slice(0, -1) + name.slice(k.length - 1)] : []))[0];
-  if (!base) return undefined;
-  for (const ext of ['.ts', '.js']) if (existsSync(join(REPO_ROOT, base + ext))) return join(REPO_ROOT, base + ext);
+/** The source base a module name maps to: an exact entry, or a `dir/*` wildcard entry. */
+function lookup(resolved: ResolvedManifest, name: string): string | undefined {
+  const exact = resolved.modules.get(name);
+  if (exact !== undefined) return exact;
+  for (const [k, v] of resolved.modules) if (k.endsWith('/*') && name.startsWith(k.slice(0, -1))) return v.slice(0, -1) + name.slice(k.length - 1);
   return undefined;
 }
 
-/** The module name the manifest gives a file (what `preload` entries name). */
-function nameOf(file: string): string {
-  const rel = relative(REPO_ROOT, file).replace(/\.(ts|js)$/, '');
-  if (rel.startsWith('node_modules/')) return rel.slice('node_modules/'.length);
-  return rel;
+/** Every module name the manifests compile (wildcards expanded to the .ts/.js files they match). */
+function compiledNames(resolved: ResolvedManifest): string[] {
+  return [...resolved.modules].flatMap(([k, v]) =>
+    k.endsWith('/*') && existsSync(v.slice(0, -2))
+      ? readdirSync(v.slice(0, -2))
+          .filter((f) => /\.(ts|js)$/.test(f) && !f.endsWith('.d.ts'))
+          .map((f) => k.slice(0, -1) + f.replace(/\.(ts|js)$/, ''))
+      : [k],
+  );
 }
 
-/** Value imports (not `import type`) of the device's main module, transitively, as module names. */
-function deviceModules(): Map<string, string> {
-  const out = new Map<string, string>();
-  const visit = (file: string) => {
-    const name = nameOf(file);
-    if (out.has(name)) return;
-    out.set(name, file);
-    const src = readFileSync(file, 'utf8');
+/** Value imports (not `import type`) from the device's main module, transitively, resolved by module name as XS does. */
+function deviceGraph(resolved: ResolvedManifest, main: string): Graph {
+  const g: Graph = { modules: new Map(), external: new Map() };
+  const visit = (name: string, from: string) => {
+    if (g.modules.has(name)) return;
+    const base = lookup(resolved, name);
+    const file = base === undefined ? undefined : sourceFile(base);
+    expect(file, `${from} imports ${name}, which the manifests do not map to a source file`).toBeDefined();
+    g.modules.set(name, file!);
+    const ext: string[] = [];
+    g.external.set(name, ext);
+    const src = readFileSync(file!, 'utf8');
     for (const m of src.matchAll(/^\s*(?:import|export)\s+(?!type\b)(?:[^'";]*?\sfrom\s+)?['"]([^'"]+)['"]/gm)) {
       const spec = m[1];
-      let target: string | undefined;
-      if (spec.startsWith('.')) {
-        const p = join(dirname(file), spec);
-        target = [p.replace(/\.js$/, '.ts'), p].find((f) => existsSync(f));
-        // board modules are mapped per platform under a name in this directory
-        if (!target && /board-(sensor|sleep)\.js$/.test(spec)) continue;
-      } else {
-        target = fileOf(spec);
-        if (!target) continue; // an SDK module (timer, net, embedded:io/...), preloaded or not by the SDK's own manifests
-      }
-      expect(target, `${nameOf(file)} imports ${spec}`).toBeDefined();
-      visit(target!);
+      // Relative specifiers resolve against the importing module's *name* (XS drops `.js`).
+      const target = (spec.startsWith('.') ? posix.normalize(posix.join(posix.dirname(name), spec)) : spec).replace(/\.js$/, '');
+      if (spec.startsWith('.') || lookup(resolved, target) !== undefined) visit(target, name);
+      else ext.push(spec);
     }
   };
-  visit(fileOf(manifest.creation.main)!);
-  return out;
+  visit(main, 'creation.main');
+  return g;
 }
 
-describe('manifest.json preload list', () => {
-  const modules = deviceModules();
+const appManifest = JSON.parse(readFileSync(APP, 'utf8')) as { creation: { main: string }; config?: Record<string, unknown>; modules: Record<string, string> };
+const perPlatform = new Map(
+  PLATFORMS.map((p) => {
+    const resolved = resolveManifest(APP, p);
+    return [p, { resolved, graph: deviceGraph(resolved, appManifest.creation.main) }] as const;
+  }),
+);
 
-  it('walks the whole device app (firmware layers and the noble primitives it uses)', () => {
-    const names = [...modules.keys()];
-    for (const layer of ['firmware/core/', 'firmware/crypto/', 'firmware/mqtt/', 'firmware/secure/', 'firmware/app/', 'firmware/platform/moddable/', '@noble/ciphers/']) {
+describe('manifests resolved per platform (SDK merge rules, no SDK needed)', () => {
+  it('the model follows mcmanifest: includes first, platform entry after the manifest, deep config merge', () => {
+    expect(matchPlatform({ esp32: 1, lin: 2, '...': 3 }, 'esp32/esp32c3')).toBe(1);
+    expect(matchPlatform({ esp32: 1, 'esp32/esp32c3': 4 }, 'esp32/esp32c3')).toBe(4);
+    expect(matchPlatform({ esp32: 1, '...': 3 }, 'mac')).toBe(3);
+    const t: Record<string, unknown> = { mqsec: { a: 1, b: { c: 1 } } };
+    mergeProperties(t, { mqsec: { b: { d: 2 }, e: 3 } });
+    expect(t).toEqual({ mqsec: { a: 1, b: { c: 1, d: 2 }, e: 3 } });
+    const lin = perPlatform.get('lin')!.resolved.manifests.map((m) => m.slice(REPO_ROOT.length + 1));
+    // the board fragment is merged after the defaults and before the app manifest
+    expect(lin).toEqual(['firmware/platform/moddable/native/manifest.json', 'boards/defaults.json', 'boards/lin/manifest.json', 'manifest.json']);
+  });
+
+  it('each board gets its own settings (the app manifest sets none of them)', () => {
+    expect(appManifest.config?.mqsec, 'config.mqsec in manifest.json would override every board').toBeUndefined();
+    const mqsec = (p: string) => perPlatform.get(p as (typeof PLATFORMS)[number])!.resolved.config.mqsec as Record<string, unknown>;
+    const summary = Object.fromEntries(PLATFORMS.map((p) => [p, [mqsec(p).board, mqsec(p).intervalS, mqsec(p).sleepMode, (mqsec(p).sensor as { kind: string }).kind]]));
+    // docs/firmware.md, "Board settings"
+    expect(summary).toEqual({
+      esp32: ['esp32', 60, 'deep', 'sht3x'],
+      'esp32/esp32s3': ['esp32s3', 60, 'deep', 'sht3x'],
+      'esp32/esp32c3': ['esp32c3', 300, 'deep', 'system'],
+      lin: ['lin', 5, 'wait', 'system'],
+    });
+    for (const p of PLATFORMS) expect(mqsec(p), p).toMatchObject({ client: 'firmware', logLevel: 'info', listenMs: 1500 });
+  });
+
+  it('reads a setting out of an mc.config.js as mcconfig writes it', () => {
+    const text = '/* generated */\n\nexport default Object.freeze({\n\t"file": {\n\t\t"root": "/tmp/x/"\n\t},\n\t"mqsec": {\n\t\t"intervalS": 5,\n\t\t"s": "a,}\\"b"\n\t},\n\t"n": 3,\n}, true);\n';
+    expect(readGeneratedConfig(text, 'mqsec')).toEqual({ intervalS: 5, s: 'a,}"b' });
+    expect(readGeneratedConfig(text, 'n')).toBe(3);
+    expect(readGeneratedConfig(text, 'absent')).toBeUndefined();
+  });
+});
+
+describe.each(PLATFORMS)('device image for %s', (platform) => {
+  const { resolved, graph } = perPlatform.get(platform)!;
+  const names = [...graph.modules.keys()];
+
+  it('walks the whole device app (firmware layers and the noble primitives it uses), and nothing of the broker side', () => {
+    for (const layer of ['firmware/core/', 'firmware/crypto/', 'firmware/mqtt/', 'firmware/secure/', 'firmware/app/', 'firmware/platform/moddable/', '@noble/ciphers/', 'mqsec/']) {
       expect(names.some((n) => n.startsWith(layer)), layer).toBe(true);
     }
-    // the device never loads the broker side, nor noble's BigInt curves or its hashes (native code does those)
     expect(names).not.toContain('firmware/secure/server');
     expect(names.some((n) => n.startsWith('@noble/curves/') || n.startsWith('@noble/hashes/'))).toBe(false);
   });
 
-  it('maps every module the device loads to its source file', () => {
-    for (const [name, file] of modules) {
-      if (name.startsWith('@noble/')) expect(fileOf(name), name).toBe(file);
-      else expect(fileOf(name), `${name} is imported but not in the manifest's modules`).toBe(file);
-    }
+  it('compiles exactly the modules the device loads: no wildcards, nothing unused', () => {
+    const mapped = [...resolved.modules.keys()];
+    expect(mapped.filter((n) => n.includes('*')), 'wildcard module maps compile whole directories').toEqual([]);
+    expect(compiledNames(resolved).filter((n) => !graph.modules.has(n)), 'compiled but never imported').toEqual([]);
   });
 
-  it('names every module the device loads, except the listed ones', () => {
-    const preload = new Set(manifest.preload);
-    expect(manifest.preload.filter((p) => p.includes('*')), 'wildcards do not preload TypeScript modules').toEqual([]);
-    const missing = [...modules.keys()].filter((n) => !preload.has(n) && !(n in NOT_PRELOADED));
-    expect(missing).toEqual([]);
+  it('preloads every module the device loads, except the listed ones, and nothing else', () => {
+    const preload = new Set(resolved.preload);
+    expect(resolved.preload.filter((p) => p.includes('*')), 'wildcards do not preload TypeScript modules').toEqual([]);
+    expect(names.filter((n) => !preload.has(n) && !(n in NOT_PRELOADED))).toEqual([]);
     for (const n of Object.keys(NOT_PRELOADED)) expect(preload.has(n), `${n} must not be preloaded`).toBe(false);
+    expect(resolved.preload.filter((p) => !graph.modules.has(p))).toEqual([]);
   });
 
-  it('preloads nothing the device does not load, and every board preloads its board modules', () => {
-    const stale = manifest.preload.filter((p) => !modules.has(p));
-    expect(stale).toEqual([]);
-    for (const platform of ['esp32', 'esp32/esp32s3', 'esp32/esp32c3', 'lin']) {
-      const include = manifest.platforms[platform]?.include;
-      expect(include, platform).toBeDefined();
-      const preload = boardPreloads(join(REPO_ROOT, include!));
-      expect(preload, platform).toEqual(expect.arrayContaining(['firmware/platform/moddable/board-sensor', 'firmware/platform/moddable/board-sleep']));
+  it('no preloaded module imports an SDK module that keeps JavaScript state on this platform', () => {
+    const stateful = STATEFUL_SDK_MODULES[platform.split('/')[0]] ?? [];
+    const preload = new Set(resolved.preload);
+    const offenders = [...graph.external].flatMap(([name, ext]) => (preload.has(name) ? ext.filter((e) => stateful.includes(e)).map((e) => `${name} -> ${e}`) : []));
+    expect(offenders).toEqual([]);
+  });
+});
+
+describe('the preference bug this guards against', () => {
+  it('the checks above catch a preloaded module importing the desktop preference module', () => {
+    // The layout before the fix: services (preloaded) imported `preference` directly.
+    const resolved = resolveManifest(APP, 'lin');
+    const graph = deviceGraph(resolved, appManifest.creation.main);
+    const services = graph.external.get('firmware/platform/moddable/services')!;
+    expect(services).not.toContain('preference');
+    const before = new Map(graph.external);
+    before.set('firmware/platform/moddable/services', [...services, 'preference']);
+    const offenders = [...before].filter(([n, ext]) => resolved.preload.includes(n) && ext.includes('preference'));
+    expect(offenders.map(([n]) => n)).toEqual(['firmware/platform/moddable/services']);
+  });
+
+  it('the board modules exist for every platform and are typed for the modules that import them', () => {
+    for (const p of PLATFORMS) {
+      const { resolved } = perPlatform.get(p)!;
+      for (const board of ['board-sensor', 'board-sleep', 'board-storage']) {
+        expect(resolved.modules.get(`firmware/platform/moddable/${board}`), `${p} ${board}`).toBeDefined();
+        expect(existsSync(join(REPO_ROOT, 'firmware/platform/moddable', `${board}.d.ts`))).toBe(true);
+      }
     }
+    expect(dirname(APP)).toBe(REPO_ROOT);
   });
 });

@@ -1,19 +1,23 @@
 /**
- * The platform services on the Moddable SDK: the only file (with main.ts)
- * that imports SDK modules. Each service is a thin binding; the logic lives
- * in SDK-free adapters tested under Node (tcp-transport.ts,
- * preference-storage.ts, stock-mqtt.ts).
+ * The platform services on the Moddable SDK: with main.ts and the per-board
+ * modules, the only files that import SDK modules. Each service is a thin
+ * binding; the logic lives in SDK-free adapters tested under Node
+ * (tcp-transport.ts, preference-storage.ts, file-storage.ts, stock-mqtt.ts).
+ *
+ * This module is preloaded (built into flash), and so is every module it
+ * imports: none of them may keep mutable state at module level. Storage comes
+ * from the board's `board-storage` module for that reason (see
+ * storage-preference.ts and storage-file.ts).
  */
 import Timer from 'timer';
 import Time from 'time';
-import Preference from 'preference';
 import Net from 'net';
 import TCP from 'embedded:io/socket/tcp';
 import fillRandom from 'mqsec/random-native';
 import { MqsecError, fail } from '../../core/errors.js';
 import type { Clock, Log, Platform, Random, Timer as TimerService } from '../../core/platform.js';
 import { ModdableTcpTransport, type Tcp419Constructor } from './tcp-transport.js';
-import { PreferenceStorage } from './preference-storage.js';
+import { createStorage } from './board-storage.js';
 
 interface OneShot {
   timer: ReturnType<typeof Timer.set> | undefined;
@@ -109,7 +113,7 @@ export function createModdablePlatform(log: Log = traceLog()): Platform {
     clock: moddableClock,
     timer,
     random: nativeRandom,
-    storage: new PreferenceStorage(Preference, 'mqsec'),
+    storage: createStorage(),
     log,
   };
 }
