@@ -9,12 +9,19 @@
  *      the envelopes;
  *   3. the broker is restarted on the same port and data directory: the node
  *      comes back with phase 2 only (phase2 ok, no further phase 1), and
- *      readings flow again.
+ *      readings flow again;
+ *   4. the device process is killed (SIGKILL) and started again: what it
+ *      saved (ticket, counter block, reading sequence) survives, so it comes
+ *      back with phase 2, not phase 1, and readings flow again;
+ *   5. the device is killed in the middle of a storage write (the desktop
+ *      build stops half-way through a write while a marker file exists, see
+ *      firmware/platform/moddable/storage-file.ts) and started again: it
+ *      comes back with phase 2 as well.
  *
  * Without an SDK (MODDABLE unset, mcconfig or mcsim not built) or without
  * xvfb-run it prints one "skipped: ..." line and succeeds.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -39,12 +46,12 @@ export interface Io {
   err(line: string): void;
 }
 
-/** The metric's value once it is at least 1, or its last value after `ms`. */
-async function pollMetric(read: () => Promise<number>, ms: number): Promise<number> {
+/** The metric's value once it is at least `atLeast`, or its last value after `ms`. */
+async function pollMetric(read: () => Promise<number>, ms: number, atLeast = 1): Promise<number> {
   const until = Date.now() + ms;
   for (;;) {
     const v = await read();
-    if (v >= 1 || Date.now() > until) return v;
+    if (v >= atLeast || Date.now() > until) return v;
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -89,13 +96,16 @@ export async function runDesktop(o: DesktopRunOptions, io: Io, env: NodeJS.Proce
     step(`broker on 127.0.0.1:${port}, device ${id} provisioned`);
 
     const buildDir = join(work, 'build');
+    const fsRoot = join(work, 'fs') + '/';
+    mkdirSync(fsRoot, { recursive: true });
     const built = await buildApp({
       sdk,
       platform: 'lin',
       outDir: buildDir,
       configDir,
       instrument: o.instrument,
-      extraConfig: { file: { root: join(work, 'fs') + '/' }, mqsec: { client: o.client ?? 'firmware' } },
+      // storagePauseMs: a write stops half-way while the marker file exists (step 5).
+      extraConfig: { file: { root: fsRoot }, mqsec: { client: o.client ?? 'firmware', storagePauseMs: 3000 } },
       onLine: o.verbose ? (l) => io.out(`  mcconfig: ${l}`) : undefined,
     });
     if (built.code !== 0) {
@@ -118,7 +128,13 @@ export async function runDesktop(o: DesktopRunOptions, io: Io, env: NodeJS.Proce
 
     const mcso = join(built.appDir, 'build', 'mc.so');
     const soPath = [mcso, join(built.appDir, 'mc.so')].find((p) => spawnSync('test', ['-f', p]).status === 0) ?? mcso;
-    sim = watch('xvfb-run', ['-a', 'stdbuf', '-oL', sdk.mcsim, soPath], { ...env, MODDABLE: sdk.moddable }, o.verbose ? (l) => io.out(`  device: ${l}`) : undefined);
+    const mcsim = sdk.mcsim;
+    let starts = 0;
+    const startDevice = () => {
+      const n = ++starts;
+      return watch('xvfb-run', ['-a', 'stdbuf', '-oL', mcsim, soPath], { ...env, MODDABLE: sdk.moddable }, o.verbose ? (l) => io.out(`  device#${n}: ${l}`) : undefined);
+    };
+    sim = startDevice();
 
     const waitReadings = async (n: number) => {
       const until = Date.now() + timeoutMs;
@@ -153,11 +169,43 @@ export async function runDesktop(o: DesktopRunOptions, io: Io, env: NodeJS.Proce
     if (p1again !== 0) throw new Error('the node fell back to phase 1 after the restart');
     await waitReadings(before + 1);
     step('phase 2 after broker restart ok, readings flow again');
-    for (const figure of deviceFigures(sim.lines)) step(figure);
+    const firstRun = sim.lines;
+
+    // A device restart: what the device saved must survive it, so it resumes with phase 2.
+    const restartAndResume = async (what: string, kill: (s: Watched) => Promise<void>) => {
+      const phase2Before = await b2.metrics.value('mqsec_auth_total', { kind: 'phase2', result: 'ok' });
+      const readingsBefore = readings.length;
+      await kill(sim!);
+      sim = startDevice();
+      await sim.waitFor(/^mqsec phase [12] ok/, timeoutMs);
+      const p2now = await pollMetric(() => b2.metrics.value('mqsec_auth_total', { kind: 'phase2', result: 'ok' }), 5000, phase2Before + 1);
+      const p1now = await b2.metrics.value('mqsec_auth_total', { kind: 'phase1', result: 'ok' });
+      const refused = sim.lines.filter((l) => /CONNECTION_REFUSED|return code [1-5]/.test(l)).length;
+      if (p1now !== 0 || !sim.lines.some((l) => l.startsWith('mqsec phase 2 ok'))) throw new Error(`after ${what} the node did not resume with phase 2 (phase 1 count ${p1now}, ${refused} refusals)`);
+      if (p2now < phase2Before + 1) throw new Error(`after ${what} the device reports phase 2 but the broker counted none`);
+      await waitReadings(readingsBefore + 1);
+      const seqs = readings.map((r) => r.body.n);
+      if (seqs.slice(readingsBefore).some((n) => n <= Math.max(...seqs.slice(0, readingsBefore)))) throw new Error(`after ${what} reading sequence numbers went back`);
+      step(`${what}: back with phase 2 (no phase 1, no refusal), readings flow again`);
+    };
+    await restartAndResume('device process killed and started again', (s) => s.kill('SIGKILL'));
+    // Kill inside a write: with the marker present, the next write stops half-way (the
+    // restarted device reserves a new counter block before it connects).
+    const marker = join(fsRoot, 'mqsec-pause-writes');
+    await restartAndResume('device killed in the middle of a storage write', async (s) => {
+      writeFileSync(marker, '');
+      await s.kill('SIGKILL');
+      const paused = startDevice();
+      const line = await paused.waitFor(/^mqsec storage mid-write /, timeoutMs);
+      await paused.kill('SIGKILL');
+      rmSync(marker);
+      step(`killed at "${line.trim()}"`);
+    });
+    for (const figure of deviceFigures(firstRun)) step(figure);
     // The desktop host also prints its own instrumentation table once a second in -i
     // builds, whose last line is the state after phase 2.
-    const keys = sim.lines.find((l) => l.startsWith('instruments key: '))?.slice('instruments key: '.length).split(',');
-    const values = sim.lines.filter((l) => l.startsWith('instruments: ')).pop()?.slice('instruments: '.length).split(',');
+    const keys = firstRun.find((l) => l.startsWith('instruments key: '))?.slice('instruments key: '.length).split(',');
+    const values = firstRun.filter((l) => l.startsWith('instruments: ')).pop()?.slice('instruments: '.length).split(',');
     if (keys && values) {
       const at = (k: string) => values[keys.indexOf(k)];
       step(`device heap after phase 2: slot used ${at('Slot used')} B of ${at('Slot available')}, chunk used ${at('Chunk used')} B, modules loaded at run time ${at('Modules loaded')}, GCs ${at('Garbage collections')} (XS instrumentation, 64-bit host)`);

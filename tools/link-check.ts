@@ -7,6 +7,13 @@
  * the ROM image as C (`mc.xs.c`). What is left for a real ESP32 build is the C
  * compile and link by ESP-IDF.
  *
+ * Each board's settings are checked on the way: the `mqsec` entry of the
+ * `mc.config.js` that mcconfig generates for the platform (lin included) must
+ * hold every setting of the platform's board fragment, and equal what
+ * tools/manifest-model.ts computes from the repository's manifests (the model
+ * the SDK-free tests use): a board fragment whose settings do not reach its
+ * build, or a model that drifted from the SDK, fails here.
+ *
  * This catches what the desktop run cannot, because the desktop target
  * includes different SDK modules: an import the ESP32 manifests do not
  * provide (this check found that the SDK's `manifest_net` gives ESP32 builds
@@ -21,18 +28,42 @@
  * of ESP-IDF is used by these steps.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { isDeepStrictEqual } from 'node:util';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { toHex } from '../firmware/core/bytes.js';
-import { buildApp, findSdk, isSdk, run, writeDeviceConfigModule } from './moddable.js';
+import { boardFragmentSettings, readGeneratedConfig, resolveManifest } from './manifest-model.js';
+import { APP_MANIFEST, buildApp, findSdk, isSdk, run, writeDeviceConfigModule } from './moddable.js';
 
 export const ESP32_PLATFORMS = ['esp32', 'esp32/esp32s3', 'esp32/esp32c3'] as const;
+
+/** Platforms whose generated board settings are compared with the manifest model. */
+export const CONFIG_PLATFORMS = [...ESP32_PLATFORMS, 'lin'] as const;
+
+/** The generated `config.mqsec` against the model's; a one-line verdict. */
+function checkBoardSettings(platform: string, tmpDir: string): { ok: boolean; line: string } {
+  const file = findFile(tmpDir, 'mc.config.js');
+  if (!file) return { ok: false, line: `no mc.config.js generated` };
+  const got = readGeneratedConfig(readFileSync(file, 'utf8'), 'mqsec') as Record<string, unknown> | undefined;
+  if (got === undefined) return { ok: false, line: 'no mqsec settings in mc.config.js' };
+  // The board fragment's own settings must reach the build unchanged ...
+  const board = boardFragmentSettings(APP_MANIFEST, platform);
+  const lost = Object.keys(board).filter((k) => !isDeepStrictEqual(got[k], board[k]));
+  if (lost.length) return { ok: false, line: `the board's ${lost.map((k) => `${k}=${JSON.stringify(board[k])}`).join(', ')} did not reach the build (got ${lost.map((k) => JSON.stringify(got[k])).join(', ')})` };
+  // ... and the whole entry must be what the SDK-free model computes (the model the npm tests use).
+  const want = resolveManifest(APP_MANIFEST, platform).config.mqsec;
+  if (!isDeepStrictEqual(got, want)) return { ok: false, line: `board settings ${JSON.stringify(got)} differ from the manifest model's ${JSON.stringify(want)}` };
+  const m = got as { board: string; intervalS: number; sleepMode: string };
+  return { ok: true, line: `board settings reach the build (board ${m.board}, every ${m.intervalS} s, sleep ${m.sleepMode})` };
+}
 
 export interface LinkCheckOptions {
   platforms?: readonly string[];
   keep?: boolean;
   verbose?: boolean;
+  /** Only the board-settings check (mcconfig writes the makefile and mc.config.js; nothing is compiled). */
+  settingsOnly?: boolean;
 }
 
 interface Io {
@@ -76,7 +107,7 @@ export async function runLinkCheck(o: LinkCheckOptions, io: Io, env: NodeJS.Proc
     const configDir = join(work, 'config');
     // A throw-away identity: the check never talks to a broker.
     writeDeviceConfigModule({ id: 'check-0001', key: toHex(crypto.getRandomValues(new Uint8Array(32))), broker: { host: '192.0.2.1', port: 1883 }, wifi: { ssid: 'check' } }, configDir);
-    for (const platform of o.platforms ?? ESP32_PLATFORMS) {
+    for (const platform of o.platforms ?? CONFIG_PLATFORMS) {
       const out = join(work, platform.replace('/', '_'));
       const xslOut = join(out, 'xsl');
       mkdirSync(xslOut, { recursive: true });
@@ -92,6 +123,14 @@ export async function runLinkCheck(o: LinkCheckOptions, io: Io, env: NodeJS.Proc
         failed++;
         continue;
       }
+      const settings = checkBoardSettings(platform, join(out, 'tmp'));
+      if (!settings.ok) {
+        io.err(`device-check ${platform}: FAIL (${settings.line})`);
+        failed++;
+        continue;
+      }
+      io.out(`device-check ${platform}: ${settings.line}`);
+      if (platform === 'lin' || o.settingsOnly) continue; // the desktop build is checked by running it (device-desktop)
       const wrapper = join(out, 'link-check.mk');
       writeFileSync(wrapper, `include ${makefile}\nmqsec-link-check: $(MODULES)\n\txsl -b $(MODULES_DIR) -o ${xslOut} $(PRELOADS) $(STRIPS) $(CREATION) $(MODULES)\n`);
       const code = await run('make', ['-f', wrapper, 'mqsec-link-check'], { cwd: dirname(makefile), env: built.env, onLine });
@@ -112,6 +151,6 @@ export async function runLinkCheck(o: LinkCheckOptions, io: Io, env: NodeJS.Proc
     else rmSync(work, { recursive: true, force: true });
   }
   if (failed) return 1;
-  io.out('device-check: PASS (the ESP-IDF compile and link of the C parts is not part of this check)');
+  io.out(o.settingsOnly ? 'device-check: PASS (board settings only)' : 'device-check: PASS (the ESP-IDF compile and link of the C parts is not part of this check)');
   return 0;
 }

@@ -166,6 +166,8 @@ export interface Watched {
   /** Resolves with the first line matching `re`; rejects after `ms`, or at once if the process has ended. */
   waitFor(re: RegExp, ms: number): Promise<string>;
   stop(): Promise<void>;
+  /** Sends `signal` to the child's process group and waits for the child to exit. */
+  kill(signal: NodeJS.Signals): Promise<void>;
 }
 
 export function watch(cmd: string, args: string[], env: NodeJS.ProcessEnv, onLine?: (l: string) => void): Watched {
@@ -217,6 +219,16 @@ export function watch(cmd: string, args: string[], env: NodeJS.ProcessEnv, onLin
           },
         });
       });
+    },
+    async kill(signal) {
+      if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
+      const exited = new Promise<void>((r) => child.once('exit', () => r()));
+      try {
+        process.kill(-child.pid, signal);
+      } catch {
+        return;
+      }
+      await exited;
     },
     async stop() {
       if (child.exitCode !== null || child.pid === undefined) return;

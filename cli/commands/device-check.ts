@@ -4,21 +4,22 @@
  * board; see tools/link-check.ts. Prints "skipped: ..." without an SDK.
  */
 import { CliError, type CommandModule } from '../command.js';
-import { ESP32_PLATFORMS, runLinkCheck } from '../../tools/link-check.js';
+import { CONFIG_PLATFORMS, runLinkCheck } from '../../tools/link-check.js';
 
 export const deviceCheckCommand: CommandModule = {
   name: 'device-check',
   register(program, io) {
     program
       .command('device-check')
-      .description('compile and preload-link the ESP32 builds on the host, without ESP-IDF (needs MODDABLE)')
-      .option('--platform <name...>', `platforms to check (${ESP32_PLATFORMS.join(', ')})`)
+      .description('check each board\'s settings in the generated config, and compile and preload-link the ESP32 builds on the host, without ESP-IDF (needs MODDABLE)')
+      .option('--platform <name...>', `platforms to check (${CONFIG_PLATFORMS.join(', ')})`)
+      .option('--settings-only', 'only check that each board\'s settings reach its generated config (no compile)')
       .option('--keep', 'keep the temporary build directories')
       .option('--verbose', 'show mcconfig, make and xsl output')
-      .action(async (o: { platform?: string[]; keep?: boolean; verbose?: boolean }) => {
-        const platforms = o.platform ?? [...ESP32_PLATFORMS];
-        for (const p of platforms) if (!(ESP32_PLATFORMS as readonly string[]).includes(p)) throw new CliError(`unknown platform "${p}" (${ESP32_PLATFORMS.join(', ')})`);
-        const code = await runLinkCheck({ platforms, keep: o.keep, verbose: o.verbose }, io);
+      .action(async (o: { platform?: string[]; settingsOnly?: boolean; keep?: boolean; verbose?: boolean }) => {
+        const platforms = o.platform ?? [...CONFIG_PLATFORMS];
+        for (const p of platforms) if (!(CONFIG_PLATFORMS as readonly string[]).includes(p)) throw new CliError(`unknown platform "${p}" (${CONFIG_PLATFORMS.join(', ')})`);
+        const code = await runLinkCheck({ platforms, settingsOnly: o.settingsOnly, keep: o.keep, verbose: o.verbose }, io);
         if (code !== 0) throw new CliError('device-check failed', code);
       });
   },

@@ -5,10 +5,10 @@
  * values live in a JavaScript object (frozen when preloaded) and one JSON file
  * rewritten in place (lost when the process is killed mid-write).
  *
- * `config.mqsec.storagePauseMs` (desktop checks only, absent otherwise): each
- * write stops half-way for that long after printing
- * `mqsec storage mid-write <key>`, so the restart check can kill the process
- * inside a write.
+ * `config.mqsec.storagePauseMs` (set by the desktop check's build only): while
+ * a file `mqsec-pause-writes` exists in the file root, each write stops
+ * half-way for that long after printing `mqsec storage mid-write <key>`, so
+ * the check can kill the process inside a write.
  */
 import { File, Directory } from 'file';
 import config from 'mc/config';
@@ -27,9 +27,12 @@ const files: FileApi = Object.freeze({
 export function createStorage(): Storage {
   const settings = (config as { mqsec?: { storagePauseMs?: number }; file?: { root?: string } });
   const pauseMs = settings.mqsec?.storagePauseMs ?? 0;
+  const root = settings.file?.root ?? '/tmp/';
+  const marker = `${root}mqsec-pause-writes`;
   const midWrite =
     pauseMs > 0
       ? (key: string) => {
+          if (!File.exists(marker)) return;
           trace(`mqsec storage mid-write ${key}\n`);
           const until = Time.ticks + pauseMs;
           while (Time.ticks < until) {
@@ -37,5 +40,5 @@ export function createStorage(): Storage {
           }
         }
       : undefined;
-  return new FileStorage(files, settings.file?.root ?? '/tmp/', 'mqsec', midWrite ? { midWrite } : {});
+  return new FileStorage(files, root, 'mqsec', midWrite ? { midWrite } : {});
 }
