@@ -14,6 +14,16 @@ import { toHex } from '../../firmware/core/bytes.js';
 
 export class Killed extends Error {}
 
+/** 'ok', or the error code a Storage promise rejected with (shared by the storage tests). */
+export async function code(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return 'ok';
+  } catch (e: any) {
+    return e.code ?? `raw:${e.message}`;
+  }
+}
+
 export class FileModel {
   readonly files = new Map<string, Uint8Array>();
   readonly dirs = new Set<string>();

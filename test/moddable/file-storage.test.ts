@@ -10,16 +10,8 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { toHex } from '../../firmware/core/bytes.js';
 import { FileStorage } from '../../firmware/platform/moddable/file-storage.js';
-import { FileModel, killDuringPuts } from './file-model.js';
+import { code, FileModel, killDuringPuts } from './file-model.js';
 
-const code = async (p: Promise<unknown>) => {
-  try {
-    await p;
-    return 'ok';
-  } catch (e: any) {
-    return e.code ?? `raw:${e.message}`;
-  }
-};
 
 function fresh() {
   const disk = new FileModel();

@@ -12,16 +12,9 @@ import { ReservedCounter } from '../../firmware/app/reserved-counter.js';
 import { DeviceSecureSession } from '../../firmware/secure/device.js';
 import { createNobleSuite } from '../../firmware/crypto/noble.js';
 import { NvsModel } from './nvs-model.js';
+import { code } from './file-model.js';
 import { randomFillSync } from 'node:crypto';
 
-const code = async (p: Promise<unknown>) => {
-  try {
-    await p;
-    return 'ok';
-  } catch (e: any) {
-    return e.code ?? `raw:${e.message}`;
-  }
-};
 
 describe('PreferenceStorage limits', () => {
   it('round-trips bytes and hands out copies', async () => {
