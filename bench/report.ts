@@ -147,6 +147,26 @@ export function formatReport(rep: BenchReport): string {
   const keys = ['phase1_device', 'phase2_device', 'seal_64B', 'open_64B'] as const;
   out.push(table(['step', 'XS engine ms', 'Node ms', 'XS / Node'], keys.map((k) => [k, j.xs_ms?.[k] ?? null, j.node_ms?.[k] ?? null, ratio(j.xs_ms?.[k], j.node_ms?.[k])])));
   out.push('');
+  const n = j.device_native;
+  if (n) {
+    out.push('## Native X25519 on the ESP32 instruction sets (QEMU instruction counts, one scalar multiplication)');
+    out.push('');
+    out.push(
+      table(
+        ['ISA', 'instructions (ten-limb field, device build)', 'instructions (sixteen-limb reference)', 'reference / device'],
+        [
+          ['RV32IMC (ESP32-C3)', n.x25519_instructions.rv32imc, n.reference_field16_instructions.rv32imc, n.speedup_vs_field16.rv32imc],
+          ['Xtensa lx106 (software 64-bit products)', n.x25519_instructions.xtensa, n.reference_field16_instructions.xtensa, n.speedup_vs_field16.xtensa],
+          ['Xtensa LX6 (ESP32), estimated', n.xtensa_lx6_instructions_estimate, null, null],
+        ],
+      ),
+    );
+    out.push('');
+    out.push(
+      `Estimated X25519: ${n.x25519_ms_estimate.esp32c3_160mhz} ms on an ESP32-C3 at 160 MHz (CPI ${n.cpi.esp32c3}), ${n.x25519_ms_estimate.esp32_240mhz} ms on an ESP32 at 240 MHz (CPI ${n.cpi.esp32}); CPI sources in bench/RESULTS.md.`,
+    );
+    out.push('');
+  }
   if (rep.envelope) out.push(`Envelope overhead for a 64 B payload: ${rep.envelope.first} B (first message), ${rep.envelope.worst} B (largest sequence number before the mandatory rekey).`);
   if (rep.notMeasured.length) {
     out.push('');

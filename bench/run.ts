@@ -4,7 +4,10 @@
  * - Mosquitto (Debian) twice, stock and with `set_tcp_nodelay true`, with
  *   throw-away ECDSA P-256 certificates, a PSK and a password file;
  * - plain Aedes 1.2 and the mqsec broker, each in its own Node process;
- * - the device code in the real XS engine (xsnap) and under Node.
+ * - the device code in the real XS engine (xsnap) and under Node;
+ * - the device's native X25519 on RV32IMC and Xtensa under QEMU: instructions
+ *   per scalar multiplication and the resulting ESP32-C3/ESP32 estimates
+ *   (tools/native-isa.ts).
  *
  * Figures and how each is defined: bench/RESULTS.md and the module comments
  * (bench/handshake/measure.ts, bench/throughput/load.ts,
@@ -26,6 +29,7 @@ import { runThroughput, type ThroughputOptions, type ThroughputResult } from './
 import { mqttJsFactory } from './throughput/mqttjs.js';
 import { mqsecFactory, mqsecTopic } from './throughput/mqsec.js';
 import { measureDeviceWorkNode, measureDeviceWorkXs, measureEnvelopeOverhead, type DeviceFigures } from './xs.js';
+import { measureNativeX25519, type NativeX25519Figures } from '../tools/native-isa.js';
 
 export const HANDSHAKE_KEYS = [
   'mqtt_plain',
@@ -47,6 +51,8 @@ export interface BenchJson {
   handshakes_per_s: { mqsec_phase1: number | null; mqsec_phase2: number | null; mosquitto_tls_full: number | null; mosquitto_tls_resumed: number | null };
   xs_ms: DeviceFigures | null;
   node_ms: DeviceFigures | null;
+  /** The native X25519 counted on the ESP32 families' instruction sets under QEMU (tools/native-isa.ts). */
+  device_native: NativeX25519Figures | null;
   env: { node: string; cpu: string; mosquitto: string; aedes: string };
 }
 
@@ -60,6 +66,7 @@ export function emptyBenchJson(env: BenchJson['env']): BenchJson {
     handshakes_per_s: { mqsec_phase1: null, mqsec_phase2: null, mosquitto_tls_full: null, mosquitto_tls_resumed: null },
     xs_ms: null,
     node_ms: null,
+    device_native: null,
     env,
   };
 }
@@ -298,6 +305,8 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchReport> {
     say('device work inside XS');
     json.xs_ms = await attempt('device work inside XS (xsnap)', () => measureDeviceWorkXs(settings.device));
   }
+  say('native X25519 on RV32IMC and Xtensa (QEMU)');
+  json.device_native = await attempt('device_native (cross toolchains and QEMU)', () => measureNativeX25519());
 
   report.seconds = Math.round((performance.now() - t0) / 100) / 10;
   return report;

@@ -174,6 +174,15 @@ describe('report', () => {
     json.broker_ratio_mqsec_vs_aedes_plain = 0.9;
     json.handshakes_per_s = { mqsec_phase1: 10, mqsec_phase2: 50, mosquitto_tls_full: 20, mosquitto_tls_resumed: 60 };
     json.envelope_overhead_bytes = 18;
+    json.device_native = {
+      x25519_instructions: { rv32imc: 3_035_059, xtensa: 9_731_000 },
+      xtensa_lx106_muldi3: { calls: 204_136, instructions_per_call: 26 },
+      xtensa_lx6_instructions_estimate: 4_832_000,
+      x25519_ms_estimate: { esp32c3_160mhz: 23.7, esp32_240mhz: 20.1 },
+      cpi: { esp32c3: 1.25, esp32: 1 },
+      reference_field16_instructions: { rv32imc: 16_510_910, xtensa: 40_000_000 },
+      speedup_vs_field16: { rv32imc: 5.44, xtensa: 4.11 },
+    };
     return {
       json,
       quick: true,
@@ -198,6 +207,7 @@ describe('report', () => {
       'handshakes_per_s',
       'xs_ms',
       'node_ms',
+      'device_native',
       'env',
     ]);
     expect(Object.keys(j.handshake)).toEqual([...HANDSHAKE_KEYS]);
@@ -225,6 +235,8 @@ describe('report', () => {
     expect(text).toContain('| phase 2 bytes | 70 | 54 |');
     expect(text).toContain('NO');
     expect(text).toContain('not measured: xs_ms: skipped');
+    expect(text).toContain('| RV32IMC (ESP32-C3) | 3,035,059 | 16,510,910 | 5.44 |');
+    expect(text).toContain('23.7 ms on an ESP32-C3 at 160 MHz (CPI 1.25), 20.1 ms on an ESP32 at 240 MHz (CPI 1)');
   });
 
   it('median of odd and even samples', () => {

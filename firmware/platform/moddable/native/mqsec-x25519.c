@@ -6,184 +6,88 @@
  *   import x25519 from "mqsec/x25519-native";
  *   x25519(out, scalar, u);    // three 32-byte buffers; out may alias an input
  *
- * Field elements are sixteen signed 64-bit limbs of 16 bits each
- * (value = sum limb[i] * 2^(16 i)), the representation TweetNaCl made
- * popular: simple enough to check by eye, with 32x32->64-bit products only,
- * which the ESP32's Xtensa and RISC-V cores compute in one or two instructions. Reduction uses
- * 2^256 = 2 * 2^255 = 2 * 19 = 38 (mod p).
+ * This file is the Montgomery ladder, the inversion and the XS glue; the
+ * field arithmetic mod p = 2^255 - 19 comes from one of two headers:
+ *   MQSEC_X25519_FIELD 10 (default): ten limbs of 25.5 bits, ref10/donna
+ *     style, mqsec-x25519-field10.h, about 2 million instructions per
+ *     X25519 on RV32IMC;
+ *   MQSEC_X25519_FIELD 16: sixteen 16-bit limbs (TweetNaCl style),
+ *     mqsec-x25519-field16.h, the simple reference, about 18 million.
+ * Both run the same tests (test/moddable/native-x25519.test.ts on the host,
+ * with and without sanitizers; test/moddable/native-isa.test.ts on RV32IMC
+ * and Xtensa under QEMU).
  *
  * Constant time: no branch and no memory index depends on the scalar or on
  * field values; the ladder swaps with a mask (RFC 7748 section 5, cswap),
  * the final reduction subtracts p under a mask, and the exponent of the
  * inversion is the public p - 2. Secret intermediates are wiped on return.
- *
- * Checked by test/moddable/native-x25519.test.ts against RFC 7748 sections
- * 5.2 and 6.1 and against OpenSSL (node:crypto) on random and edge inputs.
  */
 #include "xsmc.h"
 #include "xsHost.h"
+#include <stddef.h>
 #include <stdint.h>
 
-typedef int64_t mqsec_fe[16];
-
-/* The carry below needs an arithmetic right shift of negative values (floor division). */
-typedef char mqsec_x25519_needs_arithmetic_shift[((int64_t)-3 >> 1) == -2 ? 1 : -1];
-
-static const mqsec_fe kA24 = { 0xdb41, 1 }; /* (486662 - 2) / 4 = 121665 = 0x1db41, RFC 7748 section 5 */
-
-static void fe_set(mqsec_fe o, const mqsec_fe a)
-{
-	int i;
-	for (i = 0; i < 16; i++) o[i] = a[i];
-}
-
-static void fe_set_small(mqsec_fe o, int64_t v)
-{
-	int i;
-	o[0] = v;
-	for (i = 1; i < 16; i++) o[i] = 0;
-}
-
-/* Moves everything above 16 bits of each limb into the next; the top limb's carry wraps as 38 times itself. */
-static void fe_carry(mqsec_fe o)
-{
-	int i;
-	for (i = 0; i < 16; i++) {
-		int64_t c = o[i] >> 16;
-		o[i] -= c * 65536;
-		if (i < 15)
-			o[i + 1] += c;
-		else
-			o[0] += 38 * c;
-	}
-}
-
-static void fe_add(mqsec_fe o, const mqsec_fe a, const mqsec_fe b)
-{
-	int i;
-	for (i = 0; i < 16; i++) o[i] = a[i] + b[i];
-}
-
-static void fe_sub(mqsec_fe o, const mqsec_fe a, const mqsec_fe b)
-{
-	int i;
-	for (i = 0; i < 16; i++) o[i] = a[i] - b[i];
-}
-
-/*
- * Limbs stay within +-2^18 between operations, so each product is taken as
- * 32 x 32 -> 64 bits (one multiply instruction on the ESP32 cores instead of
- * a full 64-bit multiply routine). Column sums stay below 2^45.
- */
-#define MUL32(x, y) ((int64_t)(int32_t)(x) * (int32_t)(y))
-
-/* Folds columns 16..30 (weight 2^256 and up) into 0..14 with 2^256 = 38 (mod p), then carries. */
-static void fe_reduce(mqsec_fe o, int64_t t[31])
-{
-	int i;
-	for (i = 0; i < 15; i++) t[i] += 38 * t[i + 16];
-	for (i = 0; i < 16; i++) o[i] = t[i];
-	fe_carry(o);
-	fe_carry(o);
-}
-
-static void fe_mul(mqsec_fe o, const mqsec_fe a, const mqsec_fe b)
-{
-	int64_t t[31];
-	int i, j;
-	for (i = 0; i < 31; i++) t[i] = 0;
-	for (i = 0; i < 16; i++)
-		for (j = 0; j < 16; j++)
-			t[i + j] += MUL32(a[i], b[j]);
-	fe_reduce(o, t);
-}
-
-/* Squaring: each cross product once, doubled (136 products instead of 256). */
-static void fe_sq(mqsec_fe o, const mqsec_fe a)
-{
-	int64_t t[31];
-	int i, j;
-	for (i = 0; i < 31; i++) t[i] = 0;
-	for (i = 0; i < 16; i++) {
-		t[2 * i] += MUL32(a[i], a[i]);
-		for (j = i + 1; j < 16; j++)
-			t[i + j] += 2 * MUL32(a[i], a[j]);
-	}
-	fe_reduce(o, t);
-}
-
-/* Constant-time conditional swap: b is 0 or 1. */
-static void fe_cswap(mqsec_fe p, mqsec_fe q, int64_t b)
-{
-	int64_t mask = -b;
-	int i;
-	for (i = 0; i < 16; i++) {
-		int64_t t = mask & (p[i] ^ q[i]);
-		p[i] ^= t;
-		q[i] ^= t;
-	}
-}
-
-/* 1/a = a^(p-2): p - 2 = 2^255 - 21 has every bit from 0 to 254 set except bits 2 and 4 (a public exponent). */
-static void fe_invert(mqsec_fe o, const mqsec_fe a)
-{
-	mqsec_fe c;
-	int bit;
-	fe_set(c, a);
-	for (bit = 253; bit >= 0; bit--) {
-		fe_sq(c, c);
-		if (bit != 2 && bit != 4)
-			fe_mul(c, c, a);
-	}
-	fe_set(o, c);
-}
-
-/*
- * RFC 7748 section 5: "When receiving such an array, implementations of X25519
- * (but not X448) MUST mask the most significant bit in the final byte." Values
- * of p and above are accepted and reduce naturally in the arithmetic ("MUST
- * accept non-canonical values and process them as if they had been reduced").
- */
-static void fe_unpack(mqsec_fe o, const uint8_t in[32])
-{
-	int i;
-	for (i = 0; i < 16; i++) o[i] = (int64_t)in[2 * i] + ((int64_t)in[2 * i + 1] << 8);
-	o[15] &= 0x7fff;
-}
-
-/* Canonical little-endian encoding: fully carried, then p subtracted (under a mask) up to twice. */
-static void fe_pack(uint8_t out[32], const mqsec_fe a)
-{
-	mqsec_fe t, m;
-	int i, pass;
-	fe_set(t, a);
-	fe_carry(t);
-	fe_carry(t);
-	fe_carry(t);
-	for (pass = 0; pass < 2; pass++) {
-		int64_t borrow;
-		m[0] = t[0] - 0xffed;
-		for (i = 1; i < 15; i++) {
-			m[i] = t[i] - 0xffff - ((m[i - 1] >> 16) & 1);
-			m[i - 1] &= 0xffff;
-		}
-		m[15] = t[15] - 0x7fff - ((m[14] >> 16) & 1);
-		borrow = (m[15] >> 16) & 1;
-		m[14] &= 0xffff;
-		fe_cswap(t, m, 1 - borrow); /* no borrow: t >= p, keep t - p */
-	}
-	for (i = 0; i < 16; i++) {
-		out[2 * i] = (uint8_t)(t[i] & 0xff);
-		out[2 * i + 1] = (uint8_t)((t[i] >> 8) & 0xff);
-	}
-	c_memset(t, 0, sizeof(t));
-	c_memset(m, 0, sizeof(m));
-}
-
-static void wipe(void *p, size_t n)
+static void mqsec_wipe(void *p, size_t n)
 {
 	volatile uint8_t *v = (volatile uint8_t *)p;
 	while (n--) *v++ = 0;
+}
+
+#ifndef MQSEC_X25519_FIELD
+	#define MQSEC_X25519_FIELD 10
+#endif
+#if MQSEC_X25519_FIELD == 10
+	#include "mqsec-x25519-field10.h"
+#elif MQSEC_X25519_FIELD == 16
+	#include "mqsec-x25519-field16.h"
+#else
+	#error "MQSEC_X25519_FIELD must be 10 or 16"
+#endif
+
+static void fe_sq_times(mqsec_fe o, const mqsec_fe a, int n)
+{
+	fe_sq(o, a);
+	while (--n > 0) fe_sq(o, o);
+}
+
+/*
+ * 1/z = z^(p - 2), p - 2 = 2^255 - 21, by the addition chain of ref10's
+ * fe_invert (254 squarings, 11 multiplications); the exponent is public.
+ */
+static void fe_invert(mqsec_fe o, const mqsec_fe z)
+{
+	mqsec_fe z2, z9, z11, z_5_0, z_10_0, z_20_0, z_50_0, z_100_0, t;
+	fe_sq(z2, z);                 /* 2 */
+	fe_sq_times(t, z2, 2);        /* 8 */
+	fe_mul(z9, t, z);             /* 9 */
+	fe_mul(z11, z9, z2);          /* 11 */
+	fe_sq(t, z11);                /* 22 */
+	fe_mul(z_5_0, t, z9);         /* 2^5 - 1 */
+	fe_sq_times(t, z_5_0, 5);
+	fe_mul(z_10_0, t, z_5_0);     /* 2^10 - 1 */
+	fe_sq_times(t, z_10_0, 10);
+	fe_mul(z_20_0, t, z_10_0);    /* 2^20 - 1 */
+	fe_sq_times(t, z_20_0, 20);
+	fe_mul(t, t, z_20_0);         /* 2^40 - 1 */
+	fe_sq_times(t, t, 10);
+	fe_mul(z_50_0, t, z_10_0);    /* 2^50 - 1 */
+	fe_sq_times(t, z_50_0, 50);
+	fe_mul(z_100_0, t, z_50_0);   /* 2^100 - 1 */
+	fe_sq_times(t, z_100_0, 100);
+	fe_mul(t, t, z_100_0);        /* 2^200 - 1 */
+	fe_sq_times(t, t, 50);
+	fe_mul(t, t, z_50_0);         /* 2^250 - 1 */
+	fe_sq_times(t, t, 5);         /* 2^255 - 2^5 */
+	fe_mul(o, t, z11);            /* 2^255 - 21 */
+	mqsec_wipe(z2, sizeof(z2));
+	mqsec_wipe(z9, sizeof(z9));
+	mqsec_wipe(z11, sizeof(z11));
+	mqsec_wipe(z_5_0, sizeof(z_5_0));
+	mqsec_wipe(z_10_0, sizeof(z_10_0));
+	mqsec_wipe(z_20_0, sizeof(z_20_0));
+	mqsec_wipe(z_50_0, sizeof(z_50_0));
+	mqsec_wipe(z_100_0, sizeof(z_100_0));
+	mqsec_wipe(t, sizeof(t));
 }
 
 /* RFC 7748 section 5: the Montgomery ladder, with decodeScalar25519's clamping. */
@@ -191,7 +95,7 @@ void mqsec_x25519(uint8_t out[32], const uint8_t scalar[32], const uint8_t u[32]
 {
 	uint8_t k[32];
 	mqsec_fe x1, x2, z2, x3, z3, a, aa, b, bb, e, c, d, da, cb, t;
-	int64_t swap = 0;
+	uint32_t swap = 0;
 	int i, bit;
 
 	for (i = 0; i < 32; i++) k[i] = scalar[i];
@@ -203,11 +107,11 @@ void mqsec_x25519(uint8_t out[32], const uint8_t scalar[32], const uint8_t u[32]
 	fe_unpack(x1, u);
 	fe_set_small(x2, 1);
 	fe_set_small(z2, 0);
-	fe_set(x3, x1);
+	fe_copy(x3, x1);
 	fe_set_small(z3, 1);
 
 	for (bit = 254; bit >= 0; bit--) {
-		int64_t kt = (k[bit >> 3] >> (bit & 7)) & 1;
+		uint32_t kt = (uint32_t)(k[bit >> 3] >> (bit & 7)) & 1;
 		swap ^= kt;
 		fe_cswap(x2, x3, swap);
 		fe_cswap(z2, z3, swap);
@@ -228,8 +132,8 @@ void mqsec_x25519(uint8_t out[32], const uint8_t scalar[32], const uint8_t u[32]
 		fe_sq(t, t);
 		fe_mul(z3, x1, t);   /* z_3 = x_1 * (DA - CB)^2 */
 		fe_mul(x2, aa, bb);  /* x_2 = AA * BB */
-		fe_mul(t, kA24, e);
-		fe_add(t, aa, t);
+		fe_mul_a24(t, e);
+		fe_add(t, aa, t);    /* AA + a24 * E */
 		fe_mul(z2, e, t);    /* z_2 = E * (AA + a24 * E) */
 	}
 	fe_cswap(x2, x3, swap);
@@ -239,21 +143,21 @@ void mqsec_x25519(uint8_t out[32], const uint8_t scalar[32], const uint8_t u[32]
 	fe_mul(x2, x2, t);       /* x_2 * z_2^(p - 2) */
 	fe_pack(out, x2);
 
-	wipe(k, sizeof(k));
-	wipe(x2, sizeof(x2));
-	wipe(z2, sizeof(z2));
-	wipe(x3, sizeof(x3));
-	wipe(z3, sizeof(z3));
-	wipe(a, sizeof(a));
-	wipe(aa, sizeof(aa));
-	wipe(b, sizeof(b));
-	wipe(bb, sizeof(bb));
-	wipe(e, sizeof(e));
-	wipe(c, sizeof(c));
-	wipe(d, sizeof(d));
-	wipe(da, sizeof(da));
-	wipe(cb, sizeof(cb));
-	wipe(t, sizeof(t));
+	mqsec_wipe(k, sizeof(k));
+	mqsec_wipe(x2, sizeof(x2));
+	mqsec_wipe(z2, sizeof(z2));
+	mqsec_wipe(x3, sizeof(x3));
+	mqsec_wipe(z3, sizeof(z3));
+	mqsec_wipe(a, sizeof(a));
+	mqsec_wipe(aa, sizeof(aa));
+	mqsec_wipe(b, sizeof(b));
+	mqsec_wipe(bb, sizeof(bb));
+	mqsec_wipe(e, sizeof(e));
+	mqsec_wipe(c, sizeof(c));
+	mqsec_wipe(d, sizeof(d));
+	mqsec_wipe(da, sizeof(da));
+	mqsec_wipe(cb, sizeof(cb));
+	mqsec_wipe(t, sizeof(t));
 }
 
 void xs_mqsec_x25519(xsMachine *the)
@@ -274,6 +178,6 @@ void xs_mqsec_x25519(xsMachine *the)
 	c_memcpy(point, u, 32);
 	mqsec_x25519(result, k, point);
 	c_memcpy(out, result, 32);
-	wipe(k, sizeof(k));
-	wipe(result, sizeof(result));
+	mqsec_wipe(k, sizeof(k));
+	mqsec_wipe(result, sizeof(result));
 }
