@@ -320,10 +320,11 @@ export async function measureNativeX25519(): Promise<NativeX25519Figures> {
       runProbe('xtensa', buildProbe('xtensa', dir, { field: 16 }, 'f16')),
       runProbe('xtensa', buildProbe('xtensa', dir, { field: 10, countCalls: true }, 'f10-calls')),
     ]);
-    const lx6 = lx6Estimate(xt10.instructions, xtCalls.muldi3Calls!, xt10.muldi3CallInstructions!);
+    const perCall = round2(xt10.muldi3CallInstructions!);
+    const lx6 = lx6Estimate(xt10.instructions, xtCalls.muldi3Calls!, perCall);
     return {
       x25519_instructions: { rv32imc: rv10.instructions, xtensa: xt10.instructions },
-      xtensa_lx106_muldi3: { calls: xtCalls.muldi3Calls!, instructions_per_call: round2(xt10.muldi3CallInstructions!) },
+      xtensa_lx106_muldi3: { calls: xtCalls.muldi3Calls!, instructions_per_call: perCall },
       xtensa_lx6_instructions_estimate: lx6,
       x25519_ms_estimate: { esp32c3_160mhz: msEstimate(rv10.instructions, CPI.esp32c3, CLOCK_MHZ.esp32c3), esp32_240mhz: msEstimate(lx6, CPI.esp32, CLOCK_MHZ.esp32) },
       cpi: { ...CPI },

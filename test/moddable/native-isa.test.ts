@@ -22,7 +22,7 @@
  * Debian packages (.ci/packages.d/native.txt; `.ci/run` installs them).
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildProbe, crossCompileNative, CLOCK_MHZ, CPI, ISAS, lx6Estimate, measureNativeX25519, missingTools, msEstimate, nativeSources, runProbe, type Isa, type ProbeResult, type X25519Field } from '../../tools/native-isa.js';
@@ -63,12 +63,15 @@ describe('native C modules cross-compiled for the ESP32 instruction sets', () =>
       expect(Object.keys(sizes).sort()).toEqual([...names].sort());
       for (const [name, bytes] of Object.entries(sizes)) expect(bytes, `${isa} ${name}`).toBeGreaterThan(0);
     }
-  });
+  }, 180_000);
 
   it('a warning fails the cross build (the flags are not decorative)', () => {
     requireTools();
-    for (const isa of ISAS) expect(() => crossCompileNative(isa, dir, ['-DMQSEC_X25519_FIELD=16', '-Wshadow', '-Dfe_sq_times=fe_sq_times_unused_shadow_probe', '-Wunused-macros'])).toThrow(/error/);
-  });
+    // an unused static function in every file: -Wunused-function (-Wall), an error under -Werror
+    const unused = join(dir, 'unused-function.h');
+    writeFileSync(unused, 'static int mqsec_unused_probe(void) { return 0; }\n');
+    for (const isa of ISAS) expect(() => crossCompileNative(isa, dir, ['-include', unused])).toThrow(/mqsec_unused_probe.*-Werror=unused-function|-Werror=unused-function/s);
+  }, 120_000);
 });
 
 describe('native X25519 on RV32IMC and Xtensa under QEMU', () => {
@@ -103,9 +106,12 @@ describe('native X25519 on RV32IMC and Xtensa under QEMU', () => {
   it('`mqsec bench` figures: the same counts, the reference field costs more, the ESP32 estimates follow from the counts', async () => {
     requireTools();
     const n = await measureNativeX25519();
-    // -icount makes the count a property of the code: the bench's build is the test's build
+    // eslint-disable-next-line no-console
+    console.log('device_native', JSON.stringify(n));
+    // -icount makes the count a property of the code: the bench's build is the test's build but for the
+    // input table, which moves code and data a little (on Xtensa that changes a few hundred instructions)
     expect(n.x25519_instructions.rv32imc).toBe(deviceCounts.rv32imc);
-    expect(Math.abs(n.x25519_instructions.xtensa - deviceCounts.xtensa!)).toBeLessThanOrEqual(1);
+    expect(Math.abs(n.x25519_instructions.xtensa - deviceCounts.xtensa!)).toBeLessThanOrEqual(deviceCounts.xtensa! * 1e-4);
     for (const isa of ISAS) expect(n.speedup_vs_field16[isa], isa).toBeGreaterThan(2);
     // the lx106 calls __muldi3 for each 32 x 32 -> 64-bit product: 10 multiplications x 100 products and
     // 4 squarings x 55 per ladder step dominate, so between 150k and 300k calls per X25519

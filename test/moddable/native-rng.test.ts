@@ -12,6 +12,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { NATIVE_WARNING_FLAGS } from '../../tools/native-isa.js';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const stubs = join(here, 'stubs');
@@ -27,7 +28,7 @@ afterAll(() => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-const flags = ['-std=c11', '-Wall', '-Wextra', '-Werror', '-D_GNU_SOURCE', '-I', stubs];
+const flags = [...NATIVE_WARNING_FLAGS, '-D_GNU_SOURCE', '-I', stubs];
 
 describe.skipIf(!cc || !onLinux)('native RNG C module (host cc, stub XS API)', () => {
   it('compiles warning-free and fills buffers from getrandom()', () => {

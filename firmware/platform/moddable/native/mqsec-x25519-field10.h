@@ -7,6 +7,9 @@
  * the ESP32's mull + mulsh. Selected by default (MQSEC_X25519_FIELD 10);
  * the sixteen-limb field (mqsec-x25519-field16.h) is its tested reference.
  *
+ * The limb type and count, copy, add, subtract and the masked swap are in
+ * mqsec-x25519.c; this file has what depends on the radix.
+ *
  * Bounds (as in ref10): every input of fe_mul/fe_sq is a carried value or the
  * sum or difference of two, so |limb| <= 1.1 * 2^26 at even and 1.1 * 2^25 at
  * odd positions. Then 19 * g (even limb) and 38 * f (odd limb) stay below
@@ -14,11 +17,6 @@
  * result has |limb| <= 1.01 * 2^25 (even) and 1.01 * 2^24 (odd).
  */
 #include <stdint.h>
-
-typedef int32_t mqsec_fe[10];
-
-/* Carries need an arithmetic right shift of negative values (floor division). */
-typedef char mqsec_x25519_needs_arithmetic_shift[((int64_t)-3 >> 1) == -2 ? 1 : -1];
 
 /* The products below are written as loops over limb indices; fully unrolled, every condition on an index disappears. */
 #if defined(__clang__)
@@ -31,31 +29,6 @@ typedef char mqsec_x25519_needs_arithmetic_shift[((int64_t)-3 >> 1) == -2 ? 1 : 
 
 #define LIMB_BITS(i) (((i) & 1) ? 25 : 26)
 #define LIMB_LOW_BIT(i) ((51 * (i) + 1) / 2) /* ceil(25.5 i) */
-
-static void fe_copy(mqsec_fe o, const mqsec_fe a)
-{
-	int i;
-	for (i = 0; i < 10; i++) o[i] = a[i];
-}
-
-static void fe_set_small(mqsec_fe o, int32_t v)
-{
-	int i;
-	o[0] = v;
-	for (i = 1; i < 10; i++) o[i] = 0;
-}
-
-static void fe_add(mqsec_fe o, const mqsec_fe a, const mqsec_fe b)
-{
-	int i;
-	for (i = 0; i < 10; i++) o[i] = a[i] + b[i];
-}
-
-static void fe_sub(mqsec_fe o, const mqsec_fe a, const mqsec_fe b)
-{
-	int i;
-	for (i = 0; i < 10; i++) o[i] = a[i] - b[i];
-}
 
 /*
  * Rounded carry out of limb i into limb i + 1 (limb 9 into limb 0 as 19 times
@@ -159,18 +132,6 @@ static void fe_mul_a24(mqsec_fe o, const mqsec_fe f)
 	int i;
 	for (i = 0; i < 10; i++) t[i] = (int64_t)f[i] * 121665;
 	fe_carry_wide(o, t);
-}
-
-/* Constant-time conditional swap: b is 0 or 1. */
-static void fe_cswap(mqsec_fe p, mqsec_fe q, uint32_t b)
-{
-	int32_t mask = -(int32_t)b;
-	int i;
-	for (i = 0; i < 10; i++) {
-		int32_t t = mask & (p[i] ^ q[i]);
-		p[i] ^= t;
-		q[i] ^= t;
-	}
 }
 
 static uint32_t load32_le(const uint8_t *p)

@@ -13,25 +13,7 @@
  */
 #include <stdint.h>
 
-typedef int64_t mqsec_fe[16];
-
-/* The carry below needs an arithmetic right shift of negative values (floor division). */
-typedef char mqsec_x25519_needs_arithmetic_shift[((int64_t)-3 >> 1) == -2 ? 1 : -1];
-
 static const mqsec_fe kA24 = { 0xdb41, 1 }; /* (486662 - 2) / 4 = 121665 = 0x1db41, RFC 7748 section 5 */
-
-static void fe_copy(mqsec_fe o, const mqsec_fe a)
-{
-	int i;
-	for (i = 0; i < 16; i++) o[i] = a[i];
-}
-
-static void fe_set_small(mqsec_fe o, int32_t v)
-{
-	int i;
-	o[0] = v;
-	for (i = 1; i < 16; i++) o[i] = 0;
-}
 
 /* Moves everything above 16 bits of each limb into the next; the top limb's carry wraps as 38 times itself. */
 static void fe_carry(mqsec_fe o)
@@ -45,18 +27,6 @@ static void fe_carry(mqsec_fe o)
 		else
 			o[0] += 38 * c;
 	}
-}
-
-static void fe_add(mqsec_fe o, const mqsec_fe a, const mqsec_fe b)
-{
-	int i;
-	for (i = 0; i < 16; i++) o[i] = a[i] + b[i];
-}
-
-static void fe_sub(mqsec_fe o, const mqsec_fe a, const mqsec_fe b)
-{
-	int i;
-	for (i = 0; i < 16; i++) o[i] = a[i] - b[i];
 }
 
 /*
@@ -105,18 +75,6 @@ static void fe_sq(mqsec_fe o, const mqsec_fe a)
 static void fe_mul_a24(mqsec_fe o, const mqsec_fe a)
 {
 	fe_mul(o, kA24, a);
-}
-
-/* Constant-time conditional swap: b is 0 or 1. */
-static void fe_cswap(mqsec_fe p, mqsec_fe q, uint32_t b)
-{
-	int64_t mask = -(int64_t)b;
-	int i;
-	for (i = 0; i < 16; i++) {
-		int64_t t = mask & (p[i] ^ q[i]);
-		p[i] ^= t;
-		q[i] ^= t;
-	}
 }
 
 /*

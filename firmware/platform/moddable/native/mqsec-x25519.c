@@ -37,11 +37,64 @@ static void mqsec_wipe(void *p, size_t n)
 	#define MQSEC_X25519_FIELD 10
 #endif
 #if MQSEC_X25519_FIELD == 10
-	#include "mqsec-x25519-field10.h"
+	typedef int32_t mqsec_limb;
+	#define MQSEC_FE_LIMBS 10
 #elif MQSEC_X25519_FIELD == 16
-	#include "mqsec-x25519-field16.h"
+	typedef int64_t mqsec_limb;
+	#define MQSEC_FE_LIMBS 16
 #else
 	#error "MQSEC_X25519_FIELD must be 10 or 16"
+#endif
+
+/* Carries in both fields need an arithmetic right shift of negative values (floor division). */
+typedef char mqsec_x25519_needs_arithmetic_shift[((int64_t)-3 >> 1) == -2 ? 1 : -1];
+
+/* A field element mod 2^255 - 19: signed limbs, not necessarily reduced. */
+typedef mqsec_limb mqsec_fe[MQSEC_FE_LIMBS];
+
+static void fe_copy(mqsec_fe o, const mqsec_fe a)
+{
+	int i;
+	for (i = 0; i < MQSEC_FE_LIMBS; i++) o[i] = a[i];
+}
+
+static void fe_set_small(mqsec_fe o, int32_t v)
+{
+	int i;
+	o[0] = v;
+	for (i = 1; i < MQSEC_FE_LIMBS; i++) o[i] = 0;
+}
+
+/* Sums and differences are not carried: the field's bounds allow one before each product. */
+static void fe_add(mqsec_fe o, const mqsec_fe a, const mqsec_fe b)
+{
+	int i;
+	for (i = 0; i < MQSEC_FE_LIMBS; i++) o[i] = a[i] + b[i];
+}
+
+static void fe_sub(mqsec_fe o, const mqsec_fe a, const mqsec_fe b)
+{
+	int i;
+	for (i = 0; i < MQSEC_FE_LIMBS; i++) o[i] = a[i] - b[i];
+}
+
+/* Constant-time conditional swap (RFC 7748 section 5, cswap): b is 0 or 1, turned into an all-zero or all-one mask. */
+static void fe_cswap(mqsec_fe p, mqsec_fe q, uint32_t b)
+{
+	mqsec_limb mask = -(mqsec_limb)b;
+	int i;
+	for (i = 0; i < MQSEC_FE_LIMBS; i++) {
+		mqsec_limb t = mask & (p[i] ^ q[i]);
+		p[i] ^= t;
+		q[i] ^= t;
+	}
+}
+
+/* Multiplication, squaring, a24 * x, decoding and canonical encoding: the radix-specific part. */
+#if MQSEC_X25519_FIELD == 10
+	#include "mqsec-x25519-field10.h"
+#else
+	#include "mqsec-x25519-field16.h"
 #endif
 
 static void fe_sq_times(mqsec_fe o, const mqsec_fe a, int n)
