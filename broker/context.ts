@@ -27,7 +27,23 @@ export type ClientState =
       released?: boolean;
       remote: string;
     }
-  | { kind: 'device'; devId: string; roleName: string; keyVersion: number; session: ServerSession; phase: 1 | 2; remote: string }
+  | {
+      kind: 'device';
+      devId: string;
+      roleName: string;
+      keyVersion: number;
+      session: ServerSession;
+      phase: 1 | 2;
+      remote: string;
+      /** Phase 2: the resume confirmation (docs/protocol.md §6.4), sent once right after CONNACK. */
+      confirm?: { topic: string; payload: Uint8Array };
+    }
+  /**
+   * A KX1 with a valid MAC and a used counter (docs/protocol.md §5.5): the
+   * connection gets the counter hint and is closed. Registered under a
+   * temporary id, like a pending phase 1, so it never displaces the device.
+   */
+  | { kind: 'hint'; devId: string; keyVersion: number; reply: { topic: string; payload: Uint8Array }; remote: string }
   | { kind: 'account'; name: string; roleName: string; remote: string };
 
 export interface BrokerContext {
@@ -63,7 +79,7 @@ const NO_RULES: Role = { name: '(none)', plaintext: false, rules: [] };
 
 /** The principal behind an authenticated client, with its role as currently configured. */
 export function principalOf(ctx: BrokerContext, state: ClientState | undefined): Principal | undefined {
-  if (!state || state.kind === 'pending') return undefined;
+  if (!state || state.kind === 'pending' || state.kind === 'hint') return undefined;
   const id = state.kind === 'device' ? state.devId : state.name;
   return { id, kind: state.kind, role: ctx.roles.get(state.roleName) ?? NO_RULES };
 }

@@ -326,7 +326,7 @@ function applyRegistryChanges(ctx: BrokerContext): void {
     const s = ctx.states.get(client);
     if (!s) continue;
     let reason: string | undefined;
-    if (s.kind === 'device' || s.kind === 'pending') {
+    if (s.kind === 'device' || s.kind === 'pending' || s.kind === 'hint') {
       const d = ctx.registry.getDevice(s.devId);
       if (!d) reason = 'removed';
       else if (d.status !== 'active') reason = 'revoked';

@@ -53,7 +53,7 @@ export async function mqsecDeviceClient(url: string, device: MqsecDevice): Promi
         client.publish(r.reply.topic, Buffer.from(r.reply.payload), { qos: 0 });
         resolveReady();
       } else if (r.kind === 'message') onMessage(r.topic, r.payload);
-      else if (topic === KX_TOPIC) rejectReady(new Error(`KX2 rejected: ${r.error.code}`));
+      else if (r.kind === 'dropped' && topic === KX_TOPIC) rejectReady(new Error(`KX2 rejected: ${r.error.code}`));
     });
   });
   const timeout = setTimeout(() => rejectReady(new Error('mqsec phase 1 timed out')), 15_000);

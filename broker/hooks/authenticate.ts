@@ -158,7 +158,7 @@ async function authenticate(
     if (result.kind === 'phase2') {
       ctx.registry.deleteTicketRow(devId, result.session.sidHex);
       result.session.close();
-    } else result.pending.discard();
+    } else if (result.kind === 'phase1') result.pending.discard();
     ctx.metrics.auth.inc({ kind: `phase${result.kind === 'phase2' ? 2 : 1}`, result: 'fail' });
     audit(ctx, 'auth.fail', devId, 'device inactive or client id mismatch', remote);
     throw refusal(RC_NOT_AUTHORIZED, 'not authorized', 'NOT_AUTHORIZED');
@@ -175,7 +175,18 @@ async function authenticate(
       session: result.session,
       phase: 2,
       remote,
+      confirm: result.reply,
     };
+  }
+
+  if (result.kind === 'counter-hint') {
+    // §5.5: a MAC-valid KX1 with a used counter (a device that lost its state, or a replay).
+    // It gets the hint and a close, never a session, and must not displace the live device.
+    ctx.metrics.auth.inc({ kind: 'phase1', result: 'fail' });
+    ctx.metrics.drops.inc({ reason: 'counter-hint' });
+    audit(ctx, 'auth.counter-hint', devId, 'KX1 counter already used: counter hint sent', remote);
+    client.id = `$pending:${devId}:${++pendingSerial}`;
+    return { kind: 'hint', devId, keyVersion: device.keyVersion, reply: result.reply, remote };
   }
 
   if (!ctx.phase1ByDevice.take(devId)) {

@@ -5,14 +5,15 @@
  * gets the message re-sealed under its own session, a plain client gets it
  * only if its role is allowed plaintext, and nobody else gets anything (never
  * a payload the receiver cannot open). (Slow consumers are cut off in
- * limits/guarded-socket.ts.) KX2 is the one protocol message that
- * leaves the broker, and only to the pending client it was made for.
+ * limits/guarded-socket.ts.) The broker's protocol messages (KX2, the
+ * counter hint, the resume confirmation) leave the broker only to the
+ * client each was made for.
  */
 import type { AuthorizeForwardHandler } from 'aedes';
 import { isMqsecError } from '../../firmware/core/errors.js';
 import { KX_TOPIC } from '../../firmware/secure/constants.js';
 import { canReceive } from '../policy/policy.js';
-import type { BrokerContext } from '../context.js';
+import type { BrokerContext, ClientState } from '../context.js';
 import { principalOf } from '../context.js';
 
 /** The payload as bytes; a view, not a copy, since sealing only reads it (this runs per delivery). */
@@ -20,12 +21,23 @@ function payloadView(p: Buffer | string): Uint8Array {
   return typeof p === 'string' ? new TextEncoder().encode(p) : new Uint8Array(p.buffer, p.byteOffset, p.byteLength);
 }
 
+/**
+ * The broker's own protocol message for this client: KX2 (pending phase 1),
+ * the counter hint, or the phase-2 resume confirmation. Nothing else on the
+ * protocol topic ever reaches a client.
+ */
+function isOwnProtocolMessage(state: ClientState, payload: Buffer | string): boolean {
+  const own = state.kind === 'pending' || state.kind === 'hint' ? state.reply : state.kind === 'device' ? state.confirm : undefined;
+  if (!own || typeof payload === 'string') return false;
+  return Buffer.compare(payload, Buffer.from(own.payload.buffer, own.payload.byteOffset, own.payload.byteLength)) === 0;
+}
+
 export function createAuthorizeForward(ctx: BrokerContext): AuthorizeForwardHandler {
   return (client, packet) => {
     const state = ctx.states.get(client);
     if (!state) return null;
-    if (packet.topic === KX_TOPIC) return state.kind === 'pending' ? packet : null;
-    if (state.kind === 'pending') return null;
+    if (packet.topic === KX_TOPIC) return isOwnProtocolMessage(state, packet.payload) ? packet : null;
+    if (state.kind === 'pending' || state.kind === 'hint') return null;
     const principal = principalOf(ctx, state)!;
     if (!canReceive(principal, packet.topic)) return null;
 

@@ -47,6 +47,7 @@ export function createAuthorizePublish(ctx: BrokerContext): AuthorizePublishHand
     const state = ctx.states.get(client);
     if (!state) return callback(new Error('not authenticated'));
 
+    if (state.kind === 'hint') return callback(new Error('counter hint: no session')); // §5.5: closed after the hint
     if (state.kind === 'pending') {
       if (state.completing) {
         // same read batch as KX3: wait for it, then decide with the new state

@@ -1,6 +1,8 @@
 /**
- * Aedes `clientReady` event (CONNACK written): for a pending phase-1 client,
- * send KX2 on the protocol topic to that one client. MQTT clients deliver a
+ * Aedes `clientReady` event (CONNACK written): send the broker's protocol
+ * message on the protocol topic to that one client: KX2 to a pending phase-1
+ * client, the resume confirmation to a phase-2 session (docs/protocol.md
+ * §6.4), the counter hint to a KX1 with a used counter (§5.5, then close). MQTT clients deliver a
  * PUBLISH on a topic they never subscribed to through their normal message
  * callback, so no SUBSCRIBE is needed. Also records which client holds a
  * device's live session and re-checks the device's status, closing the
@@ -26,6 +28,14 @@ function onReady(ctx: BrokerContext, client: Client): void {
   {
     const state = ctx.states.get(client);
     if (!state) return;
+    if (state.kind === 'hint') {
+      // §5.5: the hint, then the connection ends: it never gets a session.
+      client.publish(
+        { cmd: 'publish', topic: state.reply.topic, payload: Buffer.from(state.reply.payload), qos: 0, retain: false, dup: false },
+        () => client.close(),
+      );
+      return;
+    }
     if (state.kind === 'pending') {
       client.publish(
         { cmd: 'publish', topic: state.reply.topic, payload: Buffer.from(state.reply.payload), qos: 0, retain: false, dup: false },
@@ -43,6 +53,15 @@ function onReady(ctx: BrokerContext, client: Client): void {
         return;
       }
       setLiveDevice(ctx, state.devId, client);
+      // §6.4: phase 2 proves the broker holds the session keys right after CONNACK.
+      if (state.confirm) {
+        client.publish(
+          { cmd: 'publish', topic: state.confirm.topic, payload: Buffer.from(state.confirm.payload), qos: 0, retain: false, dup: false },
+          (err?: Error) => {
+            if (err) ctx.log.debug({ err, devId: state.devId }, 'resume confirmation not sent');
+          },
+        );
+      }
     }
   }
 }

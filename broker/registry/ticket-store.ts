@@ -13,6 +13,8 @@ import type { Registry } from './registry.js';
 interface StoredTicket {
   suite: number;
   authKey: string;
+  /** Absent in tickets of the first release (which had 8-byte sids and can no longer be named). */
+  chainStart?: number;
   chainIndex: number;
   chainKey: string;
 }
@@ -53,6 +55,7 @@ export class SqliteTicketStore implements TicketStore {
         sid: new Uint8Array(sid),
         suite: t.suite,
         authKey: fromHex(t.authKey),
+        chainStart: t.chainStart ?? t.chainIndex,
         chainIndex: t.chainIndex,
         chainKey: fromHex(t.chainKey),
         expiresAt: row.expiresAt,
@@ -65,6 +68,7 @@ export class SqliteTicketStore implements TicketStore {
     const stored: StoredTicket = {
       suite: t.suite,
       authKey: toHex(t.authKey),
+      chainStart: t.chainStart,
       chainIndex: t.chainIndex,
       chainKey: toHex(t.chainKey),
     };

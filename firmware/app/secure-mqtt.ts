@@ -73,7 +73,7 @@ export class SecureMqttClient {
     return this.session.state === 'ready';
   }
 
-  /** Resolves once the current connection has keys (after CONNACK in phase 2, after KX2 in phase 1). */
+  /** Resolves once the current connection has keys (after the broker's confirmation in phase 2, after KX2 in phase 1). */
   whenReady(): Promise<void> {
     if (this.ready) return Promise.resolve();
     return new Promise((resolve) => this.readyWaiters.push(resolve));
@@ -103,8 +103,8 @@ export class SecureMqttClient {
   }
 
   private async connected(returnCode: number): Promise<void> {
+    // Keys come later: with KX2 in phase 1, with the broker's confirmation in phase 2 (§6.4).
     await this.session.onConnack(returnCode);
-    if (this.session.state === 'ready') this.becameReady(2);
   }
 
   private becameReady(phase: 1 | 2): void {
@@ -122,8 +122,12 @@ export class SecureMqttClient {
       // KX3 goes out ahead of anything queued: the broker accepts nothing else until it has it.
       await client.publish(r.reply.topic, r.reply.payload, { qos: 0, immediate: true });
       this.becameReady(1);
-    } else if (r.kind === 'message') this.opts.onMessage?.(r.topic, r.payload);
-    else this.report(r.error);
+    } else if (r.kind === 'confirmed') this.becameReady(2);
+    else if (r.kind === 'message') this.opts.onMessage?.(r.topic, r.payload);
+    else if (r.kind === 'counter-hint') {
+      // §5.5: this connection gets no session (the broker closes it); the next connect uses a fresh counter.
+      this.report(new MqsecError('REPLAY', 'device counter was behind the broker: moved past it, reconnect'));
+    } else this.report(r.error);
   }
 
   private async closed(error: unknown): Promise<void> {

@@ -2,10 +2,13 @@
  * Device side of the two-phase protocol (docs/protocol.md §5, §6, §7) as a
  * small state machine with explicit states:
  *
- *   idle --connectCredentials--> awaiting-connack --CONNACK 0, phase 2--> ready
- *                                       | CONNACK 0, phase 1
+ *   idle --connectCredentials--> awaiting-connack --CONNACK 0, phase 2--> awaiting-confirm
+ *                                       | CONNACK 0, phase 1                    | valid RC (§6.4)
+ *                                       v                                       v
+ *                                 awaiting-kx2 --valid KX2 (reply KX3)-------> ready
+ *                                       | valid counter hint (§5.5): counter jumps past it
  *                                       v
- *                                 awaiting-kx2 --valid KX2 (reply KX3)--> ready
+ *                                     idle
  *   any --onConnectionLost--> idle          (keys of the lost connection become "previous")
  */
 import { ByteReader, concatBytes, constantTimeEqual, u48be, zeroize } from '../core/bytes.js';
@@ -13,24 +16,37 @@ import { MqsecError, asMqsecError, fail } from '../core/errors.js';
 import type { Clock, Log, Storage } from '../core/platform.js';
 import { silentLog } from '../core/platform.js';
 import type { CryptoSuite, KeyPair } from '../crypto/suite.js';
-import { COUNTER_MAX, KX_TOPIC, SID_LENGTH } from './constants.js';
+import { COUNTER_MAX, KX_TOPIC, MSG_COUNTER_HINT, MSG_RESUME_CONFIRM, SID_LENGTH, TICKET_COUNTER_SPAN } from './constants.js';
 import { RxState, TxState } from './envelope.js';
 import { ChannelSender } from './group.js';
 import {
   chainAdvance,
   chainNext,
+  counterHintTag,
   deriveDeviceKeys,
   derivePhase1Secrets,
   kx1Tag,
   kx2Tag,
   kx3Tag,
+  resumeConfirmTag,
   resumeTag,
   resumeTrafficSecret,
   trafficKeys,
   transcriptHash,
   type TrafficKeys,
 } from './key-schedule.js';
-import { buildKx1, buildKx1Body, buildKx3, buildResume, buildResumeBody, parseEnvelope, parseKx2 } from './messages.js';
+import {
+  buildKx1,
+  buildKx1Body,
+  buildKx3,
+  buildResume,
+  buildResumeBody,
+  handshakeType,
+  parseCounterHint,
+  parseEnvelope,
+  parseKx2,
+  parseResumeConfirm,
+} from './messages.js';
 
 export interface DeviceSessionOptions {
   suite: CryptoSuite;
@@ -46,7 +62,7 @@ export interface DeviceSessionOptions {
   replayWindow?: number;
 }
 
-export type DeviceState = 'idle' | 'awaiting-connack' | 'awaiting-kx2' | 'ready';
+export type DeviceState = 'idle' | 'awaiting-connack' | 'awaiting-kx2' | 'awaiting-confirm' | 'ready';
 
 export interface ConnectCredentials {
   clientId: string;
@@ -57,6 +73,10 @@ export interface ConnectCredentials {
 
 export type IncomingResult =
   | { kind: 'handshake'; reply: { topic: string; payload: Uint8Array } }
+  /** Phase 2: the broker's confirmation verified (§6.4); the session is ready. */
+  | { kind: 'confirmed' }
+  /** Phase 1 refused for a used counter (§5.5): the counter now starts past `counter`; reconnect. */
+  | { kind: 'counter-hint'; counter: number }
   | { kind: 'message'; topic: string; payload: Uint8Array }
   | { kind: 'dropped'; topic: string; error: MqsecError };
 
@@ -65,37 +85,60 @@ export interface DeviceTicket {
   suite: number;
   sid: Uint8Array;
   authKey: Uint8Array;
+  /** First counter the ticket serves (phase-1 counter + 1); it serves TICKET_COUNTER_SPAN values (§6.5). */
+  chainStart: number;
   chainIndex: number;
   chainKey: Uint8Array;
 }
 
-const RECORD_VERSION = 1;
+const RECORD_VERSION = 2;
+/** Record of the first release (8-byte sid, no chainStart): its counter is kept, its ticket is not. */
+const RECORD_VERSION_1 = 1;
 const OLD_TX_KEPT = 4;
 
-/** §7.3 storage record: ver | counterLimit u48 | hasTicket | [suite | sid | K_tok | chainIndex u48 | S]. */
+/** §7.3 storage record: ver | counterLimit u48 | hasTicket | [suite | sid | K_tok | chainStart u48 | chainIndex u48 | S]. */
 export function encodeDeviceRecord(counterLimit: number, ticket: DeviceTicket | undefined): Uint8Array {
   const head = concatBytes(new Uint8Array([RECORD_VERSION]), u48be(counterLimit), new Uint8Array([ticket ? 1 : 0]));
   if (!ticket) return head;
-  return concatBytes(head, new Uint8Array([ticket.suite]), ticket.sid, ticket.authKey, u48be(ticket.chainIndex), ticket.chainKey);
+  return concatBytes(
+    head,
+    new Uint8Array([ticket.suite]),
+    ticket.sid,
+    ticket.authKey,
+    u48be(ticket.chainStart),
+    u48be(ticket.chainIndex),
+    ticket.chainKey,
+  );
 }
 
 export function decodeDeviceRecord(b: Uint8Array): { counterLimit: number; ticket?: DeviceTicket } {
   const r = new ByteReader(b);
-  if (r.u8() !== RECORD_VERSION) fail('STORAGE', 'unknown record version');
+  const version = r.u8();
+  if (version === RECORD_VERSION_1) {
+    // §7.3: an older record's counter still counts (never reuse a value); its ticket is dropped: phase 1 next.
+    const counterLimit = r.u48();
+    const has = r.u8();
+    if (has === 0) r.end();
+    else if (has !== 1 || r.remaining !== 1 + 8 + 32 + 6 + 32) fail('STORAGE', 'bad version 1 record');
+    return { counterLimit };
+  }
+  if (version !== RECORD_VERSION) fail('STORAGE', 'unknown record version');
   const counterLimit = r.u48();
   const has = r.u8();
   if (has === 0) {
     r.end();
     return { counterLimit };
   }
+  if (has !== 1) fail('STORAGE', 'bad ticket flag');
   const suite = r.u8();
   const sid = r.bytes(SID_LENGTH).slice();
   const authKey = r.bytes(32).slice();
+  const chainStart = r.u48();
   const chainIndex = r.u48();
   const chainKey = r.bytes(32).slice();
   r.end();
-  if (chainIndex > counterLimit) fail('STORAGE', 'ticket ahead of counter');
-  return { counterLimit, ticket: { suite, sid, authKey, chainIndex, chainKey } };
+  if (chainIndex > counterLimit || chainIndex < chainStart) fail('STORAGE', 'ticket chain index out of place');
+  return { counterLimit, ticket: { suite, sid, authKey, chainStart, chainIndex, chainKey } };
 }
 
 interface PendingPhase1 {
@@ -108,7 +151,8 @@ interface PendingPhase1 {
 interface PendingPhase2 {
   phase: 2;
   counter: number;
-  keys: TrafficKeys;
+  /** S_c: the traffic secret needs the broker nonce of the confirmation (§6.4). */
+  chainKey: Uint8Array;
 }
 
 interface Connection {
@@ -230,20 +274,19 @@ export class DeviceSecureSession {
   async connectCredentials(): Promise<ConnectCredentials> {
     if (this._state !== 'idle') this.onConnectionLost();
     await this.load();
+    // §6.5: a ticket serves a bounded counter span; past it, a fresh phase 1 (the next write drops it from flash too).
+    if (this.ticket && this.counterNext >= this.ticket.chainStart + TICKET_COUNTER_SPAN) this.dropTicketInRam();
     const counter = await this.reserveCounter();
     if (this.ticket) {
-      // §6.1 / §6.3: S_c from the chain, keys from S_c, chain ratchets past c in RAM at once.
+      // §6.1 / §6.3: S_c from the chain; the chain ratchets past c in RAM at once. Keys wait for the broker nonce (§6.4).
       this.advanceTicketChain(counter);
       const t = this.ticket;
       const body = buildResumeBody(t.sid, counter);
       const password = buildResume(body, resumeTag(this.suite, t.authKey, this.devId, body));
-      const secret = resumeTrafficSecret(this.suite, t.chainKey);
-      const next = chainNext(this.suite, t.chainKey);
-      t.chainKey.fill(0);
-      t.chainKey = next;
+      const sc = t.chainKey;
+      t.chainKey = chainNext(this.suite, sc);
       t.chainIndex = counter + 1;
-      this.pending = { phase: 2, counter, keys: trafficKeys(this.suite, secret) };
-      secret.fill(0);
+      this.pending = { phase: 2, counter, chainKey: sc };
       this._state = 'awaiting-connack';
       this._phase = 2;
       return { clientId: this.devId, username: this.devId, password, phase: 2 };
@@ -280,13 +323,8 @@ export class DeviceSecureSession {
       }
       return;
     }
-    if (p.phase === 2) {
-      this.install(p.counter, p.keys);
-      this.pending = undefined;
-      this._state = 'ready';
-    } else {
-      this._state = 'awaiting-kx2';
-    }
+    // §6.4: a CONNACK is not authenticated: in phase 2 nothing is sealed before the broker's confirmation.
+    this._state = p.phase === 2 ? 'awaiting-confirm' : 'awaiting-kx2';
   }
 
   private install(counter: number, keys: TrafficKeys): void {
@@ -302,20 +340,62 @@ export class DeviceSecureSession {
   private clearPending(): void {
     const p = this.pending;
     if (p && p.phase === 1) zeroize(p.keyPair.privateKey);
-    if (p && p.phase === 2) zeroize(p.keys.deviceToBrokerKey, p.keys.brokerToDeviceKey, p.keys.channelKey);
+    if (p && p.phase === 2) zeroize(p.chainKey);
     this.pending = undefined;
   }
 
   /** Every received PUBLISH. Never throws: bad input comes back as { kind: 'dropped' }. */
   async handleIncoming(topic: string, payload: Uint8Array): Promise<IncomingResult> {
     try {
-      if (topic === KX_TOPIC) return await this.handleKx2(payload);
+      if (topic === KX_TOPIC) {
+        const type = handshakeType(payload);
+        if (type === MSG_RESUME_CONFIRM) return this.handleResumeConfirm(payload);
+        if (type === MSG_COUNTER_HINT) return await this.handleCounterHint(payload);
+        return await this.handleKx2(payload);
+      }
       return { kind: 'message', topic, payload: this.openEnvelope(topic, payload) };
     } catch (e) {
       const error = asMqsecError(e);
       this.log.warn('mqsec: dropped incoming message', { topic, code: error.code });
       return { kind: 'dropped', topic, error };
     }
+  }
+
+  /** §6.4 (device side): the broker proves it holds S_c and gives its nonce; only now are there keys. */
+  private handleResumeConfirm(payload: Uint8Array): IncomingResult {
+    const p = this.pending;
+    if (this._state !== 'awaiting-confirm' || !p || p.phase !== 2) fail('BAD_STATE', 'resume confirmation not expected now');
+    const rc = parseResumeConfirm(payload);
+    const secret = resumeTrafficSecret(this.suite, p.chainKey, rc.brokerNonce);
+    if (!constantTimeEqual(resumeConfirmTag(this.suite, secret, rc.body), rc.tag)) {
+      secret.fill(0);
+      fail('BAD_MAC', 'resume confirmation tag');
+    }
+    this.clearPending();
+    this.install(p.counter, trafficKeys(this.suite, secret));
+    secret.fill(0);
+    this._state = 'ready';
+    return { kind: 'confirmed' };
+  }
+
+  /**
+   * §5.5 (device side): the broker refused our KX1's counter as used and says
+   * which counter it has seen. The tag is under K_auth and bound to this
+   * KX1 (its fresh X_d), so only the broker can send it and only now; the
+   * counter only ever moves forward, never back.
+   */
+  private async handleCounterHint(payload: Uint8Array): Promise<IncomingResult> {
+    const p = this.pending;
+    if (this._state !== 'awaiting-kx2' || !p || p.phase !== 1) fail('BAD_STATE', 'counter hint not expected now');
+    const hint = parseCounterHint(payload);
+    if (!constantTimeEqual(counterHintTag(this.suite, this.authKey, this.devId, p.kx1, hint.body), hint.tag)) fail('BAD_MAC', 'counter hint tag');
+    this.clearPending();
+    this._state = 'idle';
+    if (hint.counter >= COUNTER_MAX) fail('NONCE_EXHAUSTED', 'device counter exhausted: re-provision');
+    // The next reserveCounter() persists a block past the hint before any value of it is used (§7.2).
+    if (hint.counter + 1 > this.counterNext) this.counterNext = hint.counter + 1;
+    this.log.warn('mqsec: counter was behind the broker; jumped past it', { counter: this.counterNext });
+    return { kind: 'counter-hint', counter: hint.counter };
   }
 
   /** §5.3 (device side): verify KX2, derive keys, store the ticket, answer KX3. */
@@ -334,7 +414,14 @@ export class DeviceSecureSession {
     // From here the broker is authenticated (key confirmation) and the pending state is spent.
     this.clearPending();
     const old = this.ticket;
-    this.ticket = { suite: this.suite.id, sid: s.sid, authKey: s.ticketAuthKey, chainIndex: p.counter + 1, chainKey: s.chainKey };
+    this.ticket = {
+      suite: this.suite.id,
+      sid: s.sid,
+      authKey: s.ticketAuthKey,
+      chainStart: p.counter + 1,
+      chainIndex: p.counter + 1,
+      chainKey: s.chainKey,
+    };
     if (old) zeroize(old.authKey, old.chainKey);
     try {
       await this.persist(this.counterLimit, this.ticket);
@@ -420,9 +507,13 @@ export class DeviceSecureSession {
   /** Drops the ticket (keeps the counter): the next connect runs phase 1. */
   async forgetTicket(): Promise<void> {
     await this.load();
+    this.dropTicketInRam();
+    await this.persist(this.counterLimit, undefined);
+  }
+
+  private dropTicketInRam(): void {
     const t = this.ticket;
     this.ticket = undefined;
     if (t) zeroize(t.authKey, t.chainKey);
-    await this.persist(this.counterLimit, undefined);
   }
 }

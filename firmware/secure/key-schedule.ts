@@ -28,6 +28,8 @@ const L_NEXT = label('next');
 const L_KEYS = label('keys');
 const L_RESUME = label('resume');
 const L_CHANNEL = label('ch');
+const L_RC = label('rc');
+const L_HINT = label('hint');
 
 /** devId as bound into MACs and hashes: u8 length | UTF-8 bytes (§4.1). */
 export function encodeDevId(devId: string): Uint8Array {
@@ -134,9 +136,27 @@ export function chainAdvance(suite: CryptoSuite, index: number, key: Uint8Array,
   return k;
 }
 
-/** §4.5: traffic secret of the connection resumed with counter c: T_c = Expand(S_c, "mqsec v1 tr", 32). */
-export function resumeTrafficSecret(suite: CryptoSuite, chainKeyAtCounter: Uint8Array): Uint8Array {
-  return suite.hkdfExpand(chainKeyAtCounter, L_TRAFFIC, 32);
+/**
+ * §4.5: traffic secret of the connection resumed with counter c and broker
+ * nonce N_s: T_c = Expand(S_c, "mqsec v1 tr" | N_s, 32). The broker's fresh
+ * N_s makes every accepted RESUME a new key, even one the broker accepts
+ * twice after its state was rolled back (§6.4).
+ */
+export function resumeTrafficSecret(suite: CryptoSuite, chainKeyAtCounter: Uint8Array, brokerNonce: Uint8Array): Uint8Array {
+  return suite.hkdfExpand(chainKeyAtCounter, concatBytes(L_TRAFFIC, brokerNonce), 32);
+}
+
+/** §6.4: tag_rc = HMAC(T_c, "mqsec v1 rc" | RC without its tag)[0..16]: the broker holds T_c. */
+export function resumeConfirmTag(suite: CryptoSuite, trafficSecret: Uint8Array, confirmBody: Uint8Array): Uint8Array {
+  return truncateTag(suite.hmac(trafficSecret, concatBytes(L_RC, confirmBody)));
+}
+
+/**
+ * §5.5: tag_h = HMAC(K_auth, "mqsec v1 hint" | devId | KX1 (whole) | HINT without its tag)[0..16].
+ * Bound to the KX1 it answers, hence to that attempt's fresh X_d.
+ */
+export function counterHintTag(suite: CryptoSuite, authKey: Uint8Array, devId: string, kx1: Uint8Array, hintBody: Uint8Array): Uint8Array {
+  return truncateTag(suite.hmac(authKey, concatBytes(L_HINT, encodeDevId(devId), kx1, hintBody)));
 }
 
 export interface TrafficKeys {

@@ -10,12 +10,15 @@ import { decodeVarint, encodeVarint } from '../core/varint.js';
 import { utf8Decode, utf8Encode } from '../core/utf8.js';
 import { base64urlDecode, base64urlEncode } from './base64url.js';
 import {
+  BROKER_NONCE_LENGTH,
   COUNTER_MAX,
   DEFAULT_MAX_PASSWORD_BYTES,
   MSG_KX1,
   MSG_KX2,
   MSG_KX3,
+  MSG_COUNTER_HINT,
   MSG_RESUME,
+  MSG_RESUME_CONFIRM,
   PROTOCOL_VERSION,
   SEQ_LIMIT,
   SID_LENGTH,
@@ -141,6 +144,66 @@ export function parseResume(b: Uint8Array): ResumeToken & { body: Uint8Array } {
   const tag = r.bytes(TAG_LENGTH);
   r.end();
   return { sid, counter, tag, body: b.subarray(0, bodyLength) };
+}
+
+// ---------------------------------------------------------------- resume confirmation (§6.4)
+
+export interface ResumeConfirm {
+  brokerNonce: Uint8Array;
+  tag: Uint8Array;
+}
+
+/** RC without its tag: 0x15 | N_s (6). */
+export function buildResumeConfirmBody(brokerNonce: Uint8Array): Uint8Array {
+  if (brokerNonce.length !== BROKER_NONCE_LENGTH) fail('MALFORMED', 'broker nonce length');
+  return concatBytes(new Uint8Array([MSG_RESUME_CONFIRM]), brokerNonce);
+}
+
+export function buildResumeConfirm(body: Uint8Array, tag: Uint8Array): Uint8Array {
+  return concatBytes(body, tag);
+}
+
+export function parseResumeConfirm(b: Uint8Array): ResumeConfirm & { body: Uint8Array } {
+  const r = new ByteReader(b);
+  expectHeader(r, MSG_RESUME_CONFIRM);
+  const brokerNonce = r.bytes(BROKER_NONCE_LENGTH);
+  const tag = r.bytes(TAG_LENGTH);
+  r.end();
+  return { brokerNonce, tag, body: b.subarray(0, 1 + BROKER_NONCE_LENGTH) };
+}
+
+// ---------------------------------------------------------------- counter hint (§5.5)
+
+export interface CounterHint {
+  /** Highest counter the broker has accepted for the device. */
+  counter: number;
+  tag: Uint8Array;
+}
+
+/** HINT without its tag: 0x16 | varint(highest accepted counter). */
+export function buildCounterHintBody(counter: number): Uint8Array {
+  return concatBytes(new Uint8Array([MSG_COUNTER_HINT]), counterBytes(counter));
+}
+
+export function buildCounterHint(body: Uint8Array, tag: Uint8Array): Uint8Array {
+  return concatBytes(body, tag);
+}
+
+export function parseCounterHint(b: Uint8Array): CounterHint & { body: Uint8Array } {
+  const r = new ByteReader(b);
+  expectHeader(r, MSG_COUNTER_HINT);
+  const counter = readCounter(r, b);
+  const bodyLength = r.offset;
+  const tag = r.bytes(TAG_LENGTH);
+  r.end();
+  return { counter, tag, body: b.subarray(0, bodyLength) };
+}
+
+/** Type of a handshake message from its header byte (§2.2), for a receiver that may get one of several. */
+export function handshakeType(b: Uint8Array): number {
+  if (b.length === 0) fail('TRUNCATED', 'empty handshake message');
+  if (b[0] >> 4 !== PROTOCOL_VERSION) fail('BAD_VERSION', `version ${b[0] >> 4}`);
+  return b[0];
 }
 
 // ---------------------------------------------------------------- CONNECT password (§3, §9.1)

@@ -10,24 +10,43 @@ import { MqsecError, asMqsecError, fail } from '../core/errors.js';
 import type { Clock, Log } from '../core/platform.js';
 import { silentLog } from '../core/platform.js';
 import type { CryptoSuite } from '../crypto/suite.js';
-import { DEFAULT_MAX_PASSWORD_BYTES, DEFAULT_REPLAY_WINDOW, DEV_ID_MAX_BYTES, KX_TOPIC } from './constants.js';
+import {
+  BROKER_NONCE_LENGTH,
+  DEFAULT_MAX_PASSWORD_BYTES,
+  DEFAULT_REPLAY_WINDOW,
+  DEV_ID_MAX_BYTES,
+  KX_TOPIC,
+  TICKET_COUNTER_SPAN,
+} from './constants.js';
 import { ChannelReceiver } from './group.js';
 import { RxState, TxState, type RxSnapshot } from './envelope.js';
 import {
   chainAdvance,
   chainNext,
+  counterHintTag,
   deriveDeviceKeys,
   derivePhase1Secrets,
   kx1Tag,
   kx2Tag,
   kx3Tag,
+  resumeConfirmTag,
   resumeTag,
   resumeTrafficSecret,
   trafficKeys,
   transcriptHash,
   type TrafficKeys,
 } from './key-schedule.js';
-import { buildKx2, buildKx2Body, parseEnvelope, parseKx3, parsePassword } from './messages.js';
+import {
+  buildCounterHint,
+  buildCounterHintBody,
+  buildKx2,
+  buildKx2Body,
+  buildResumeConfirm,
+  buildResumeConfirmBody,
+  parseEnvelope,
+  parseKx3,
+  parsePassword,
+} from './messages.js';
 import type { TicketStore } from './ticket-store.js';
 
 export interface DeviceRecord {
@@ -99,7 +118,14 @@ export class PendingPhase1 {
 
 export type AcceptResult =
   | { kind: 'phase1'; pending: PendingPhase1; reply: { topic: string; payload: Uint8Array } }
-  | { kind: 'phase2'; session: ServerSession }
+  /** `reply` is the resume confirmation (§6.4): send it right after CONNACK 0. */
+  | { kind: 'phase2'; session: ServerSession; reply: { topic: string; payload: Uint8Array } }
+  /**
+   * §5.5: a KX1 with a valid MAC and a used counter. Answer CONNACK 0, send
+   * `reply` (the counter hint), then close; the connection gets no session
+   * and MUST NOT disturb a live session of the device.
+   */
+  | { kind: 'counter-hint'; devId: string; reply: { topic: string; payload: Uint8Array } }
   | { kind: 'not-mqsec' };
 
 interface Grace {
@@ -252,7 +278,14 @@ export class ServerHandshake {
       // §5.2 step 1: the cheap MAC first, so a forged CONNECT costs one HMAC and no public-key operation.
       if (!constantTimeEqual(kx1Tag(this.suite, keys.authKey, devId, p.body), p.tag)) fail('BAD_MAC', 'KX1 tag');
       // §5.2 step 2: the counter makes every KX1 single-use, forever: a replay is refused before the DH.
-      await this.advanceCounterOrFail(devId, p.counter, true);
+      try {
+        await this.advanceCounterOrFail(devId, p.counter, true);
+      } catch (e) {
+        if (!(e instanceof MqsecError && e.code === 'REPLAY')) throw e;
+        // §5.5: a genuine KX1 (its MAC verified) from a device that lost its counter, or a replay:
+        // tell the sender where the counter stands, under K_auth and bound to this KX1.
+        return { kind: 'counter-hint', devId, reply: { topic: KX_TOPIC, payload: await this.counterHint(devId, keys.authKey, p.bytes) } };
+      }
       // §5.2 step 3: now the X25519 work.
       const kp = this.suite.dhKeyPair();
       const z = this.suite.dh(kp.privateKey, p.ephemeralPublic);
@@ -267,6 +300,18 @@ export class ServerHandshake {
     } finally {
       zeroize(keys.authKey, keys.pskKey);
     }
+  }
+
+  /** §5.5: HINT = 0x16 | varint(highest accepted counter) | T16(HMAC(K_auth, "mqsec v1 hint" | devId | KX1 | body)). */
+  private async counterHint(devId: string, authKey: Uint8Array, kx1: Uint8Array): Promise<Uint8Array> {
+    let highest: number;
+    try {
+      highest = await this.store.getCounter(devId);
+    } catch (e) {
+      throw new MqsecError('STORAGE', `counter store: ${asMqsecError(e).message}`);
+    }
+    const body = buildCounterHintBody(highest);
+    return buildCounterHint(body, counterHintTag(this.suite, authKey, devId, kx1, body));
   }
 
   /**
@@ -310,11 +355,21 @@ export class ServerHandshake {
         await this.store.deleteTicket(devId, p.sid).catch(() => undefined);
         fail('EXPIRED', 'ticket expired');
       }
+      // §6.5: a ticket serves TICKET_COUNTER_SPAN counters from its start; then the device runs phase 1.
+      if (p.counter >= t.chainStart + TICKET_COUNTER_SPAN) {
+        await this.store.deleteTicket(devId, p.sid).catch(() => undefined);
+        fail('EXPIRED', 'ticket used up its counter span');
+      }
       // §6.2 step 3: strictly increasing counter, durable before CONNACK.
       await this.advanceCounterOrFail(devId, p.counter, false, t.chainIndex);
-      // §6.3: S_c, keys from S_c, store S_{c+1}: the store never holds a key of a used connection.
+      // §6.3: S_c; store S_{c+1}: the store never holds a key of a used connection.
       const sc = chainAdvance(this.suite, t.chainIndex, t.chainKey, p.counter);
-      const secret = resumeTrafficSecret(this.suite, sc);
+      // §6.4: a fresh broker nonce in the keys: even a RESUME accepted twice (broker state rolled back
+      // by a restore) gets keys nobody has used, and the confirmation proves the broker holds them.
+      const brokerNonce = this.suite.randomBytes(BROKER_NONCE_LENGTH);
+      const secret = resumeTrafficSecret(this.suite, sc, brokerNonce);
+      const confirmBody = buildResumeConfirmBody(brokerNonce);
+      const confirm = buildResumeConfirm(confirmBody, resumeConfirmTag(this.suite, secret, confirmBody));
       const next = chainNext(this.suite, sc);
       sc.fill(0);
       try {
@@ -327,7 +382,7 @@ export class ServerHandshake {
       const keys = trafficKeys(this.suite, secret);
       secret.fill(0);
       const session = this.newSession(devId, p.sid.slice(), 2, p.counter, keys);
-      return { kind: 'phase2', session };
+      return { kind: 'phase2', session, reply: { topic: KX_TOPIC, payload: confirm } };
     } finally {
       zeroize(t.authKey, t.chainKey);
     }
@@ -345,6 +400,7 @@ export class ServerHandshake {
           sid: s.sid.slice(),
           suite: this.suite.id,
           authKey: s.ticketAuthKey.slice(),
+          chainStart: pending.counter + 1,
           chainIndex: pending.counter + 1,
           chainKey: s.chainKey.slice(),
           expiresAt: this.clock.now() + this.ticketLifetimeMs,

@@ -14,6 +14,8 @@ export interface TicketRecord {
   suite: number;
   /** K_tok: checks resume-token tags (§6.1). */
   authKey: Uint8Array;
+  /** First counter the ticket serves (phase-1 counter + 1); it serves TICKET_COUNTER_SPAN values (§6.5). */
+  chainStart: number;
   /** Position of chainKey on the resumption chain (§4.4). */
   chainIndex: number;
   /** S_chainIndex. */

@@ -40,6 +40,8 @@ export class TestDevice {
   client!: MqttClient;
   readonly received: Received[] = [];
   readonly dropped: string[] = [];
+  /** Counter hints the broker sent (docs/protocol.md §5.5). */
+  readonly hints: number[] = [];
   phase: 1 | 2 | 0 = 0;
   ready = false;
   closed = false;
@@ -95,11 +97,7 @@ export class TestDevice {
       this.client.on('connect', async (connack) => {
         this.connackCode = connack.returnCode ?? 0;
         await this.session.onConnack(0);
-        if (creds.phase === 2) {
-          this.ready = true;
-          this.phase = 2;
-          settle(true);
-        }
+        // phase 2: ready once the broker's confirmation (right behind the CONNACK) verified (§6.4)
       });
       this.client.on('error', async (err: Error & { code?: number }) => {
         if (typeof err.code === 'number') {
@@ -124,6 +122,12 @@ export class TestDevice {
           this.ready = true;
           this.phase = 1;
           settle(true);
+        } else if (r.kind === 'confirmed') {
+          this.ready = true;
+          this.phase = 2;
+          settle(true);
+        } else if (r.kind === 'counter-hint') {
+          this.hints.push(r.counter);
         } else if (r.kind === 'message') {
           this.received.push({ topic: r.topic, payload: Buffer.from(r.payload).toString('utf8') });
         } else {

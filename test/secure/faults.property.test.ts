@@ -81,8 +81,13 @@ class Sim {
       }
       if (await at(2)) return end(false);
       await this.device.onConnack(0);
-      if (res.kind === 'phase2') session = res.session;
-      else if (res.kind === 'phase1') {
+      if (res.kind === 'phase2') {
+        // §6.4: the confirmation is the step that gives the device its keys; it can be lost too
+        if (await at(3)) return end(false);
+        const c = await this.device.handleIncoming(res.reply.topic, res.reply.payload);
+        if (c.kind !== 'confirmed') return end(false);
+        session = res.session;
+      } else if (res.kind === 'phase1') {
         if (await at(3)) return end(false);
         const r = await this.device.handleIncoming(res.reply.topic, res.reply.payload);
         if (r.kind !== 'handshake') return end(false);

@@ -63,6 +63,9 @@ async function setup() {
     }
     if (res.kind !== 'phase2') throw new Error();
     await glue.settled();
+    expect(glue.ready).toBe(false); // a CONNACK alone gives no keys (§6.4)
+    glue.hooks.onMessage({ topic: res.reply.topic, payload: res.reply.payload }); // the broker's confirmation
+    await glue.settled();
     return res.session;
   };
   return { w, client, glue, got, errors, ready, connectOnce };

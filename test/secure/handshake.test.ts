@@ -8,15 +8,17 @@ import { describe, it, expect } from 'vitest';
 import { fromHex, toHex } from '../../firmware/core/bytes.js';
 import { MqsecError, isMqsecError } from '../../firmware/core/errors.js';
 import { utf8Encode } from '../../firmware/core/utf8.js';
-import { KX_TOPIC, MSG_KX1, TEXT_MARKER } from '../../firmware/secure/constants.js';
-import { deriveDeviceKeys, kx1Tag } from '../../firmware/secure/key-schedule.js';
-import { buildKx1, buildKx1Body, parseKx1, parseResume, toTextForm } from '../../firmware/secure/messages.js';
+import { COUNTER_MAX, KX_TOPIC, MSG_KX1, SID_LENGTH, TEXT_MARKER, TICKET_COUNTER_SPAN } from '../../firmware/secure/constants.js';
+import { deriveDeviceKeys, kx1Tag, resumeTag } from '../../firmware/secure/key-schedule.js';
+import { buildKx1, buildKx1Body, buildResume, buildResumeBody, parseKx1, parseResume, toTextForm } from '../../firmware/secure/messages.js';
 import type { AcceptResult } from '../../firmware/secure/server.js';
 import { connackBytes, connectBytes, kxPublishBytes } from './budget.js';
 import { LOW_ORDER_POINTS, DEV_ID, REFUSED, connect, connectWithFallback, deviceKeyFor, eq, exchange, makeWorld } from './helpers.js';
 
 /** CONNECT 85 + CONNACK 4 + KX2 PUBLISH 62 + KX3 PUBLISH 30 (8-char id, counter < 128). */
 const EXPECTED_PHASE1_TOTAL = 181;
+/** CONNECT 56 + CONNACK 4 + resume-confirmation PUBLISH 36 (8-char id, counter < 128); 100 at the 2^32 counter limit. */
+const EXPECTED_PHASE2_TOTAL = 96;
 
 async function code(p: Promise<unknown> | (() => unknown)): Promise<string> {
   try {
@@ -73,7 +75,7 @@ describe('phase 1 (full handshake)', () => {
 });
 
 describe('phase 2 (resumption)', () => {
-  it('resumes with a <= 64 B CONNECT, no public-key op, fresh keys each time', async () => {
+  it('resumes in <= 100 B all-in (CONNECT, CONNACK, confirmation), 1 round trip, no public-key op, fresh keys each time', async () => {
     const w = makeWorld();
     const first = await connect(w.device, w.server);
     w.device.onConnectionLost();
@@ -85,12 +87,16 @@ describe('phase 2 (resumption)', () => {
     for (let i = 0; i < 5; i++) {
       const cred = await w.device.connectCredentials();
       expect(cred.phase).toBe(2);
-      const bytes = connectBytes(cred.clientId, cred.username, cred.password);
-      expect(bytes).toBeLessThanOrEqual(64);
-      expect(bytes + connackBytes()).toBeLessThanOrEqual(68);
       const res = await w.server.acceptConnect(cred.clientId, cred.username, cred.password);
       if (res.kind !== 'phase2') throw new Error('expected phase 2');
+      // one flight each way: CONNECT; CONNACK + confirmation (§6.4)
+      const total = connectBytes(cred.clientId, cred.username, cred.password) + connackBytes() + kxPublishBytes(res.reply.payload);
+      expect(res.reply.payload.length).toBe(23);
+      expect(total).toBe(EXPECTED_PHASE2_TOTAL);
       await w.device.onConnack(0);
+      expect(w.device.state).toBe('awaiting-confirm');
+      expect(() => w.device.seal('sensors/sensor01/t', utf8Encode('x'))).toThrow(/BAD_STATE/);
+      expect((await w.device.handleIncoming(res.reply.topic, res.reply.payload)).kind).toBe('confirmed');
       expect(w.device.state).toBe('ready');
       await exchange(w.device, res.session);
       epochs.add(res.session.epoch);
@@ -99,6 +105,9 @@ describe('phase 2 (resumption)', () => {
     }
     expect(dh).toBe(0);
     expect(epochs.size).toBe(5);
+    // the largest counter (5-byte varint) still fits: 100 B
+    const longest = buildResume(buildResumeBody(new Uint8Array(SID_LENGTH), COUNTER_MAX), new Uint8Array(16));
+    expect(connectBytes(DEV_ID, DEV_ID, longest) + connackBytes() + kxPublishBytes(new Uint8Array(23))).toBe(100);
   });
 
   it('survives a device reboot: skips to the next counter block, writes storage once per block', async () => {
@@ -122,6 +131,7 @@ describe('phase 2 (resumption)', () => {
     const res = await w.server.acceptConnect(cred.clientId, cred.username, cred.password);
     await rebooted.onConnack(0);
     if (res.kind !== 'phase2') throw new Error('expected phase 2');
+    await rebooted.handleIncoming(res.reply.topic, res.reply.payload);
     await exchange(rebooted, res.session);
   });
 
@@ -184,7 +194,7 @@ describe('negative tests: fail closed with a specific code', () => {
     expect((await w.server.acceptConnect(DEV_ID, DEV_ID, pw)).kind).toBe('phase1');
   });
 
-  it('replayed KX1 -> REPLAY before any public-key operation, live session untouched', async () => {
+  it('replayed KX1 -> counter hint only (no session, no public-key operation, no write), live session untouched', async () => {
     const w = makeWorld();
     const cred = await w.device.connectCredentials();
     const res = await w.server.acceptConnect(cred.clientId, cred.username, cred.password);
@@ -196,9 +206,13 @@ describe('negative tests: fail closed with a specific code', () => {
     let dh = 0;
     const origDh = w.suiteServer.dh;
     (w.suiteServer as any).dh = (...a: [Uint8Array, Uint8Array]) => (dh++, origDh(...a));
-    expect(await code(w.server.acceptConnect(DEV_ID, DEV_ID, cred.password))).toBe('REPLAY');
-    expect(await code(w.server.acceptConnect(DEV_ID, DEV_ID, toTextForm(cred.password)))).toBe('REPLAY');
+    const counter = await w.store.getCounter(DEV_ID);
+    for (const pw of [cred.password, toTextForm(cred.password)]) {
+      const again = await w.server.acceptConnect(DEV_ID, DEV_ID, pw);
+      expect(again.kind).toBe('counter-hint'); // §5.5: no pending handshake, no keys, no session
+    }
     expect(dh).toBe(0);
+    expect(await w.store.getCounter(DEV_ID)).toBe(counter);
     await exchange(w.device, session);
   });
 
@@ -267,7 +281,9 @@ describe('negative tests: fail closed with a specific code', () => {
   it('unexpected KX2 (not awaiting one) -> BAD_STATE', async () => {
     const w = makeWorld();
     await connect(w.device, w.server);
-    const r = await w.device.handleIncoming(KX_TOPIC, new Uint8Array(49));
+    const kx2 = new Uint8Array(49);
+    kx2[0] = 0x12;
+    const r = await w.device.handleIncoming(KX_TOPIC, kx2);
     expect(r.kind === 'dropped' && r.error.code).toBe('BAD_STATE');
   });
 
@@ -282,7 +298,7 @@ describe('negative tests: fail closed with a specific code', () => {
       const bad = pw.slice();
       bad[i] ^= 0x01;
       const c = await code(w.server.acceptConnect(DEV_ID, DEV_ID, bad));
-      const expected = i === 0 ? 'UNKNOWN_TYPE' : i <= 8 ? 'UNKNOWN_SESSION' : 'BAD_MAC';
+      const expected = i === 0 ? 'UNKNOWN_TYPE' : i <= SID_LENGTH ? 'UNKNOWN_SESSION' : 'BAD_MAC';
       expect(c, `byte ${i}`).toBe(expected);
     }
     for (let n = 1; n < pw.length; n++) expect(['TRUNCATED', 'MALFORMED']).toContain(await code(w.server.acceptConnect(DEV_ID, DEV_ID, pw.subarray(0, n))));
@@ -389,16 +405,100 @@ describe('negative tests: fail closed with a specific code', () => {
   });
 });
 
-describe('device storage wiped (documented consequence of single-use KX1 counters)', () => {
-  it('a device restarting at counter 0 is refused (REPLAY) until the broker resets its counter', async () => {
+describe('device storage wiped: counter hint (§5.5)', () => {
+  it('a device restarting at counter 0 gets an authenticated hint, jumps past it and is back in phase 1; no counter is ever accepted twice', async () => {
+    const w = makeWorld({ device: { counterBlock: 4 } });
+    await connect(w.device, w.server);
+    for (let i = 0; i < 9; i++) {
+      w.device.onConnectionLost();
+      await connect(w.device, w.server);
+    }
+    const highest = await w.store.getCounter(DEV_ID);
+    expect(highest).toBe(9);
+    w.storage.data.clear(); // flash wiped (or a new board with the same key)
+    const wiped = w.newDevice({ counterBlock: 4 });
+    const first = await wiped.connectCredentials();
+    expect(parseKx1(first.password).counter).toBe(0);
+    wiped.onConnectionLost();
+    // the connect with counter 0 is answered by a hint, never by a session
+    await expect(connect(wiped, w.server)).rejects.toMatchObject({ counter: highest });
+    const again = await connect(wiped, w.server);
+    expect(again.phase).toBe(1);
+    expect(await w.store.getCounter(DEV_ID)).toBeGreaterThan(highest);
+    await exchange(wiped, again.session);
+    // and the counter jump is on flash: a reboot does not go back below the hint
+    const rebooted = w.newDevice({ counterBlock: 4 });
+    const cred = await rebooted.connectCredentials();
+    expect(parseResume(cred.password).counter).toBeGreaterThan(highest + 1);
+  });
+
+  it('a hint is bound to the KX1 it answers: replayed to another attempt, forged, or unexpected, it moves nothing', async () => {
     const w = makeWorld();
     await connect(w.device, w.server);
+    await w.store.advanceCounter(DEV_ID, 50); // the device had used counters up to 50
     w.storage.data.clear();
     const wiped = w.newDevice();
-    await expect(connect(wiped, w.server)).rejects.toMatchObject({ code: 'REPLAY' });
-    await w.store.resetDevice(DEV_ID); // re-provisioning
+    const c1 = await wiped.connectCredentials();
+    const res = await w.server.acceptConnect(DEV_ID, DEV_ID, c1.password);
+    if (res.kind !== 'counter-hint') throw new Error('counter hint expected');
+    // the attacker keeps the hint and offers it to the device's next attempt (new X_d): refused
     wiped.onConnectionLost();
-    expect((await connect(wiped, w.server)).phase).toBe(1);
+    const c2 = await wiped.connectCredentials();
+    await wiped.onConnack(0);
+    const replayed = await wiped.handleIncoming(KX_TOPIC, res.reply.payload);
+    expect(replayed.kind === 'dropped' && replayed.error.code).toBe('BAD_MAC');
+    // a forged hint with a huge counter: refused, and the counter does not move
+    const forged = res.reply.payload.slice();
+    forged[1] = 0x7f;
+    const f = await wiped.handleIncoming(KX_TOPIC, forged);
+    expect(f.kind === 'dropped' && f.error.code).toBe('BAD_MAC');
+    wiped.onConnectionLost();
+    const c3 = await wiped.connectCredentials();
+    expect(parseKx1(c3.password).counter).toBe(parseKx1(c2.password).counter + 1);
+    // a device that is not waiting for KX2 takes no hint
+    const h = await w.server.acceptConnect(DEV_ID, DEV_ID, c3.password);
+    expect(h.kind).toBe('counter-hint');
+    if (h.kind !== 'counter-hint') return;
+    const notWaiting = await wiped.handleIncoming(KX_TOPIC, h.reply.payload);
+    expect(notWaiting.kind === 'dropped' && notWaiting.error.code).toBe('BAD_STATE');
+  });
+});
+
+describe('ticket counter span (§6.5)', () => {
+  it('a ticket serves TICKET_COUNTER_SPAN counters: the device then runs phase 1 by itself, the broker refuses the old ticket', async () => {
+    const w = makeWorld({ device: { counterBlock: 256 } });
+    await connect(w.device, w.server); // phase 1 at counter 0: the ticket serves 1 .. 1024
+    const sid = w.device.sid!;
+    let rebooted = w.device;
+    const tokens: Uint8Array[] = [];
+    // reboots skip a block of 256 each: counters 256, 512, 768, then 1024 is the last in the span
+    for (const expected of [256, 512, 768, 1024]) {
+      rebooted = w.newDevice({ counterBlock: 256 });
+      const c = await rebooted.connectCredentials();
+      expect(c.phase).toBe(2);
+      expect(parseResume(c.password).counter).toBe(expected);
+      tokens.push(c.password);
+      const res = await w.server.acceptConnect(DEV_ID, DEV_ID, c.password);
+      expect(res.kind).toBe('phase2');
+    }
+    rebooted = w.newDevice({ counterBlock: 256 });
+    const next = await rebooted.connectCredentials();
+    expect(next.phase).toBe(1); // 1280 is past the span: fresh X25519, new ticket
+    expect(parseKx1(next.password).counter).toBe(1280);
+    // the broker side of the same bound: a token past the span is EXPIRED even with a valid tag
+    const { decodeDeviceRecord } = await import('../../firmware/secure/device.js');
+    const w2 = makeWorld();
+    await connect(w2.device, w2.server);
+    const t = decodeDeviceRecord(w2.storage.data.get('mqsec.state')!).ticket!;
+    expect(t.chainStart).toBe(1);
+    const tokenAt = (c: number) => {
+      const body = buildResumeBody(t.sid, c);
+      return buildResume(body, resumeTag(w2.suiteDevice, t.authKey, DEV_ID, body));
+    };
+    expect(await code(w2.server.acceptConnect(DEV_ID, DEV_ID, tokenAt(1 + TICKET_COUNTER_SPAN)))).toBe('EXPIRED');
+    expect(await w2.store.getCounter(DEV_ID)).toBe(0); // refused before the counter moved
+    expect(await code(w2.server.acceptConnect(DEV_ID, DEV_ID, tokenAt(TICKET_COUNTER_SPAN)))).toBe('UNKNOWN_SESSION'); // and the ticket is gone
+    expect(sid.length).toBe(SID_LENGTH);
   });
 });
 
@@ -448,6 +548,10 @@ describe('suppress-and-delay of a CONNECT (docs/threat-model.md §2, residual ri
     await w.device.onConnack(0);
     expect(res.kind).toBe('phase2');
     if (res.kind !== 'phase2') throw new Error('unreachable');
+    // the confirmation of the stolen connection does not verify for the device's own connection
+    const wrong = await w.device.handleIncoming(stolen.reply.topic, stolen.reply.payload);
+    expect(wrong.kind === 'dropped' && wrong.error.code).toBe('BAD_MAC');
+    expect((await w.device.handleIncoming(res.reply.topic, res.reply.payload)).kind).toBe('confirmed');
     await exchange(w.device, res.session);
     // and the held-back token can never be used again
     expect(await code(w.server.acceptConnect(DEV_ID, DEV_ID, held.password))).toMatch(/REPLAY|COUNTER_ROLLBACK/);

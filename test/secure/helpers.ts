@@ -123,8 +123,18 @@ export function makeWorld(opts: { seed?: string; device?: Partial<DeviceSessionO
 /** MQTT CONNACK code the broker sends for an mqsec error (bad user name or password). */
 export const REFUSED = 4;
 
+/** A KX1 was answered with a counter hint (§5.5): `counter` is what the device accepted (-1: it refused it). */
+export class CounterHinted extends Error {
+  constructor(readonly counter: number) {
+    super(`counter hint ${counter}`);
+  }
+}
+
 /** Runs one full connect (phase 1 or 2) between device and server; returns the server session. */
-export async function connect(device: DeviceSecureSession, server: ServerHandshake): Promise<{ session: ServerSession; phase: 1 | 2; bytes: { connectPassword: number; kx2: number; kx3: number } }> {
+export async function connect(
+  device: DeviceSecureSession,
+  server: ServerHandshake,
+): Promise<{ session: ServerSession; phase: 1 | 2; bytes: { connectPassword: number; kx2: number; kx3: number; confirm: number } }> {
   const cred = await device.connectCredentials();
   let res;
   try {
@@ -134,12 +144,22 @@ export async function connect(device: DeviceSecureSession, server: ServerHandsha
     throw e;
   }
   await device.onConnack(0);
-  if (res.kind === 'phase2') return { session: res.session, phase: 2, bytes: { connectPassword: cred.password.length, kx2: 0, kx3: 0 } };
+  if (res.kind === 'phase2') {
+    // §6.4: the broker's confirmation gives the device its keys
+    const c = await device.handleIncoming(res.reply.topic, res.reply.payload);
+    if (c.kind !== 'confirmed') throw (c as { error?: Error }).error ?? new Error(`resume confirmation: ${c.kind}`);
+    return { session: res.session, phase: 2, bytes: { connectPassword: cred.password.length, kx2: 0, kx3: 0, confirm: res.reply.payload.length } };
+  }
+  if (res.kind === 'counter-hint') {
+    const h = await device.handleIncoming(res.reply.topic, res.reply.payload);
+    device.onConnectionLost();
+    throw new CounterHinted(h.kind === 'counter-hint' ? h.counter : -1);
+  }
   if (res.kind !== 'phase1') throw new Error('not mqsec');
   const r = await device.handleIncoming(res.reply.topic, res.reply.payload);
   if (r.kind !== 'handshake') throw (r as any).error ?? new Error('no handshake reply');
   const session = await server.completePhase1(res.pending, r.reply.payload);
-  return { session, phase: 1, bytes: { connectPassword: cred.password.length, kx2: res.reply.payload.length, kx3: r.reply.payload.length } };
+  return { session, phase: 1, bytes: { connectPassword: cred.password.length, kx2: res.reply.payload.length, kx3: r.reply.payload.length, confirm: 0 } };
 }
 
 /** Connects, falling back to phase 1 once when phase 2 is refused (what the glue does). */

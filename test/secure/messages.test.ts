@@ -14,19 +14,25 @@ import {
   buildKx2,
   buildKx2Body,
   buildKx3,
+  buildCounterHint,
+  buildCounterHintBody,
   buildResume,
   buildResumeBody,
+  buildResumeConfirm,
+  buildResumeConfirmBody,
   fromTextForm,
+  parseCounterHint,
   parseEnvelope,
   parseKx1,
   parseKx2,
   parseKx3,
   parsePassword,
   parseResume,
+  parseResumeConfirm,
   toTextForm,
 } from '../../firmware/secure/messages.js';
 import { decodeDeviceRecord, encodeDeviceRecord } from '../../firmware/secure/device.js';
-import { COUNTER_MAX } from '../../firmware/secure/constants.js';
+import { BROKER_NONCE_LENGTH, COUNTER_MAX, SID_LENGTH } from '../../firmware/secure/constants.js';
 
 const b = (n: number) => fc.uint8Array({ minLength: n, maxLength: n });
 
@@ -39,9 +45,9 @@ function typedOrOk(f: () => unknown): void {
 }
 
 describe('codecs round-trip', () => {
-  it('KX1 / KX2 / KX3 / resume / envelope', () => {
+  it('KX1 / KX2 / KX3 / resume / confirmation / hint / envelope', () => {
     fc.assert(
-      fc.property(fc.integer({ min: 0, max: COUNTER_MAX }), b(32), b(16), b(8), fc.integer({ min: 0, max: 255 }), fc.integer({ min: 0, max: 0x1fffff }), fc.uint8Array({ minLength: 16, maxLength: 60 }), (ctr, pub, tag, sid, epoch, seq, sealed) => {
+      fc.property(fc.integer({ min: 0, max: COUNTER_MAX }), b(32), b(16), b(SID_LENGTH), fc.integer({ min: 0, max: 255 }), fc.integer({ min: 0, max: 0x1fffff }), fc.uint8Array({ minLength: 16, maxLength: 60 }), (ctr, pub, tag, sid, epoch, seq, sealed) => {
         const k1 = buildKx1(buildKx1Body(1, ctr, pub), tag);
         const p1 = parseKx1(k1);
         expect([p1.suite, p1.counter, p1.ephemeralPublic, p1.tag]).toEqual([1, ctr, pub, tag]);
@@ -50,6 +56,11 @@ describe('codecs round-trip', () => {
         expect(parseKx3(buildKx3(tag)).tag).toEqual(tag);
         const r = parseResume(buildResume(buildResumeBody(sid, ctr), tag));
         expect([r.sid, r.counter, r.tag]).toEqual([sid, ctr, tag]);
+        const ns = pub.subarray(0, BROKER_NONCE_LENGTH);
+        const rc = parseResumeConfirm(buildResumeConfirm(buildResumeConfirmBody(ns), tag));
+        expect([rc.brokerNonce, rc.tag]).toEqual([ns, tag]);
+        const h = parseCounterHint(buildCounterHint(buildCounterHintBody(ctr), tag));
+        expect([h.counter, h.tag]).toEqual([ctr, tag]);
         const e = parseEnvelope(buildEnvelope(epoch, seq, sealed));
         expect([e.epoch, e.seq, e.sealed]).toEqual([epoch, seq, sealed]);
         expect(fromTextForm(toTextForm(k1))).toEqual(k1);
@@ -60,12 +71,13 @@ describe('codecs round-trip', () => {
 
   it('counters above 2^32-1 are refused both ways', () => {
     expect(() => buildKx1Body(1, COUNTER_MAX + 1, new Uint8Array(32))).toThrow(/MALFORMED/);
-    const over = new Uint8Array([0x14, 1, 2, 3, 4, 5, 6, 7, 8, 0x80, 0x80, 0x80, 0x80, 0x10, ...new Uint8Array(16)]);
+    const over = new Uint8Array([0x14, 1, 2, 3, 4, 0x80, 0x80, 0x80, 0x80, 0x10, ...new Uint8Array(16)]);
     expect(() => parseResume(over)).toThrow(/MALFORMED/);
+    expect(() => parseCounterHint(new Uint8Array([0x16, 0x80, 0x80, 0x80, 0x80, 0x10, ...new Uint8Array(16)]))).toThrow(/MALFORMED/);
   });
 
   it('non-minimal counter varints are refused (one encoding per value)', () => {
-    const nonMinimal = new Uint8Array([0x14, 1, 2, 3, 4, 5, 6, 7, 8, 0x81, 0x00, ...new Uint8Array(16)]);
+    const nonMinimal = new Uint8Array([0x14, 1, 2, 3, 4, 0x81, 0x00, ...new Uint8Array(16)]);
     expect(() => parseResume(nonMinimal)).toThrow(/MALFORMED/);
   });
 
@@ -81,10 +93,15 @@ describe('codecs round-trip', () => {
   });
 
   it('device storage record round-trips and rejects corruption with STORAGE', () => {
-    const t = { suite: 1, sid: new Uint8Array(8).fill(1), authKey: new Uint8Array(32).fill(2), chainIndex: 40, chainKey: new Uint8Array(32).fill(3) };
+    const t = { suite: 1, sid: new Uint8Array(SID_LENGTH).fill(1), authKey: new Uint8Array(32).fill(2), chainStart: 33, chainIndex: 40, chainKey: new Uint8Array(32).fill(3) };
     expect(decodeDeviceRecord(encodeDeviceRecord(64, t))).toEqual({ counterLimit: 64, ticket: t });
     expect(decodeDeviceRecord(encodeDeviceRecord(64, undefined))).toEqual({ counterLimit: 64 });
-    expect(() => decodeDeviceRecord(encodeDeviceRecord(32, t))).toThrow(/STORAGE/);
+    expect(() => decodeDeviceRecord(encodeDeviceRecord(32, t))).toThrow(/STORAGE/); // chain ahead of the counter
+    expect(() => decodeDeviceRecord(encodeDeviceRecord(64, { ...t, chainStart: 41 }))).toThrow(/STORAGE/); // chain before its start
+    // a record of the first release (8-byte sid, no chainStart): its counter is kept, its ticket dropped
+    const v1 = new Uint8Array([1, 0, 0, 0, 0, 0, 96, 1, 1, ...new Uint8Array(8 + 32 + 6 + 32)]);
+    expect(decodeDeviceRecord(v1)).toEqual({ counterLimit: 96 });
+    expect(() => decodeDeviceRecord(v1.subarray(0, v1.length - 1))).toThrow(/STORAGE/);
     fc.assert(fc.property(fc.uint8Array({ maxLength: 100 }), (x) => { typedOrOk(() => decodeDeviceRecord(x)); }));
   });
 });
@@ -95,13 +112,15 @@ describe('parsers on arbitrary input (fuzz)', () => {
     ['KX2', parseKx2],
     ['KX3', parseKx3],
     ['resume', parseResume],
+    ['resume confirmation', parseResumeConfirm],
+    ['counter hint', parseCounterHint],
     ['envelope', parseEnvelope],
     ['password', (x) => parsePassword(x)],
     ['text form', (x) => parsePassword(new TextDecoder().decode(x))],
   ];
   it.each(parsers)('%s: returns or throws MqsecError', (_n, parse) => {
     fc.assert(
-      fc.property(fc.oneof(fc.uint8Array({ maxLength: 200 }), fc.uint8Array({ minLength: 1, maxLength: 60 }).map((x) => ((x[0] = [0x11, 0x12, 0x13, 0x14, 0x7e][x[0] % 5]), x))), (x) => { typedOrOk(() => parse(x)); }),
+      fc.property(fc.oneof(fc.uint8Array({ maxLength: 200 }), fc.uint8Array({ minLength: 1, maxLength: 60 }).map((x) => ((x[0] = [0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x7e][x[0] % 7]), x))), (x) => { typedOrOk(() => parse(x)); }),
       { numRuns: 1000 },
     );
   });

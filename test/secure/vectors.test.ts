@@ -30,21 +30,24 @@ describe.each(file.vectors.map((v) => [v.inputs.devId, v] as const))('vector %s'
   it('the device and server state machines produce the same wire bytes', async () => {
     const i = v.inputs;
     const o = v.outputs;
-    const storage = new MemoryStorage();
-    if (i.kx1Counter > 0) {
-      // a device whose flash says counters below kx1Counter were reserved (§7.3 record, no ticket)
-      const rec = new Uint8Array(8);
-      rec[0] = 1;
-      rec.set([0, 0, (i.kx1Counter >>> 24) & 255, (i.kx1Counter >>> 16) & 255, (i.kx1Counter >>> 8) & 255, i.kx1Counter & 255], 1);
-      await storage.put('mqsec.state', rec);
-    }
-    const device = new DeviceSecureSession({
-      suite: createNobleSuite(fixed(fromHex(i.deviceEphemeralPrivate))),
-      devId: i.devId,
-      deviceKey: fromHex(i.deviceKey),
-      storage,
-      counterBlock: i.resumeCounter - i.kx1Counter,
-    });
+    const newDevice = async () => {
+      const storage = new MemoryStorage();
+      if (i.kx1Counter > 0) {
+        // a device whose flash says counters below kx1Counter were reserved (§7.3 record, no ticket)
+        const rec = new Uint8Array(8);
+        rec[0] = 2;
+        rec.set([0, 0, (i.kx1Counter >>> 24) & 255, (i.kx1Counter >>> 16) & 255, (i.kx1Counter >>> 8) & 255, i.kx1Counter & 255], 1);
+        await storage.put('mqsec.state', rec);
+      }
+      return new DeviceSecureSession({
+        suite: createNobleSuite(fixed(fromHex(i.deviceEphemeralPrivate))),
+        devId: i.devId,
+        deviceKey: fromHex(i.deviceKey),
+        storage,
+        counterBlock: i.resumeCounter - i.kx1Counter,
+      });
+    };
+    const device = await newDevice();
     const server = new ServerHandshake({
       suite: createNodeCryptoSuite(fixed(fromHex(i.serverEphemeralPrivate))),
       clock: new ManualClock(),
@@ -70,8 +73,20 @@ describe.each(file.vectors.map((v) => [v.inputs.devId, v] as const))('vector %s'
       expect(toHex(c2.password)).toBe(o.resume);
       const r2 = await server.acceptConnect(c2.clientId, c2.username, c2.password);
       if (r2.kind !== 'phase2') throw new Error('phase 2 expected');
+      // the fixed randomness makes N_s the first bytes of the broker's private key, as the vector says
+      expect(toHex(r2.reply.payload)).toBe(o.resumeConfirm);
       await device.onConnack(0);
+      expect((await device.handleIncoming(r2.reply.topic, r2.reply.payload)).kind).toBe('confirmed');
       expect(toHex(device.seal(i.topic, utf8Encode(i.plaintext)))).toBe(o.phase2EnvelopeUp);
+      // §5.5: the same KX1 again, once the broker holds counter hintCounter: a counter hint, which a
+      // device that sent that KX1 (same flash, same ephemeral) accepts
+      const again = await server.acceptConnect(c1.clientId, c1.username, c1.password);
+      if (again.kind !== 'counter-hint') throw new Error('counter hint expected');
+      expect(toHex(again.reply.payload)).toBe(o.counterHint);
+      const twin = await newDevice();
+      expect(toHex((await twin.connectCredentials()).password)).toBe(o.kx1);
+      await twin.onConnack(0);
+      expect(await twin.handleIncoming(again.reply.topic, again.reply.payload)).toEqual({ kind: 'counter-hint', counter: i.hintCounter });
     }
   });
 });

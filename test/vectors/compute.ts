@@ -8,17 +8,32 @@ import type { CryptoSuite } from '../../firmware/crypto/suite.js';
 import {
   chainAdvance,
   chainNext,
+  counterHintTag,
   deriveDeviceKeys,
   derivePhase1Secrets,
   kx1Tag,
   kx2Tag,
   kx3Tag,
+  resumeConfirmTag,
   resumeTag,
   resumeTrafficSecret,
   trafficKeys,
   transcriptHash,
 } from '../../firmware/secure/key-schedule.js';
-import { buildKx1, buildKx1Body, buildKx2, buildKx2Body, buildKx3, buildResume, buildResumeBody, toTextForm } from '../../firmware/secure/messages.js';
+import {
+  buildCounterHint,
+  buildCounterHintBody,
+  buildKx1,
+  buildKx1Body,
+  buildKx2,
+  buildKx2Body,
+  buildKx3,
+  buildResume,
+  buildResumeBody,
+  buildResumeConfirm,
+  buildResumeConfirmBody,
+  toTextForm,
+} from '../../firmware/secure/messages.js';
 import { sealEnvelope } from '../../firmware/secure/envelope.js';
 import { utf8Encode } from '../../firmware/core/utf8.js';
 
@@ -29,6 +44,10 @@ export interface VectorInputs {
   serverEphemeralPrivate: string;
   kx1Counter: number;
   resumeCounter: number;
+  /** N_s of the phase-2 connection (§6.4). */
+  brokerNonce: string;
+  /** Highest counter the broker holds when the same KX1 arrives again (§5.5). */
+  hintCounter: number;
   topic: string;
   plaintext: string;
 }
@@ -60,7 +79,13 @@ export function computeVectors(makeSuite: SuiteFactory, i: VectorInputs): Record
   const sc = chainAdvance(dev, i.kx1Counter + 1, s.chainKey, i.resumeCounter);
   const resumeBody = buildResumeBody(s.sid, i.resumeCounter);
   const resume = buildResume(resumeBody, resumeTag(dev, s.ticketAuthKey, i.devId, resumeBody));
-  const t2 = trafficKeys(dev, resumeTrafficSecret(dev, sc));
+  const ns = fromHex(i.brokerNonce);
+  const t2Secret = resumeTrafficSecret(srv, sc, ns);
+  const confirmBody = buildResumeConfirmBody(ns);
+  const confirm = buildResumeConfirm(confirmBody, resumeConfirmTag(srv, t2Secret, confirmBody));
+  const t2 = trafficKeys(dev, t2Secret);
+  const hintBody = buildCounterHintBody(i.hintCounter);
+  const hint = buildCounterHint(hintBody, counterHintTag(srv, keys.authKey, i.devId, kx1, hintBody));
   const epoch2 = i.resumeCounter & 0xff;
   const env2 = sealEnvelope(dev, t2.deviceToBrokerKey, t2.deviceToBrokerIv, epoch2, 0, i.topic, utf8Encode(i.plaintext));
   return {
@@ -90,6 +115,9 @@ export function computeVectors(makeSuite: SuiteFactory, i: VectorInputs): Record
     chainKeyAtResume: toHex(sc),
     resume: toHex(resume),
     resumeText: toTextForm(resume),
+    trafficSecret2: toHex(t2Secret),
+    resumeConfirm: toHex(confirm),
+    counterHint: toHex(hint),
     phase2DeviceToBrokerKey: toHex(t2.deviceToBrokerKey),
     phase2DeviceToBrokerIv: toHex(t2.deviceToBrokerIv),
     phase2BrokerToDeviceKey: toHex(t2.brokerToDeviceKey),

@@ -58,8 +58,16 @@ async function xsConnect(server: ServerHandshake): Promise<{ phase: number; sess
     await xs.call('devConnack', connackCodeFor(e));
     return { phase: cred.phase, code: e.code };
   }
-  expect(await xs.call('devConnack', 0)).toBe(cred.phase === 2 ? 'ready' : 'awaiting-kx2');
-  if (res.kind === 'phase2') return { phase: 2, session: res.session };
+  expect(await xs.call('devConnack', 0)).toBe(cred.phase === 2 ? 'awaiting-confirm' : 'awaiting-kx2');
+  if (res.kind === 'phase2') {
+    expect(await xs.call('devIncoming', res.reply.topic, res.reply.payload)).toEqual({ kind: 'confirmed' });
+    return { phase: 2, session: res.session };
+  }
+  if (res.kind === 'counter-hint') {
+    const h = await xs.call('devIncoming', res.reply.topic, res.reply.payload);
+    await xs.call('devLost');
+    return { phase: 1, code: h.kind === 'counter-hint' ? `hint ${h.counter}` : h.code };
+  }
   if (res.kind !== 'phase1') throw new Error('not mqsec');
   const h = await xs.call('devIncoming', res.reply.topic, res.reply.payload);
   expect(h.kind).toBe('handshake');
@@ -122,6 +130,55 @@ describe('firmware/secure under XS', () => {
     const again = await xsConnect(server);
     expect(again.phase).toBe(1);
     await roundTrip(again.session!);
+  });
+
+  it('XS device: a CONNACK alone gives no keys; a forged or foreign confirmation is dropped; the genuine one makes it ready (§6.4)', async () => {
+    const { server } = makeServer();
+    await xs.call('devCreate', DEV, KEY, false);
+    await xsConnect(server);
+    await xs.call('devLost');
+    // an on-path attacker answers CONNACK 0 itself: the device has nothing to seal with
+    const held = await xs.call('devCredentials');
+    expect(await xs.call('devConnack', 0)).toBe('awaiting-confirm');
+    expect(await xs.call('devSeal', T, new Uint8Array(1))).toEqual({ code: 'BAD_STATE' });
+    const stolen = await server.acceptConnect(held.clientId, held.username, held.password); // released to the broker later
+    if (stolen.kind !== 'phase2') throw new Error('phase 2');
+    await xs.call('devLost');
+    const cred = await xs.call('devCredentials');
+    const res = await server.acceptConnect(cred.clientId, cred.username, cred.password);
+    if (res.kind !== 'phase2') throw new Error('phase 2');
+    expect(await xs.call('devConnack', 0)).toBe('awaiting-confirm');
+    const forged = res.reply.payload.slice();
+    forged[3] ^= 1;
+    expect(await xs.call('devIncoming', KX_TOPIC, forged)).toEqual({ kind: 'dropped', code: 'BAD_MAC' });
+    expect(await xs.call('devIncoming', KX_TOPIC, stolen.reply.payload)).toEqual({ kind: 'dropped', code: 'BAD_MAC' });
+    expect(await xs.call('devIncoming', KX_TOPIC, res.reply.payload)).toEqual({ kind: 'confirmed' });
+    await roundTrip(res.session);
+  });
+
+  it('XS device with wiped flash comes back by itself: authenticated counter hint, jump, phase 1; nothing accepted twice (§5.5)', async () => {
+    const { server, store } = makeServer();
+    await xs.call('devCreate', DEV, KEY, false);
+    await xsConnect(server);
+    for (let i = 0; i < 6; i++) {
+      await xs.call('devLost');
+      expect((await xsConnect(server)).phase).toBe(2);
+    }
+    const highest = await store.getCounter(DEV);
+    await xs.call('devWipe');
+    await xs.call('devCreate', DEV, KEY, true);
+    const hinted = await xsConnect(server);
+    expect(hinted).toEqual({ phase: 1, code: `hint ${highest}` });
+    expect(await store.getCounter(DEV)).toBe(highest); // the stale KX1 moved nothing
+    const back = await xsConnect(server);
+    expect(back.phase).toBe(1);
+    expect(await store.getCounter(DEV)).toBeGreaterThan(highest);
+    await roundTrip(back.session!);
+    await xs.call('devLost');
+    await xs.call('devCreate', DEV, KEY, true); // reboot after the recovery: the jump was persisted
+    const after = await xsConnect(server);
+    expect(after.phase).toBe(2);
+    await roundTrip(after.session!);
   });
 
   it('XS device refuses to connect when flash cannot be written (STORAGE), then recovers', async () => {
