@@ -28,6 +28,7 @@ interface DeviceDriver {
   forgetTicket(): Promise<void>;
   connect(): Promise<Timed<{ password: Uint8Array; phase: number }>>;
   kx2(topic: string, payload: Uint8Array): Promise<Timed<{ topic: string; payload: Uint8Array }>>;
+  confirm(topic: string, payload: Uint8Array): Promise<Timed<true>>;
   sealMany(topic: string, plaintext: Uint8Array, count: number): Promise<Timed<Uint8Array[]>>;
   openMany(topic: string, envelopes: Uint8Array[]): Promise<Timed<number>>;
   connectionLost(): Promise<void>;
@@ -73,7 +74,8 @@ async function drive(driver: DeviceDriver, devId: string, deviceKey: Uint8Array,
     if (c2.value.phase !== 2) throw new Error('expected a phase-2 connect');
     const a2 = await server.acceptConnect(devId, devId, c2.value.password);
     if (a2.kind !== 'phase2') throw new Error(`broker did not resume (${a2.kind})`);
-    p2.push(c2.ms);
+    const cf = await driver.confirm(a2.reply.topic, a2.reply.payload);
+    p2.push(c2.ms + cf.ms);
     const session: ServerSession = a2.session;
 
     // seal (device -> broker), checked by the broker
@@ -136,6 +138,7 @@ function asDriver(w: DeviceWork): DeviceDriver {
     forgetTicket: () => w.forgetTicket(),
     connect: () => w.connect(),
     kx2: (t, p) => w.kx2(t, p),
+    confirm: (t, p) => w.confirm(t, p),
     sealMany: async (t, p, n) => w.sealMany(t, p, n),
     openMany: (t, e) => w.openMany(t, e),
     connectionLost: async () => w.connectionLost(),
@@ -154,6 +157,7 @@ export async function measureDeviceWorkXs(o: DeviceWorkOptions): Promise<DeviceF
       forgetTicket: () => xs.call('forgetTicket'),
       connect: () => xs.call('connect'),
       kx2: (t, p) => xs.call('kx2', t, p),
+      confirm: (t, p) => xs.call('confirm', t, p),
       // The harness's command channel overflows XS's stack on messages of a few KB: batch.
       sealMany: async (t, p, n) => {
         const value: Uint8Array[] = [];

@@ -63,6 +63,15 @@ export class DeviceWork {
     return { value: r.reply, ms };
   }
 
+  /** Phase 2: the broker's confirmation in (docs/protocol.md §6.4); keys are derived here. */
+  async confirm(topic: string, payload: Uint8Array): Promise<Timed<true>> {
+    const t0 = this.clock.now();
+    const r = await this.session.handleIncoming(topic, payload);
+    const ms = this.clock.now() - t0;
+    if (r.kind !== 'confirmed') throw new Error(`confirmation not accepted: ${r.kind === 'dropped' ? r.error.code : r.kind}`);
+    return { value: true, ms };
+  }
+
   /** Seals `count` copies of `plaintext`; returns the envelopes and the mean ms per seal. */
   sealMany(topic: string, plaintext: Uint8Array, count: number): Timed<Uint8Array[]> {
     const out: Uint8Array[] = [];

@@ -29,6 +29,7 @@ exposeToHost({
   forgetTicket: () => get().forgetTicket(),
   connect: () => get().connect(),
   kx2: (topic: string, payload: Uint8Array) => get().kx2(topic, payload),
+  confirm: (topic: string, payload: Uint8Array) => get().confirm(topic, payload),
   sealMany: (topic: string, plaintext: Uint8Array, count: number) => get().sealMany(topic, plaintext, count),
   openMany: (topic: string, envelopes: Uint8Array[]) => get().openMany(topic, envelopes),
   connectionLost: () => get().connectionLost(),

@@ -13,6 +13,7 @@
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { encodePacket, decodePacket, MqttParser, type ConnectPacket } from '../../firmware/mqtt/codec.js';
+import { KX_TOPIC, MSG_COUNTER_HINT } from '../../firmware/secure/constants.js';
 
 export type AttackKind = 'replay' | 'forge' | 'downgrade' | 'takeover';
 export const ATTACK_KINDS: AttackKind[] = ['replay', 'forge', 'downgrade', 'takeover'];
@@ -40,12 +41,18 @@ export class ConnectCapture {
   }
 }
 
-/** Sends one raw CONNECT and reports whether the broker answered CONNACK 0 (accepted). */
+/**
+ * Sends one raw CONNECT and reports whether the broker let it in: CONNACK 0
+ * not followed by a counter hint. (A MAC-valid KX1 with a used counter gets
+ * CONNACK 0, the hint on $mqsec/kx and a close, never a session:
+ * docs/protocol.md §5.5.)
+ */
 export function tryConnect(host: string, port: number, bytes: Uint8Array, timeoutMs = 3000): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = net.connect({ host, port });
     const parser = new MqttParser({ maxPacketSize: 4096 });
     let done = false;
+    let connack0 = false;
     const finish = (accepted: boolean) => {
       if (done) return;
       done = true;
@@ -57,13 +64,21 @@ export function tryConnect(host: string, port: number, bytes: Uint8Array, timeou
     socket.on('data', (b) => {
       try {
         parser.feed(new Uint8Array(b), (p) => {
-          if (p.type === 'connack') finish(p.returnCode === 0);
+          if (p.type === 'connack') {
+            if (p.returnCode !== 0) return finish(false);
+            connack0 = true;
+            // the broker's protocol message follows at once; give a loaded machine time to send it
+            socket.setTimeout(Math.max(timeoutMs, 10_000), () => finish(true));
+          } else if (p.type === 'publish' && p.topic === KX_TOPIC) {
+            finish(p.payload[0] !== MSG_COUNTER_HINT);
+          }
         });
       } catch {
         finish(false);
       }
     });
     socket.on('error', () => finish(false));
+    // closed right after CONNACK 0 with no KX2 / confirmation: no session survived it
     socket.on('close', () => finish(false));
   });
 }

@@ -28,6 +28,8 @@ class World {
   storage = new MemoryStorage();
   session = new DeviceSecureSession({ suite, devId: DEV, deviceKey: KEY, storage: this.storage, storageKey: 'mqsec-state' });
   tamperKx2 = false;
+  /** An on-path attacker answered CONNACK 0 itself: no confirmation ever comes. */
+  withholdConfirm = false;
   serverSession: ServerSession | undefined;
   opened: string[] = [];
   clients: LoopbackClient[] = [];
@@ -58,7 +60,11 @@ class LoopbackClient implements ConnectableMqttClient {
       const payload = r.reply.payload.slice();
       if (this.w.tamperKx2) payload[payload.length - 1] ^= 1;
       this.hooks.onMessage({ topic: r.reply.topic, payload });
-    } else if (r.kind === 'phase2') this.w.serverSession = r.session;
+    } else if (r.kind === 'phase2') {
+      this.w.serverSession = r.session;
+      // §6.4: the broker's confirmation follows the CONNACK (an on-path attacker cannot make it)
+      if (!this.w.withholdConfirm) this.hooks.onMessage({ topic: r.reply.topic, payload: r.reply.payload });
+    }
   }
   async publish(topic: string, payload: Uint8Array) {
     if (this.closed) throw new MqsecError('NOT_CONNECTED', 'closed');
@@ -108,6 +114,32 @@ describe('SecureMqttLink over the real glue and session', () => {
     expect(w.opened.at(-1)).toBe('sensors/link-0001/t=22');
     await l.close();
     expect(w.clients.at(-1)!.closed).toBe(true);
+  });
+
+  it('a CONNACK 0 without the broker confirmation never opens the link: QoS 1 readings stay queued, sealed later under a confirmed session (§6.4)', async () => {
+    const w = new World();
+    const l = link(w);
+    expect(await l.open(events().ev)).toEqual({ phase: 1 });
+    w.clients.at(-1)!.drop();
+    await flush();
+    await l.publish('sensors/link-0001/t', new TextEncoder().encode('kept')).catch(() => undefined); // link down: kept unsealed
+    w.withholdConfirm = true;
+    let settled = false;
+    const opening = l.open(events().ev).then(
+      () => (settled = true),
+      () => (settled = true),
+    );
+    await flush();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(settled).toBe(false); // CONNACK 0 came, the link is not open
+    expect(l.unacknowledged()).toBe(1);
+    expect(w.opened).toEqual([]); // nothing was sealed or sent on the unconfirmed connection
+    w.clients.at(-1)!.drop();
+    await opening;
+    w.withholdConfirm = false;
+    expect(await l.open(events().ev)).toEqual({ phase: 2 });
+    await flush();
+    expect(w.opened).toEqual(['sensors/link-0001/t=kept']);
   });
 
   it('a KX2 that does not verify fails the open at once with the session error', async () => {

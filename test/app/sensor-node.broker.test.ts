@@ -207,3 +207,45 @@ describe.each(['firmware', 'stock'] as const)('sensor node through the %s MQTT c
     expect(rig.node.state).toBe('stopped');
   });
 });
+
+describe('a node whose flash was wiped comes back without an operator (docs/protocol.md §5.5)', () => {
+  it('stale KX1 -> authenticated counter hint -> phase 1 past it; readings and commands flow; nothing accepted twice', async () => {
+    const devId = 'e2e-wiped';
+    const key = broker.registry.addDevice(devId, 'sensor').key;
+    broker.syncRegistry();
+    const mine = () => readings.filter((r) => r.topic.startsWith(`sensors/${devId}/`));
+    // first life: phase 1, then a reboot (phase 2 from the next counter block)
+    const flash = new MemoryStorage();
+    for (let boot = 0; boot < 2; boot++) {
+      const rig = startNode(broker, devId, key, flash, 'firmware');
+      await waitFor(() => rig.node.state === 'waiting', 10_000, `boot ${boot} connected`);
+      await rig.node.stop();
+      await rig.done;
+    }
+    const highest = broker.registry.getCounter(devId);
+    expect(highest).toBeGreaterThanOrEqual(32);
+    const hints = (await broker.metrics.value('mqsec_drops_total', { reason: 'counter-hint' })) ?? 0;
+    const p1 = await phaseCount('phase1');
+    // the flash is wiped (or the board replaced, same key): the node starts from counter 0
+    const rig = startNode(broker, devId, key, new MemoryStorage(), 'firmware');
+    cleanupRig = rig;
+    await waitFor(() => rig.node.state === 'waiting', 15_000, 'wiped node back');
+    expect(await broker.metrics.value('mqsec_drops_total', { reason: 'counter-hint' })).toBe(hints + 1);
+    expect(rig.node.stats.failures).toBe(1); // one refused attempt (the hint), then in
+    expect(rig.node.stats.phase1).toBe(1);
+    expect(await phaseCount('phase1')).toBe(p1 + 1);
+    expect(broker.registry.getCounter(devId)).toBeGreaterThan(highest); // only ever forward
+    const before = mine().length;
+    await app.publishAsync(`cmd/${devId}/sample`, '', { qos: 1 });
+    await waitFor(() => mine().length > before, 5000, 'reading after the recovery');
+    await rig.node.stop();
+    await rig.done;
+    cleanupRig = undefined;
+  });
+});
+
+let cleanupRig: Rig | undefined;
+afterAll(async () => {
+  await cleanupRig?.node.stop();
+});
+

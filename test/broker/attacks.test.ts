@@ -9,7 +9,7 @@ import fc from 'fast-check';
 import mqttPacket from 'mqtt-packet';
 import type { RunningBroker } from '../../broker/server.js';
 import { MemoryStorage } from '../../firmware/core/memory-storage.js';
-import { TestApp, TestDevice, tempDir, testBroker, tryLogin, waitFor } from './helpers.js';
+import { TestApp, TestDevice, replayLogin, tempDir, testBroker, tryLogin, waitFor } from './helpers.js';
 
 const results: { attack: string; result: string }[] = [];
 
@@ -124,7 +124,8 @@ describe('attack suite', () => {
 
   it('client-id takeover attempts by others: account login and forged device login with the live id', async () => {
     expect(await tryLogin(broker, { clientId: 'gen1', username: 'backend', password: 'backend-password' })).toBe(2);
-    expect(await tryLogin(broker, { clientId: 'gen1', username: 'gen1', password: genuine.lastPassword })).toBe(4); // replayed KX1
+    const replay = await replayLogin(broker, { clientId: 'gen1', password: genuine.lastPassword! }); // replayed KX1: hint and close (§5.5)
+    expect([replay.connack, replay.kx.map((k) => k[0]), replay.closedByBroker]).toEqual([0, [0x16], true]);
     await genuineIntact('client-id takeover (account, replayed KX1)', 'refused, live session untouched');
   });
 

@@ -226,6 +226,43 @@ export async function tryLogin(
   return result;
 }
 
+/**
+ * Sends a recorded mqsec CONNECT password again and reports what the broker
+ * did: the CONNACK code, every payload it sent on the protocol topic, and
+ * whether it closed the connection by itself within `waitMs`.
+ */
+export async function replayLogin(
+  broker: { host: string; port: number },
+  opts: { clientId: string; password: Buffer },
+  waitMs = 2000,
+): Promise<{ connack: number | 'closed'; kx: Buffer[]; closedByBroker: boolean }> {
+  const client = mqtt.connect({
+    host: broker.host,
+    port: broker.port,
+    clientId: opts.clientId,
+    username: opts.clientId,
+    password: opts.password as unknown as string,
+    protocolVersion: 4,
+    keepalive: 30,
+    reconnectPeriod: 0,
+    connectTimeout: 5000,
+  });
+  const kx: Buffer[] = [];
+  client.on('message', (topic, payload) => {
+    if (topic === '$mqsec/kx') kx.push(Buffer.from(payload));
+  });
+  let closedByBroker = false;
+  const closed = new Promise<void>((resolve) => client.once('close', () => ((closedByBroker = true), resolve())));
+  const connack = await new Promise<number | 'closed'>((resolve) => {
+    client.once('connect', () => resolve(0));
+    client.once('error', (e: Error & { code?: number }) => resolve(typeof e.code === 'number' ? e.code : 'closed'));
+    client.once('close', () => resolve('closed'));
+  });
+  await Promise.race([closed, new Promise((r) => setTimeout(r, waitMs))]);
+  client.end(true);
+  return { connack, kx, closedByBroker };
+}
+
 /** SUBACK granted QoS (128 = refused); MQTT.js rejects on 128, so read the packet. */
 export function subscribeQos(client: MqttClient, filter: string): Promise<number> {
   return new Promise((resolve, reject) => {

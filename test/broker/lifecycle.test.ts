@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { MemoryStorage } from '../../firmware/core/memory-storage.js';
 import { Registry } from '../../broker/registry/registry.js';
 import type { RunningBroker } from '../../broker/server.js';
-import { TestApp, TestDevice, tempDir, testBroker, tryLogin, waitFor } from './helpers.js';
+import { TestApp, TestDevice, replayLogin, tempDir, testBroker, tryLogin, waitFor } from './helpers.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { decodeRxSnapshot } from '../../broker/grace-store.js';
@@ -321,7 +321,11 @@ describe('client-id takeover', () => {
     const forger = new TestDevice(broker, 'g1', new Uint8Array(32).fill(7));
     expect(await forger.connect()).toMatchObject({ ok: false, code: 4 });
     // the genuine device's own first CONNECT password, replayed
-    expect(await tryLogin(broker, { clientId: 'g1', username: 'g1', password: genuine.lastPassword! })).toBe(4);
+    // §5.5: a MAC-valid KX1 with a used counter gets only a counter hint (bound to that KX1) and a close
+    const replay = await replayLogin(broker, { clientId: 'g1', password: genuine.lastPassword! });
+    expect(replay.connack).toBe(0);
+    expect(replay.kx.map((k) => k[0])).toEqual([0x16]);
+    expect(replay.closedByBroker).toBe(true);
     expect(await tryLogin(broker, { clientId: 'g1', username: 'g1', password: 'guess-password' })).toBe(5); // downgrade
     expect(await tryLogin(broker, { clientId: 'g1', username: 'backend', password: 'backend-password' })).toBe(2);
     await genuineStillServed('after-forgery');

@@ -129,6 +129,7 @@ exposeToHost({
     const r = await (g.__server as ServerHandshake).acceptConnect(c.clientId, c.username, c.password);
     if (r.kind !== 'phase2') throw new Error('expected phase 2');
     await session.onConnack(0);
+    if ((await session.handleIncoming(r.reply.topic, r.reply.payload)).kind !== 'confirmed') throw new Error('confirmation refused');
     const sealed = session.seal('sensors/sensor01/temperature', new Uint8Array(24));
     r.session.open('sensors/sensor01/temperature', sealed);
     return { resume: c.password.length };
