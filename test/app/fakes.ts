@@ -6,6 +6,12 @@
 import { MqsecError } from '../../firmware/core/errors.js';
 import type { Random, Storage, Timer, TimerHandle } from '../../firmware/core/platform.js';
 import type { Network, Reading, SecureLink, SecureLinkEvents, SecureLinkOpened, Sensor, Sleep, WakeCause } from '../../firmware/app/ports.js';
+import type { ConnectableMqttClient, GlueHooks } from '../../firmware/app/secure-link.js';
+import { utf8Decode } from '../../firmware/core/utf8.js';
+import { createNobleSuite } from '../../firmware/crypto/noble.js';
+import { KX_TOPIC } from '../../firmware/secure/constants.js';
+import { ServerHandshake, connackCodeFor, type PendingPhase1, type ServerSession } from '../../firmware/secure/server.js';
+import { MemoryTicketStore } from '../../firmware/secure/ticket-store.js';
 
 /** Lets pending promise reactions run (XS and Node both drain microtasks between awaits). */
 export async function flush(rounds = 30): Promise<void> {
@@ -198,5 +204,77 @@ export class FakeSecureLink implements SecureLink {
     this.up = false;
     this.events = undefined;
     ev?.onDown(new MqsecError('CONNECTION_CLOSED', 'dropped by test'));
+  }
+}
+
+/**
+ * The real protocol end to end without sockets: the broker's ServerHandshake
+ * (noble suite, seeded) behind a loopback MQTT client that a SecureMqttLink
+ * drives like the firmware client (CONNECT carries the glue's credentials, the
+ * broker's protocol message follows CONNACK, a counter hint is followed by a
+ * close). Platform-free, so it runs in XS too.
+ */
+export class LoopbackBroker {
+  readonly store = new MemoryTicketStore();
+  readonly server: ServerHandshake;
+  /** Readings the broker opened, as `topic=text`. */
+  readonly readings: string[] = [];
+  readonly counts = { phase1: 0, phase2: 0, hints: 0, refused: 0 };
+  constructor(deviceKey: Uint8Array, random: Random) {
+    this.server = new ServerHandshake({
+      suite: createNobleSuite(random),
+      clock: { now: () => 1_700_000_000_000 },
+      lookupDevice: () => ({ deviceKey, status: 'active' }),
+      ticketStore: this.store,
+    });
+  }
+  client(hooks: GlueHooks): ConnectableMqttClient {
+    const broker = this;
+    let closed = false;
+    let pending: PendingPhase1 | undefined;
+    let session: ServerSession | undefined;
+    const close = () => {
+      if (closed) return;
+      closed = true;
+      hooks.onClose();
+    };
+    return {
+      async start() {
+        const c = await hooks.credentials();
+        let r;
+        try {
+          r = await broker.server.acceptConnect(c.clientId, c.username, c.password);
+        } catch (e) {
+          broker.counts.refused++;
+          closed = true;
+          hooks.onClose({ returnCode: connackCodeFor(e) });
+          return;
+        }
+        hooks.onConnect({ returnCode: 0 });
+        if (r.kind === 'phase1') pending = r.pending;
+        else if (r.kind === 'phase2') {
+          session = r.session;
+          broker.counts.phase2++;
+        } else if (r.kind === 'counter-hint') broker.counts.hints++;
+        else return close();
+        hooks.onMessage({ topic: r.reply.topic, payload: r.reply.payload });
+        if (r.kind === 'counter-hint') close();
+      },
+      async publish(topic: string, payload: Uint8Array) {
+        if (closed) throw new MqsecError('NOT_CONNECTED', 'closed');
+        if (topic === KX_TOPIC) {
+          session = await broker.server.completePhase1(pending!, payload);
+          broker.counts.phase1++;
+          return;
+        }
+        broker.readings.push(`${topic}=${utf8Decode(session!.open(topic, payload))}`);
+      },
+      async subscribe() {
+        return [1];
+      },
+      async disconnect() {
+        close();
+      },
+    };
   }
 }

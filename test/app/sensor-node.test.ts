@@ -101,6 +101,19 @@ describe('SensorNode (Node)', () => {
   });
 });
 
+describe('SensorNode with the real secure link: wiped flash (docs/protocol.md §5.5)', () => {
+  it('comes back without an operator: one refused attempt (counter hint), then phase 1 past the used counters; the recovered state survives the next sleep', async () => {
+    const r = await scenarios.wipedFlashRecovers();
+    expect([r.first.stats.phase1, r.wake.stats.phase2]).toEqual([1, 1]);
+    expect(r.wake.counter).toBe(32); // the wake skipped to the next counter block
+    expect(r.wiped.stats).toMatchObject({ phase1: 1, phase2: 0, failures: 1, published: 2 });
+    expect(r.wiped.counter).toBe(33); // the first value past the hint: nothing below it was ever accepted again
+    expect(r.wiped.readings).toBe(r.wake.readings + 2);
+    expect(r.after.stats).toMatchObject({ phase2: 1, failures: 0 });
+    expect(r.broker).toEqual({ phase1: 2, phase2: 2, hints: 1, refused: 0 });
+  });
+});
+
 describe('commands and settings codecs', () => {
   const enc = (s: string) => new TextEncoder().encode(s);
   it('parses the documented commands', () => {

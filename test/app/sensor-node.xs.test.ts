@@ -26,6 +26,13 @@ describe('SensorNode under XS', () => {
       expect(inXs).toEqual(inNode);
     });
   }
+  it('a node with wiped flash recovers by the counter hint under XS, with the real secure link and session', async () => {
+    const r = await xs.call('wipedFlashRecovers');
+    expect(r.wiped.stats).toMatchObject({ phase1: 1, failures: 1, published: 2 });
+    expect(r.wiped.counter).toBe(33);
+    expect(r.after.stats.phase2).toBe(1);
+    expect(r.broker).toEqual({ phase1: 2, phase2: 2, hints: 1, refused: 0 });
+  });
   it('the phase-1 boot, sleep and phase-2 wake hold under XS', async () => {
     const r = await xs.call('bootSleepWake');
     expect(r.firstBoot.phases).toEqual([1]);
