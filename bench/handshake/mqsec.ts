@@ -8,7 +8,8 @@
  * the device's own compute cost is measured separately (bench/xs.ts).
  *
  * Ready: phase 1 when KX2 is verified and KX3 written (application data may
- * follow KX3 in the same flight); phase 2 at CONNACK 0.
+ * follow KX3 in the same flight); phase 2 when the broker's confirmation
+ * (RC, right behind CONNACK 0, docs/protocol.md §6.4) is verified.
  */
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
@@ -69,6 +70,11 @@ async function dialMqsec(session: DeviceSecureSession, port: number, phase: 1 | 
       const r = await session.handleIncoming(kx2.topic, kx2.payload);
       if (r.kind !== 'handshake') throw new Error(`KX2 rejected: ${r.kind === 'dropped' ? r.error.code : r.kind}`);
       ps.send({ type: 'publish', topic: r.reply.topic, payload: r.reply.payload, qos: 0, dup: false, retain: false });
+    } else {
+      const rc = await ps.next();
+      if (rc.type !== 'publish') throw new Error(`expected the resume confirmation, got ${rc.type}`);
+      const r = await session.handleIncoming(rc.topic, rc.payload);
+      if (r.kind !== 'confirmed') throw new Error(`confirmation rejected: ${r.kind === 'dropped' ? r.error.code : r.kind}`);
     }
     const readyAt = performance.now();
     return {

@@ -375,7 +375,7 @@ export class ServerHandshake {
       try {
         await this.store.putTicket({ ...t, chainIndex: p.counter + 1, chainKey: next });
       } catch (e) {
-        // The stored (index, key) pair is still consistent; only forward secrecy lags (§6.4).
+        // The stored (index, key) pair is still consistent; only forward secrecy lags (§6.6).
         this.log.warn('mqsec: ticket chain not advanced', { devId, code: asMqsecError(e).code });
       }
       zeroize(next);

@@ -1,6 +1,6 @@
 /**
- * Crash and fault tolerance of the two-phase protocol (docs/protocol.md §6.4,
- * §7.4): a drop, a crash (in-memory state lost) or a storage failure is
+ * Crash and fault tolerance of the two-phase protocol (docs/protocol.md §6.6,
+ * §7.4, §5.5): a drop, a crash (in-memory state lost) or a storage failure is
  * injected at every step on either side, for several connection attempts in a
  * row; afterwards both sides must still agree (phase 2 works) or fall back
  * cleanly to phase 1 in one extra attempt, and keys must agree both ways.

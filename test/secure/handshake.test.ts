@@ -441,6 +441,8 @@ describe('device storage wiped: counter hint (§5.5)', () => {
     const c1 = await wiped.connectCredentials();
     const res = await w.server.acceptConnect(DEV_ID, DEV_ID, c1.password);
     if (res.kind !== 'counter-hint') throw new Error('counter hint expected');
+    // the recovery path's cost on the wire (§13): CONNECT 85 + CONNACK 4 + HINT PUBLISH 31
+    expect(connectBytes(c1.clientId, c1.username, c1.password) + connackBytes() + kxPublishBytes(res.reply.payload)).toBe(120);
     // the attacker keeps the hint and offers it to the device's next attempt (new X_d): refused
     wiped.onConnectionLost();
     const c2 = await wiped.connectCredentials();
@@ -502,7 +504,7 @@ describe('ticket counter span (§6.5)', () => {
   });
 });
 
-describe('forward secrecy of the resumption chain (§6.4)', () => {
+describe('forward secrecy of the resumption chain (§6.6)', () => {
   it('neither the broker store nor the device flash holds the chain key of a used connection', async () => {
     const w = makeWorld({ device: { counterBlock: 4 } });
     await connect(w.device, w.server); // counter 0
