@@ -106,11 +106,11 @@ async function endToEnd(n: number): Promise<{ p1: number; p2: number }> {
         client.once('error', reject);
         client.once('connect', async () => {
           await dev.onConnack(0);
-          if (phase === 2) resolve();
         });
         client.on('message', async (topic, payload) => {
           const r = await dev.handleIncoming(topic, new Uint8Array(payload));
-          if (r.kind === 'handshake') {
+          if (r.kind === 'confirmed') resolve(); // phase 2 is ready once the broker's confirmation verified (§6.4)
+          else if (r.kind === 'handshake') {
             client.publish(r.reply.topic, Buffer.from(r.reply.payload), { qos: 0 });
             // a QoS 1 round trip proves the broker finished phase 1 (it answers after KX3)
             await client.publishAsync('sensors/bench2/x', Buffer.from(dev.seal('sensors/bench2/x', new Uint8Array(1))), { qos: 1 });

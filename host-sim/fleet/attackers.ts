@@ -52,7 +52,6 @@ export function tryConnect(host: string, port: number, bytes: Uint8Array, timeou
     const socket = net.connect({ host, port });
     const parser = new MqttParser({ maxPacketSize: 4096 });
     let done = false;
-    let connack0 = false;
     const finish = (accepted: boolean) => {
       if (done) return;
       done = true;
@@ -66,7 +65,6 @@ export function tryConnect(host: string, port: number, bytes: Uint8Array, timeou
         parser.feed(new Uint8Array(b), (p) => {
           if (p.type === 'connack') {
             if (p.returnCode !== 0) return finish(false);
-            connack0 = true;
             // the broker's protocol message follows at once; give a loaded machine time to send it
             socket.setTimeout(Math.max(timeoutMs, 10_000), () => finish(true));
           } else if (p.type === 'publish' && p.topic === KX_TOPIC) {
