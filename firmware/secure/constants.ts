@@ -10,9 +10,9 @@ export const MSG_KX2 = 0x12;
 export const MSG_KX3 = 0x13;
 export const MSG_RESUME = 0x14;
 /** Broker confirmation of a phase-2 connection, carrying the broker nonce (§6.4). */
-export const MSG_RESUME_CONFIRM = 0x15;
+export const MSG_RESUME_CONFIRM = 0x17;
 /** Broker answer to a KX1 whose MAC verified but whose counter was used: the counter to jump past (§5.5). */
-export const MSG_COUNTER_HINT = 0x16;
+export const MSG_COUNTER_HINT = 0x18;
 
 /** The one topic carrying KX2, KX3, the resume confirmation and the counter hint (§2.4). The broker knows the device from the connection. */
 export const KX_TOPIC = '$mqsec/kx';

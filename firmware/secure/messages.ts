@@ -153,7 +153,7 @@ export interface ResumeConfirm {
   tag: Uint8Array;
 }
 
-/** RC without its tag: 0x15 | N_s (6). */
+/** RC without its tag: 0x17 | N_s (6). */
 export function buildResumeConfirmBody(brokerNonce: Uint8Array): Uint8Array {
   if (brokerNonce.length !== BROKER_NONCE_LENGTH) fail('MALFORMED', 'broker nonce length');
   return concatBytes(new Uint8Array([MSG_RESUME_CONFIRM]), brokerNonce);
@@ -180,7 +180,7 @@ export interface CounterHint {
   tag: Uint8Array;
 }
 
-/** HINT without its tag: 0x16 | varint(highest accepted counter). */
+/** HINT without its tag: 0x18 | varint(highest accepted counter). */
 export function buildCounterHintBody(counter: number): Uint8Array {
   return concatBytes(new Uint8Array([MSG_COUNTER_HINT]), counterBytes(counter));
 }

@@ -302,7 +302,7 @@ export class ServerHandshake {
     }
   }
 
-  /** §5.5: HINT = 0x16 | varint(highest accepted counter) | T16(HMAC(K_auth, "mqsec v1 hint" | devId | KX1 | body)). */
+  /** §5.5: HINT = 0x18 | varint(highest accepted counter) | T16(HMAC(K_auth, "mqsec v1 hint" | devId | KX1 | body)). */
   private async counterHint(devId: string, authKey: Uint8Array, kx1: Uint8Array): Promise<Uint8Array> {
     let highest: number;
     try {

@@ -10,6 +10,7 @@ import mqttPacket from 'mqtt-packet';
 import type { RunningBroker } from '../../broker/server.js';
 import { MemoryStorage } from '../../firmware/core/memory-storage.js';
 import { TestApp, TestDevice, replayLogin, tempDir, testBroker, tryLogin, waitFor } from './helpers.js';
+import { MSG_COUNTER_HINT } from '../../firmware/secure/constants.js';
 
 const results: { attack: string; result: string }[] = [];
 
@@ -125,7 +126,7 @@ describe('attack suite', () => {
   it('client-id takeover attempts by others: account login and forged device login with the live id', async () => {
     expect(await tryLogin(broker, { clientId: 'gen1', username: 'backend', password: 'backend-password' })).toBe(2);
     const replay = await replayLogin(broker, { clientId: 'gen1', password: genuine.lastPassword! }); // replayed KX1: hint and close (§5.5)
-    expect([replay.connack, replay.kx.map((k) => k[0]), replay.closedByBroker]).toEqual([0, [0x16], true]);
+    expect([replay.connack, replay.kx.map((k) => k[0]), replay.closedByBroker]).toEqual([0, [MSG_COUNTER_HINT], true]);
     await genuineIntact('client-id takeover (account, replayed KX1)', 'refused, live session untouched');
   });
 

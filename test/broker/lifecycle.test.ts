@@ -7,6 +7,7 @@ import { MemoryStorage } from '../../firmware/core/memory-storage.js';
 import { Registry } from '../../broker/registry/registry.js';
 import type { RunningBroker } from '../../broker/server.js';
 import { TestApp, TestDevice, replayLogin, tempDir, testBroker, tryLogin, waitFor } from './helpers.js';
+import { MSG_COUNTER_HINT } from '../../firmware/secure/constants.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { decodeRxSnapshot } from '../../broker/grace-store.js';
@@ -324,7 +325,7 @@ describe('client-id takeover', () => {
     // §5.5: a MAC-valid KX1 with a used counter gets only a counter hint (bound to that KX1) and a close
     const replay = await replayLogin(broker, { clientId: 'g1', password: genuine.lastPassword! });
     expect(replay.connack).toBe(0);
-    expect(replay.kx.map((k) => k[0])).toEqual([0x16]);
+    expect(replay.kx.map((k) => k[0])).toEqual([MSG_COUNTER_HINT]);
     expect(replay.closedByBroker).toBe(true);
     expect(await tryLogin(broker, { clientId: 'g1', username: 'g1', password: 'guess-password' })).toBe(5); // downgrade
     expect(await tryLogin(broker, { clientId: 'g1', username: 'backend', password: 'backend-password' })).toBe(2);
