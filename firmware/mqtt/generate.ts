@@ -80,9 +80,17 @@ function checkBinary(b: Uint8Array, what: string): Uint8Array {
   return b;
 }
 
+/**
+ * A value for an error message that cannot itself throw: String() on an
+ * object whose toString/valueOf are not callable raises a plain TypeError.
+ */
+function describeValue(v: unknown): string {
+  return typeof v === 'number' ? String(v) : typeof v;
+}
+
 /** An integer in min..max; anything else (another type included) fails PROTOCOL_VIOLATION. */
 function checkInt(n: unknown, min: number, max: number, what: string): number {
-  if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) fail('PROTOCOL_VIOLATION', `${what} ${String(n)} not in ${min}..${max}`);
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) fail('PROTOCOL_VIOLATION', `${what} ${describeValue(n)} not in ${min}..${max}`);
   return n;
 }
 
@@ -233,7 +241,7 @@ export function encodeSubscribe(p: SubscribePacket): Uint8Array {
 export function encodeSuback(p: SubackPacket): Uint8Array {
   checkObject(p, 'packet');
   for (const g of checkArray(p.granted, 'granted')) {
-    if (g !== 0 && g !== 1 && g !== 2 && g !== SUBACK_FAILURE) fail('PROTOCOL_VIOLATION', `SUBACK return code ${String(g)}`);
+    if (g !== 0 && g !== 1 && g !== 2 && g !== SUBACK_FAILURE) fail('PROTOCOL_VIOLATION', `SUBACK return code ${describeValue(g)}`);
   }
   const w = new Writer(PacketType.suback << 4, 2 + p.granted.length);
   w.u16(checkMessageId(p.messageId));

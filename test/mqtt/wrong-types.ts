@@ -8,7 +8,7 @@
 import { MqsecError } from '../../firmware/core/errors.js';
 import * as generate from '../../firmware/mqtt/generate.js';
 
-const WRONG: unknown[] = [undefined, null, 0, -1, 1.5, NaN, 2 ** 40, '', 'x', true, false, {}, [], [1], new Uint8Array(1), 10n, Symbol('s'), () => 0];
+const WRONG: unknown[] = [undefined, null, 0, -1, 1.5, NaN, 2 ** 40, '', 'x', true, false, {}, [], [1], new Uint8Array(1), 10n, Symbol('s'), () => 0, { toString: 0 }];
 
 const BASE: Record<string, Record<string, unknown>> = {
   connect: {
