@@ -92,7 +92,7 @@ const PAGE_DIR = join(dirname(fileURLToPath(import.meta.url)), 'page');
 const require = createRequire(import.meta.url);
 
 /** The page's static files: name -> [file, content type]. Nothing outside this list is served. */
-function assetTable(): Map<string, { file: string; type: string }> {
+function assetFiles(): Map<string, { file: string; type: string }> {
   const beside = (pkg: string, file: string) => join(dirname(require.resolve(pkg)), file);
   const js = 'text/javascript; charset=utf-8';
   return new Map([
@@ -110,8 +110,21 @@ const IMPORT_MAP = JSON.stringify({
   imports: { preact: '/assets/preact.mjs', 'preact/hooks': '/assets/hooks.mjs', htm: '/assets/htm.mjs', uplot: '/assets/uplot.mjs' },
 });
 
+/** Read once at start: content, and an ETag so a reload revalidates with a 304 instead of downloading again. */
+function assetTable(): Map<string, { body: Buffer; type: string; etag: string }> {
+  const out = new Map<string, { body: Buffer; type: string; etag: string }>();
+  for (const [name, a] of assetFiles()) {
+    const body = readFileSync(a.file);
+    out.set(name, { body, type: a.type, etag: `"${createHash('sha256').update(body).digest('base64url').slice(0, 22)}"` });
+  }
+  return out;
+}
+
+/** Every module the page imports, announced up front so the browser fetches them in parallel, not one level at a time. */
+const MODULE_PRELOADS = ['app.js', 'preact.mjs', 'hooks.mjs', 'htm.mjs', 'uplot.mjs'].map((m) => `<link rel="modulepreload" href="/assets/${m}">`).join('\n');
+
 function indexHtml(): { html: string; csp: string } {
-  const html = readFileSync(join(PAGE_DIR, 'index.html'), 'utf8').replace('<!--IMPORTMAP-->', `<script type="importmap">${IMPORT_MAP}</script>`);
+  const html = readFileSync(join(PAGE_DIR, 'index.html'), 'utf8').replace('<!--IMPORTMAP-->', `<script type="importmap">${IMPORT_MAP}</script>\n${MODULE_PRELOADS}`);
   const mapHash = createHash('sha256').update(IMPORT_MAP).digest('base64');
   const csp = [
     "default-src 'none'",
@@ -378,9 +391,11 @@ export async function startConsole(broker: ConsoleBroker, opts: ConsoleOptions):
   app.get('/assets/:name', (c) => {
     const a = assets.get(c.req.param('name'));
     if (!a) return c.text('not found', 404);
-    c.header('Content-Type', a.type);
     c.header('Cache-Control', 'no-cache');
-    return c.body(readFileSync(a.file));
+    c.header('ETag', a.etag);
+    if (c.req.header('if-none-match') === a.etag) return c.body(null, 304);
+    c.header('Content-Type', a.type);
+    return c.body(new Uint8Array(a.body));
   });
 
   app.notFound((c) => c.json({ error: 'not found' }, 404));

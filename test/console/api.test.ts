@@ -403,6 +403,11 @@ describe('the page and its assets', () => {
       expect(x.status, a).toBe(200);
       expect(x.headers['x-content-type-options']).toBe('nosniff');
     }
+    expect(r.text).toContain('<link rel="modulepreload" href="/assets/uplot.mjs">');
+    const first = await send(`${base}assets/uplot.mjs`);
+    const again = await send(`${base}assets/uplot.mjs`, { headers: { 'if-none-match': String(first.headers.etag) } });
+    expect(again.status).toBe(304);
+    expect(again.text).toBe('');
     expect((await send(`${base}assets/..%2f..%2fpackage.json`)).status).toBe(404);
     expect((await send(`${base}assets/server.ts`)).status).toBe(404);
   });
