@@ -36,7 +36,7 @@ import { BrokerMetrics } from './metrics.js';
 import { acquireDirLock, type DirLock } from './registry/lock.js';
 import { Registry } from './registry/registry.js';
 import { SqliteTicketStore } from './registry/ticket-store.js';
-import { startConsole, type ConsoleOptions, type RunningConsole } from './console/server.js';
+import type { ConsoleOptions, RunningConsole } from './console/server.js';
 import { EventEmitter } from 'node:events';
 
 export interface BrokerOptions {
@@ -259,6 +259,8 @@ async function openBroker(
   let consoleServer: RunningConsole | undefined;
   if (opts.console) {
     opened.push(() => (clearInterval(poll), clearInterval(purge)));
+    // loaded only when served: the web stack stays out of every other start (and of each CLI command)
+    const { startConsole } = await import('./console/server.js');
     consoleServer = await startConsole({ ctx, host, port, syncRegistry, registryEvents }, opts.console);
   }
 

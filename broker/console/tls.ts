@@ -8,7 +8,6 @@
 import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
-import selfsigned from 'selfsigned';
 
 export const GENERATED_CERT_FILE = 'console-cert.pem';
 export const GENERATED_KEY_FILE = 'console-key.pem';
@@ -44,6 +43,7 @@ export async function loadOrCreateConsoleCert(dataDir: string, host: string, fil
   else if (!isIP(host) && host !== 'localhost') altNames.push({ type: 2, value: host });
   const notBefore = new Date(Date.now() - 60_000);
   const notAfter = new Date(notBefore.getTime() + 365 * 86_400_000);
+  const { default: selfsigned } = await import('selfsigned'); // X.509 code loaded only the first time a certificate is made
   const pems = await selfsigned.generate([{ name: 'commonName', value: 'mqsec console' }], {
     keyType: 'ec',
     curve: 'P-256',
