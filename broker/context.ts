@@ -89,13 +89,27 @@ export function remoteOf(client: Client): string {
   return conn?.remoteAddress ?? 'unknown';
 }
 
-/** Audit an event without letting a flood of failures fill the database. */
+/** What an operator reads in the info log for each audited event kind (the rest log under their kind). */
+const EVENT_MESSAGES: Record<string, string> = {
+  'auth.fail': 'login refused',
+  'subscribe.deny': 'subscription denied',
+  'publish.drop': 'publish dropped',
+  'publish.stale-epoch': 'publish from a stale epoch dropped',
+  'session.revoked': 'session closed by a registry change',
+};
+
+/**
+ * Audit an event, and log it at info, without letting a flood of failures fill
+ * the database or the log: both share the per-second budget, and what it
+ * suppressed is counted in one warning per second. Subjects and details are
+ * ids, codes and topics (never passwords, keys or payloads), cut to a bounded length.
+ */
 export function audit(ctx: BrokerContext, kind: string, subject: string | null, detail: string | null, source: string | null): void {
   const sec = Math.floor(Date.now() / 1000);
   const b = ctx.auditBudget;
   if (b.second !== sec) {
     if (b.suppressed > 0) {
-      ctx.log.warn({ suppressed: b.suppressed }, 'audit rows suppressed by the per-second budget');
+      ctx.log.warn({ suppressed: b.suppressed }, 'security events suppressed by the per-second budget (audit rows and log lines)');
     }
     b.second = sec;
     b.used = 0;
@@ -106,6 +120,7 @@ export function audit(ctx: BrokerContext, kind: string, subject: string | null, 
     return;
   }
   b.used++;
+  ctx.log.info({ event: kind, subject: subject?.slice(0, 64) ?? null, detail: detail?.slice(0, 160) ?? null, remote: source }, EVENT_MESSAGES[kind] ?? kind);
   try {
     ctx.registry.audit(kind, subject, detail, source);
   } catch (e) {

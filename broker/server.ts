@@ -238,10 +238,12 @@ async function openBroker(
 
   let lastRevision = registry.revision();
   const registryEvents = new EventEmitter();
+  let lastAdminSeq = registry.listAudit({ limit: 1 })[0]?.seq ?? 0;
   const syncRegistry = () => {
     const rev = registry.revision();
     if (rev === lastRevision) return;
     lastRevision = rev;
+    lastAdminSeq = logAdminChanges(ctx, lastAdminSeq);
     applyRegistryChanges(ctx);
     registryEvents.emit('change', rev);
   };
@@ -316,6 +318,20 @@ async function openBroker(
   return { host, port, metricsPort, registry, aedes, metrics, context: ctx, syncRegistry, registryEvents, console: consoleServer, stop };
 }
 
+/**
+ * Admin commands (`mqsec device|user|role|acl`) run in their own process and
+ * write their audit rows straight to the registry; the broker logs the ones it
+ * has not seen yet at info, so its log tells who changed what (at most 100 per
+ * poll, the rest counted). Returns the newest sequence number seen.
+ */
+function logAdminChanges(ctx: BrokerContext, afterSeq: number): number {
+  const rows = ctx.registry.listAudit({ source: 'admin', afterSeq, limit: 101 }).reverse();
+  for (const r of rows.slice(0, 100)) ctx.log.info({ event: r.kind, subject: r.subject, detail: r.detail }, 'admin change');
+  if (rows.length > 100) ctx.log.info({ more: true }, 'more admin changes than logged: see mqsec audit');
+  const newest = ctx.registry.listAudit({ limit: 1 })[0]?.seq ?? afterSeq;
+  return Math.max(afterSeq, newest);
+}
+
 /** Re-read roles, close every session the registry no longer allows, forget revoked or re-keyed devices' grace keys. */
 function applyRegistryChanges(ctx: BrokerContext): void {
   reloadRoles(ctx);
@@ -344,7 +360,6 @@ function applyRegistryChanges(ctx: BrokerContext): void {
       const subject = s.kind === 'account' ? s.name : s.devId;
       ctx.metrics.revocations.inc();
       audit(ctx, 'session.revoked', subject, reason, s.remote);
-      ctx.log.info({ subject, reason }, 'session closed by registry change');
       client.close();
     }
   }

@@ -132,7 +132,6 @@ async function authenticate(
     const code = isMqsecError(e) ? e.code : 'INTERNAL';
     ctx.metrics.auth.inc({ kind: phase === 1 ? 'phase1' : phase === 2 ? 'phase2' : 'mqsec', result: 'fail' });
     audit(ctx, 'auth.fail', clientId || username || null, code, remote);
-    ctx.log.info({ clientId, remote, code }, 'mqsec login refused');
     throw refusal(isMqsecError(e) ? returnCodeFor(e) : RC_SERVER_UNAVAILABLE, code, code);
   }
 

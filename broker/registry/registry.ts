@@ -512,9 +512,17 @@ export class Registry {
     this.auditRow(kind, subject, detail, source);
   }
 
-  listAudit(opts: { limit?: number; kind?: string; subject?: string } = {}): AuditEntry[] {
+  listAudit(opts: { limit?: number; kind?: string; subject?: string; source?: string; afterSeq?: number } = {}): AuditEntry[] {
     const where: string[] = [];
     const args: unknown[] = [];
+    if (opts.afterSeq !== undefined) {
+      where.push('seq > ?');
+      args.push(opts.afterSeq);
+    }
+    if (opts.source) {
+      where.push('source = ?');
+      args.push(opts.source);
+    }
     if (opts.kind) {
       where.push('kind = ?');
       args.push(opts.kind);
