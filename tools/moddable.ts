@@ -12,6 +12,8 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseDeviceConfig, type DeviceConfig } from '../firmware/app/device-config.js';
+import { constantTimeEqual, fromHex } from '../firmware/core/bytes.js';
+import { Registry } from '../broker/registry/registry.js';
 
 export const REPO_ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
 export const APP_MANIFEST = join(REPO_ROOT, 'manifest.json');
@@ -45,6 +47,39 @@ export function findSdk(env: NodeJS.ProcessEnv = process.env): Sdk | { missing: 
 
 export function isSdk(x: Sdk | { missing: string }): x is Sdk {
   return (x as Sdk).mcconfig !== undefined;
+}
+
+/**
+ * True for a broker address only the build host itself can reach: loopback
+ * (127.0.0.0/8, ::1, localhost) or unspecified (0.0.0.0, ::). Fine for the
+ * simulator and the desktop target, never right for a board on the network.
+ */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.trim().toLowerCase().replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h.endsWith('.localhost') || /^127\.\d+\.\d+\.\d+$/.test(h) || h === '::1' || h === '0.0.0.0' || h === '::' || h === '0:0:0:0:0:0:0:1';
+}
+
+/**
+ * Whether the key in a device config is the one the registry accepts now.
+ * A config left from before `mqsec device rotate`, or for a revoked or removed
+ * device, builds firmware that can never log in. Compared in constant time.
+ */
+export function checkConfigAgainstRegistry(config: DeviceConfig, dataDir: string): { ok: true } | { ok: false; reason: string } {
+  const registry = Registry.open(dataDir);
+  try {
+    const d = registry.getDevice(config.id);
+    if (!d) return { ok: false, reason: `device "${config.id}" is not in the registry in ${dataDir} (removed, or another registry)` };
+    if (d.status !== 'active') return { ok: false, reason: `device "${config.id}" is revoked: \`mqsec device rotate ${config.id}\` issues a new key and config` };
+    const current = registry.deviceKey(config.id);
+    const given = fromHex(config.key);
+    const same = current !== undefined && constantTimeEqual(current.key, given);
+    current?.key.fill(0);
+    given.fill(0);
+    if (!same) return { ok: false, reason: `the key in this config is not the one the registry accepts for "${config.id}" (key v${d.keyVersion}): it was rotated; use the config \`mqsec device rotate\` wrote` };
+    return { ok: true };
+  } finally {
+    registry.close();
+  }
 }
 
 /** Reads and validates a device config JSON file, with optional overrides. */

@@ -1,5 +1,7 @@
 /** `mqsec device add|list|show|revoke|rotate|remove`. */
+import { existsSync, readFileSync } from 'node:fs';
 import { toHex } from '../../firmware/core/bytes.js';
+import { isLoopbackHost } from '../../tools/moddable.js';
 import { CliError, DEFAULT_DATA_DIR, parsePort, type CommandModule } from '../command.js';
 import { deviceLine, withRegistry, writeDeviceConfig } from './shared.js';
 
@@ -7,8 +9,26 @@ interface KeyOutputOpts {
   data: string;
   json?: boolean;
   config?: string;
-  brokerHost: string;
-  brokerPort: string;
+  brokerHost?: string;
+  brokerPort?: string;
+}
+
+const DEFAULT_BROKER = { host: '127.0.0.1', port: 1883 };
+const defaultConfigPath = (id: string) => `device-config-${id}.json`;
+
+/** The broker endpoint of an existing device config for `id`; refuses a file that belongs to another device. */
+function readExistingConfig(path: string, id: string): { host: string; port: number } | undefined {
+  if (!existsSync(path)) return undefined;
+  let c: { id?: unknown; broker?: { host?: unknown; port?: unknown } };
+  try {
+    c = JSON.parse(readFileSync(path, 'utf8'));
+  } catch {
+    throw new CliError(`${path} is not a device config (not JSON): not overwriting it`);
+  }
+  if (c.id !== id) throw new CliError(`${path} is the config of device "${String(c.id)}", not "${id}": not overwriting it`);
+  const host = typeof c.broker?.host === 'string' ? c.broker.host : DEFAULT_BROKER.host;
+  const port = typeof c.broker?.port === 'number' ? c.broker.port : DEFAULT_BROKER.port;
+  return { host, port };
 }
 
 export const deviceCommand: CommandModule = {
@@ -16,9 +36,16 @@ export const deviceCommand: CommandModule = {
   register(program, io) {
     const device = program.command('device').description('manage mqsec devices (registry in the data directory)');
 
-    const keyOutput = (id: string, key: Uint8Array, o: KeyOutputOpts, verb: string) => {
-      const configPath = o.config ?? (o.json ? `device-config-${id}.json` : undefined);
-      if (configPath) writeDeviceConfig(configPath, id, key, o.brokerHost, parsePort(o.brokerPort));
+    const keyOutput = (id: string, key: Uint8Array, o: KeyOutputOpts, verb: string, configPath: string | undefined, broker: { host: string; port: number }) => {
+      if (configPath) {
+        writeDeviceConfig(configPath, id, key, broker.host, broker.port);
+        if (isLoopbackHost(broker.host)) {
+          io.err(
+            `warning: ${configPath} points the device at ${broker.host}, this computer's loopback address: fine for the simulator, ` +
+              `unreachable for a board (give --broker-host <LAN address> for a device build)`,
+          );
+        }
+      }
       if (o.json) {
         io.out(JSON.stringify({ id, key: toHex(key), ...(configPath ? { config: configPath } : {}) }));
       } else {
@@ -36,11 +63,13 @@ export const deviceCommand: CommandModule = {
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
       .option('--json', 'print {"id","key"} as JSON and write the device config file')
       .option('--config <file>', 'device config file to write (default with --json: device-config-<id>.json)')
-      .option('--broker-host <host>', 'broker host for the config file', '127.0.0.1')
-      .option('--broker-port <n>', 'broker port for the config file', '1883')
+      .option('--broker-host <host>', 'broker host as the device reaches it (default 127.0.0.1: simulator only)')
+      .option('--broker-port <n>', 'broker port for the config file (default 1883)')
       .action(async (id: string, o: KeyOutputOpts & { role: string }) => {
+        const broker = { host: o.brokerHost ?? DEFAULT_BROKER.host, port: o.brokerPort !== undefined ? parsePort(o.brokerPort) : DEFAULT_BROKER.port };
+        const configPath = o.config ?? (o.json ? defaultConfigPath(id) : undefined);
         const { key } = await withRegistry(o.data, (r) => r.addDevice(id, o.role));
-        keyOutput(id, key, o, `added (role ${o.role})`);
+        keyOutput(id, key, o, `added (role ${o.role})`, configPath, broker);
       });
 
     device
@@ -98,18 +127,34 @@ export const deviceCommand: CommandModule = {
 
     device
       .command('rotate <id>')
-      .description('issue a new device key (old key and tickets stop working; re-activates a revoked device)')
+      .description(
+        'issue a new device key (old key and tickets stop working; re-activates a revoked device); ' +
+          'rewrites the device config (--config, or device-config-<id>.json here) with the new key, keeping its broker address',
+      )
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
       .option('--json', 'print {"id","key"} as JSON and write the device config file')
-      .option('--config <file>', 'device config file to write')
-      .option('--broker-host <host>', 'broker host for the config file', '127.0.0.1')
-      .option('--broker-port <n>', 'broker port for the config file', '1883')
+      .option('--config <file>', 'device config file to rewrite (default: device-config-<id>.json if it exists, or with --json)')
+      .option('--broker-host <host>', 'broker host for the config file (default: the one already in it)')
+      .option('--broker-port <n>', 'broker port for the config file (default: the one already in it)')
       .action(async (id: string, o: KeyOutputOpts) => {
+        // Decided before the key changes: a config that cannot be rewritten stops the rotation.
+        const configPath = o.config ?? (o.json || existsSync(defaultConfigPath(id)) ? defaultConfigPath(id) : undefined);
+        const existing = configPath ? readExistingConfig(configPath, id) : undefined;
+        const broker = {
+          host: o.brokerHost ?? existing?.host ?? DEFAULT_BROKER.host,
+          port: o.brokerPort !== undefined ? parsePort(o.brokerPort) : (existing?.port ?? DEFAULT_BROKER.port),
+        };
         const { key } = await withRegistry(o.data, (r) => {
           if (!r.getDevice(id)) throw new CliError(`unknown device "${id}"`);
           return r.rotateDevice(id);
         }, { create: false });
-        keyOutput(id, key, o, 'rotated');
+        keyOutput(id, key, o, 'rotated', configPath, broker);
+        if (!configPath) {
+          io.err(
+            `note: no device config rewritten (no --config, no ${defaultConfigPath(id)} here): a config made earlier still holds the old key; ` +
+              `\`npx tsx tools/device-config.ts --data ${o.data} ...\` refuses it`,
+          );
+        }
       });
   },
 };
