@@ -7,6 +7,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Writable } from 'node:stream';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { pino } from 'pino';
 import { Registry } from '../../broker/registry/registry.js';
 import type { RunningBroker } from '../../broker/server.js';
@@ -53,6 +55,9 @@ describe('broker info log', () => {
     await waitFor(() => events('auth.fail').length > 0, 5000, 'logged');
     const l = events('auth.fail')[0];
     expect(l).toMatchObject({ msg: 'login refused', subject: 'backend', detail: 'bad password or disabled', remote: '127.0.0.1' });
+    // counted under the metric label docs/operations.md names
+    expect(await broker.metrics.value('mqsec_auth_total', { kind: 'account', result: 'fail' })).toBe(1);
+    expect(readFileSync(join(process.cwd(), 'docs', 'operations.md'), 'utf8')).toMatch(/`account` for username\/password logins/);
   });
 
   it('a refused device login (unknown device, phase 1)', async () => {

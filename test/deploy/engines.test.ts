@@ -15,6 +15,7 @@ import { describe, expect, it } from 'vitest';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import semver from 'semver';
+import { spawnSync } from 'node:child_process';
 
 const ROOT = process.cwd();
 const lock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8')) as {
@@ -63,5 +64,12 @@ describe('Node engine ranges of the dependencies', () => {
   it('the project itself declares the Node it is tested on', () => {
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { engines: { node: string } };
     expect(semver.satisfies(process.versions.node, pkg.engines.node)).toBe(true);
+  });
+});
+
+describe('local state stays out of git', () => {
+  it.each(['data/registry.db', 'data/master.key', '.mqsec/registry.db', 'device-config-node-01.json'])('%s is git-ignored', (path) => {
+    const r = spawnSync('git', ['check-ignore', '-q', path], { cwd: ROOT });
+    expect(r.status).toBe(0);
   });
 });
