@@ -23,7 +23,7 @@ afterAll(() => dirs.forEach((d) => d.remove()));
 /** Runs `mqsec broker` expecting it to fail on its own; returns exit code and stderr lines. */
 async function failedStart(args: string[]) {
   const b = startCli(['broker', ...args]);
-  const code = await Promise.race([b.exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 20_000))]);
+  const code = await Promise.race([b.exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 90_000))]);
   if (code === 'hung') b.child.kill('SIGKILL');
   return { code, errLines: b.err().trim().split('\n'), out: b.out() };
 }
@@ -43,7 +43,7 @@ describe('mqsec broker start-up failures', () => {
     } finally {
       await taken.close();
     }
-  }, 30_000);
+  }, 120_000);
 
   it('metrics port taken: exits 1 with one line, the MQTT listener it had opened is closed, lock released', async () => {
     const data = dataDir();
@@ -58,7 +58,7 @@ describe('mqsec broker start-up failures', () => {
     } finally {
       await taken.close();
     }
-  }, 30_000);
+  }, 120_000);
 
   it('--host with an address this machine does not have: exits 1 with one line, lock released', async () => {
     const data = dataDir();
@@ -69,34 +69,34 @@ describe('mqsec broker start-up failures', () => {
     expect(r.errLines).toEqual(['mqsec: cannot listen for MQTT on 192.0.2.55:0: address not available (no interface of this machine has it)']);
     expect(existsSync(join(data, LOCK_FILE))).toBe(false);
     expect(await portIsFree(metricsPort)).toBe(true);
-  }, 30_000);
+  }, 120_000);
 
   it('Ctrl-C during start-up: stops once open, exit 0, lock released, ports closed', async () => {
     const data = dataDir();
     const [mqttPort, metricsPort] = [await freePort(), await freePort()];
     const b = startCli(['broker', '--data', data, '--port', String(mqttPort), '--metrics-port', String(metricsPort)]);
     // the lock exists from the first moment of the start, before the listeners open
-    await waitFor(() => existsSync(join(data, LOCK_FILE)), 20_000, 'lock taken');
+    await waitFor(() => existsSync(join(data, LOCK_FILE)), 60_000, 'lock taken');
     b.child.kill('SIGINT');
     expect(await b.exited).toBe(0);
     expect(b.out()).toMatch(/mqsec broker stopped/);
     expect(existsSync(join(data, LOCK_FILE))).toBe(false);
     expect(await portIsFree(mqttPort)).toBe(true);
     expect(await portIsFree(metricsPort)).toBe(true);
-  }, 30_000);
+  }, 120_000);
 
   it('Ctrl-C pressed twice on a running broker: one clean stop, exit 0, lock released, ports closed', async () => {
     const data = dataDir();
     const [mqttPort, metricsPort] = [await freePort(), await freePort()];
     const b = startCli(['broker', '--data', data, '--port', String(mqttPort), '--metrics-port', String(metricsPort)]);
-    await waitFor(() => /metrics on/.test(b.out()), 20_000, 'broker listening');
+    await waitFor(() => /metrics on/.test(b.out()), 60_000, 'broker listening');
     b.child.kill('SIGINT');
-    await waitFor(() => /shutting down/.test(b.err()), 10_000, 'stop begun');
+    await waitFor(() => /shutting down/.test(b.err()), 30_000, 'stop begun');
     b.child.kill('SIGINT'); // the impatient second Ctrl-C, while it drains or winds down
     expect(await b.exited).toBe(0);
     expect(b.out()).toMatch(/mqsec broker stopped/);
     expect(existsSync(join(data, LOCK_FILE))).toBe(false);
     expect(await portIsFree(mqttPort)).toBe(true);
     expect(await portIsFree(metricsPort)).toBe(true);
-  }, 30_000);
+  }, 120_000);
 });

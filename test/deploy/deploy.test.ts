@@ -67,17 +67,17 @@ describe('install from a packed tarball', () => {
   });
 
   it('`mqsec --help` works from outside the repository', () => {
-    const r = spawnSync(installedBin, ['--help'], { cwd: work.path, encoding: 'utf8' });
+    const r = spawnSync(installedBin, ['--help'], { cwd: work.path, encoding: 'utf8', timeout: 110_000 });
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/Usage: mqsec/);
     for (const c of ['broker', 'device', 'user', 'sim', 'demo']) expect(r.stdout).toMatch(new RegExp(`^\\s+${c}\\b`, 'm'));
-  });
+  }, 120_000);
 
   it('the installed broker starts, answers the container health check, and stops on SIGTERM', async () => {
     const [port, metricsPort] = [await freePort(), await freePort()];
     const b = startCli(['broker', '--data', join(work.path, 'data'), '--port', String(port), '--metrics-port', String(metricsPort)], { bin: installedBin, cwd: work.path });
     try {
-      await waitFor(() => /metrics on/.test(b.out()), 60_000, 'installed broker listening');
+      await waitFor(() => /metrics on/.test(b.out()), 90_000, 'installed broker listening');
       expect(b.out()).toContain(`mqsec broker listening on mqtt://127.0.0.1:${port}`);
       expect(health(metricsPort)).toBe(0);
     } finally {
@@ -85,7 +85,7 @@ describe('install from a packed tarball', () => {
     }
     expect(await b.exited).toBe(0);
     expect(health(metricsPort)).toBe(1); // and it reports a stopped broker as unhealthy
-  }, 90_000);
+  }, 150_000);
 });
 
 const dockerfile = parseDockerfile(readFileSync(join(ROOT, 'deploy', 'Dockerfile'), 'utf8'));
