@@ -1,17 +1,87 @@
 /**
  * `mqsec demo` (what `npm start` runs): the embedded broker, 20 simulated
- * nodes and the verifying backend, with the live view, until Ctrl-C. Prints
- * where the broker listens and an app account to watch it with.
+ * nodes, the verifying backend and one attacker, with the live view, until
+ * Ctrl-C. Prints where the broker listens, an app account to watch it with,
+ * a command to send a node, and what the view's numbers mean.
  */
-import { wholeNumber, type CommandModule } from '../command.js';
+import type { FleetOptions, StartedInfo } from '../../host-sim/fleet/fleet.js';
+import { wholeNumber, type CliIo, type CommandModule } from '../command.js';
 import { MAX_DEVICES, runSimCommand } from './sim.js';
+
+/** Each node wakes this often; the fleet's first boots are spread over one interval, so wakes are too. */
+export const DEMO_INTERVAL_S = 5;
+/** Readings a node publishes per wake (temperature and humidity). */
+const READINGS_PER_WAKE = 2;
+
+/** What the demo prints once its broker is up: how to watch, how to command a node, what the numbers mean. */
+export function demoBanner(info: StartedInfo, devices: number): string[] {
+  const login = `-h ${info.host} -p ${info.port} -u ${info.appUser} -P '${info.appPassword}'`;
+  return [
+    `mqsec demo: broker on mqtt://${info.host}:${info.port} (data in ${info.dataDir})`,
+    ...(info.console
+      ? [
+          `operator console: ${info.console.url}`,
+          ...(info.console.admin ? [`  log in as ${info.console.admin.name} with password ${info.console.admin.password} (shown once)`] : []),
+        ]
+      : []),
+    `${devices} simulated ESP32 nodes wake every ${DEMO_INTERVAL_S} s, one after another: connect (phase 1 on first boot, phase 2 after`,
+    `each deep sleep), publish ${READINGS_PER_WAKE} sealed readings (QoS 1), listen briefly for commands, deep-sleep again.`,
+    '',
+    'watch the decrypted readings as the backend sees them:',
+    `  mosquitto_sub ${login} -t 'sensors/#' -v`,
+    `  npx mqtt sub ${login} -t 'sensors/#' -v`,
+    'send a node a command, QoS 1 and retained, so a sleeping node gets it at its next wake (the view shows when it applied it):',
+    `  mosquitto_pub ${login} -q 1 -r -t cmd/node-0001/interval -m 10`,
+    `  (clear it afterwards: mosquitto_pub ${login} -q 1 -r -n -t cmd/node-0001/interval)`,
+    '',
+    'reading the view:',
+    '  attacks rejected: an attacker records the logins it sees on the wire and replays them, forges them (one byte changed),',
+    '    tries a registered device id with a plain password, or claims a live device id; the broker must refuse every one.',
+    "  a reading's number n jumps by 32 at every wake (0, 1, 32, 33, 64, ...): nodes reserve numbers in flash in blocks of 32",
+    '    (one flash write per block, not per reading) and deep sleep loses the rest of the block. Not loss: "verified" counts',
+    '    each reading the backend received exactly once and in order.',
+    'Ctrl-C stops the demo and prints a summary.',
+    '',
+  ];
+}
+
+export async function runDemo(
+  o: { devices: number; port: number; durationS?: number; console?: FleetOptions['console'] },
+  io: CliIo,
+  onStarted?: (info: StartedInfo) => void,
+) {
+  return runSimCommand(
+    {
+      devices: o.devices,
+      duration: o.durationS ?? Infinity, // until Ctrl-C
+      drop: 0,
+      latency: 0,
+      clockSkew: 0,
+      powerCut: 0,
+      attackers: 1,
+      sleepMode: 'deep',
+      port: o.port,
+      logLevel: 'silent',
+    },
+    io,
+    {
+      rate: (o.devices * READINGS_PER_WAKE) / DEMO_INTERVAL_S,
+      bootSpreadS: DEMO_INTERVAL_S,
+      console: o.console,
+      onStarted: (info) => {
+        for (const line of demoBanner(info, o.devices)) io.out(line);
+        onStarted?.(info);
+      },
+    },
+  );
+}
 
 export const demoCommand: CommandModule = {
   name: 'demo',
   register(program, io) {
     program
       .command('demo')
-      .description('embedded broker + 20 simulated nodes + verifier with a live view, until Ctrl-C (npm start)')
+      .description('embedded broker + 20 simulated nodes + verifier + an attacker with a live view and the operator console, until Ctrl-C (npm start)')
       .option('--devices <n>', 'number of simulated nodes', wholeNumber('--devices', 1, MAX_DEVICES), 20)
       .option('--port <n>', 'broker port (default 1883, or a free port if taken)', wholeNumber('--port', 0, 65535))
       .option('--console-port <n>', 'operator console port (default 8080, or a free port if taken)', wholeNumber('--console-port', 0, 65535))
@@ -19,39 +89,7 @@ export const demoCommand: CommandModule = {
       .action(async (o: { devices: number; port?: number; consolePort?: number; console: boolean }) => {
         const port = o.port ?? (await pickPort(1883));
         const consolePort = o.consolePort ?? (await pickPort(8080));
-        await runSimCommand(
-          {
-            devices: o.devices,
-            duration: Infinity, // until Ctrl-C
-            drop: 0,
-            latency: 0,
-            clockSkew: 0,
-            powerCut: 0,
-            attackers: 1,
-            sleepMode: 'deep',
-            port,
-            logLevel: 'silent',
-          },
-          io,
-          {
-            rate: o.devices * 2 / 5,
-            console: o.console ? { port: consolePort } : undefined,
-            onStarted: (info) => {
-              io.out(`mqsec demo: broker on mqtt://${info.host}:${info.port} (data in ${info.dataDir})`);
-              if (info.console) {
-                io.out(`operator console: ${info.console.url}`);
-                if (info.console.admin) io.out(`  log in as ${info.console.admin.name} with password ${info.console.admin.password} (shown once)`);
-              }
-              io.out(`watch the decrypted readings as the backend sees them:`);
-              io.out(`  mosquitto_sub -h ${info.host} -p ${info.port} -u ${info.appUser} -P '${info.appPassword}' -t 'sensors/#' -v`);
-              io.out(`  npx mqtt sub -h ${info.host} -p ${info.port} -u ${info.appUser} -P '${info.appPassword}' -t 'sensors/#' -v`);
-              io.out(`or send a command to a node (sealed for it by the broker; a node hears it while awake, right after a reading):`);
-              io.out(`  mosquitto_pub -h ${info.host} -p ${info.port} -u ${info.appUser} -P '${info.appPassword}' -t cmd/node-0001/interval -m 10`);
-              io.out('Ctrl-C stops the demo and prints a summary.');
-              io.out('');
-            },
-          },
-        );
+        await runDemo({ devices: o.devices, port, console: o.console ? { port: consolePort } : undefined }, io);
       });
   },
 };

@@ -70,6 +70,7 @@ export function printSummary(io: CliIo, r: FleetResult): void {
       ['drops injected', r.drops_injected],
       ['power cuts', r.power_cuts],
       ['attacks refused / accepted', `${r.attacks.refused} / ${r.attacks.accepted}`],
+      ['commands applied by nodes', r.commands_applied],
       ['duration s', r.duration_s],
       ...(r.groups.length > 1 || r.groups[0]?.thread_id !== 0
         ? ([['worker threads (nodes / sent)', r.groups.map((g) => `#${g.thread_id}: ${g.devices} / ${g.sent}`).join(', ')]] as [string, string][])

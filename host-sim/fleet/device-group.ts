@@ -57,6 +57,8 @@ export interface GroupEvents {
   error(devId: string, code: string): void;
   drop(): void;
   powerCut(): void;
+  /** A node applied a command it received (cmd/<id>/<name>). */
+  command(devId: string, name: string, value: string): void;
   /** A CONNECT the broker accepted (CONNACK 0 seen): what an eavesdropper records, for the attackers. */
   capture(connect: Uint8Array): void;
 }
@@ -137,6 +139,7 @@ export class DeviceGroup implements FleetGroup {
             onSent: (_devId, topic, payload) => events.sent(topic, payload),
             onUncertain: (_devId, topic, payload) => events.uncertain(topic, payload),
             onError: (devId, code) => events.error(devId, code),
+            onCommand: (devId, name, value) => events.command(devId, name, value),
           },
         ),
     );

@@ -65,6 +65,12 @@ export interface FleetOptions {
   /** Wait this long at the end for every node to reconnect and every reading to arrive. */
   quiesceS?: number;
   deviceIdPrefix?: string;
+  /**
+   * Spread the nodes' first boots over this many seconds (default: 20 ms per
+   * node, at most 3 s). One reporting interval spreads the fleet's wakes evenly
+   * (the demo), instead of a few bursts.
+   */
+  bootSpreadS?: number;
   logger?: Logger;
   onTick?: (s: LiveSnapshot) => void;
   /**
@@ -118,6 +124,8 @@ export interface FleetResult extends FleetSummary {
   revoked: string[];
   /** Readings those nodes had sent but could no longer deliver. */
   held_by_revoked: number;
+  /** Commands (cmd/<node>/...) the nodes received and applied. */
+  commands_applied: number;
 }
 
 /** Nodes one thread comfortably runs next to its share of handshake crypto. */
@@ -244,13 +252,15 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
   let dropsInjected = 0;
   let powerCuts = 0;
   let brokerRestarts = 0;
+  let commandsApplied = 0;
+  let lastCommand: string | undefined;
   let quiescing = false;
   const readyAfterQuiesce = new Set<string>();
   const workerFailures: string[] = [];
   const capture = new ConnectCapture();
 
   // staggered boot: a fleet powering up together should not be one burst
-  const bootSpreadMs = Math.min(3000, o.devices * 20);
+  const bootSpreadMs = o.bootSpreadS !== undefined ? o.bootSpreadS * 1000 : Math.min(3000, o.devices * 20);
   const groupDevices: GroupDevice[] = ids.map((id, i) => ({
     id,
     key: keys.get(id)!,
@@ -284,6 +294,10 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
       error: () => errors++,
       drop: () => dropsInjected++,
       powerCut: () => powerCuts++,
+      command: (devId, name, value) => {
+        commandsApplied++;
+        lastCommand = `${devId} ${name}=${value} at t=${Math.round((Date.now() - startedAt) / 1000)}s`;
+      },
       capture: (connect) => capture.offer(connect),
     };
   };
@@ -328,6 +342,9 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
       p99: handshakes.percentile(99),
       attacksRejected: o.attackers ? attackers.stats.refused : undefined,
       brokerRestarts,
+      intervalS: (o.sleepMode ?? 'deep') === 'deep' ? intervalS : undefined,
+      commandsApplied,
+      lastCommand,
     };
   };
 
@@ -448,6 +465,7 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
       groups: groups.map((g, i) => ({ thread_id: g.threadId, devices: g.deviceCount, sent: sentByGroup[i] })),
       worker_failures: workerFailures,
       revoked: [...revoked],
+      commands_applied: commandsApplied,
       held_by_revoked: v.heldByRevoked,
     };
   }

@@ -36,6 +36,8 @@ export interface EventBatch {
   drops: number;
   powerCuts: number;
   captures: Uint8Array[];
+  /** [devId, name, value] of commands nodes applied. */
+  commands: [string, string, string][];
   /** Nodes connected with a secure session at the time of the batch. */
   connected: number;
 }

@@ -14,7 +14,7 @@ if (!port) throw new Error('group-worker.ts must run in a worker thread');
 const data = workerData as GroupWorkerData;
 const post = (m: WorkerToMain) => port.postMessage(m);
 
-const emptyBatch = (): EventBatch => ({ t: 'batch', sent: [], uncertain: [], ready: [], errors: 0, drops: 0, powerCuts: 0, captures: [], connected: 0 });
+const emptyBatch = (): EventBatch => ({ t: 'batch', sent: [], uncertain: [], ready: [], errors: 0, drops: 0, powerCuts: 0, captures: [], commands: [], connected: 0 });
 let batch = emptyBatch();
 let pending = false;
 let lastConnected = -1;
@@ -26,6 +26,7 @@ const events: GroupEvents = {
   error: () => void (batch.errors++, (pending = true)),
   drop: () => void (batch.drops++, (pending = true)),
   powerCut: () => void (batch.powerCuts++, (pending = true)),
+  command: (devId, name, value) => void (batch.commands.push([devId, name, value]), (pending = true)),
   capture: (connect) => {
     if (batch.captures.length < MAX_CAPTURES_PER_BATCH) batch.captures.push(connect);
   },

@@ -2,7 +2,7 @@
  * Live terminal view of a running fleet: a compact block redrawn in place on
  * a TTY, periodic single log lines otherwise (CI logs, pipes).
  */
-import { RateMeter } from './stats.js';
+import { WindowedRate } from './stats.js';
 
 export interface LiveSnapshot {
   elapsedS: number;
@@ -20,6 +20,12 @@ export interface LiveSnapshot {
   p99: number | null;
   attacksRejected?: number;
   brokerRestarts?: number;
+  /** Seconds each node sleeps between wakes (deep-sleep mode). */
+  intervalS?: number;
+  /** Commands (cmd/<node>/...) nodes received and applied. */
+  commandsApplied?: number;
+  /** The last one, e.g. "node-0001 interval=10 at t=42s". */
+  lastCommand?: string;
 }
 
 export interface LiveViewOptions {
@@ -33,10 +39,13 @@ export interface LiveViewOptions {
 
 const fmt = (n: number | null, d = 0) => (n === null ? '-' : n.toFixed(d));
 
+/** Rates are averaged over this window: wakes are bursts a few seconds apart. */
+export const RATE_WINDOW_MS = 10_000;
+
 export class LiveView {
   private readonly stream: NodeJS.WriteStream;
   private readonly tty: boolean;
-  private readonly rates = new RateMeter();
+  private readonly rates = new WindowedRate(RATE_WINDOW_MS);
   private drawnLines = 0;
   private lastLineAt = -Infinity;
   private readonly lineIntervalMs: number;
@@ -51,13 +60,17 @@ export class LiveView {
     const p1s = this.rates.rate('p1', s.phase1, now);
     const p2s = this.rates.rate('p2', s.phase2, now);
     const mps = this.rates.rate('sent', s.sent, now);
-    return [
-      `mqsec fleet  t=${s.elapsedS.toFixed(0)}s  devices ${s.devices}, ${s.connected} awake and connected` +
+    const asleep = s.devices - s.connected;
+    const lines = [
+      `mqsec fleet  t=${s.elapsedS.toFixed(0)}s  devices ${s.devices}: ${s.connected} awake and connected, ${asleep} asleep or connecting` +
+        (s.intervalS !== undefined ? ` (each wakes every ${fmt(s.intervalS, s.intervalS % 1 ? 1 : 0)} s)` : '') +
         (s.brokerRestarts ? `  broker restarts ${s.brokerRestarts}` : ''),
-      `handshakes   phase1 ${s.phase1} (${p1s.toFixed(1)}/s)   phase2 ${s.phase2} (${p2s.toFixed(1)}/s)   latency p50 ${fmt(s.p50, 1)} ms  p99 ${fmt(s.p99, 1)} ms`,
-      `messages     sent ${s.sent} (${mps.toFixed(1)}/s)   verified ${s.verified}   in flight ${s.lost}   duplicates ${s.duplicates}   errors ${s.errors}` +
+      `handshakes   phase1 ${s.phase1} (${fmt(p1s, 1)}/s)   phase2 ${s.phase2} (${fmt(p2s, 1)}/s)   latency p50 ${fmt(s.p50, 1)} ms  p99 ${fmt(s.p99, 1)} ms   (rates over ${RATE_WINDOW_MS / 1000} s)`,
+      `messages     sent ${s.sent} (${fmt(mps, 1)}/s)   verified ${s.verified}   in flight ${s.lost}   duplicates ${s.duplicates}   errors ${s.errors}` +
         (s.attacksRejected !== undefined ? `   attacks rejected ${s.attacksRejected}` : ''),
     ];
+    if (s.commandsApplied !== undefined) lines.push(`commands     applied ${s.commandsApplied}${s.lastCommand ? `   last: ${s.lastCommand}` : ''}`);
+    return lines;
   }
 
   update(s: LiveSnapshot, now = Date.now()): void {

@@ -46,6 +46,8 @@ export interface SimDeviceEvents {
   onUncertain?(devId: string, topic: string, payload: Uint8Array): void;
   onReady?(devId: string, phase: 1 | 2, ms: number): void;
   onError?(devId: string, code: string): void;
+  /** The node received a command (cmd/<id>/<name>) and applied it. */
+  onCommand?(devId: string, name: string, value: string): void;
 }
 
 /** A simulated temperature/humidity sensor: a slow random walk per device. */
@@ -125,7 +127,17 @@ export class SimDevice {
     const observedLink: SecureLink = {
       open: (ev) => {
         this.connectStartedAt = this.env.clock.now();
-        return link.open(ev);
+        return link.open({
+          ...ev,
+          onMessage: (topic, payload) => {
+            // the node applies a command synchronously; refused ones do not count
+            const before = node.stats.commands;
+            ev.onMessage(topic, payload);
+            if (inc.isAlive && node.stats.commands > before) {
+              this.events.onCommand?.(this.devId, topic.slice(topic.lastIndexOf('/') + 1), new TextDecoder().decode(payload).slice(0, 32));
+            }
+          },
+        });
       },
       publish: async (topic, payload, qos) => {
         // The chip is off: code of a powered-down incarnation still settling its promises

@@ -39,13 +39,25 @@ export class LatencySample {
   }
 }
 
-/** Per-second rates from monotonically increasing counters. */
-export class RateMeter {
-  private last = new Map<string, { value: number; at: number }>();
-  rate(name: string, value: number, now: number): number {
-    const prev = this.last.get(name);
-    this.last.set(name, { value, at: now });
-    if (!prev || now <= prev.at) return 0;
-    return ((value - prev.value) * 1000) / (now - prev.at);
+/**
+ * Per-second rates of monotonically increasing counters over a sliding window
+ * (default 10 s). A fleet that wakes every few seconds is bursty: a rate
+ * between two redraws half a second apart reads 0 most of the time.
+ */
+export class WindowedRate {
+  private readonly samples = new Map<string, { value: number; at: number }[]>();
+  constructor(readonly windowMs = 10_000) {}
+
+  /** Records `value` at `now`; returns the rate over the window, or null before 1 s of history. */
+  rate(name: string, value: number, now: number): number | null {
+    let s = this.samples.get(name);
+    if (!s) this.samples.set(name, (s = []));
+    if (s.length === 0 || now > s[s.length - 1].at) s.push({ value, at: now });
+    // keep one sample at or before the window start as the base
+    while (s.length > 2 && s[1].at <= now - this.windowMs) s.shift();
+    const base = s[0];
+    const span = now - base.at;
+    if (span < 1000) return null;
+    return ((value - base.value) * 1000) / span;
   }
 }

@@ -86,6 +86,7 @@ export class WorkerGroup implements FleetGroup {
         for (let i = 0; i < m.drops; i++) ev.drop();
         for (let i = 0; i < m.powerCuts; i++) ev.powerCut();
         for (const c of m.captures) ev.capture(c);
+        for (const [devId, name, value] of m.commands) ev.command(devId, name, value);
         this.connected = m.connected;
         break;
       case 'flushed':
