@@ -101,6 +101,32 @@ describe('mqsec CLI (in process)', () => {
     expect(r.err.trim().split('\n')).toHaveLength(1);
   });
 
+  it('device remove and user remove delete them (and close a live session); unknown names are one-line errors', async () => {
+    const d2 = tempDir();
+    const broker = await testBroker(d2.path);
+    const { key } = broker.registry.addDevice('gone1', 'sensor');
+    await broker.registry.addAccount('olduser', 'app', 'old-password-1');
+    broker.syncRegistry();
+    const dev = new TestDevice(broker, 'gone1', key);
+    expect((await dev.connect()).ok).toBe(true);
+    expect((await run(['device', 'remove', 'gone1', '--data', d2.path])).out).toBe('device gone1 removed');
+    expect((await run(['user', 'remove', 'olduser', '--data', d2.path])).out).toBe('account olduser removed');
+    await waitFor(() => dev.closed, 3000, 'removed device disconnected');
+    expect(broker.registry.getDevice('gone1')).toBeUndefined();
+    expect(broker.registry.getAccount('olduser')).toBeUndefined();
+    expect(broker.registry.listAudit({ kind: 'device.remove' })).toHaveLength(1);
+    expect((await dev.connect()).ok).toBe(false);
+    for (const args of [['device', 'remove', 'gone1'], ['user', 'remove', 'olduser']]) {
+      const r = await run([...args, '--data', d2.path]);
+      expect(r.code).toBe(1);
+      expect(r.err).toMatch(/^mqsec: unknown (device "gone1"|account "olduser")$/);
+    }
+    // the id can be registered again, with a new key
+    expect((await run(['device', 'add', 'gone1', '--role', 'sensor', '--data', d2.path])).code).toBe(0);
+    await broker.stop();
+    d2.remove();
+  });
+
   it('revoke from the CLI reaches a running broker', async () => {
     const d2 = tempDir();
     const broker = await testBroker(d2.path);
