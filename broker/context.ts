@@ -12,6 +12,8 @@ import type { Registry } from './registry/registry.js';
 import type { BrokerMetrics } from './metrics.js';
 import type { RateLimiter } from './limits/rate-limit.js';
 import type { BrokerLimits } from './limits/config.js';
+import type { KeyService } from './keyservice/key-service.js';
+import { computeMembership } from './keyservice/membership.js';
 
 export type ClientState =
   | {
@@ -50,6 +52,8 @@ export interface BrokerContext {
   aedes: Aedes;
   registry: Registry;
   handshake: ServerHandshake;
+  /** Group keys of end-to-end topics (docs/protocol.md §14), embedded in the broker. */
+  keyService: KeyService;
   log: Logger;
   metrics: BrokerMetrics;
   limits: BrokerLimits;
@@ -130,6 +134,13 @@ export function audit(ctx: BrokerContext, kind: string, subject: string | null, 
 
 export function reloadRoles(ctx: BrokerContext): void {
   ctx.roles = new Map(ctx.registry.listRoles().map((r) => [r.name, r]));
+  // §14.3: groups and members follow the policy; changed groups are re-keyed and pushed now
+  const principals: Principal[] = [];
+  for (const d of ctx.registry.listDevices()) {
+    const role = ctx.roles.get(d.role);
+    if (d.status === 'active' && role) principals.push({ id: d.id, kind: 'device', role });
+  }
+  ctx.keyService.update(computeMembership(principals, [...ctx.roles.values()]));
 }
 
 /** A device session is authenticated and registered: it is the device's live session now. */
@@ -143,6 +154,7 @@ export function setLiveDevice(ctx: BrokerContext, devId: string, client: Client)
 export function dropLiveDevice(ctx: BrokerContext, devId: string, client: Client): void {
   if (ctx.liveDevices.get(devId) !== client) return;
   ctx.liveDevices.delete(devId);
+  ctx.keyService.memberLeft(devId); // its key delivery answer dies with the connection (§14.6)
   ctx.metrics.sessions.set(ctx.liveDevices.size);
   ctx.events.emit('device-offline', devId);
 }

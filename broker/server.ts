@@ -19,7 +19,10 @@ import { restoreGraceState, saveGraceState } from './grace-store.js';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Server as HttpServer } from 'node:http';
 import { pino, type Logger } from 'pino';
-import { ServerHandshake } from '../firmware/secure/index.js';
+import { GK_TOPIC, ServerHandshake } from '../firmware/secure/index.js';
+import { join } from 'node:path';
+import { KeyService } from './keyservice/key-service.js';
+import { SqliteKeyServiceStore } from './keyservice/store.js';
 import type { CryptoSuite } from '../firmware/crypto/suite.js';
 import { createNodeCryptoSuite } from '../platform-node/crypto-suite.js';
 import { aedesClients, audit, forgetStaleGrace, reloadRoles, type BrokerContext } from './context.js';
@@ -39,6 +42,9 @@ import { SqliteTicketStore } from './registry/ticket-store.js';
 import type { ConsoleOptions, RunningConsole } from './console/server.js';
 import { EventEmitter } from 'node:events';
 
+/** The embedded key service's own file in the data directory (epochs, sequence allocations; never keys). */
+export const KEY_SERVICE_DB_FILE = 'keyservice.db';
+
 export interface BrokerOptions {
   dataDir: string;
   /** 0 picks a free port. */
@@ -53,6 +59,10 @@ export interface BrokerOptions {
   /** Phase-2 ticket lifetime, ms (default 7 days). */
   ticketLifetimeMs?: number;
   revisionPollMs?: number;
+  /** End-to-end groups (docs/protocol.md §14.3): periodic re-key, default 24 h. */
+  groupRekeyIntervalMs?: number;
+  /** Publisher sequence numbers handed out per connection (§14.4), default 4096. */
+  groupSeqBlock?: number;
   /**
    * Graceful stop: devices' input is paused, then the broker waits (at most
    * this long) until every message already read is routed and every
@@ -165,6 +175,22 @@ async function openBroker(
     log.warn({ err: e }, 'QoS 1 grace state not restored');
   }
 
+  const keyService = new KeyService({
+    suite: opts.suite ?? createNodeCryptoSuite(),
+    store: new SqliteKeyServiceStore(join(registry.dataDir, KEY_SERVICE_DB_FILE)),
+    principalKey: (id) => registry.deviceKey(id)?.key,
+    // a push goes to the member's live connection only (§14.6)
+    send: (id, payload) => {
+      const client = liveDevicesRef.get(id);
+      client?.publish({ cmd: 'publish', topic: GK_TOPIC, payload: Buffer.from(payload), qos: 0, retain: false, dup: false }, () => {});
+    },
+    rekeyIntervalMs: opts.groupRekeyIntervalMs,
+    seqBlock: opts.groupSeqBlock,
+    onRekey: (filter, epoch, reason) => log.info({ group: filter, epoch, reason }, 'group re-keyed'),
+  });
+  const liveDevicesRef = new Map<string, Client>();
+  opened.push(() => keyService.close());
+
   const drain = new DrainTracker();
   const aedes = new Aedes({
     persistence: drain.track(opts.persistence ?? memoryPersistence()) as never,
@@ -177,11 +203,12 @@ async function openBroker(
     aedes,
     registry,
     handshake,
+    keyService,
     log,
     metrics,
     limits,
     states: new WeakMap(),
-    liveDevices: new Map(),
+    liveDevices: liveDevicesRef,
     events: new EventEmitter(),
     graceKeys,
     pendingCount: { value: 0 },
@@ -257,6 +284,8 @@ async function openBroker(
   poll.unref();
   const purge = setInterval(() => registry.purgeExpiredTickets(), 3_600_000);
   purge.unref();
+  const groupTick = setInterval(() => keyService.tick(), 1000);
+  groupTick.unref();
 
   let consoleServer: RunningConsole | undefined;
   if (opts.console) {
@@ -273,6 +302,7 @@ async function openBroker(
     stopped ??= (async () => {
       clearInterval(poll);
       clearInterval(purge);
+      clearInterval(groupTick);
       await consoleServer?.close();
       try {
         syncRegistry(); // a revocation since the last poll must not reach the grace state written below

@@ -7,11 +7,15 @@
  * a payload the receiver cannot open). (Slow consumers are cut off in
  * limits/guarded-socket.ts.) The broker's protocol messages (KX2, the
  * counter hint, the resume confirmation) leave the broker only to the
- * client each was made for.
+ * client each was made for. Key deliveries (`$mqsec/gk`) go only to
+ * the member connection they were made for. On end-to-end topics
+ * (docs/protocol.md §14) the group envelope goes out as it came, to readers
+ * of its group only.
  */
 import type { AuthorizeForwardHandler } from 'aedes';
 import { isMqsecError } from '../../firmware/core/errors.js';
 import { KX_TOPIC } from '../../firmware/secure/constants.js';
+import { GK_TOPIC } from '../../firmware/secure/group.js';
 import { canReceive } from '../policy/policy.js';
 import type { BrokerContext, ClientState } from '../context.js';
 import { principalOf } from '../context.js';
@@ -37,9 +41,17 @@ export function createAuthorizeForward(ctx: BrokerContext): AuthorizeForwardHand
     const state = ctx.states.get(client);
     if (!state) return null;
     if (packet.topic === KX_TOPIC) return isOwnProtocolMessage(state, packet.payload) ? packet : null;
+    // a key delivery is published by the broker to one member's connection only (§14.6); clients cannot publish here
+    if (packet.topic === GK_TOPIC) return state.kind === 'device' ? packet : null;
     if (state.kind === 'pending' || state.kind === 'hint') return null;
     const principal = principalOf(ctx, state)!;
     if (!canReceive(principal, packet.topic)) return null;
+
+    const group = ctx.keyService.groupOf(packet.topic);
+    if (group !== undefined) {
+      // §14.5: the group envelope as it came, to readers of the group only (nobody else could open it)
+      return state.kind === 'device' && ctx.keyService.isReader(state.devId, group) ? packet : null;
+    }
 
     if (state.kind === 'device') {
       let sealed: Uint8Array;

@@ -18,6 +18,7 @@ import type { AuthorizePublishHandler, Client } from 'aedes';
 import type { IPublishPacket as PublishPacket } from 'mqtt-packet';
 import { isMqsecError } from '../../firmware/core/errors.js';
 import { KX_TOPIC } from '../../firmware/secure/constants.js';
+import { GK_TOPIC } from '../../firmware/secure/group.js';
 import { canPublish } from '../policy/policy.js';
 import type { BrokerContext, ClientState } from '../context.js';
 import { aedesClients, audit, principalOf, releasePendingSlot, setLiveDevice } from '../context.js';
@@ -75,12 +76,34 @@ export function createAuthorizePublish(ctx: BrokerContext): AuthorizePublishHand
     const isWill = packet === willOf(client);
     if (state.kind === 'device') {
       if (isWill) return callback(new Error('a device will cannot be sealed')); // not published
+      if (packet.topic === GK_TOPIC) {
+        answerKeyRequest(ctx, client, state, payloadBytes(packet));
+        packet.topic = DROP_TOPIC; // consumed here, never routed
+        packet.retain = false;
+        packet.payload = Buffer.alloc(0);
+        return callback(null);
+      }
       if (packet.topic === KX_TOPIC) {
         drop(ctx, packet, 'protocol-topic', state.devId, state.remote);
         return callback(null);
       }
       if (!canPublish(principal, packet.topic)) {
         drop(ctx, packet, 'not-authorized', state.devId, state.remote);
+        return callback(null);
+      }
+      if (ctx.keyService.groupOf(packet.topic) !== undefined) {
+        // §14.5 end-to-end topic: check the channel MAC, forward the group envelope untouched (no AEAD here)
+        let genv: Uint8Array;
+        try {
+          genv = state.session.unwrapChannel(packet.topic, payloadBytes(packet));
+        } catch (e) {
+          const code = isMqsecError(e) ? e.code.toLowerCase() : 'channel-failed';
+          ctx.metrics.drops.inc({ reason: `channel-${code}` });
+          audit(ctx, 'publish.drop', state.devId, `channel ${code}: ${packet.topic.slice(0, 128)}`, state.remote);
+          return callback(new Error(`channel MAC refused (${code}): connection closed`));
+        }
+        packet.payload = Buffer.from(genv.buffer, genv.byteOffset, genv.byteLength);
+        ctx.metrics.messages.inc();
         return callback(null);
       }
       let plaintext: Uint8Array;
@@ -112,6 +135,12 @@ export function createAuthorizePublish(ctx: BrokerContext): AuthorizePublishHand
       // disabled or removed the account and closed its session: that account may publish nothing.
       audit(ctx, 'publish.drop', state.name, `will of a disabled or removed account: ${packet.topic.slice(0, 128)}`, state.remote);
       return callback(new Error('account no longer active'));
+    }
+    if (ctx.keyService.groupOf(packet.topic) !== undefined) {
+      // an account holds no group key: whatever it sent, no reader could open it (§14.1)
+      if (isWill) return callback(new Error('will on an end-to-end topic'));
+      drop(ctx, packet, 'e2e-topic', state.name, state.remote);
+      return callback(null);
     }
     if (!canPublish(principal, packet.topic)) {
       if (isWill) return callback(new Error('will not authorized'));
@@ -199,4 +228,21 @@ function takeOverDeviceId(ctx: BrokerContext, client: Client, devId: string): Pr
     if (old && old !== client) old.close(finish);
     else finish();
   });
+}
+
+/**
+ * §14.6: a member's GKREQ goes to the key service with the principal id of
+ * the connection; the answer goes back to this connection only.
+ */
+function answerKeyRequest(ctx: BrokerContext, client: Client, state: Extract<ClientState, { kind: 'device' }>, request: Uint8Array): void {
+  let reply: Uint8Array;
+  try {
+    reply = ctx.keyService.handleRequest(state.devId, request);
+  } catch (e) {
+    const code = isMqsecError(e) ? e.code : 'INTERNAL';
+    ctx.metrics.drops.inc({ reason: `gkreq-${code.toLowerCase()}` });
+    audit(ctx, 'groupkey.refused', state.devId, code, state.remote);
+    return;
+  }
+  client.publish({ cmd: 'publish', topic: GK_TOPIC, payload: Buffer.from(reply), qos: 0, retain: false, dup: false }, () => {});
 }

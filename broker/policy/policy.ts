@@ -18,10 +18,20 @@ import {
 
 export type Action = 'publish' | 'subscribe';
 
+/**
+ * How payloads on a rule's topics are protected (docs/protocol.md §14.1):
+ * `hop` = sealed hop by hop, the broker re-seals per subscriber (§8);
+ * `e2e` = topic group keys end to end, the broker checks a channel MAC and
+ * forwards what it cannot read (§14).
+ */
+export type ProtectionMode = 'hop' | 'e2e';
+
 export interface Rule {
   action: Action;
   /** Topic filter; `%u` is replaced by the principal id as a whole level or part of one. */
   filter: string;
+  /** Absent = `hop`. */
+  mode?: ProtectionMode;
 }
 
 export interface Role {
@@ -66,7 +76,8 @@ export function validateRuleFilter(filter: string): string | undefined {
   return undefined;
 }
 
-function grantFilters(principal: Principal, action: Action): string[] {
+/** The principal's grant filters for one action, `%u` expanded (invalid expansions left out). */
+export function grantFilters(principal: Principal, action: Action): string[] {
   const out: string[] = [];
   for (const rule of principal.role.rules) {
     if (rule.action !== action) continue;

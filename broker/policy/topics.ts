@@ -113,3 +113,17 @@ export function filterOverlapsTree(filter: string, root: string): boolean {
 export function topicInTree(topic: string, root: string): boolean {
   return topic === root || topic.startsWith(root + '/');
 }
+
+/** Do two valid filters match at least one common topic name? (`a/#` also matches `a`.) */
+export function filtersOverlap(a: string, b: string): boolean {
+  const x = splitLevels(a);
+  const y = splitLevels(b);
+  if ((a.startsWith('$') && startsWithWildcard(y)) || (b.startsWith('$') && startsWithWildcard(x))) return false;
+  for (let i = 0; ; i++) {
+    const p = x[i];
+    const q = y[i];
+    if (p === '#' || q === '#') return true;
+    if (p === undefined || q === undefined) return p === q;
+    if (p !== '+' && q !== '+' && p !== q) return false;
+  }
+}

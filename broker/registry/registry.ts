@@ -16,6 +16,7 @@ import {
   isValidRoleName,
   validateRuleFilter,
   type Action,
+  type ProtectionMode,
   type Role,
 } from '../policy/policy.js';
 import { MIGRATIONS } from './schema.js';
@@ -183,15 +184,18 @@ export class Registry {
       name: string;
       plaintext: number;
     }[];
-    const rules = this.stmt('SELECT role, action, filter FROM rules ORDER BY rowid').all() as {
+    const rules = this.stmt('SELECT role, action, filter, mode FROM rules ORDER BY rowid').all() as {
       role: string;
       action: Action;
       filter: string;
+      mode: ProtectionMode;
     }[];
     return roles.map((r) => ({
       name: r.name,
       plaintext: r.plaintext === 1,
-      rules: rules.filter((x) => x.role === r.name).map((x) => ({ action: x.action, filter: x.filter })),
+      rules: rules
+        .filter((x) => x.role === r.name)
+        .map((x) => (x.mode === 'e2e' ? { action: x.action, filter: x.filter, mode: x.mode } : { action: x.action, filter: x.filter })),
     }));
   }
 
@@ -209,14 +213,21 @@ export class Registry {
     }).immediate();
   }
 
-  addRule(role: string, action: Action, filter: string): void {
+  /** Adds a rule, or changes the protection mode of an existing one (docs/protocol.md §14.1). */
+  addRule(role: string, action: Action, filter: string, mode: ProtectionMode = 'hop'): void {
     if (action !== 'publish' && action !== 'subscribe') throw new RegistryError(`action must be publish or subscribe`);
+    if (mode !== 'hop' && mode !== 'e2e') throw new RegistryError(`mode must be hop or e2e`);
     const bad = validateRuleFilter(filter);
     if (bad) throw new RegistryError(`invalid filter "${filter}": ${bad}`);
     this.db.transaction(() => {
       if (!this.getRole(role)) throw new RegistryError(`unknown role "${role}"`);
-      this.stmt('INSERT OR IGNORE INTO rules (role, action, filter) VALUES (?, ?, ?)').run(role, action, filter);
-      this.auditRow('acl.add', role, `allow ${action} ${filter}`, 'admin');
+      this.stmt('INSERT INTO rules (role, action, filter, mode) VALUES (?, ?, ?, ?) ON CONFLICT (role, action, filter) DO UPDATE SET mode = excluded.mode').run(
+        role,
+        action,
+        filter,
+        mode,
+      );
+      this.auditRow('acl.add', role, `allow ${action} ${filter}${mode === 'e2e' ? ' (e2e)' : ''}`, 'admin');
       this.bump();
     }).immediate();
   }

@@ -68,4 +68,8 @@ export const MIGRATIONS: readonly string[] = [
     record_sealed BLOB NOT NULL
   );
   `,
+  // 3: protection mode per rule (docs/protocol.md §14): 'hop' (sealed hop by hop, the default) or 'e2e' (group keys)
+  `
+  ALTER TABLE rules ADD COLUMN mode TEXT NOT NULL DEFAULT 'hop' CHECK (mode IN ('hop', 'e2e'));
+  `,
 ];

@@ -15,12 +15,15 @@ export const aclCommand: CommandModule = {
     const acl = program.command('acl').description('allow rules of roles (topic filters, %u = device id or account name)');
     acl
       .command('add <role> <allow> <action> <filter>')
-      .description('add a rule, e.g. `mqsec acl add sensor allow publish "sensors/%u/#"`')
+      .description('add a rule (or change its protection mode), e.g. `mqsec acl add sensor allow publish "sensors/%u/#" --mode e2e`')
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
-      .action(async (role: string, allow: string, action: string, filter: string, o: { data: string }) => {
+      .option('--mode <mode>', 'payload protection on these topics: hop (sealed hop by hop, the broker re-seals) or e2e (group keys end to end)', 'hop')
+      .action(async (role: string, allow: string, action: string, filter: string, o: { data: string; mode: string }) => {
         const a = parseRule(allow, action);
-        await withRegistry(o.data, (r) => r.addRule(role, a, filter));
-        io.out(`role ${role}: allow ${a} ${filter}`);
+        if (o.mode !== 'hop' && o.mode !== 'e2e') throw new CliError(`--mode must be hop or e2e, not "${o.mode}"`);
+        const mode = o.mode;
+        await withRegistry(o.data, (r) => r.addRule(role, a, filter, mode));
+        io.out(`role ${role}: allow ${a} ${filter}${mode === 'e2e' ? ' (end to end)' : ''}`);
       });
     acl
       .command('remove <role> <allow> <action> <filter>')

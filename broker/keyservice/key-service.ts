@@ -1,0 +1,279 @@
+/**
+ * The key service (docs/protocol.md §14.3, §14.6): derives topic groups and
+ * their members from the policy, keeps one random key per group epoch,
+ * answers members' key requests over their own connection and pushes new
+ * epochs to connected members when membership changes, on rotation and
+ * periodically. Transport-agnostic: whoever embeds it hands it requests
+ * (`handleRequest`) and a way to reach a member's current connection
+ * (`send`); inside `mqsec broker` that is the broker's client table.
+ *
+ * It holds K_ks per member (derived from the principal key when first needed)
+ * and the group keys; it never stores a group key (a restarted service
+ * re-keys every group, epochs continue from its store).
+ */
+import { fail } from '../../firmware/core/errors.js';
+import type { CryptoSuite } from '../../firmware/crypto/suite.js';
+import {
+  DeliverySender,
+  GROUP_KEY_LENGTH,
+  GROUP_READER,
+  GROUP_SEQ_LIMIT,
+  GROUP_WRITER,
+  deriveKeyServiceKey,
+  type GroupGrant,
+} from '../../firmware/secure/group.js';
+import { groupOfTopic, sameMembers, type GroupMembers, type Membership } from './membership.js';
+import type { KeyServiceStore } from './store.js';
+
+export interface KeyServiceOptions {
+  suite: CryptoSuite;
+  store: KeyServiceStore;
+  /** K (32 bytes) of an active principal, or undefined (unknown, revoked). Only K_ks is kept; the caller's copy is wiped here. */
+  principalKey(id: string): Uint8Array | undefined;
+  /** Hands a GKDEL (key push) to the member's current connection. */
+  send(id: string, payload: Uint8Array): void;
+  now?: () => number;
+  /** Periodic re-key (§14.3). Default 24 h. */
+  rekeyIntervalMs?: number;
+  /** Publisher sequence numbers per connection (§14.4). Default 4096. */
+  seqBlock?: number;
+  /** Called for every re-key, with the reason. */
+  onRekey?(filter: string, epoch: number, reason: string): void;
+}
+
+interface GroupState {
+  members: GroupMembers;
+  readers: Set<string>;
+  writers: Set<string>;
+  epoch: number;
+  key: Uint8Array;
+  since: number;
+}
+
+interface Answer {
+  sender: DeliverySender;
+  seqBase: number;
+  seqLimit: number;
+  /** Groups this connection was told about (to send "forget" entries on removal). */
+  told: Set<string>;
+}
+
+export const DEFAULT_REKEY_INTERVAL_MS = 24 * 3600 * 1000;
+export const DEFAULT_SEQ_BLOCK = 4096;
+const TOPIC_CACHE_MAX = 10_000;
+
+export class KeyService {
+  private readonly suite: CryptoSuite;
+  private readonly store: KeyServiceStore;
+  private readonly now: () => number;
+  private readonly rekeyIntervalMs: number;
+  private readonly seqBlock: number;
+  private groups = new Map<string, GroupState>();
+  private filters: string[] = [];
+  private readonly answers = new Map<string, Answer>();
+  private readonly ksKeys = new Map<string, Uint8Array>();
+  private topicGroups = new Map<string, string | null>();
+
+  constructor(private readonly opts: KeyServiceOptions) {
+    this.suite = opts.suite;
+    this.store = opts.store;
+    this.now = opts.now ?? (() => Date.now());
+    this.rekeyIntervalMs = opts.rekeyIntervalMs ?? DEFAULT_REKEY_INTERVAL_MS;
+    this.seqBlock = opts.seqBlock ?? DEFAULT_SEQ_BLOCK;
+    if (!Number.isInteger(this.seqBlock) || this.seqBlock < 1 || this.seqBlock > GROUP_SEQ_LIMIT) fail('INTERNAL', 'seqBlock out of range');
+  }
+
+  /** The group of a topic (at most one, §14.1); memoised, since the broker asks for every PUBLISH. */
+  groupOf(topic: string): string | undefined {
+    const known = this.topicGroups.get(topic);
+    if (known !== undefined) return known ?? undefined;
+    const g = groupOfTopic(this.filters, topic);
+    if (this.topicGroups.size >= TOPIC_CACHE_MAX) this.topicGroups = new Map();
+    this.topicGroups.set(topic, g ?? null);
+    return g;
+  }
+
+  isReader(id: string, filter: string): boolean {
+    return this.groups.get(filter)?.readers.has(id) ?? false;
+  }
+
+  /** Group filters with epoch and members, for status displays. */
+  list(): { filter: string; epoch: number; writers: string[]; readers: string[] }[] {
+    return [...this.groups.values()].map((g) => ({ filter: g.members.filter, epoch: g.epoch, writers: g.members.writers, readers: g.members.readers }));
+  }
+
+  /**
+   * New policy state: groups whose members changed (or that are new) move to a
+   * new epoch, removed groups are forgotten, and every connected member
+   * affected gets a push at once (§14.3).
+   */
+  update(m: Membership): void {
+    // principal keys may have been rotated or revoked: derive K_ks afresh when next needed
+    this.ksKeys.forEach((k) => k.fill(0));
+    this.ksKeys.clear();
+    const changed: string[] = [];
+    for (const [filter, members] of m.groups) {
+      const old = this.groups.get(filter);
+      if (old && sameMembers(old.members, members)) continue;
+      this.rekey(filter, members, old ? 'membership' : 'new group');
+      changed.push(filter);
+    }
+    for (const [filter, g] of this.groups) {
+      if (m.groups.has(filter)) continue;
+      g.key.fill(0);
+      this.groups.delete(filter);
+      changed.push(filter);
+    }
+    this.filters = [...m.groups.keys()];
+    this.topicGroups = new Map();
+    // a member whose principal is gone (revoked, removed) loses its delivery answer
+    for (const id of [...this.answers.keys()]) if (!this.memberOfAny(id)) this.push(id, changed);
+    this.pushAll(changed);
+  }
+
+  /** Operator rotation of one group (§14.3). */
+  rotate(filter: string): number {
+    const g = this.groups.get(filter);
+    if (!g) fail('NOT_AUTHORIZED', `no group ${filter}`);
+    this.rekey(filter, g.members, 'rotation');
+    this.pushAll([filter]);
+    return this.groups.get(filter)!.epoch;
+  }
+
+  /** Periodic re-key: call every second or so. */
+  tick(): void {
+    const due = [...this.groups.values()].filter((g) => this.now() - g.since >= this.rekeyIntervalMs).map((g) => g.members.filter);
+    for (const f of due) this.rekey(f, this.groups.get(f)!.members, 'interval');
+    if (due.length) this.pushAll(due);
+  }
+
+  /**
+   * A member's GKREQ (§14.6) on its current connection: verified under its
+   * K_ks, answered with every group it belongs to and, for a writer, a fresh
+   * sequence range. Throws NOT_AUTHORIZED (no such active principal), BAD_MAC,
+   * MALFORMED, TRUNCATED, UNKNOWN_TYPE, BAD_VERSION.
+   */
+  handleRequest(id: string, request: Uint8Array): Uint8Array {
+    const ks = this.keyServiceKey(id);
+    if (!ks) fail('NOT_AUTHORIZED', 'not an active principal');
+    const sender = DeliverySender.answer(this.suite, ks, id, request);
+    this.dropAnswer(id);
+    let seqBase = 0;
+    let seqLimit = 0;
+    if (this.writesAny(id)) {
+      seqBase = this.store.allocateSeq(id, this.seqBlock);
+      if (seqBase + this.seqBlock > GROUP_SEQ_LIMIT) {
+        // §14.4: the allocation restarts only together with new keys for every group it writes
+        const written = [...this.groups.values()].filter((g) => g.writers.has(id)).map((g) => g.members.filter);
+        for (const f of written) this.rekey(f, this.groups.get(f)!.members, 'sequence space');
+        this.store.resetSeq(id);
+        seqBase = this.store.allocateSeq(id, this.seqBlock);
+        this.pushAll(written, id);
+      }
+      seqLimit = seqBase + this.seqBlock;
+    }
+    const answer: Answer = { sender, seqBase, seqLimit, told: new Set() };
+    this.answers.set(id, answer);
+    const all = [...this.groups.keys()].filter((f) => this.isMember(id, f));
+    return this.seal(id, answer, all);
+  }
+
+  /** The member's connection ended: its delivery answer dies with it. */
+  memberLeft(id: string): void {
+    this.dropAnswer(id);
+  }
+
+  close(): void {
+    for (const id of [...this.answers.keys()]) this.dropAnswer(id);
+    this.groups.forEach((g) => g.key.fill(0));
+    this.groups.clear();
+    this.ksKeys.forEach((k) => k.fill(0));
+    this.ksKeys.clear();
+  }
+
+  // ---- internals ----------------------------------------------------------
+
+  private keyServiceKey(id: string): Uint8Array | undefined {
+    let k = this.ksKeys.get(id);
+    if (k) return k;
+    const principal = this.opts.principalKey(id);
+    if (!principal) return undefined;
+    try {
+      k = deriveKeyServiceKey(this.suite, principal, id);
+    } finally {
+      principal.fill(0);
+    }
+    this.ksKeys.set(id, k);
+    return k;
+  }
+
+  private rekey(filter: string, members: GroupMembers, reason: string): void {
+    const old = this.groups.get(filter);
+    old?.key.fill(0);
+    const epoch = this.store.nextEpoch(filter);
+    const g: GroupState = {
+      members,
+      readers: new Set(members.readers),
+      writers: new Set(members.writers),
+      epoch,
+      key: this.suite.randomBytes(GROUP_KEY_LENGTH),
+      since: this.now(),
+    };
+    this.groups.set(filter, g);
+    this.opts.onRekey?.(filter, epoch, reason);
+  }
+
+  private isMember(id: string, filter: string): boolean {
+    const g = this.groups.get(filter);
+    return !!g && (g.readers.has(id) || g.writers.has(id));
+  }
+
+  private memberOfAny(id: string): boolean {
+    for (const g of this.groups.values()) if (g.readers.has(id) || g.writers.has(id)) return true;
+    return false;
+  }
+
+  private writesAny(id: string): boolean {
+    for (const g of this.groups.values()) if (g.writers.has(id)) return true;
+    return false;
+  }
+
+  private grant(id: string, filter: string): GroupGrant {
+    const g = this.groups.get(filter);
+    if (!g || !(g.readers.has(id) || g.writers.has(id))) return { filter, flags: 0, epoch: 0, groupKey: new Uint8Array(0), writers: [] };
+    const flags = (g.readers.has(id) ? GROUP_READER : 0) | (g.writers.has(id) ? GROUP_WRITER : 0);
+    return { filter, flags, epoch: g.epoch, groupKey: g.key, writers: g.members.writers };
+  }
+
+  private seal(id: string, a: Answer, filters: string[]): Uint8Array {
+    const groups = filters.map((f) => this.grant(id, f));
+    for (const g of groups) {
+      if (g.flags === 0) a.told.delete(g.filter);
+      else a.told.add(g.filter);
+    }
+    return a.sender.seal({ seqBase: a.seqBase, seqLimit: a.seqLimit, groups });
+  }
+
+  /** Pushes the given groups to one connected member: current grants, or "forget" for groups it was told about and left. */
+  private push(id: string, filters: string[]): void {
+    const a = this.answers.get(id);
+    if (!a) return;
+    const relevant = filters.filter((f) => this.isMember(id, f) || a.told.has(f));
+    if (relevant.length === 0) return;
+    const payload = this.seal(id, a, relevant);
+    if (!this.memberOfAny(id)) this.dropAnswer(id);
+    this.opts.send(id, payload);
+  }
+
+  private pushAll(filters: string[], except?: string): void {
+    if (filters.length === 0) return;
+    for (const id of [...this.answers.keys()]) if (id !== except) this.push(id, filters);
+  }
+
+  private dropAnswer(id: string): void {
+    const a = this.answers.get(id);
+    if (!a) return;
+    a.sender.destroy();
+    this.answers.delete(id);
+  }
+}

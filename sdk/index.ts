@@ -1,0 +1,1 @@
+export { connectApp, MqsecApp, type ConnectAppOptions, type MessageInfo } from './app.js';

@@ -1,0 +1,143 @@
+/**
+ * The key service on its own (broker/keyservice): groups and members from the
+ * policy (pure), its store (one suite, both implementations), and the
+ * service's re-key rules: periodic, rotation, sequence-space exhaustion,
+ * and what a removed member is told.
+ */
+import { describe, it, expect } from 'vitest';
+import { join } from 'node:path';
+import { createNodeCryptoSuite } from '../../platform-node/crypto-suite.js';
+import { BUILTIN_ROLES, type Principal, type Role } from '../../broker/policy/policy.js';
+import { filtersOverlap } from '../../broker/policy/topics.js';
+import { KeyService, MemoryKeyServiceStore, SqliteKeyServiceStore, computeMembership, type KeyServiceStore } from '../../broker/keyservice/index.js';
+import { GROUP_SEQ_LIMIT, GroupKeyring, deriveKeyServiceKey } from '../../firmware/secure/group.js';
+import { tempDir } from './helpers.js';
+
+const suite = createNodeCryptoSuite();
+const sensor: Role = { name: 'sensor', plaintext: false, rules: [{ action: 'publish', filter: 'sensors/%u/#', mode: 'e2e' }, { action: 'subscribe', filter: 'cmd/%u/#', mode: 'e2e' }] };
+const app: Role = BUILTIN_ROLES.find((r) => r.name === 'app')!;
+const partial: Role = { name: 'partial', plaintext: false, rules: [{ action: 'subscribe', filter: 'sensors/d1/temp' }] };
+const P = (id: string, role: Role): Principal => ({ id, kind: 'device', role });
+
+describe('groups and members from the policy (pure)', () => {
+  it('one group per device and e2e rule; writers may publish into it, readers may read all of it', () => {
+    const m = computeMembership([P('d1', sensor), P('d2', sensor), P('a1', app), P('p1', partial)], [sensor, app, partial]);
+    expect([...m.groups.keys()]).toEqual(['cmd/d1/#', 'cmd/d2/#', 'sensors/d1/#', 'sensors/d2/#']);
+    expect(m.groups.get('sensors/d1/#')).toEqual({ filter: 'sensors/d1/#', writers: ['d1'], readers: ['a1'] }); // p1 reads only part of it: no key
+    expect(m.groups.get('cmd/d2/#')).toEqual({ filter: 'cmd/d2/#', writers: ['a1'], readers: ['d2'] });
+    expect(m.overlapping).toEqual([]);
+  });
+  it('overlapping e2e filters: the first in sorted order wins, the other is reported', () => {
+    const wide: Role = { name: 'wide', plaintext: false, rules: [{ action: 'publish', filter: 'sensors/#', mode: 'e2e' }] };
+    const m = computeMembership([P('d1', sensor), P('w', wide)], [sensor, wide]);
+    expect([...m.groups.keys()]).toEqual(['cmd/d1/#', 'sensors/#']);
+    expect(m.overlapping).toEqual(['sensors/d1/#']);
+  });
+  it('filtersOverlap', () => {
+    expect(filtersOverlap('a/+/c', 'a/b/#')).toBe(true);
+    expect(filtersOverlap('a/#', 'a')).toBe(true);
+    expect(filtersOverlap('a/b', 'a/c')).toBe(false);
+    expect(filtersOverlap('a/b', 'a/b/c')).toBe(false);
+    expect(filtersOverlap('#', '$SYS/x')).toBe(false);
+  });
+});
+
+describe.each([
+  ['memory', () => ({ open: () => new MemoryKeyServiceStore() as KeyServiceStore, reopens: false, done: () => {} })],
+  [
+    'sqlite',
+    () => {
+      const d = tempDir('mqsec-ks-');
+      return { open: () => new SqliteKeyServiceStore(join(d.path, 'ks.db')) as KeyServiceStore, reopens: true, done: () => d.remove() };
+    },
+  ],
+] as const)('key service store: %s', (_n, make) => {
+  it('epochs move forward per group; sequence ranges never overlap until reset; durable where it says so', () => {
+    const m = make();
+    const s = m.open();
+    expect([s.nextEpoch('a/#'), s.nextEpoch('a/#'), s.nextEpoch('b/#')]).toEqual([1, 2, 1]);
+    expect([s.allocateSeq('x', 10), s.allocateSeq('x', 10), s.allocateSeq('y', 5)]).toEqual([0, 10, 0]);
+    s.resetSeq('x');
+    expect(s.allocateSeq('x', 3)).toBe(0);
+    s.close();
+    if (m.reopens) {
+      const again = m.open();
+      expect(again.nextEpoch('a/#')).toBe(3);
+      expect(again.allocateSeq('x', 1)).toBe(3);
+      again.close();
+    }
+    m.done();
+  });
+});
+
+function service(opts: { now?: () => number; seqBlock?: number; rekeyIntervalMs?: number } = {}) {
+  const keys = new Map([['d1', new Uint8Array(32).fill(1)], ['a1', new Uint8Array(32).fill(2)]]);
+  const sent: { id: string; payload: Uint8Array }[] = [];
+  const rekeys: string[] = [];
+  const ks = new KeyService({
+    suite,
+    store: new MemoryKeyServiceStore(),
+    principalKey: (id) => keys.get(id)?.slice(),
+    send: (id, payload) => sent.push({ id, payload }),
+    onRekey: (f, e, why) => rekeys.push(`${f}@${e}:${why}`),
+    ...opts,
+  });
+  ks.update(computeMembership([P('d1', sensor), P('a1', app)], [sensor, app]));
+  const member = (id: string) => new GroupKeyring({ suite, id, keyServiceKey: deriveKeyServiceKey(suite, keys.get(id)!, id) });
+  return { ks, sent, rekeys, member };
+}
+
+describe('key service', () => {
+  it('answers a request with the member groups and a sequence range; refuses unknown principals and bad tags', () => {
+    const { ks, member } = service();
+    const d1 = member('d1');
+    d1.acceptDelivery(ks.handleRequest('d1', d1.request()));
+    expect(d1.list().map((g) => g.filter)).toEqual(['cmd/d1/#', 'sensors/d1/#']);
+    expect(d1.sequence).toEqual({ next: 0, limit: 4096 });
+    const again = member('d1');
+    again.acceptDelivery(ks.handleRequest('d1', again.request()));
+    expect(again.sequence).toEqual({ next: 4096, limit: 8192 }); // a new connection never reuses a range
+    expect(() => ks.handleRequest('zz', member('a1').request())).toThrow(/not an active principal/);
+    expect(() => ks.handleRequest('a1', member('d1').request())).toThrow(/tag/);
+  });
+
+  it('sequence space used up: every group the writer writes is re-keyed before the range restarts at 0', () => {
+    const { ks, member, rekeys } = service({ seqBlock: GROUP_SEQ_LIMIT / 2 });
+    const d1 = member('d1');
+    d1.acceptDelivery(ks.handleRequest('d1', d1.request()));
+    d1.acceptDelivery(ks.handleRequest('d1', d1.request()));
+    rekeys.length = 0;
+    d1.acceptDelivery(ks.handleRequest('d1', d1.request()));
+    expect(rekeys).toEqual(['sensors/d1/#@2:sequence space']);
+    expect(d1.sequence.next).toBe(0);
+    expect(d1.list().find((g) => g.filter === 'sensors/d1/#')!.epoch).toBe(2);
+  });
+
+  it('periodic and operator re-keys reach connected members at once', () => {
+    let now = 0;
+    const { ks, member, sent, rekeys } = service({ now: () => now, rekeyIntervalMs: 60_000 });
+    const a1 = member('a1');
+    a1.acceptDelivery(ks.handleRequest('a1', a1.request()));
+    now = 59_999;
+    ks.tick();
+    expect(sent).toEqual([]);
+    now = 60_000;
+    ks.tick();
+    expect(rekeys.filter((r) => r.endsWith('interval')).sort()).toEqual(['cmd/d1/#@2:interval', 'sensors/d1/#@2:interval']);
+    expect(a1.acceptDelivery(sent.shift()!.payload).sort()).toEqual(['cmd/d1/#', 'sensors/d1/#']);
+    expect(ks.rotate('sensors/d1/#')).toBe(3);
+    expect(a1.acceptDelivery(sent.shift()!.payload)).toEqual(['sensors/d1/#']);
+  });
+
+  it('a member removed from the policy is told to forget, then gets nothing more', () => {
+    const { ks, member, sent } = service();
+    const a1 = member('a1');
+    a1.acceptDelivery(ks.handleRequest('a1', a1.request()));
+    ks.update(computeMembership([P('d1', sensor)], [sensor, app]));
+    expect(sent.map((s) => s.id)).toEqual(['a1']);
+    a1.acceptDelivery(sent[0].payload);
+    expect(a1.list()).toEqual([]);
+    ks.rotate('sensors/d1/#');
+    expect(sent.length).toBe(1);
+  });
+});
