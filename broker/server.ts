@@ -175,9 +175,11 @@ async function openBroker(
     log.warn({ err: e }, 'QoS 1 grace state not restored');
   }
 
+  const keyServiceStore = new SqliteKeyServiceStore(join(registry.dataDir, KEY_SERVICE_DB_FILE));
+  opened.push(() => keyServiceStore.close());
   const keyService = new KeyService({
     suite: opts.suite ?? createNodeCryptoSuite(),
-    store: new SqliteKeyServiceStore(join(registry.dataDir, KEY_SERVICE_DB_FILE)),
+    store: keyServiceStore,
     principalKey: (id) => registry.deviceKey(id)?.key,
     // a push goes to the member's live connection only (§14.6)
     send: (id, payload) => {
@@ -338,6 +340,8 @@ async function openBroker(
       } catch (e) {
         log.warn({ err: e }, 'QoS 1 grace state not saved: a message whose PUBACK was lost may be routed twice after the restart');
       }
+      keyService.close();
+      keyServiceStore.close();
       registry.close();
       lock.release();
       log.info('mqsec broker stopped');
