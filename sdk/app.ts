@@ -133,8 +133,10 @@ export class MqsecApp extends EventEmitter<AppEvents> {
       if (r.kind === 'handshake') {
         await this.client.publishAsync(r.reply.topic, Buffer.from(r.reply.payload), { qos: 0 });
         this.requestKeys();
+      } else if (r.kind === 'confirmed') {
+        this.requestKeys(); // phase 2 is ready at the broker's confirmation (§6.4)
       } else if (r.kind === 'message') this.emit('message', topic, Buffer.from(r.payload), { mode: 'hop' });
-      else this.emit('dropped', topic, r.error);
+      else if (r.kind === 'dropped') this.emit('dropped', topic, r.error);
     });
   }
 
