@@ -70,6 +70,10 @@ export interface BrokerContext {
    */
   graceKeys: Map<string, string>;
   pendingCount: { value: number };
+  /** Account (password) logins: where plain TCP is acceptable, and the client-id rule (hooks/authenticate.ts). */
+  accounts: AccountPolicy;
+  /** Clients that sent an empty client id (MQTT 3.1.1 §3.1.3.1): an account gets `name/<random>`. */
+  emptyClientIds: WeakSet<Client>;
   roles: Map<string, Role>;
   phase1ByAddress: RateLimiter;
   phase1ByDevice: RateLimiter;
@@ -77,6 +81,15 @@ export interface BrokerContext {
   passwordByAddress: RateLimiter;
   /** Audit rows written in the current second (flood protection for the audit table). */
   auditBudget: { second: number; used: number; suppressed: number };
+}
+
+export interface AccountPolicy {
+  /** Accept password logins over plain TCP from any address (the operator's explicit opt-in). */
+  allowPlain: boolean;
+  /** Addresses whose password logins over plain TCP are accepted (loopback by default). */
+  isLocal(address: string): boolean;
+  /** Mosquitto's use_username_as_clientid: an account's client id is its name, whatever it asked for. */
+  useUsernameAsClientId: boolean;
 }
 
 const NO_RULES: Role = { name: '(none)', plaintext: false, rules: [] };

@@ -43,6 +43,11 @@ export class BrokerMetrics {
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
+  readonly passwordChecks = new Counter({
+    name: 'mqsec_password_checks_total',
+    help: 'scrypt password verifications (one per password login, real or dummy, whether the name exists or not)',
+    registers: [this.registry],
+  });
   readonly pending = new Gauge({ name: 'mqsec_pending_sessions', help: 'Phase-1 sessions awaiting KX3', registers: [this.registry] });
   readonly sessions = new Gauge({ name: 'mqsec_device_sessions', help: 'Authenticated device sessions', registers: [this.registry] });
   readonly revocations = new Counter({

@@ -16,7 +16,10 @@ import memoryPersistence from 'aedes-persistence';
 import { DrainTracker } from './drain.js';
 import { closeServer, listenOn } from './listen.js';
 import { restoreGraceState, saveGraceState } from './grace-store.js';
-import { createServer, type Server, type Socket } from 'node:net';
+import { BlockList, createServer, isIPv4, isIPv6, type Server, type Socket } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
+import { loadOrCreateTlsCert, type TlsFiles } from './tls-cert.js';
 import type { Server as HttpServer } from 'node:http';
 import { pino, type Logger } from 'pino';
 import { GK_TOPIC, ServerHandshake } from '../firmware/secure/index.js';
@@ -70,6 +73,22 @@ export interface BrokerOptions {
    * neither loses nor duplicates QoS 1 (broker/drain.ts). Default 3000 ms; 0 = abrupt.
    */
   drainMs?: number;
+  /**
+   * TLS listener for accounts (unmodified MQTT clients send their password in
+   * CONNECT). Omitted: no TLS listener. The certificate comes from files, or
+   * is generated into `<dataDir>/tls/` at first start (broker/tls-cert.ts).
+   */
+  tls?: { port?: number; host?: string } & TlsFiles;
+  /**
+   * Accept account (password) logins over plain TCP from any address. Default
+   * false: over plain TCP only from `localAddresses`; elsewhere TLS is needed.
+   * Logged as a warning at start.
+   */
+  allowPlainAccounts?: boolean;
+  /** CIDR blocks whose plain-TCP password logins are accepted (default loopback: 127.0.0.0/8, ::1/128). */
+  localAddresses?: string[];
+  /** Mosquitto's use_username_as_clientid: an account always connects under its own name as client id. */
+  useUsernameAsClientId?: boolean;
   /** Crypto suite (default node:crypto suite 1). */
   suite?: CryptoSuite;
   /**
@@ -85,6 +104,8 @@ export interface BrokerOptions {
 export interface RunningBroker {
   host: string;
   port: number;
+  /** The TLS listener's port and the certificate clients should trust, when TLS is on. */
+  tls?: { host: string; port: number; certPath: string; fingerprint: string };
   metricsPort?: number;
   registry: Registry;
   aedes: Aedes;
@@ -139,17 +160,19 @@ async function openBroker(
   const limits = resolveLimits(opts.limits);
 
   const metrics = new BrokerMetrics();
+  const decoyKey = new Uint8Array(randomBytes(32));
+  opened.push(() => void decoyKey.fill(0));
   const handshake = new ServerHandshake({
     suite: opts.suite ?? createNodeCryptoSuite(),
     clock: { now: () => Date.now() },
     ticketStore: new SqliteTicketStore(registry),
     ticketLifetimeMs: opts.ticketLifetimeMs,
     lookupDevice: (devId: string) => {
-      const d = registry.getDevice(devId);
-      if (!d) return undefined;
-      if (d.status !== 'active') return { deviceKey: new Uint8Array(32), status: 'revoked' as const };
       const k = registry.deviceKey(devId);
-      if (!k) return undefined;
+      // §10: an unknown or revoked id is looked up with a decoy key nobody holds, so its
+      // KX1 fails exactly like a wrong key (one HMAC, BAD_MAC, CONNACK 4) and a refusal
+      // does not tell which ids are registered. (A RESUME finds no ticket either way.)
+      if (!k) return { deviceKey: decoyKey.slice(), status: 'active' as const };
       // The handshake uses the key synchronously right after this lookup
       // resolves (key derivation precedes its first await), so the decrypted
       // copy is wiped once the current turn of the event loop is over. Should
@@ -219,6 +242,12 @@ async function openBroker(
     phase1ByDevice: new RateLimiter(limits.phase1PerDevice),
     authByAddress: new RateLimiter(limits.authPerAddress),
     passwordByAddress: new RateLimiter(limits.passwordPerAddress),
+    accounts: {
+      allowPlain: opts.allowPlainAccounts === true,
+      isLocal: addressMatcher(opts.localAddresses ?? DEFAULT_LOCAL_ADDRESSES),
+      useUsernameAsClientId: opts.useUsernameAsClientId === true,
+    },
+    emptyClientIds: new WeakSet(),
     auditBudget: { second: 0, used: 0, suppressed: 0 },
   };
   reloadRoles(ctx);
@@ -236,7 +265,7 @@ async function openBroker(
 
   const sockets = new Map<Socket, GuardedSocket>();
   let draining = false;
-  const server: Server = createServer((socket) => {
+  const onSocket = (socket: Socket) => {
     if (draining) return void socket.destroy();
     socket.once('close', () => sockets.delete(socket));
     socket.on('error', () => {});
@@ -251,10 +280,34 @@ async function openBroker(
     });
     sockets.set(socket, conn);
     aedes.handle(conn as never);
-  });
+  };
+  const server: Server = createServer(onSocket);
   server.maxConnections = limits.maxConnections;
   const port = await listenOn(server, opts.port ?? 1883, host, 'MQTT');
   opened.push(() => closeServer(server));
+
+  let tlsServer: TlsServer | undefined;
+  let tlsInfo: RunningBroker['tls'];
+  if (opts.tls) {
+    const creds = loadOrCreateTlsCert(registry.dataDir, opts.tls.host ?? host, opts.tls);
+    if (creds.generated) log.info({ cert: creds.certPath, sha256: creds.fingerprint }, 'TLS certificate generated: give clients this file as their CA file');
+    tlsServer = createTlsServer({ cert: creds.cert, key: creds.key, minVersion: 'TLSv1.2', handshakeTimeout: limits.connectTimeoutMs });
+    creds.key.fill(0);
+    tlsServer.on('secureConnection', onSocket);
+    tlsServer.on('tlsClientError', (err, socket) => {
+      metrics.rejects.inc({ reason: 'tls-handshake' });
+      log.debug({ remote: socket.remoteAddress, err: err.message }, 'TLS handshake failed');
+    });
+    tlsServer.maxConnections = limits.maxConnections;
+    const tlsHost = opts.tls.host ?? host;
+    const tlsPort = await listenOn(tlsServer, opts.tls.port ?? 8883, tlsHost, 'MQTT over TLS');
+    const t = tlsServer;
+    opened.push(() => closeServer(t));
+    tlsInfo = { host: tlsHost, port: tlsPort, certPath: creds.certPath, fingerprint: creds.fingerprint };
+  }
+  if (ctx.accounts.allowPlain) {
+    log.warn('--allow-plain-accounts: account passwords and plaintext readings may cross the network unencrypted on the plain MQTT port');
+  }
 
   let metricsServer: HttpServer | undefined;
   let metricsPort: number | undefined;
@@ -297,7 +350,7 @@ async function openBroker(
     consoleServer = await startConsole({ ctx, host, port, syncRegistry, registryEvents }, opts.console);
   }
 
-  log.info({ host, port, metricsPort, dataDir: registry.dataDir }, 'mqsec broker listening');
+  log.info({ host, port, tlsPort: tlsInfo?.port, metricsPort, dataDir: registry.dataDir }, 'mqsec broker listening');
 
   let stopped: Promise<void> | undefined;
   const stop = () => {
@@ -311,7 +364,7 @@ async function openBroker(
       } catch (e) {
         log.error({ err: e }, 'registry poll failed');
       }
-      const closed = new Promise<void>((r) => server.close(() => r()));
+      const closed = Promise.all([server, tlsServer].map((srv) => srv && new Promise<void>((r) => srv.close(() => r()))));
       const drainMs = opts.drainMs ?? 3000;
       draining = true;
       if (drainMs > 0) {
@@ -349,7 +402,7 @@ async function openBroker(
     return stopped;
   };
 
-  return { host, port, metricsPort, registry, aedes, metrics, context: ctx, syncRegistry, registryEvents, console: consoleServer, stop };
+  return { host, port, tls: tlsInfo, metricsPort, registry, aedes, metrics, context: ctx, syncRegistry, registryEvents, console: consoleServer, stop };
 }
 
 /**
@@ -397,4 +450,26 @@ function applyRegistryChanges(ctx: BrokerContext): void {
       client.close();
     }
   }
+}
+
+/** Loopback: password logins over plain TCP from here are accepted by default. */
+export const DEFAULT_LOCAL_ADDRESSES = ['127.0.0.0/8', '::1/128'];
+
+/** A predicate for "is this remote address inside one of these CIDR blocks" (IPv4-mapped IPv6 counts as IPv4). */
+export function addressMatcher(cidrs: string[]): (address: string) => boolean {
+  const list = new BlockList();
+  for (const c of cidrs) {
+    const [net, bits] = c.split('/');
+    const type = isIPv4(net ?? '') ? 'ipv4' : isIPv6(net ?? '') ? 'ipv6' : undefined;
+    const prefix = bits === undefined ? (type === 'ipv4' ? 32 : 128) : Number(bits);
+    if (!type || !Number.isInteger(prefix) || prefix < 0 || prefix > (type === 'ipv4' ? 32 : 128)) {
+      throw new Error(`invalid address block "${c}" (expected e.g. 127.0.0.0/8 or ::1/128)`);
+    }
+    list.addSubnet(net!, prefix, type);
+  }
+  return (address) => {
+    const a = address.startsWith('::ffff:') && isIPv4(address.slice(7)) ? address.slice(7) : address;
+    const type = isIPv4(a) ? 'ipv4' : isIPv6(a) ? 'ipv6' : undefined;
+    return type !== undefined && list.check(a, type);
+  };
 }

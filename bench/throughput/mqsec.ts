@@ -99,7 +99,7 @@ export function mqsecFactory(o: MqsecFactoryOptions): LoadClientFactory {
     if (role === 'pub') return mqsecDeviceClient(o.url, o.devices[i]);
     if (o.subscribers === 'device') return mqsecDeviceClient(o.url, o.devices[o.pairs + i]);
     const { mqttJsClient } = await import('./mqttjs.js');
-    return mqttJsClient(o.url, { clientId: `benchapp-${i}-${++n}`, username: o.app!.name, password: o.app!.password });
+    return mqttJsClient(o.url, { clientId: `${o.app!.name}/${i}-${++n}`, username: o.app!.name, password: o.app!.password });
   };
 }
 

@@ -1,26 +1,41 @@
 /**
  * Aedes `authenticate`: decides who a connection is.
  *
- * - An account name as username: ordinary password login for backend apps
- *   (scrypt, constant time). Such a login may not use a registered device id
- *   as its client id (it would kick the device off).
- * - Anything else goes to the mqsec ServerHandshake (firmware/secure):
- *   phase 2 (resume token) yields a session at once; phase 1 (KX1) yields a
- *   *pending* session that must finish with KX3 (see authorize-publish).
- *   A registered device without an mqsec password is refused (no downgrade).
+ * The credentials alone choose the path, never whether a name exists, so the
+ * answer and the work done do not tell which device ids or account names are
+ * registered (docs/protocol.md §10):
+ *
+ * - A password that is an mqsec message (KX1 or RESUME, §3) goes to the mqsec
+ *   ServerHandshake (firmware/secure): phase 2 (resume token) yields a
+ *   session at once; phase 1 (KX1) yields a *pending* session that must finish
+ *   with KX3 (see authorize-publish). Unknown and revoked ids are looked up
+ *   with a decoy key (server.ts), so they fail exactly like a wrong key: one
+ *   HMAC, BAD_MAC, CONNACK 4.
+ * - Any other password with a user name is an account login: one scrypt
+ *   always (a dummy one for unknown names, device ids included: a registered
+ *   device with a plain password is the §3 DOWNGRADE, refused with the same 4),
+ *   and only once the password verified is the client id judged (CONNACK 2 if
+ *   the account does not own it, see accountClientId). Over plain TCP such a
+ *   login is accepted only from a local address (loopback unless configured)
+ *   or when the operator allowed plain accounts; otherwise it is refused with
+ *   5 before any password work: the TLS listener is the way in.
+ * - No user name and no mqsec password: refused (4).
  *
  * Client-id takeover. Aedes 1.2 registers a client after `authenticate`
  * succeeds and at that point closes any live client with the same id
  * (aedes.js registerClient, [MQTT-3.1.4-2]). A refused CONNECT therefore never
- * disturbs the live device, and a phase-2 login replaces it only after the
- * resume token verified. A phase-1 login is only half-authenticated when
- * `authenticate` returns, so it is registered under a temporary id
+ * disturbs the live client. Accounts may only use client ids they own, so one
+ * account cannot evict (or, with a clean session, wipe the persistent session
+ * of) another account's client. A phase-1 login is only half-authenticated
+ * when `authenticate` returns, so it is registered under a temporary id
  * (`$pending:<devId>:<n>`): the genuine device keeps its session, and the
  * newcomer takes the real id (closing the old session) only once KX3 verified.
  */
 import type { AuthenticateError, AuthenticateHandler, Client } from 'aedes';
-import { isMqsecError, type MqsecError } from '../../firmware/core/errors.js';
+import { randomBytes } from 'node:crypto';
+import { isMqsecError } from '../../firmware/core/errors.js';
 import { parsePassword } from '../../firmware/secure/messages.js';
+import { connackCodeFor } from '../../firmware/secure/server.js';
 import type { BrokerContext, ClientState } from '../context.js';
 import { audit, dropLiveDevice, forgetStaleGrace, noteGraceKey, releasePendingSlot, remoteOf } from '../context.js';
 
@@ -30,7 +45,7 @@ const RC_SERVER_UNAVAILABLE = 3;
 const RC_BAD_CREDENTIALS = 4;
 const RC_NOT_AUTHORIZED = 5;
 
-/** A refused CONNECT, with the class it is counted under in mqsec_login_refusals_total. */
+/** A refused CONNECT, with the class it is counted under in mqsec_login_refusals_total (operator-facing, never on the wire). */
 type Refusal = AuthenticateError & { refusalClass: string };
 
 function refusal(returnCode: number, message: string, refusalClass: string): Refusal {
@@ -38,21 +53,6 @@ function refusal(returnCode: number, message: string, refusalClass: string): Ref
   e.returnCode = returnCode;
   e.refusalClass = refusalClass;
   return e;
-}
-
-function returnCodeFor(e: MqsecError): number {
-  switch (e.code) {
-    case 'RATE_LIMITED':
-    case 'STORAGE':
-    case 'INTERNAL':
-      return RC_SERVER_UNAVAILABLE;
-    case 'NOT_AUTHORIZED':
-    case 'REVOKED':
-    case 'DOWNGRADE':
-      return RC_NOT_AUTHORIZED;
-    default:
-      return RC_BAD_CREDENTIALS;
-  }
 }
 
 let pendingSerial = 0;
@@ -76,6 +76,15 @@ export function createAuthenticate(ctx: BrokerContext): AuthenticateHandler {
   };
 }
 
+/** §3 on the credentials alone: is the password an mqsec message, and of which phase? */
+function mqsecPhase(password: Buffer | undefined): 1 | 2 | undefined {
+  try {
+    return parsePassword(password).type === 'kx1' ? 1 : 2;
+  } catch {
+    return undefined;
+  }
+}
+
 async function authenticate(
   ctx: BrokerContext,
   client: Client,
@@ -83,25 +92,32 @@ async function authenticate(
   password: Buffer | undefined,
 ): Promise<ClientState> {
   const remote = remoteOf(client);
-  const clientId = client.id;
   if (!ctx.authByAddress.take(remote)) {
     ctx.metrics.drops.inc({ reason: 'auth-rate' });
     throw refusal(RC_SERVER_UNAVAILABLE, 'too many login attempts', 'RATE_LIMITED');
   }
+  const phase = mqsecPhase(password);
+  if (phase !== undefined) return authenticateDevice(ctx, client, username, password, phase, remote);
+  if (username !== undefined) return authenticateAccount(ctx, client, username, password, remote);
+  const clientId = client.id;
+  ctx.metrics.auth.inc({ kind: 'account', result: 'fail' });
+  const downgrade = ctx.registry.getDevice(clientId) !== undefined;
+  audit(ctx, 'auth.fail', clientId || null, downgrade ? 'DOWNGRADE (no mqsec password)' : 'no credentials', remote);
+  throw refusal(RC_BAD_CREDENTIALS, 'bad user name or password', downgrade ? 'DOWNGRADE' : 'BAD_PASSWORD');
+}
 
-  if (username !== undefined && ctx.registry.getAccount(username)) {
-    return authenticateAccount(ctx, clientId, username, password, remote);
-  }
-
+async function authenticateDevice(
+  ctx: BrokerContext,
+  client: Client,
+  username: string | undefined,
+  password: Buffer | undefined,
+  phase: 1 | 2,
+  remote: string,
+): Promise<ClientState> {
+  const clientId = client.id;
   // Rate-limit phase 1 per source address before the handshake does any
   // work. (Per device id it is limited only after the MAC verified, so
   // forged KX1 floods cannot lock a genuine device out.)
-  let phase: 1 | 2 | undefined;
-  try {
-    phase = parsePassword(password).type === 'kx1' ? 1 : 2;
-  } catch {
-    phase = undefined; // the handshake reports the precise error
-  }
   if (phase === 1) {
     if (!ctx.phase1ByAddress.take(remote)) {
       ctx.metrics.drops.inc({ reason: 'phase1-rate' });
@@ -130,25 +146,17 @@ async function authenticate(
     result = await ctx.handshake.acceptConnect(clientId, username, password);
   } catch (e) {
     const code = isMqsecError(e) ? e.code : 'INTERNAL';
-    ctx.metrics.auth.inc({ kind: phase === 1 ? 'phase1' : phase === 2 ? 'phase2' : 'mqsec', result: 'fail' });
-    audit(ctx, 'auth.fail', clientId || username || null, code, remote);
-    throw refusal(isMqsecError(e) ? returnCodeFor(e) : RC_SERVER_UNAVAILABLE, code, code);
+    ctx.metrics.auth.inc({ kind: `phase${phase}`, result: 'fail' });
+    // the audit may say what the CONNACK must not: unknown or revoked id
+    const cls = !before ? 'UNKNOWN_ID' : before.status !== 'active' ? 'REVOKED' : code;
+    audit(ctx, 'auth.fail', clientId || username || null, cls === code ? code : `${code} (${cls})`, remote);
+    throw refusal(connackCodeFor(e), code, cls);
   }
-
   if (result.kind === 'not-mqsec') {
-    // An unknown account name costs the same scrypt as a known one, so the
-    // refusal time does not reveal which names exist.
-    if (username !== undefined) {
-      if (!ctx.passwordByAddress.take(remote)) {
-        ctx.metrics.drops.inc({ reason: 'password-rate' });
-        ctx.metrics.auth.inc({ kind: 'account', result: 'fail' });
-        throw refusal(RC_SERVER_UNAVAILABLE, 'too many password logins', 'RATE_LIMITED');
-      }
-      await ctx.registry.verifyAccount(username, password ? password.toString('utf8') : '');
-    }
-    ctx.metrics.auth.inc({ kind: 'account', result: 'fail' });
-    audit(ctx, 'auth.fail', username ?? clientId ?? null, 'unknown account', remote);
-    throw refusal(RC_BAD_CREDENTIALS, 'bad user name or password', 'BAD_PASSWORD');
+    // only for a client id no device can have (empty or too long)
+    ctx.metrics.auth.inc({ kind: `phase${phase}`, result: 'fail' });
+    audit(ctx, 'auth.fail', username ?? null, 'mqsec password with an impossible client id', remote);
+    throw refusal(RC_BAD_CREDENTIALS, 'bad user name or password', 'UNKNOWN_ID');
   }
 
   const devId = result.kind === 'phase2' ? result.session.devId : clientId;
@@ -209,30 +217,62 @@ async function authenticate(
   return { kind: 'pending', devId, keyVersion: before!.keyVersion, pending: result.pending, reply: result.reply, timer, remote };
 }
 
+/** Is a password login acceptable on this connection (TLS, a local address, or plain accounts allowed)? */
+function passwordTransportOk(ctx: BrokerContext, client: Client): boolean {
+  const conn = client.conn as unknown as { encrypted?: boolean };
+  return conn.encrypted === true || ctx.accounts.allowPlain || ctx.accounts.isLocal(remoteOf(client));
+}
+
+/**
+ * The client id an account connects under, or undefined when the account does
+ * not own the requested one. Rule (docs/operations.md): the account's name, or
+ * `name/` followed by anything; ids starting with `$` are the broker's. With
+ * `useUsernameAsClientId` (as Mosquitto's option of that name) the requested id
+ * is ignored and the name is used. An empty client id (MQTT 3.1.1 §3.1.3.1)
+ * gets `name/<random>`.
+ */
+function accountClientId(ctx: BrokerContext, client: Client, name: string): string | undefined {
+  if (ctx.accounts.useUsernameAsClientId) return name;
+  if (ctx.emptyClientIds.has(client)) return `${name}/${randomBytes(6).toString('hex')}`;
+  const id = client.id;
+  return id === name || id.startsWith(`${name}/`) ? id : undefined;
+}
+
 async function authenticateAccount(
   ctx: BrokerContext,
-  clientId: string,
+  client: Client,
   name: string,
   password: Buffer | undefined,
   remote: string,
 ): Promise<ClientState> {
+  if (!passwordTransportOk(ctx, client)) {
+    ctx.metrics.auth.inc({ kind: 'account', result: 'fail' });
+    audit(ctx, 'auth.fail', name.slice(0, 64), 'password login over plain TCP from a non-local address (use TLS)', remote);
+    throw refusal(RC_NOT_AUTHORIZED, 'password logins need TLS', 'PLAIN_TCP');
+  }
   if (!ctx.passwordByAddress.take(remote)) {
     ctx.metrics.drops.inc({ reason: 'password-rate' });
     ctx.metrics.auth.inc({ kind: 'account', result: 'fail' });
     throw refusal(RC_SERVER_UNAVAILABLE, 'too many password logins', 'RATE_LIMITED');
   }
-  // `$` ids are the broker's own (pending phase-1 sessions use `$pending:...`)
-  if (clientId.startsWith('$') || ctx.registry.getDevice(clientId)) {
-    ctx.metrics.auth.inc({ kind: 'account', result: 'fail' });
-    audit(ctx, 'auth.fail', name, `account used reserved or device client id ${clientId.slice(0, 32)}`, remote);
-    throw refusal(RC_IDENTIFIER_REJECTED, 'client id belongs to a device or is reserved', 'RESERVED_CLIENT_ID');
-  }
+  // One scrypt whatever the name: unknown names (device ids included) cost the same dummy hash.
+  ctx.metrics.passwordChecks.inc();
   const account = await ctx.registry.verifyAccount(name, password ? password.toString('utf8') : '');
   if (!account) {
     ctx.metrics.auth.inc({ kind: 'account', result: 'fail' });
-    audit(ctx, 'auth.fail', name, 'bad password or disabled', remote);
-    throw refusal(RC_BAD_CREDENTIALS, 'bad user name or password', 'BAD_PASSWORD');
+    const downgrade = ctx.registry.getDevice(name) !== undefined || ctx.registry.getDevice(client.id) !== undefined;
+    audit(ctx, 'auth.fail', name.slice(0, 64), downgrade ? 'DOWNGRADE (plain password for a device id)' : 'bad password, unknown or disabled account', remote);
+    throw refusal(RC_BAD_CREDENTIALS, 'bad user name or password', downgrade ? 'DOWNGRADE' : 'BAD_PASSWORD');
   }
+  // Only now, with the password verified, is the client id judged: a refusal here tells
+  // nothing to someone who does not know the password.
+  const id = accountClientId(ctx, client, name);
+  if (id === undefined || id.startsWith('$') || ctx.registry.getDevice(id)) {
+    ctx.metrics.auth.inc({ kind: 'account', result: 'fail' });
+    audit(ctx, 'auth.fail', name, `client id not owned by the account: ${client.id.slice(0, 64)}`, remote);
+    throw refusal(RC_IDENTIFIER_REJECTED, 'client id not owned by this account', 'CLIENT_ID_NOT_OWNED');
+  }
+  client.id = id;
   ctx.metrics.auth.inc({ kind: 'account', result: 'ok' });
   return { kind: 'account', name, roleName: account.role, remote };
 }

@@ -18,6 +18,7 @@ export function createPreConnect(ctx: BrokerContext): PreConnectHandler {
       callback(new Error(`keepalive must be 1..${ctx.limits.maxKeepaliveSec} s`), false);
       return;
     }
+    if (!packet.clientId) ctx.emptyClientIds.add(client);
     try {
       if (!packet.clean && packet.clientId && ctx.registry.getDevice(packet.clientId)) packet.clean = true;
     } catch (e) {

@@ -24,6 +24,8 @@ export interface GuardOptions {
 
 export class GuardedSocket extends Duplex {
   readonly remoteAddress: string;
+  /** True on the TLS listener (the socket is a TLSSocket): password logins are acceptable from anywhere. */
+  readonly encrypted: boolean;
   private readonly guard: FrameGuard;
   private packetTimer: NodeJS.Timeout | undefined;
   private flowing = true;
@@ -38,6 +40,7 @@ export class GuardedSocket extends Duplex {
     // batch below was a per-packet cost; _write and _writev take both.
     super({ allowHalfOpen: false, decodeStrings: false });
     this.remoteAddress = socket.remoteAddress ?? 'unknown';
+    this.encrypted = (socket as Socket & { encrypted?: boolean }).encrypted === true;
     this.guard = new FrameGuard(opts.maxPacketSize);
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));

@@ -1,6 +1,6 @@
 /** `mqsec broker`: runs the security-enhanced broker in the foreground. */
 import { pino } from 'pino';
-import { startBroker, type RunningBroker } from '../../broker/server.js';
+import { addressMatcher, startBroker, type RunningBroker } from '../../broker/server.js';
 import { ensureAdminAccount } from '../../broker/console/admin.js';
 import { CliError, DEFAULT_DATA_DIR, parsePort, type CliIo, type CommandModule } from '../command.js';
 import type { ConsoleOptions } from '../../broker/console/server.js';
@@ -49,10 +49,38 @@ export const brokerCommand: CommandModule = {
       .option('--console-cert <file>', 'console HTTPS certificate (PEM)')
       .option('--console-key <file>', 'console HTTPS private key (PEM)')
       .option('--console-tls', 'console over HTTPS even on loopback (certificate generated at first start if none given)')
-      .action(async (o: { data: string; port: string; host: string; metricsPort?: string; logLevel: string } & ConsoleCliOptions) => {
+      .option('--tls-port <n>', 'also listen for MQTT over TLS on this port (0 = any free port); accounts off loopback need it')
+      .option('--tls-host <addr>', 'address of the TLS listener (default: --host)')
+      .option('--tls-cert <file>', 'PEM certificate for the TLS listener (default: generated at first start into <data>/tls/cert.pem)')
+      .option('--tls-key <file>', 'PEM private key for --tls-cert (mode 0600)')
+      .option('--tls-name <names>', 'extra DNS names / IP addresses for a generated certificate (comma-separated)')
+      .option('--allow-plain-accounts', 'accept account (password) logins over plain TCP from any address (passwords then cross the network in clear)')
+      .option('--local-addresses <cidrs>', 'address blocks whose password logins over plain TCP are accepted (comma-separated)', '127.0.0.0/8,::1/128')
+      .option('--use-username-as-clientid', "accounts always connect under their own name as client id (as Mosquitto's option)")
+      .action(async (o: {
+        data: string; port: string; host: string; metricsPort?: string; logLevel: string;
+        tlsPort?: string; tlsHost?: string; tlsCert?: string; tlsKey?: string; tlsName?: string;
+        allowPlainAccounts?: boolean; localAddresses: string; useUsernameAsClientid?: boolean;
+      } & ConsoleCliOptions) => {
         const port = parsePort(o.port);
         const metricsPort = o.metricsPort === undefined ? undefined : parsePort(o.metricsPort);
         const consoleOptions = consoleOptionsFrom(o);
+        if ((o.tlsCert || o.tlsKey || o.tlsName || o.tlsHost) && o.tlsPort === undefined) throw new CliError('--tls-cert, --tls-key, --tls-name and --tls-host need --tls-port');
+        if (Boolean(o.tlsCert) !== Boolean(o.tlsKey)) throw new CliError('give both --tls-cert and --tls-key (or neither, to generate a certificate)');
+        const tls = o.tlsPort === undefined ? undefined : {
+          port: parsePort(o.tlsPort),
+          host: o.tlsHost,
+          certFile: o.tlsCert,
+          keyFile: o.tlsKey,
+          altNames: o.tlsName?.split(',').map((n) => n.trim()).filter(Boolean),
+        };
+        const localAddresses = o.localAddresses.split(',').map((n) => n.trim()).filter(Boolean);
+        try {
+          addressMatcher(localAddresses);
+        } catch (e) {
+          throw new CliError((e as Error).message);
+        }
+        const security = { tls, allowPlainAccounts: o.allowPlainAccounts === true, localAddresses, useUsernameAsClientId: o.useUsernameAsClientid === true };
         const logger = pino({ level: o.logLevel, base: { svc: 'mqsec-broker' } }, pino.destination(2));
         // Signals are handled from before the start: a Ctrl-C while the broker is still
         // opening stops it as soon as it is open (lock released), and a second Ctrl-C
@@ -75,12 +103,13 @@ export const brokerCommand: CommandModule = {
         try {
           let broker: RunningBroker;
           try {
-            broker = await startBroker({ dataDir: o.data, port, host: o.host, metricsPort, logger, console: consoleOptions });
+            broker = await startBroker({ dataDir: o.data, port, host: o.host, metricsPort, logger, console: consoleOptions, ...security });
           } finally {
             logger.flush();
           }
           if (!stopSignal) {
             io.out(`mqsec broker listening on mqtt://${broker.host}:${broker.port}`);
+            if (broker.tls) io.out(`TLS on mqtts://${broker.tls.host}:${broker.tls.port} (certificate ${broker.tls.certPath}, SHA-256 ${broker.tls.fingerprint})`);
             if (broker.metricsPort !== undefined) io.out(`metrics on http://${broker.host}:${broker.metricsPort}/metrics`);
             if (broker.console) await announceConsole(io, broker.registry, broker.console);
           }

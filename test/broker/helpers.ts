@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
+import net from 'node:net';
 import { DeviceSecureSession } from '../../firmware/secure/index.js';
 import { MemoryStorage } from '../../firmware/core/memory-storage.js';
 import type { Storage } from '../../firmware/core/platform.js';
@@ -172,7 +173,7 @@ export class TestApp {
     broker: { host: string; port: number },
     username: string,
     password: string,
-    clientId = `${username}-${Math.random().toString(16).slice(2, 8)}`,
+    clientId = `${username}/${Math.random().toString(16).slice(2, 8)}`, // accounts own `name` and `name/...`
   ): Promise<TestApp> {
     const client = mqtt.connect({
       host: broker.host,
@@ -201,22 +202,29 @@ export class TestApp {
   }
 }
 
-/** Tries an MQTT.js login and returns the CONNACK return code (0 = accepted). */
+/**
+ * Tries an MQTT.js login and returns the CONNACK return code (0 = accepted).
+ * `localAddress` picks the source address (e.g. 127.0.0.2, which a broker
+ * configured with only 127.0.0.1 as local treats as remote).
+ */
 export async function tryLogin(
   broker: { host: string; port: number },
-  opts: { clientId: string; username?: string; password?: string | Buffer },
+  opts: { clientId: string; username?: string; password?: string | Buffer; localAddress?: string },
 ): Promise<number | 'closed'> {
-  const client = mqtt.connect({
+  const options = {
     host: broker.host,
     port: broker.port,
     clientId: opts.clientId,
     username: opts.username,
     password: opts.password as string | undefined,
-    protocolVersion: 4,
+    protocolVersion: 4 as const,
     keepalive: 30,
     reconnectPeriod: 0,
     connectTimeout: 5000,
-  });
+  };
+  const client = opts.localAddress
+    ? new mqtt.MqttClient(() => net.connect({ host: broker.host, port: broker.port, localAddress: opts.localAddress }), options)
+    : mqtt.connect(options);
   const result = await new Promise<number | 'closed'>((resolve) => {
     client.once('connect', () => resolve(0));
     client.once('error', (e: Error & { code?: number }) => resolve(typeof e.code === 'number' ? e.code : 'closed'));

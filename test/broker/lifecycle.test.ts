@@ -65,7 +65,7 @@ describe('revocation, rotation, restart', () => {
     // phase 2 refused (ticket gone) -> device falls back to phase 1 -> refused (revoked)
     expect((await dev.connect()).ok).toBe(false);
     expect((await dev.connect()).ok).toBe(false);
-    expect(dev.connackCode).toBe(5);
+    expect(dev.connackCode).toBe(4); // as for an unknown id (§10)
     expect(app.received.length).toBe(got);
     expect(await broker.metrics.value('mqsec_revocation_disconnects_total')).toBe(1);
     expect(broker.registry.listAudit({ kind: 'session.revoked', subject: 'r1' })).toHaveLength(1);
@@ -274,12 +274,12 @@ describe('wills', () => {
     const { default: mqtt } = await import('mqtt');
     const withWill = (username: string, password: string, clientId: string, topic: string) =>
       mqtt.connectAsync({ host: broker.host, port: broker.port, username, password, clientId, reconnectPeriod: 0, will: { topic, payload: Buffer.from(`will-${clientId}`), qos: 1, retain: false } });
-    const a = await withWill('backend', 'backend-password', 'w-app', 'cmd/x/gone');
-    const b = await withWill('backend', 'backend-password', 'w-app2', 'sensors/x/gone'); // app may not publish there
+    const a = await withWill('backend', 'backend-password', 'backend/w-app', 'cmd/x/gone');
+    const b = await withWill('backend', 'backend-password', 'backend/w-app2', 'sensors/x/gone'); // app may not publish there
     a.stream.destroy();
     b.stream.destroy();
-    await waitFor(() => root.received.some((m) => m.payload === 'will-w-app'));
-    expect(root.received.some((m) => m.payload === 'will-w-app2')).toBe(false);
+    await waitFor(() => root.received.some((m) => m.payload === 'will-backend/w-app'));
+    expect(root.received.some((m) => m.payload === 'will-backend/w-app2')).toBe(false);
     await root.end();
     await broker.stop();
     dir.remove();
@@ -327,7 +327,7 @@ describe('client-id takeover', () => {
     expect(replay.connack).toBe(0);
     expect(replay.kx.map((k) => k[0])).toEqual([MSG_COUNTER_HINT]);
     expect(replay.closedByBroker).toBe(true);
-    expect(await tryLogin(broker, { clientId: 'g1', username: 'g1', password: 'guess-password' })).toBe(5); // downgrade
+    expect(await tryLogin(broker, { clientId: 'g1', username: 'g1', password: 'guess-password' })).toBe(4); // downgrade
     expect(await tryLogin(broker, { clientId: 'g1', username: 'backend', password: 'backend-password' })).toBe(2);
     await genuineStillServed('after-forgery');
   });

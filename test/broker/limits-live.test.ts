@@ -74,12 +74,12 @@ describe('live broker limits', () => {
     b.syncRegistry();
     const apps: TestApp[] = [];
     for (let i = 0; i < 3; i++) {
-      const a = await TestApp.connect(b, 'app', 'app-password', `app${i}`);
+      const a = await TestApp.connect(b, 'app', 'app-password', `app/${i}`);
       apps.push(a);
       cleanups.push(() => a.end());
     }
     // a fourth connection never gets a CONNACK: the server drops the socket
-    expect(await tryLogin(b, { clientId: 'app3', username: 'app', password: 'app-password' })).toBe('closed');
+    expect(await tryLogin(b, { clientId: 'app/3', username: 'app', password: 'app-password' })).toBe('closed');
     const raw: Socket = tcpConnect(b.port, b.host);
     const closed = new Promise<void>((resolve) => raw.once('close', () => resolve()));
     raw.on('error', () => {});
@@ -88,7 +88,7 @@ describe('live broker limits', () => {
     expect(apps.every((a) => a.client.connected)).toBe(true);
     await apps[0]!.end();
     await waitFor(() => (b.aedes as unknown as { connectedClients: number }).connectedClients === 2, 5000, 'the freed slot');
-    expect(await tryLogin(b, { clientId: 'app4', username: 'app', password: 'app-password' })).toBe(0);
+    expect(await tryLogin(b, { clientId: 'app/4', username: 'app', password: 'app-password' })).toBe(0);
   });
 
   it('audit budget: a flood of failures writes at most auditPerSecond rows per second', async () => {
