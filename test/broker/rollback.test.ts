@@ -48,7 +48,7 @@ describe('registry restore and replay of a recorded phase-2 connection', () => {
     execFileSync('sqlite3', [join(dir.path, 'registry.db'), `.backup '${backup}'`]);
 
     // one phase-2 connection, recorded on the wire
-    const app = await TestApp.connect(broker, 'backend', 'backend-password', 'backend-1');
+    const app = await TestApp.connect(broker, 'backend', 'backend-password', 'backend/1');
     await app.subscribe('sensors/#');
     const proxy = await TcpProxy.start(broker.port);
     cleanups.push(() => proxy.stop());
@@ -73,7 +73,7 @@ describe('registry restore and replay of a recorded phase-2 connection', () => {
     for (const f of ['registry.db-wal', 'registry.db-shm']) rmSync(join(dir.path, f), { force: true });
     copyFileSync(backup, join(dir.path, 'registry.db'));
     broker = await testBroker(dir.path);
-    const app2 = await TestApp.connect(broker, 'backend', 'backend-password', 'backend-2');
+    const app2 = await TestApp.connect(broker, 'backend', 'backend-password', 'backend/2');
     cleanups.push(() => app2.end());
     await app2.subscribe('sensors/#');
 
