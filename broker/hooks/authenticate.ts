@@ -261,7 +261,7 @@ async function authenticateAccount(
   if (!account) {
     ctx.metrics.auth.inc({ kind: 'account', result: 'fail' });
     const downgrade = ctx.registry.getDevice(name) !== undefined || ctx.registry.getDevice(client.id) !== undefined;
-    audit(ctx, 'auth.fail', name.slice(0, 64), downgrade ? 'DOWNGRADE (plain password for a device id)' : 'bad password, unknown or disabled account', remote);
+    audit(ctx, 'auth.fail', name.slice(0, 64), downgrade ? 'DOWNGRADE (plain password for a device id)' : 'bad password or disabled', remote);
     throw refusal(RC_BAD_CREDENTIALS, 'bad user name or password', downgrade ? 'DOWNGRADE' : 'BAD_PASSWORD');
   }
   // Only now, with the password verified, is the client id judged: a refusal here tells
