@@ -22,6 +22,8 @@ export type ClientState =
       pending: PendingPhase1;
       reply: { topic: string; payload: Uint8Array };
       keyVersion: number;
+      /** With keyVersion, the identity of the device's key (see `sameDeviceKey`). */
+      keyCreatedAt: number;
       timer: NodeJS.Timeout;
       /** Set while KX3 is being verified: later packets of the same read batch wait on it. */
       completing?: Promise<void>;
@@ -34,6 +36,7 @@ export type ClientState =
       devId: string;
       roleName: string;
       keyVersion: number;
+      keyCreatedAt: number;
       session: ServerSession;
       phase: 1 | 2;
       remote: string;
@@ -45,7 +48,7 @@ export type ClientState =
    * connection gets the counter hint and is closed. Registered under a
    * temporary id, like a pending phase 1, so it never displaces the device.
    */
-  | { kind: 'hint'; devId: string; keyVersion: number; reply: { topic: string; payload: Uint8Array }; remote: string }
+  | { kind: 'hint'; devId: string; keyVersion: number; keyCreatedAt: number; reply: { topic: string; payload: Uint8Array }; remote: string }
   | { kind: 'account'; name: string; roleName: string; remote: string };
 
 export interface BrokerContext {
@@ -193,7 +196,20 @@ export interface DeviceKeyState {
   createdAt: number;
 }
 
-const keyIdentity = (d: DeviceKeyState) => `${d.createdAt}/${d.keyVersion}`;
+export const keyIdentity = (d: Pick<DeviceKeyState, 'createdAt' | 'keyVersion'>) => `${d.createdAt}/${d.keyVersion}`;
+
+/**
+ * Is `device` (as the registry has it now) still active under the key a
+ * session was made with? The key version alone is not enough: a device removed
+ * and added again starts over at key version 1, so its creation time is part
+ * of the key's identity.
+ */
+export function sameDeviceKey(
+  device: Pick<DeviceKeyState, 'status' | 'createdAt' | 'keyVersion'> | undefined,
+  session: { keyVersion: number; keyCreatedAt: number },
+): boolean {
+  return device !== undefined && device.status === 'active' && device.keyVersion === session.keyVersion && device.createdAt === session.keyCreatedAt;
+}
 
 /** Records that the device's latest session (its future grace keys) is made under this device's key. */
 export function noteGraceKey(ctx: BrokerContext, devId: string, device: DeviceKeyState): void {

@@ -28,7 +28,7 @@ import { KeyService } from './keyservice/key-service.js';
 import { SqliteKeyServiceStore } from './keyservice/store.js';
 import type { CryptoSuite } from '../firmware/crypto/suite.js';
 import { createNodeCryptoSuite } from '../platform-node/crypto-suite.js';
-import { aedesClients, audit, forgetStaleGrace, reloadRoles, type BrokerContext } from './context.js';
+import { aedesClients, audit, forgetStaleGrace, keyIdentity, reloadRoles, sameDeviceKey, type BrokerContext } from './context.js';
 import { createAuthenticate } from './hooks/authenticate.js';
 import { createAuthorizeForward } from './hooks/authorize-forward.js';
 import { createAuthorizePublish } from './hooks/authorize-publish.js';
@@ -190,7 +190,7 @@ async function openBroker(
     const devices = registry.deviceKeyStates();
     for (const devId of restored) {
       const d = devices.get(devId);
-      if (d?.status === 'active') graceKeys.set(devId, `${d.createdAt}/${d.keyVersion}`);
+      if (d?.status === 'active') graceKeys.set(devId, keyIdentity(d));
       else handshake.forgetGrace(devId);
     }
     if (restored.length) log.info({ devices: restored.length }, 'QoS 1 grace state of the last graceful stop restored');
@@ -435,7 +435,8 @@ function applyRegistryChanges(ctx: BrokerContext): void {
       const d = ctx.registry.getDevice(s.devId);
       if (!d) reason = 'removed';
       else if (d.status !== 'active') reason = 'revoked';
-      else if (d.keyVersion !== s.keyVersion) reason = 'key rotated';
+      // the key's identity, not just its version: removed and added again is version 1 again
+      else if (!sameDeviceKey(d, s)) reason = d.keyVersion !== s.keyVersion ? 'key rotated' : 'removed and added again';
       else if (s.kind === 'device' && d.role !== s.roleName) s.roleName = d.role;
     } else {
       const a = ctx.registry.getAccount(s.name);

@@ -37,7 +37,7 @@ import { isMqsecError } from '../../firmware/core/errors.js';
 import { parsePassword } from '../../firmware/secure/messages.js';
 import { connackCodeFor } from '../../firmware/secure/server.js';
 import type { BrokerContext, ClientState } from '../context.js';
-import { audit, dropLiveDevice, forgetStaleGrace, noteGraceKey, releasePendingSlot, remoteOf } from '../context.js';
+import { audit, dropLiveDevice, forgetStaleGrace, noteGraceKey, releasePendingSlot, remoteOf, sameDeviceKey } from '../context.js';
 
 /** MQTT 3.1.1 CONNACK return codes. */
 const RC_IDENTIFIER_REJECTED = 2;
@@ -161,7 +161,7 @@ async function authenticateDevice(
 
   const devId = result.kind === 'phase2' ? result.session.devId : clientId;
   const device = ctx.registry.getDevice(devId);
-  if (!device || device.status !== 'active' || devId !== clientId || device.keyVersion !== before?.keyVersion) {
+  if (!device || devId !== clientId || !before || !sameDeviceKey(device, { keyVersion: before.keyVersion, keyCreatedAt: before.createdAt })) {
     if (result.kind === 'phase2') {
       ctx.registry.deleteTicketRow(devId, result.session.sidHex);
       result.session.close();
@@ -179,6 +179,7 @@ async function authenticateDevice(
       devId,
       roleName: device.role,
       keyVersion: device.keyVersion,
+      keyCreatedAt: device.createdAt,
       session: result.session,
       phase: 2,
       remote,
@@ -193,7 +194,7 @@ async function authenticateDevice(
     ctx.metrics.drops.inc({ reason: 'counter-hint' });
     audit(ctx, 'auth.counter-hint', devId, 'KX1 counter already used: counter hint sent', remote);
     client.id = `$pending:${devId}:${++pendingSerial}`;
-    return { kind: 'hint', devId, keyVersion: device.keyVersion, reply: result.reply, remote };
+    return { kind: 'hint', devId, keyVersion: device.keyVersion, keyCreatedAt: device.createdAt, reply: result.reply, remote };
   }
 
   if (!ctx.phase1ByDevice.take(devId)) {
@@ -214,7 +215,7 @@ async function authenticateDevice(
     client.close();
   }, ctx.limits.phase1TimeoutMs);
   timer.unref();
-  return { kind: 'pending', devId, keyVersion: before!.keyVersion, pending: result.pending, reply: result.reply, timer, remote };
+  return { kind: 'pending', devId, keyVersion: before!.keyVersion, keyCreatedAt: before!.createdAt, pending: result.pending, reply: result.reply, timer, remote };
 }
 
 /** Is a password login acceptable on this connection (TLS, a local address, or plain accounts allowed)? */

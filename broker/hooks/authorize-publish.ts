@@ -21,7 +21,7 @@ import { KX_TOPIC } from '../../firmware/secure/constants.js';
 import { GK_TOPIC } from '../../firmware/secure/group.js';
 import { canPublish } from '../policy/policy.js';
 import type { BrokerContext, ClientState } from '../context.js';
-import { aedesClients, audit, principalOf, releasePendingSlot, setLiveDevice } from '../context.js';
+import { aedesClients, audit, principalOf, releasePendingSlot, sameDeviceKey, setLiveDevice } from '../context.js';
 
 export const DROP_TOPIC = '$mqsec/dropped';
 
@@ -175,7 +175,7 @@ async function completePhase1(
   // made under the old key and must not outlive it. (A change committed after
   // this check deletes the ticket itself.)
   const device = ctx.registry.getDevice(state.devId);
-  if (!device || device.status !== 'active' || device.keyVersion !== state.keyVersion) {
+  if (!device || !sameDeviceKey(device, state)) {
     ctx.registry.deleteTicketRow(state.devId, session.sidHex);
     session.close();
     ctx.states.delete(client);
@@ -194,6 +194,7 @@ async function completePhase1(
     devId: state.devId,
     roleName: device.role,
     keyVersion: state.keyVersion,
+    keyCreatedAt: state.keyCreatedAt,
     session,
     phase: 1,
     remote: state.remote,

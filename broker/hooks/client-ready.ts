@@ -10,7 +10,7 @@
  */
 import type { Client } from 'aedes';
 import type { BrokerContext } from '../context.js';
-import { audit, setLiveDevice } from '../context.js';
+import { audit, sameDeviceKey, setLiveDevice } from '../context.js';
 
 export function createClientReady(ctx: BrokerContext): (client: Client) => void {
   return (client) => {
@@ -47,7 +47,7 @@ function onReady(ctx: BrokerContext, client: Client): void {
     }
     if (state.kind === 'device') {
       const d = ctx.registry.getDevice(state.devId);
-      if (!d || d.status !== 'active' || d.keyVersion !== state.keyVersion) {
+      if (!sameDeviceKey(d, state)) {
         audit(ctx, 'session.revoked', state.devId, 'revoked during login', state.remote);
         client.close();
         return;

@@ -93,6 +93,34 @@ describe('revocation, rotation, restart', () => {
     for (const ms of measured) expect(ms).toBeLessThan(BOUND_MS);
   });
 
+  it('remove and add again within one poll interval: the next poll closes the old live session (key identity, not just version)', async () => {
+    await broker.stop();
+    broker = await testBroker(dir.path, { revisionPollMs: 3_600_000 }); // polls only when the test says so
+    const app = await TestApp.connect(broker, 'backend', 'backend-password');
+    await app.subscribe('sensors/#');
+    const { key } = broker.registry.addDevice('ra1', 'sensor');
+    broker.syncRegistry();
+    const old = new TestDevice(broker, 'ra1', key);
+    expect(await old.connect()).toMatchObject({ ok: true, phase: 1 });
+    await old.publish('sensors/ra1/t', 'before');
+    await waitFor(() => app.received.some((m) => m.payload === 'before'));
+    const admin = Registry.open(dir.path);
+    admin.removeDevice('ra1');
+    await new Promise((r) => setTimeout(r, 2)); // a later creation time, as a separate CLI run has
+    const { key: newKey } = admin.addDevice('ra1', 'sensor'); // key version 1 again
+    admin.close();
+    expect(old.closed).toBe(false); // no poll yet
+    broker.syncRegistry(); // the one poll that sees both changes
+    await waitFor(() => old.closed, 5000, 'old session of the removed device closed');
+    expect(broker.registry.listAudit({ kind: 'session.revoked', subject: 'ra1' }).map((r) => r.detail)).toEqual(['removed and added again']);
+    const fresh = new TestDevice(broker, 'ra1', newKey); // the re-added device, new key
+    expect(await fresh.connect()).toMatchObject({ ok: true, phase: 1 });
+    await fresh.publish('sensors/ra1/t', 'after');
+    await waitFor(() => app.received.some((m) => m.payload === 'after'));
+    await fresh.end();
+    await app.end();
+  });
+
   it('rotate: old key and tickets stop working, the new key works', async () => {
     const { key: oldKey } = broker.registry.addDevice('k1', 'sensor');
     const oldStorage = new MemoryStorage();
