@@ -5,20 +5,25 @@
  */
 import type { HandshakeFigures } from './handshake/measure.js';
 import type { BenchReport } from './run.js';
+import { RATE_KEYS, RATIO_KEYS, THROUGHPUT_KEYS } from './keys.js';
+import { judgeRatio, medianOf, ratioAcrossRounds, type RatioStats, type Verdict } from './stats.js';
 
 export interface TargetCheck {
   figure: string;
   mqsec: number | null;
   baseline: number | null;
   baselineName: string;
+  /** Single-run ratio (bytes, round trips) or the median of the per-round ratios. */
   ratio: number | null;
+  /** Per-round range of a ratio measured over rounds, e.g. "0.91-1.12 (3 rounds)". */
+  spread?: string;
   target: string;
-  /** null when a side was not measured. */
-  met: boolean | null;
+  verdict: Verdict;
 }
 
 const r3 = (x: number) => Math.round(x * 1000) / 1000;
 const ratio = (a: number | null | undefined, b: number | null | undefined) => (a == null || b == null || b === 0 ? null : r3(a / b));
+const exact = (ok: boolean | null): Verdict => (ok == null ? 'not measured' : ok ? 'met' : 'missed');
 
 /** The smallest full TLS handshake measured (bytes), with its name. */
 export function smallestTlsFull(rep: BenchReport): { name: string; bytes: number } | null {
@@ -27,11 +32,17 @@ export function smallestTlsFull(rep: BenchReport): { name: string; bytes: number
     ['tls12_mutual_cert', h.tls12_mutual_cert],
     ['tls13_cert_password', h.tls13_cert_password],
     ['tls_psk', h.tls_psk],
+    ['tls_psk_no_ticket', h.tls_psk_no_ticket],
     ['tls13_psk', rep.handshakeExtra['tls13_psk']],
   ];
   let best: { name: string; bytes: number } | null = null;
   for (const [name, f] of candidates) if (f && (!best || f.bytes < best.bytes)) best = { name, bytes: f.bytes };
   return best;
+}
+
+export function spreadText(r: RatioStats | null): string | undefined {
+  if (!r) return undefined;
+  return `${fmt(r.min)}-${fmt(r.max)} (${r.rounds} round${r.rounds === 1 ? '' : 's'}${r.unstable ? ', UNSTABLE' : ''})`;
 }
 
 export function checkTargets(rep: BenchReport): TargetCheck[] {
@@ -42,24 +53,28 @@ export function checkTargets(rep: BenchReport): TargetCheck[] {
   const p1 = h.mqsec_phase1;
   const p2 = h.mqsec_phase2;
   const rr = ratio(p1?.bytes, small?.bytes);
-  out.push({ figure: 'phase 1 bytes', mqsec: p1?.bytes ?? null, baseline: small?.bytes ?? null, baselineName: `smallest full TLS handshake (${small?.name ?? '-'})`, ratio: rr, target: '< 0.7x', met: rr == null ? null : rr < 0.7 });
+  out.push({ figure: 'phase 1 bytes', mqsec: p1?.bytes ?? null, baseline: small?.bytes ?? null, baselineName: `smallest full TLS handshake (${small?.name ?? '-'})`, ratio: rr, target: '< 0.7x', verdict: exact(rr == null ? null : rr < 0.7) });
   const r2 = ratio(p2?.bytes, h.mqtt_plain?.bytes);
-  out.push({ figure: 'phase 2 bytes', mqsec: p2?.bytes ?? null, baseline: h.mqtt_plain?.bytes ?? null, baselineName: 'plain MQTT CONNECT/CONNACK', ratio: r2, target: '<= 1.2x', met: r2 == null ? null : r2 <= 1.2 });
-  out.push({ figure: 'phase 1 round trips', mqsec: p1?.rtt ?? null, baseline: h.mqtt_plain?.rtt ?? null, baselineName: 'plain MQTT', ratio: ratio(p1?.rtt, h.mqtt_plain?.rtt), target: '= 1', met: p1 ? p1.rtt === 1 : null });
-  out.push({ figure: 'phase 2 round trips', mqsec: p2?.rtt ?? null, baseline: h.mqtt_plain?.rtt ?? null, baselineName: 'plain MQTT', ratio: ratio(p2?.rtt, h.mqtt_plain?.rtt), target: '= 1', met: p2 ? p2.rtt === 1 : null });
-  const rb = j.broker_ratio_mqsec_vs_aedes_plain;
-  out.push({ figure: 'broker msgs/s, QoS 0', mqsec: j.broker_msgs_per_s.mqsec, baseline: j.broker_msgs_per_s.aedes_plain, baselineName: 'plain Aedes, same run', ratio: rb, target: '>= 0.8x', met: rb == null ? null : rb >= 0.8 });
-  const m1 = rep.throughput['mqsec']?.qos1?.msgsPerSecond ?? null;
-  const a1 = rep.throughput['aedes_plain']?.qos1?.msgsPerSecond ?? null;
-  const rq1 = ratio(m1, a1);
-  out.push({ figure: 'broker msgs/s, QoS 1', mqsec: m1, baseline: a1, baselineName: 'plain Aedes, same run', ratio: rq1, target: '>= 0.8x', met: rq1 == null ? null : rq1 >= 0.8 });
-  const hr = ratio(j.handshakes_per_s.mqsec_phase2, j.handshakes_per_s.mosquitto_tls_resumed);
-  out.push({ figure: 'phase 2 handshakes/s', mqsec: j.handshakes_per_s.mqsec_phase2, baseline: j.handshakes_per_s.mosquitto_tls_resumed, baselineName: 'Mosquitto TLS 1.2 resumed', ratio: hr, target: '> 1x', met: hr == null ? null : hr > 1 });
-  const cpu2 = rep.rates['mqsec_phase2']?.brokerCpuMsPerHandshake;
-  const cpuR = rep.rates['mosquitto_tls_resumed']?.brokerCpuMsPerHandshake;
-  const cr = ratio(cpu2, cpuR);
-  out.push({ figure: 'phase 2 broker CPU ms/handshake', mqsec: cpu2 ?? null, baseline: cpuR ?? null, baselineName: 'Mosquitto TLS 1.2 resumed', ratio: cr, target: '(lower is better; no target)', met: null });
-  out.push({ figure: 'envelope overhead B (64 B payload)', mqsec: j.envelope_overhead_bytes, baseline: 20, baselineName: 'budget', ratio: ratio(j.envelope_overhead_bytes, 20), target: '<= 20 B', met: j.envelope_overhead_bytes == null ? null : j.envelope_overhead_bytes <= 20 });
+  out.push({ figure: 'phase 2 bytes', mqsec: p2?.bytes ?? null, baseline: h.mqtt_plain?.bytes ?? null, baselineName: 'plain MQTT CONNECT/CONNACK', ratio: r2, target: '<= 1.2x', verdict: exact(r2 == null ? null : r2 <= 1.2) });
+  out.push({ figure: 'phase 1 round trips', mqsec: p1?.rtt ?? null, baseline: h.mqtt_plain?.rtt ?? null, baselineName: 'plain MQTT', ratio: ratio(p1?.rtt, h.mqtt_plain?.rtt), target: '= 1', verdict: exact(p1 ? p1.rtt === 1 : null) });
+  out.push({ figure: 'phase 2 round trips', mqsec: p2?.rtt ?? null, baseline: h.mqtt_plain?.rtt ?? null, baselineName: 'plain MQTT', ratio: ratio(p2?.rtt, h.mqtt_plain?.rtt), target: '= 1', verdict: exact(p2 ? p2.rtt === 1 : null) });
+
+  const cpu = j.broker_cpu_ms_per_handshake;
+  const rounds = (figure: string, mqsec: number | null, baseline: number | null, baselineName: string, r: RatioStats | null, limit: number, dir: 'at-most' | 'at-least' | 'below' | 'above') => {
+    const sym = { 'at-most': '<=', 'at-least': '>=', below: '<', above: '>' }[dir];
+    out.push({ figure, mqsec, baseline, baselineName, ratio: r?.median ?? null, spread: spreadText(r), target: `${sym} ${limit}x`, verdict: judgeRatio(r, limit, dir) });
+  };
+  const x = j.ratios;
+  rounds('phase 2 broker CPU ms/handshake', cpu.mqsec_phase2, cpu.aedes_plain, 'plain Aedes CONNECT', x.phase2_cpu_vs_aedes_connect, 1.3, 'at-most');
+  rounds('phase 2 broker CPU ms/handshake', cpu.mqsec_phase2, cpu.mosquitto_tls_resumed, 'Mosquitto TLS 1.2 resumption', x.phase2_cpu_vs_tls12_resumed, 1, 'below');
+  rounds('phase 1 broker CPU ms/handshake', cpu.mqsec_phase1, cpu.aedes_plain, 'plain Aedes CONNECT', x.phase1_cpu_vs_aedes_connect, 2.5, 'at-most');
+  rounds('phase 1 broker CPU ms/handshake', cpu.mqsec_phase1, cpu.mosquitto_tls13_psk, 'Mosquitto TLS 1.3 PSK (ECDHE) full', x.phase1_cpu_vs_tls13_psk, 1, 'below');
+  const msg = (k: 'mqsec_app_subscribers' | 'aedes_plain' | 'mqsec', qos: 'qos0' | 'qos1') => medianOf((rep.throughputRounds[k]?.[qos] ?? []).map((r) => r?.msgsPerSecond ?? null));
+  rounds('hop-by-hop msgs/s, QoS 0, app subscribers', msg('mqsec_app_subscribers', 'qos0'), msg('aedes_plain', 'qos0'), 'plain Aedes, same rounds', x.app_subscribers_qos0_msgs_vs_aedes, 0.6, 'at-least');
+  rounds('hop-by-hop msgs/s, QoS 1, app subscribers', msg('mqsec_app_subscribers', 'qos1'), msg('aedes_plain', 'qos1'), 'plain Aedes, same rounds', x.app_subscribers_qos1_msgs_vs_aedes, 0.6, 'at-least');
+  rounds('hop-by-hop msgs/s, QoS 0, device subscribers', msg('mqsec', 'qos0'), msg('aedes_plain', 'qos0'), 'plain Aedes, same rounds', x.mqsec_qos0_msgs_vs_aedes, 0.8, 'at-least');
+  rounds('hop-by-hop msgs/s, QoS 1, device subscribers', msg('mqsec', 'qos1'), msg('aedes_plain', 'qos1'), 'plain Aedes, same rounds', x.mqsec_qos1_msgs_vs_aedes, 0.8, 'at-least');
+  out.push({ figure: 'envelope overhead B (64 B payload)', mqsec: j.envelope_overhead_bytes, baseline: 20, baselineName: 'budget', ratio: ratio(j.envelope_overhead_bytes, 20), target: '<= 20 B', verdict: exact(j.envelope_overhead_bytes == null ? null : j.envelope_overhead_bytes <= 20) });
   return out;
 }
 
@@ -97,47 +112,84 @@ export function formatReport(rep: BenchReport): string {
 
   out.push('## mqsec against its baselines (same run)');
   out.push('');
+  out.push('Ratios measured over rounds are the median of the per-round ratios (both sides from the same round), with their range; a ratio whose rounds disagree by more than 2x is UNSTABLE and is not counted as met.');
+  out.push('');
   out.push(
     table(
-      ['figure', 'mqsec', 'baseline', 'baseline is', 'ratio', 'target', 'met'],
-      checkTargets(rep).map((t) => [t.figure, t.mqsec, t.baseline, t.baselineName, t.ratio, t.target, t.met == null ? 'n/a' : t.met ? 'yes' : 'NO']),
+      ['figure', 'mqsec', 'baseline', 'baseline is', 'ratio', 'rounds', 'target', 'verdict'],
+      checkTargets(rep).map((t) => [t.figure, t.mqsec, t.baseline, t.baselineName, t.ratio, t.spread ?? 'exact', t.target, t.verdict === 'met' ? 'met' : t.verdict.toUpperCase()]),
     ),
   );
   out.push('');
 
   out.push('## Broker throughput');
   out.push('');
-  const tps = rep.settings.throughput as { pairs: number; payloadBytes: number; window: number; durationMs: number; rounds: number };
+  const tps = rep.settings.throughput;
   out.push(
-    `${tps.pairs} publishers -> ${tps.pairs} subscribers (1:1 topics), ${tps.payloadBytes} B payloads, <= ${tps.window} in flight per pair, ${tps.durationMs / 1000} s window, median of ${tps.rounds} round(s); delivered msgs/s. mqsec: devices publish sealed, the broker opens, checks and re-seals per subscriber; subscribers are mqsec devices (or a plaintext app account where marked). CPU in cores during the window.`,
+    `${tps.pairs} publishers -> ${tps.pairs} subscribers (1:1 topics), ${tps.payloadBytes} B payloads, <= ${tps.window} in flight per pair, ${tps.durationMs / 1000} s window after ${tps.warmupMs / 1000} s warm-up, ${tps.rounds} interleaved rounds (order rotated each round); medians over rounds. Primary figure: broker CPU µs per delivered message (from /proc); msgs/s beside it, with the median and range of the per-round ratio to plain Aedes. mqsec: devices publish sealed, the broker opens, checks and re-seals per device subscriber (or hands plaintext to an app account). Cores: CPU used during the window.`,
   );
   out.push('');
-  const aq0 = rep.throughput['aedes_plain']?.qos0?.msgsPerSecond;
-  const aq1 = rep.throughput['aedes_plain']?.qos1?.msgsPerSecond;
+  const rowsT: Array<Array<string | number | null>> = [];
+  for (const k of THROUGHPUT_KEYS) {
+    const t = rep.throughputRounds[k];
+    if (!t) continue;
+    const cells = (qos: 'qos0' | 'qos1') => {
+      const rs = t[qos];
+      const base = rep.throughputRounds.aedes_plain?.[qos] ?? [];
+      const rMsgs = ratioAcrossRounds(rs.map((r) => r?.msgsPerSecond ?? null), base.map((r) => r?.msgsPerSecond ?? null));
+      return [
+        medianOf(rs.map((r) => r?.brokerCpuUsPerMessage ?? null)),
+        medianOf(rs.map((r) => r?.msgsPerSecond ?? null)),
+        k === 'aedes_plain' ? '1' : rMsgs ? `${fmt(rMsgs.median)} (${fmt(rMsgs.min)}-${fmt(rMsgs.max)})${rMsgs.unstable ? ' UNSTABLE' : ''}` : null,
+        medianOf(rs.map((r) => r?.brokerCpuCores ?? null)),
+        medianOf(rs.map((r) => r?.clientCpuCores ?? null)),
+      ];
+    };
+    rowsT.push([k, ...cells('qos0'), ...cells('qos1')]);
+  }
   out.push(
     table(
-      ['broker', 'QoS 0 msg/s', 'vs Aedes', 'broker CPU', 'client CPU', 'QoS 1 msg/s', 'vs Aedes', 'broker CPU', 'client CPU'],
-      Object.entries(rep.throughput).map(([k, t]) => [
-        k,
-        t.qos0?.msgsPerSecond ?? null,
-        ratio(t.qos0?.msgsPerSecond, aq0),
-        t.qos0?.brokerCpuCores ?? null,
-        t.qos0?.clientCpuCores ?? null,
-        t.qos1?.msgsPerSecond ?? null,
-        ratio(t.qos1?.msgsPerSecond, aq1),
-        t.qos1?.brokerCpuCores ?? null,
-        t.qos1?.clientCpuCores ?? null,
-      ]),
+      ['broker', 'QoS 0 broker CPU µs/msg', 'msg/s', 'vs Aedes (range)', 'broker cores', 'client cores', 'QoS 1 broker CPU µs/msg', 'msg/s', 'vs Aedes (range)', 'broker cores', 'client cores'],
+      rowsT,
     ),
   );
   out.push('');
 
-  out.push('## Handshake rate (one broker process, 8 concurrent client loops)');
+  out.push('## Handshake rate');
+  out.push('');
+  const rs = rep.settings.rate;
+  out.push(
+    `${rs.loops} client loops in ${rs.workers} client processes against one broker process, ${rs.durationMs / 1000} s per method and round, ${rs.rounds} interleaved rounds; medians over rounds. Primary figure: broker CPU per handshake (from /proc) and its inverse, handshakes per broker-CPU-second. Mosquitto with \`set_tcp_nodelay true\`.`,
+  );
   out.push('');
   out.push(
     table(
-      ['method', 'handshakes/s', 'broker CPU ms per handshake', 'failed'],
-      Object.entries(rep.rates).map(([k, r]) => [k, r?.perSecond ?? null, r?.brokerCpuMsPerHandshake ?? null, r?.failed ?? null]),
+      ['method', 'broker CPU ms/handshake', 'range over rounds', 'handshakes per broker-CPU-s', 'handshakes/s', 'failed'],
+      RATE_KEYS.filter((k) => rep.rateRounds[k]).map((k) => {
+        const rr = rep.rateRounds[k]!;
+        const cpu = rr.map((r) => r?.brokerCpuMsPerHandshake).filter((v): v is number => v != null);
+        return [
+          k,
+          j.broker_cpu_ms_per_handshake[k],
+          cpu.length ? `${fmt(Math.min(...cpu))}-${fmt(Math.max(...cpu))}` : null,
+          j.handshakes_per_broker_cpu_s[k],
+          j.handshakes_per_s[k],
+          rr.reduce((n, r) => n + (r?.failed ?? 0), 0),
+        ];
+      }),
+    ),
+  );
+  out.push('');
+
+  out.push('## Ratios over rounds');
+  out.push('');
+  out.push(
+    table(
+      ['ratio', 'median', 'min', 'max', 'spread (max/min)', 'rounds', 'stable'],
+      RATIO_KEYS.map((k) => {
+        const r = j.ratios[k];
+        return [k, r?.median ?? null, r?.min ?? null, r?.max ?? null, r?.spread ?? null, r?.rounds ?? null, r ? (r.unstable ? 'UNSTABLE' : 'yes') : null];
+      }),
     ),
   );
   out.push('');

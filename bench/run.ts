@@ -13,7 +13,7 @@
  * (bench/handshake/measure.ts, bench/throughput/load.ts,
  * bench/handshake/rate.ts, bench/xs.ts).
  *
- *   npx tsx bench/run.ts [--quick] [--json]
+ *   npx tsx bench/run.ts [--quick] [--json] [--no-xs] [--only=handshakes,throughput,rates,device]
  */
 import os from 'node:os';
 import { generateCredentials, type BenchCredentials } from './pki.js';
@@ -24,31 +24,32 @@ import { measureHandshake, type HandshakeFigures, type HandshakeMethod } from '.
 import { plainMqttMethod } from './handshake/plain.js';
 import * as tlsMethods from './handshake/tls.js';
 import { mqsecPhase1Method, mqsecPhase2Method } from './handshake/mqsec.js';
-import { measureHandshakeRate, type RateResult } from './handshake/rate.js';
+import { RateClientPool, splitLoops, wireCredentials, type RateResult, type RateSpec } from './handshake/rate.js';
+import { interleavedOrder, medianOf, ratioAcrossRounds, type RatioStats } from './stats.js';
+import { HANDSHAKE_KEYS, RATE_KEYS, RATIO_KEYS, THROUGHPUT_KEYS, type HandshakeKey, type RateKey, type RatioKey, type ThroughputKey } from './keys.js';
 import { runThroughput, type ThroughputOptions, type ThroughputResult } from './throughput/load.js';
 import { mqttJsFactory } from './throughput/mqttjs.js';
 import { mqsecFactory, mqsecTopic } from './throughput/mqsec.js';
 import { measureDeviceWorkNode, measureDeviceWorkXs, measureEnvelopeOverhead, type DeviceFigures } from './xs.js';
 import { measureNativeX25519, type NativeX25519Figures } from '../tools/native-isa.js';
 
-export const HANDSHAKE_KEYS = [
-  'mqtt_plain',
-  'mqsec_phase1',
-  'mqsec_phase2',
-  'tls12_mutual_cert',
-  'tls13_cert_password',
-  'tls_psk',
-  'tls_resumption',
-] as const;
-export type HandshakeKey = (typeof HANDSHAKE_KEYS)[number];
+export { HANDSHAKE_KEYS, RATE_KEYS, RATIO_KEYS, THROUGHPUT_KEYS } from './keys.js';
+
+type PerKey<K extends string, V> = Record<K, V>;
 
 /** The `--json` object: exactly these keys. Fields that could not be measured are null. */
 export interface BenchJson {
   handshake: Record<HandshakeKey, HandshakeFigures | null>;
   envelope_overhead_bytes: number | null;
-  broker_msgs_per_s: { aedes_plain: number | null; mqsec: number | null; mosquitto_plain: number | null; mosquitto_tls: number | null };
+  /** Primary throughput figure: broker CPU µs per delivered message, QoS 0, median over rounds. */
+  broker_cpu_us_per_msg: PerKey<ThroughputKey, number | null>;
+  broker_msgs_per_s: PerKey<ThroughputKey, number | null>;
+  /** mqsec (device subscribers) / plain Aedes msgs/s, QoS 0: median of the per-round ratios. */
   broker_ratio_mqsec_vs_aedes_plain: number | null;
-  handshakes_per_s: { mqsec_phase1: number | null; mqsec_phase2: number | null; mosquitto_tls_full: number | null; mosquitto_tls_resumed: number | null };
+  handshakes_per_s: PerKey<RateKey, number | null>;
+  broker_cpu_ms_per_handshake: PerKey<RateKey, number | null>;
+  handshakes_per_broker_cpu_s: PerKey<RateKey, number | null>;
+  ratios: PerKey<RatioKey, RatioStats | null>;
   xs_ms: DeviceFigures | null;
   node_ms: DeviceFigures | null;
   /** The native X25519 counted on the ESP32 families' instruction sets under QEMU (tools/native-isa.ts). */
@@ -56,14 +57,20 @@ export interface BenchJson {
   env: { node: string; cpu: string; mosquitto: string; aedes: string };
 }
 
+const nullsOf = <K extends string, V>(keys: readonly K[]): Record<K, V | null> => Object.fromEntries(keys.map((k) => [k, null])) as Record<K, V | null>;
+
 /** The `--json` object before any measurement: every figure null. */
 export function emptyBenchJson(env: BenchJson['env']): BenchJson {
   return {
-    handshake: Object.fromEntries(HANDSHAKE_KEYS.map((k) => [k, null])) as BenchJson['handshake'],
+    handshake: nullsOf<HandshakeKey, HandshakeFigures>(HANDSHAKE_KEYS),
     envelope_overhead_bytes: null,
-    broker_msgs_per_s: { aedes_plain: null, mqsec: null, mosquitto_plain: null, mosquitto_tls: null },
+    broker_cpu_us_per_msg: nullsOf<ThroughputKey, number>(THROUGHPUT_KEYS),
+    broker_msgs_per_s: nullsOf<ThroughputKey, number>(THROUGHPUT_KEYS),
     broker_ratio_mqsec_vs_aedes_plain: null,
-    handshakes_per_s: { mqsec_phase1: null, mqsec_phase2: null, mosquitto_tls_full: null, mosquitto_tls_resumed: null },
+    handshakes_per_s: nullsOf<RateKey, number>(RATE_KEYS),
+    broker_cpu_ms_per_handshake: nullsOf<RateKey, number>(RATE_KEYS),
+    handshakes_per_broker_cpu_s: nullsOf<RateKey, number>(RATE_KEYS),
+    ratios: nullsOf<RatioKey, RatioStats>(RATIO_KEYS),
     xs_ms: null,
     node_ms: null,
     device_native: null,
@@ -79,12 +86,21 @@ export interface BenchReport {
   seconds: number;
   /** Extra handshake rows (stock Mosquitto, TLS 1.3 variants, plain MQTT on Aedes). */
   handshakeExtra: Record<string, HandshakeFigures>;
-  /** Throughput per configuration and QoS (medians over rounds). */
-  throughput: Record<string, { qos0: ThroughputResult | null; qos1: ThroughputResult | null }>;
-  rates: Record<string, RateResult | null>;
+  /** Throughput per configuration and QoS: every round (null: that round failed). */
+  throughputRounds: Partial<Record<ThroughputKey, { qos0: Array<ThroughputResult | null>; qos1: Array<ThroughputResult | null> }>>;
+  /** Handshake rates per method: every round (null: that round failed). */
+  rateRounds: Partial<Record<RateKey, Array<RateResult | null>>>;
   envelope: { first: number; worst: number } | null;
   notMeasured: string[];
-  settings: Record<string, unknown>;
+  settings: BenchSettings;
+}
+
+export interface BenchSettings {
+  handshakeSamples: number;
+  rttOneWayDelayMs: number;
+  throughput: { pairs: number; payloadBytes: number; window: number; warmupMs: number; durationMs: number; rounds: number };
+  rate: { workers: number; loops: number; durationMs: number; rounds: number };
+  device: { runs: number; messages: number };
 }
 
 export interface BenchOptions {
@@ -93,22 +109,41 @@ export interface BenchOptions {
   progress?: (line: string) => void;
   /** Skip the XS engine (e.g. when xsnap is not built). */
   skipXs?: boolean;
+  /** Run only these sections (default: all); the others stay null / empty. */
+  only?: BenchSection[];
+}
+
+export const BENCH_SECTIONS = ['handshakes', 'throughput', 'rates', 'device'] as const;
+export type BenchSection = (typeof BENCH_SECTIONS)[number];
+
+/** Parses `--only a,b`; throws on an unknown section name. */
+export function parseSections(list: string | undefined): BenchSection[] | undefined {
+  if (!list) return undefined;
+  const out = list.split(',').map((x) => x.trim()).filter(Boolean);
+  for (const x of out) if (!(BENCH_SECTIONS as readonly string[]).includes(x)) throw new Error(`unknown bench section "${x}" (one of ${BENCH_SECTIONS.join(', ')})`);
+  return out as BenchSection[];
 }
 
 const DEVICE_ID = 'sensor01'; // 8 characters, the same client id for every method
+
+export function benchSettings(quick: boolean): BenchSettings {
+  return {
+    handshakeSamples: quick ? 20 : 200,
+    rttOneWayDelayMs: 25,
+    // quick: 3 short interleaved rounds, so every ratio has a spread
+    throughput: { pairs: 10, payloadBytes: 64, window: 64, warmupMs: quick ? 500 : 1000, durationMs: quick ? 1500 : 6000, rounds: quick ? 3 : 5 },
+    rate: { workers: 2, loops: 8, durationMs: quick ? 1500 : 4000, rounds: quick ? 3 : 5 },
+    device: { runs: quick ? 5 : 20, messages: quick ? 50 : 200 },
+  };
+}
 
 export async function runBench(o: BenchOptions = {}): Promise<BenchReport> {
   const quick = o.quick ?? false;
   const say = o.progress ?? (() => {});
   const t0 = performance.now();
   const notMeasured: string[] = [];
-  const settings = {
-    handshakeSamples: quick ? 20 : 200,
-    rttOneWayDelayMs: 25,
-    throughput: { pairs: 10, payloadBytes: 64, window: 64, warmupMs: quick ? 500 : 1000, durationMs: quick ? 2500 : 10_000, rounds: quick ? 1 : 3 },
-    rate: { concurrency: 8, durationMs: quick ? 2500 : 10_000 },
-    device: { runs: quick ? 5 : 20, messages: quick ? 50 : 200 },
-  };
+  const settings = benchSettings(quick);
+  const want = (x: BenchSection) => !o.only || o.only.includes(x);
   const json = emptyBenchJson({ node: process.version, cpu: cpuDescription(), mosquitto: mosquittoVersion(), aedes: await aedesVersion() });
   const report: BenchReport = {
     json,
@@ -116,8 +151,8 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchReport> {
     startedAt: new Date().toISOString(),
     seconds: 0,
     handshakeExtra: {},
-    throughput: {},
-    rates: {},
+    throughputRounds: {},
+    rateRounds: {},
     envelope: null,
     notMeasured,
     settings,
@@ -139,6 +174,7 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchReport> {
   let aedes: ChildBroker | undefined;
   let mqsecSetup: MqsecBrokerSetup | undefined;
   let mqsec: ChildBroker | undefined;
+  let pool: RateClientPool | undefined;
   try {
     say('starting brokers (Mosquitto stock + nodelay, Aedes, mqsec)');
     creds = generateCredentials(DEVICE_ID);
@@ -146,13 +182,13 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchReport> {
     stock = (await attempt('Mosquitto (stock)', () => startMosquitto(c, { nodelay: false }))) ?? undefined;
     nodelay = (await attempt('Mosquitto (set_tcp_nodelay)', () => startMosquitto(c, { nodelay: true }))) ?? undefined;
     aedes = (await attempt('plain Aedes', () => startChildBroker('aedes-plain'))) ?? undefined;
-    const rc = settings.rate.concurrency;
+    const rl = settings.rate.loops;
     const pairs = settings.throughput.pairs;
     const ids = [
       DEVICE_ID,
       'sensor02',
-      ...range(rc).map((i) => `rate1-${i}`),
-      ...range(rc).map((i) => `rate2-${i}`),
+      ...range(rl).map((i) => `rate1-${i}`),
+      ...range(rl).map((i) => `rate2-${i}`),
       ...range(2 * pairs).map((i) => `tput-${i}`),
     ];
     mqsecSetup = (await attempt('mqsec broker (provisioning)', () => provisionMqsecBroker(ids))) ?? undefined;
@@ -171,34 +207,40 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchReport> {
     const plainCreds = { clientId: DEVICE_ID, username: DEVICE_ID, password: c.password };
     const n = nodelay?.ports;
     const s = stock?.ports;
-    json.handshake.mqtt_plain = await hs('mqtt_plain', n && plainMqttMethod(n.plain, plainCreds));
-    json.handshake.mqsec_phase1 = await hs('mqsec_phase1', mqsec && mqsecPhase1Method(mqsec.port, dev(DEVICE_ID)));
-    json.handshake.mqsec_phase2 = await hs('mqsec_phase2', mqsec && mqsecPhase2Method(mqsec.port, dev('sensor02')));
-    json.handshake.tls12_mutual_cert = await hs('tls12_mutual_cert', n && tlsMethods.tls12MutualCertMethod(n.tls12MutualCert, c));
-    json.handshake.tls13_cert_password = await hs('tls13_cert_password', n && tlsMethods.tls13CertPasswordMethod(n.tls13CertPassword, c));
-    json.handshake.tls_psk = await hs('tls_psk', n && tlsMethods.tls12PskMethod(n.tls12Psk, c));
-    json.handshake.tls_resumption = await hs('tls_resumption', n && tlsMethods.tlsResumptionMethod(n.tls12MutualCert, c));
-    const extra = async (key: string, method: HandshakeMethod | undefined) => {
-      const r = await hs(key, method);
-      if (r) report.handshakeExtra[key] = r;
-    };
-    await extra('mqtt_plain (Aedes)', aedes && plainMqttMethod(aedes.port, plainCreds));
-    await extra('tls13_psk', n && tlsMethods.tls13PskMethod(n.tls13Psk, c));
-    await extra('tls13_resumption', n && tlsMethods.tlsResumptionMethod(n.tls12MutualCert, c, 'TLSv1.3'));
-    await extra('mqtt_plain (stock Mosquitto)', s && plainMqttMethod(s.plain, plainCreds));
-    await extra('tls12_mutual_cert (stock Mosquitto)', s && tlsMethods.tls12MutualCertMethod(s.tls12MutualCert, c));
-    await extra('tls13_cert_password (stock Mosquitto)', s && tlsMethods.tls13CertPasswordMethod(s.tls13CertPassword, c));
-    await extra('tls_psk (stock Mosquitto)', s && tlsMethods.tls12PskMethod(s.tls12Psk, c));
-    await extra('tls13_psk (stock Mosquitto)', s && tlsMethods.tls13PskMethod(s.tls13Psk, c));
-    await extra('tls_resumption (stock Mosquitto)', s && tlsMethods.tlsResumptionMethod(s.tls12MutualCert, c));
+    if (want('handshakes')) {
+      json.handshake.mqtt_plain = await hs('mqtt_plain', n && plainMqttMethod(n.plain, plainCreds));
+      json.handshake.mqsec_phase1 = await hs('mqsec_phase1', mqsec && mqsecPhase1Method(mqsec.port, dev(DEVICE_ID)));
+      json.handshake.mqsec_phase2 = await hs('mqsec_phase2', mqsec && mqsecPhase2Method(mqsec.port, dev('sensor02')));
+      json.handshake.tls12_mutual_cert = await hs('tls12_mutual_cert', n && tlsMethods.tls12MutualCertMethod(n.tls12MutualCert, c));
+      json.handshake.tls13_cert_password = await hs('tls13_cert_password', n && tlsMethods.tls13CertPasswordMethod(n.tls13CertPassword, c));
+      json.handshake.tls_psk = await hs('tls_psk', n && tlsMethods.tls12PskMethod(n.tls12Psk, c));
+      json.handshake.tls_psk_no_ticket = await hs('tls_psk_no_ticket', n && tlsMethods.tls12PskMethod(n.tls12Psk, c, c.deviceId, false));
+      json.handshake.tls_resumption = await hs('tls_resumption', n && tlsMethods.tlsResumptionMethod(n.tls12MutualCert, c));
+      const extra = async (key: string, method: HandshakeMethod | undefined) => {
+        const r = await hs(key, method);
+        if (r) report.handshakeExtra[key] = r;
+      };
+      await extra('mqtt_plain (Aedes)', aedes && plainMqttMethod(aedes.port, plainCreds));
+      await extra('tls13_psk', n && tlsMethods.tls13PskMethod(n.tls13Psk, c));
+      await extra('tls13_resumption', n && tlsMethods.tlsResumptionMethod(n.tls12MutualCert, c, 'TLSv1.3'));
+      await extra('mqtt_plain (stock Mosquitto)', s && plainMqttMethod(s.plain, plainCreds));
+      await extra('tls12_mutual_cert (stock Mosquitto)', s && tlsMethods.tls12MutualCertMethod(s.tls12MutualCert, c));
+      await extra('tls13_cert_password (stock Mosquitto)', s && tlsMethods.tls13CertPasswordMethod(s.tls13CertPassword, c));
+      await extra('tls_psk (stock Mosquitto)', s && tlsMethods.tls12PskMethod(s.tls12Psk, c));
+      await extra('tls13_psk (stock Mosquitto)', s && tlsMethods.tls13PskMethod(s.tls13Psk, c));
+      await extra('tls_resumption (stock Mosquitto)', s && tlsMethods.tlsResumptionMethod(s.tls12MutualCert, c));
 
-    say('envelope overhead');
-    report.envelope = await attempt('envelope overhead', () => measureEnvelopeOverhead());
-    json.envelope_overhead_bytes = report.envelope?.first ?? null;
+      say('envelope overhead');
+      report.envelope = await attempt('envelope overhead', () => measureEnvelopeOverhead());
+      json.envelope_overhead_bytes = report.envelope?.first ?? null;
+    }
 
-    // ---- broker throughput (configurations interleaved per round) ---------------------------
+    // ---- broker throughput (configurations interleaved, order rotated per round) --------------
     const tp = settings.throughput;
-    const configs: Array<{ key: string; pid?: number; run?: (o: ThroughputOptions) => Promise<ThroughputResult> }> = [
+    function tputDevices() {
+      return range(2 * tp.pairs).map((i) => dev(`tput-${i}`));
+    }
+    const configs: Array<{ key: ThroughputKey; pid?: number; run?: (o: ThroughputOptions) => Promise<ThroughputResult> }> = [
       { key: 'aedes_plain', pid: aedes?.pid, run: aedes && ((to) => runThroughput(mqttJsFactory(`mqtt://127.0.0.1:${aedes!.port}`), to)) },
       {
         key: 'mqsec',
@@ -206,13 +248,13 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchReport> {
         run:
           mqsec &&
           ((to) =>
-            runThroughput(
-              mqsecFactory({ url: `mqtt://127.0.0.1:${mqsec!.port}`, devices: tputDevices(), pairs: tp.pairs, subscribers: 'device' }),
-              { ...to, topicFor: mqsecTopic(tputDevices()) },
-            )),
+            runThroughput(mqsecFactory({ url: `mqtt://127.0.0.1:${mqsec!.port}`, devices: tputDevices(), pairs: tp.pairs, subscribers: 'device' }), {
+              ...to,
+              topicFor: mqsecTopic(tputDevices()),
+            })),
       },
       {
-        key: 'mqsec (app subscribers)',
+        key: 'mqsec_app_subscribers',
         pid: mqsec?.pid,
         run:
           mqsec &&
@@ -232,75 +274,70 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchReport> {
         pid: stock?.pid,
         run:
           s &&
-          ((to) =>
-            runThroughput(mqttJsFactory(`mqtts://127.0.0.1:${s.tls13CertPassword}`, { username: DEVICE_ID, password: c.password, ca: c.pem.ca }), to)),
+          ((to) => runThroughput(mqttJsFactory(`mqtts://127.0.0.1:${s.tls13CertPassword}`, { username: DEVICE_ID, password: c.password, ca: c.pem.ca }), to)),
       },
     ];
-    function tputDevices() {
-      return range(2 * tp.pairs).map((i) => dev(`tput-${i}`));
-    }
-    for (const qos of [0, 1] as const) {
-      const results = new Map<string, ThroughputResult[]>();
+    if (want('throughput')) for (const cfg of configs) report.throughputRounds[cfg.key] = { qos0: [], qos1: [] };
+    for (const qos of want('throughput') ? ([0, 1] as const) : []) {
       for (let round = 0; round < tp.rounds; round++) {
-        for (const cfg of configs) {
-          if (!cfg.run) continue;
-          say(`throughput ${cfg.key} QoS ${qos}${tp.rounds > 1 ? ` (round ${round + 1}/${tp.rounds})` : ''}`);
-          const r = await attempt(`throughput ${cfg.key} QoS ${qos}`, () =>
+        for (const cfg of interleavedOrder(configs, round)) {
+          const slot = report.throughputRounds[cfg.key]![qos === 0 ? 'qos0' : 'qos1'];
+          if (!cfg.run) {
+            slot[round] = null;
+            continue;
+          }
+          say(`throughput ${cfg.key} QoS ${qos} (round ${round + 1}/${tp.rounds})`);
+          slot[round] = await attempt(`throughput ${cfg.key} QoS ${qos} round ${round + 1}`, () =>
             cfg.run!({ pairs: tp.pairs, qos, payloadBytes: tp.payloadBytes, warmupMs: tp.warmupMs, durationMs: tp.durationMs, window: tp.window, brokerPid: cfg.pid }),
           );
-          if (r) results.set(cfg.key, [...(results.get(cfg.key) ?? []), r]);
         }
       }
-      for (const cfg of configs) {
-        const rs = results.get(cfg.key);
-        const med = rs ? rs.slice().sort((a, b) => a.msgsPerSecond - b.msgsPerSecond)[rs.length >> 1] : null;
-        report.throughput[cfg.key] ??= { qos0: null, qos1: null };
-        report.throughput[cfg.key][qos === 0 ? 'qos0' : 'qos1'] = med;
+    }
+
+    // ---- handshake rates (client loops in worker processes; methods interleaved per round) ------
+    const rt = settings.rate;
+    if (want('rates')) pool = (await attempt('handshake-rate client processes', () => RateClientPool.start(rt.workers))) ?? undefined;
+    const wire = wireCredentials(c);
+    const hex = (k: Uint8Array) => Buffer.from(k).toString('hex');
+    const loopsOf = (f: (i: number) => RateSpec) => range(rt.loops).map(f);
+    const rateMethods: Array<{ key: RateKey; pid?: number; specs?: RateSpec[] }> = [
+      { key: 'mqsec_phase1', pid: mqsec?.pid, specs: mqsec && loopsOf((i) => ({ kind: 'mqsec_phase1', port: mqsec!.port, device: { id: `rate1-${i}`, keyHex: hex(dev(`rate1-${i}`).key) } })) },
+      { key: 'mqsec_phase2', pid: mqsec?.pid, specs: mqsec && loopsOf((i) => ({ kind: 'mqsec_phase2', port: mqsec!.port, device: { id: `rate2-${i}`, keyHex: hex(dev(`rate2-${i}`).key) } })) },
+      { key: 'aedes_plain', pid: aedes?.pid, specs: aedes && loopsOf((i) => ({ kind: 'plain', port: aedes!.port, ...plainCreds, clientId: `plain-${i}` })) },
+      { key: 'mosquitto_tls_resumed', pid: nodelay?.pid, specs: n && loopsOf((i) => ({ kind: 'tls_resumption', port: n.tls12MutualCert, creds: wire, clientId: `tlsr-${i}` })) },
+      { key: 'mosquitto_tls13_psk', pid: nodelay?.pid, specs: n && loopsOf((i) => ({ kind: 'tls13_psk', port: n.tls13Psk, creds: wire, clientId: `psk3-${i}` })) },
+      { key: 'mosquitto_tls_full', pid: nodelay?.pid, specs: n && loopsOf((i) => ({ kind: 'tls12_mutual_cert', port: n.tls12MutualCert, creds: wire, clientId: `tls-${i}` })) },
+      { key: 'mosquitto_plain', pid: nodelay?.pid, specs: n && loopsOf((i) => ({ kind: 'plain', port: n.plain, ...plainCreds, clientId: `plain-${i}` })) },
+    ];
+    if (want('rates')) for (const m of rateMethods) report.rateRounds[m.key] = [];
+    for (let round = 0; round < (want('rates') ? rt.rounds : 0); round++) {
+      for (const m of interleavedOrder(rateMethods, round)) {
+        const slot = report.rateRounds[m.key]!;
+        if (!m.specs || !pool) {
+          slot[round] = null;
+          continue;
+        }
+        say(`handshake rate ${m.key} (round ${round + 1}/${rt.rounds})`);
+        const r = await attempt(`handshake rate ${m.key} round ${round + 1}`, () => pool!.measure(splitLoops(m.specs!, rt.workers), rt.durationMs, m.pid));
+        if (r && r.completed === 0) notMeasured.push(`handshake rate ${m.key} round ${round + 1}: no handshake completed (${r.firstError ?? 'no error'})`);
+        slot[round] = r && r.completed > 0 ? r : null;
       }
     }
-    const q0 = (k: string) => report.throughput[k]?.qos0?.msgsPerSecond ?? null;
-    json.broker_msgs_per_s = { aedes_plain: q0('aedes_plain'), mqsec: q0('mqsec'), mosquitto_plain: q0('mosquitto_plain'), mosquitto_tls: q0('mosquitto_tls') };
-    const a = json.broker_msgs_per_s.aedes_plain;
-    const m = json.broker_msgs_per_s.mqsec;
-    json.broker_ratio_mqsec_vs_aedes_plain = a && m !== null ? Math.round((m / a) * 1000) / 1000 : null;
-
-    // ---- handshake rates --------------------------------------------------------------------
-    const rate = async (key: string, methods: HandshakeMethod[] | undefined, pid: number | undefined) => {
-      if (!methods) {
-        report.rates[key] = null;
-        return null;
-      }
-      say(`handshake rate ${key}`);
-      const r = await attempt(`handshake rate ${key}`, () => measureHandshakeRate(methods, { durationMs: settings.rate.durationMs, brokerPid: pid }));
-      report.rates[key] = r;
-      if (r && r.completed === 0) notMeasured.push(`handshake rate ${key}: no handshake completed (${r.firstError ?? 'no error'})`);
-      return r && r.completed > 0 ? r.perSecond : null;
-    };
-    json.handshakes_per_s.mqsec_phase1 = await rate('mqsec_phase1', mqsec && range(rc).map((i) => mqsecPhase1Method(mqsec!.port, dev(`rate1-${i}`))), mqsec?.pid);
-    json.handshakes_per_s.mqsec_phase2 = await rate('mqsec_phase2', mqsec && range(rc).map((i) => mqsecPhase2Method(mqsec!.port, dev(`rate2-${i}`))), mqsec?.pid);
-    json.handshakes_per_s.mosquitto_tls_full = await rate(
-      'mosquitto_tls_full',
-      n && range(rc).map((i) => tlsMethods.tls12MutualCertMethod(n.tls12MutualCert, c, `tls-${i}`)),
-      nodelay?.pid,
-    );
-    json.handshakes_per_s.mosquitto_tls_resumed = await rate(
-      'mosquitto_tls_resumed',
-      n && range(rc).map((i) => tlsMethods.tlsResumptionMethod(n.tls12MutualCert, c, 'TLSv1.2', `tlsr-${i}`)),
-      nodelay?.pid,
-    );
-    await rate('mqtt_plain (Mosquitto)', n && range(rc).map((i) => plainMqttMethod(n.plain, { ...plainCreds, clientId: `plain-${i}` })), nodelay?.pid);
-    await rate('mqtt_plain (Aedes)', aedes && range(rc).map((i) => plainMqttMethod(aedes!.port, { ...plainCreds, clientId: `plain-${i}` })), aedes?.pid);
   } finally {
     say('stopping brokers');
-    await Promise.allSettled([stock?.stop(), nodelay?.stop(), aedes?.stop(), mqsec?.stop()]);
+    await Promise.allSettled([stock?.stop(), nodelay?.stop(), aedes?.stop(), mqsec?.stop(), pool?.stop()]);
     mqsecSetup?.cleanup();
     creds?.cleanup();
   }
+  summarise(report);
 
   // ---- device-side work: XS engine and Node ---------------------------------------------------
-  say('device work under Node');
-  json.node_ms = await attempt('device work under Node', () => measureDeviceWorkNode(settings.device));
-  if (o.skipXs) notMeasured.push('xs_ms: skipped (--no-xs)');
+  if (want('device')) {
+    say('device work under Node');
+    json.node_ms = await attempt('device work under Node', () => measureDeviceWorkNode(settings.device));
+  }
+  if (!want('device')) notMeasured.push(`device work: not selected (--only ${o.only?.join(',')})`);
+  else if (o.skipXs) notMeasured.push('xs_ms: skipped (--no-xs)');
   else {
     say('device work inside XS');
     json.xs_ms = await attempt('device work inside XS (xsnap)', () => measureDeviceWorkXs(settings.device));
@@ -310,6 +347,44 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchReport> {
 
   report.seconds = Math.round((performance.now() - t0) / 100) / 10;
   return report;
+}
+
+/** Fills the JSON summary (medians over rounds, per-round ratios) from the rounds in `rep`. */
+export function summarise(rep: BenchReport): void {
+  const j = rep.json;
+  const tput = (k: ThroughputKey, qos: 'qos0' | 'qos1') => rep.throughputRounds[k]?.[qos] ?? [];
+  const msgs = (k: ThroughputKey, qos: 'qos0' | 'qos1') => tput(k, qos).map((r) => r?.msgsPerSecond ?? null);
+  const cpuUs = (k: ThroughputKey, qos: 'qos0' | 'qos1') => tput(k, qos).map((r) => r?.brokerCpuUsPerMessage ?? null);
+  for (const k of THROUGHPUT_KEYS) {
+    const m = medianOf(msgs(k, 'qos0'));
+    j.broker_msgs_per_s[k] = m === null ? null : Math.round(m);
+    const c = medianOf(cpuUs(k, 'qos0'));
+    j.broker_cpu_us_per_msg[k] = c === null ? null : Math.round(c * 100) / 100;
+  }
+  const rate = (k: RateKey) => rep.rateRounds[k] ?? [];
+  const cpuMs = (k: RateKey) => rate(k).map((r) => r?.brokerCpuMsPerHandshake ?? null);
+  for (const k of RATE_KEYS) {
+    const ps = medianOf(rate(k).map((r) => r?.perSecond ?? null));
+    j.handshakes_per_s[k] = ps === null ? null : Math.round(ps);
+    const c = medianOf(cpuMs(k));
+    j.broker_cpu_ms_per_handshake[k] = c === null ? null : Math.round(c * 10000) / 10000;
+    j.handshakes_per_broker_cpu_s[k] = c ? Math.round(1000 / c) : null;
+  }
+  const inv = (xs: Array<number | null>) => xs.map((x) => (x ? 1 / x : null));
+  j.ratios = {
+    phase2_cpu_vs_aedes_connect: ratioAcrossRounds(cpuMs('mqsec_phase2'), cpuMs('aedes_plain')),
+    phase2_cpu_vs_tls12_resumed: ratioAcrossRounds(cpuMs('mqsec_phase2'), cpuMs('mosquitto_tls_resumed')),
+    phase1_cpu_vs_aedes_connect: ratioAcrossRounds(cpuMs('mqsec_phase1'), cpuMs('aedes_plain')),
+    phase1_cpu_vs_tls13_psk: ratioAcrossRounds(cpuMs('mqsec_phase1'), cpuMs('mosquitto_tls13_psk')),
+    app_subscribers_qos0_msgs_vs_aedes: ratioAcrossRounds(msgs('mqsec_app_subscribers', 'qos0'), msgs('aedes_plain', 'qos0')),
+    app_subscribers_qos1_msgs_vs_aedes: ratioAcrossRounds(msgs('mqsec_app_subscribers', 'qos1'), msgs('aedes_plain', 'qos1')),
+    // capacity per broker core: Aedes' CPU per message over mqsec's (higher is better, like msgs/s)
+    app_subscribers_qos0_cpu_per_msg_vs_aedes: ratioAcrossRounds(inv(cpuUs('mqsec_app_subscribers', 'qos0')), inv(cpuUs('aedes_plain', 'qos0'))),
+    app_subscribers_qos1_cpu_per_msg_vs_aedes: ratioAcrossRounds(inv(cpuUs('mqsec_app_subscribers', 'qos1')), inv(cpuUs('aedes_plain', 'qos1'))),
+    mqsec_qos0_msgs_vs_aedes: ratioAcrossRounds(msgs('mqsec', 'qos0'), msgs('aedes_plain', 'qos0')),
+    mqsec_qos1_msgs_vs_aedes: ratioAcrossRounds(msgs('mqsec', 'qos1'), msgs('aedes_plain', 'qos1')),
+  };
+  j.broker_ratio_mqsec_vs_aedes_plain = j.ratios.mqsec_qos0_msgs_vs_aedes?.median ?? null;
 }
 
 function range(n: number): number[] {
@@ -341,9 +416,9 @@ async function aedesVersion(): Promise<string> {
   return 'unknown';
 }
 
-/** Command-line entry: `npx tsx bench/run.ts [--quick] [--json] [--no-xs]`. */
-export async function benchMain(args: { quick: boolean; json: boolean; xs: boolean }, write: (s: string) => void, progress: (s: string) => void): Promise<BenchReport> {
-  const rep = await runBench({ quick: args.quick, progress, skipXs: !args.xs });
+/** Command-line entry: `npx tsx bench/run.ts [--quick] [--json] [--no-xs] [--only=sections]`. */
+export async function benchMain(args: { quick: boolean; json: boolean; xs: boolean; only?: string }, write: (s: string) => void, progress: (s: string) => void): Promise<BenchReport> {
+  const rep = await runBench({ quick: args.quick, progress, skipXs: !args.xs, only: parseSections(args.only) });
   if (args.json) write(JSON.stringify(rep.json));
   else {
     const { formatReport } = await import('./report.js');
@@ -359,7 +434,7 @@ if (invokedDirectly) {
   const argv = process.argv.slice(2);
   const json = argv.includes('--json');
   await benchMain(
-    { quick: argv.includes('--quick'), json, xs: !argv.includes('--no-xs') },
+    { quick: argv.includes('--quick'), json, xs: !argv.includes('--no-xs'), only: argv.find((a) => a.startsWith('--only='))?.slice('--only='.length) },
     (s) => process.stdout.write(s + '\n'),
     (s) => process.stderr.write(`[bench] ${s}\n`),
   );

@@ -28,6 +28,7 @@ import { KeyService } from './keyservice/key-service.js';
 import { SqliteKeyServiceStore } from './keyservice/store.js';
 import type { CryptoSuite } from '../firmware/crypto/suite.js';
 import { createNodeCryptoSuite } from '../platform-node/crypto-suite.js';
+import { createSodiumSuite } from '../platform-node/sodium-suite.js';
 import { aedesClients, audit, forgetStaleGrace, keyIdentity, reloadRoles, sameDeviceKey, type BrokerContext } from './context.js';
 import { createAuthenticate } from './hooks/authenticate.js';
 import { createAuthorizeForward } from './hooks/authorize-forward.js';
@@ -163,7 +164,7 @@ async function openBroker(
   const decoyKey = new Uint8Array(randomBytes(32));
   opened.push(() => void decoyKey.fill(0));
   const handshake = new ServerHandshake({
-    suite: opts.suite ?? createNodeCryptoSuite(),
+    suite: opts.suite ?? createSodiumSuite(),
     clock: { now: () => Date.now() },
     ticketStore: new SqliteTicketStore(registry),
     ticketLifetimeMs: opts.ticketLifetimeMs,

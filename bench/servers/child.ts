@@ -6,6 +6,10 @@
  *
  *   node --import tsx bench/servers/child.ts aedes-plain
  *   node --import tsx bench/servers/child.ts mqsec <dataDir>
+ *
+ * With MQSEC_PROFILE_OUT=<file>: SIGUSR2 starts the V8 CPU profiler (so
+ * start-up is not in the profile) and SIGTERM writes the profile to <file>
+ * before the process ends (bench/profile.ts).
  */
 import net from 'node:net';
 import { Aedes } from 'aedes';
@@ -46,7 +50,23 @@ if (!started) {
   process.stderr.write(`unknown broker kind ${kind}\n`);
   process.exit(2);
 }
+const profileOut = process.env.MQSEC_PROFILE_OUT;
+let stopProfile: (() => Promise<void>) | undefined;
+if (profileOut) {
+  const { Session } = await import('node:inspector/promises');
+  const fs = await import('node:fs');
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  process.on('SIGUSR2', () => void session.post('Profiler.start'));
+  stopProfile = async () => {
+    const { profile } = await session.post('Profiler.stop');
+    fs.writeFileSync(profileOut, JSON.stringify(profile));
+  };
+}
 process.stdout.write(`READY ${started.port}\n`);
 process.on('SIGTERM', () => {
-  void started.close().finally(() => process.exit(0));
+  void (stopProfile ? stopProfile().catch(() => undefined) : Promise.resolve())
+    .then(() => started.close())
+    .finally(() => process.exit(0));
 });

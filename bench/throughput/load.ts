@@ -8,7 +8,10 @@
  * Flow control: each publisher keeps at most `window` messages in flight
  * (published, not yet delivered to its subscriber), so a fast client cannot
  * bury a slow broker under an unbounded queue and the figure is the
- * broker's sustained rate. If a QoS 0 message is dropped (a broker may drop
+ * broker's sustained rate. The primary figure is the broker process's CPU
+ * time per delivered message (from /proc, same window): when a broker is not
+ * saturated, msgs/s mostly measures scheduling on a shared machine, while
+ * CPU per message measures the broker. If a QoS 0 message is dropped (a broker may drop
  * QoS 0 under load), a pair's window would never drain: after `stallMs`
  * without progress it is reset and the loss is counted.
  */
@@ -40,6 +43,8 @@ export interface ThroughputOptions {
   topicFor?: (i: number) => string;
   /** PID of the broker process: its CPU use during the window is reported. */
   brokerPid?: number;
+  /** Called when the measured window starts (after the warm-up), e.g. to start a profiler. */
+  onMeasureStart?: () => void;
 }
 
 export interface ThroughputResult {
@@ -49,6 +54,8 @@ export interface ThroughputResult {
   seconds: number;
   /** Broker CPU during the window, in cores (1 = one core fully busy); shows who the bottleneck is. */
   brokerCpuCores?: number;
+  /** Broker CPU time per delivered message, µs: the primary throughput figure. */
+  brokerCpuUsPerMessage?: number;
   /** Load generator (this process) CPU during the window, in cores. */
   clientCpuCores: number;
 }
@@ -111,6 +118,7 @@ export async function runThroughput(factory: LoadClientFactory, o: ThroughputOpt
       pump(i);
     }
     await sleep(o.warmupMs);
+    o.onMeasureStart?.();
     const brokerCpu0 = o.brokerPid === undefined ? undefined : procCpuMs(o.brokerPid);
     const clientCpu0 = process.cpuUsage();
     measuring = true;
@@ -129,7 +137,10 @@ export async function runThroughput(factory: LoadClientFactory, o: ThroughputOpt
       seconds,
       clientCpuCores: round2((clientCpu.user + clientCpu.system) / 1e6 / seconds),
     };
-    if (brokerCpu0 !== undefined && brokerCpu1 !== undefined) res.brokerCpuCores = round2((brokerCpu1 - brokerCpu0) / 1000 / seconds);
+    if (brokerCpu0 !== undefined && brokerCpu1 !== undefined) {
+      res.brokerCpuCores = round2((brokerCpu1 - brokerCpu0) / 1000 / seconds);
+      if (delivered > 0) res.brokerCpuUsPerMessage = round2(((brokerCpu1 - brokerCpu0) * 1000) / delivered);
+    }
     return res;
   } finally {
     running = false;

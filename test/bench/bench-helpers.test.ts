@@ -1,14 +1,17 @@
 /**
  * The benchmark's own helpers: the byte-counting proxy, the handshake
  * measurement on a minimal MQTT server, the JSON shape and the target
- * checks. No timing is asserted (speed belongs in bench/).
+ * checks, the statistics over interleaved rounds. No timing is asserted
+ * (speed belongs in bench/).
  */
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { countFlights, startCountingProxy, totals, type Chunk } from '../../bench/proxy.js';
 import { measureHandshake } from '../../bench/handshake/measure.js';
 import { connectPacket, plainMqttMethod } from '../../bench/handshake/plain.js';
-import { emptyBenchJson, HANDSHAKE_KEYS, type BenchReport } from '../../bench/run.js';
+import { benchSettings, emptyBenchJson, parseSections, HANDSHAKE_KEYS, RATIO_KEYS, summarise, type BenchReport } from '../../bench/run.js';
+import { interleavedOrder, judgeRatio, medianOf, perBrokerCpu, ratioAcrossRounds, UNSTABLE_SPREAD } from '../../bench/stats.js';
+import { splitLoops } from '../../bench/handshake/rate.js';
 import { checkTargets, formatReport, smallestTlsFull } from '../../bench/report.js';
 import { encodePacket, MqttParser } from '../../firmware/mqtt/codec.js';
 import { median } from '../../bench/net.js';
@@ -160,6 +163,8 @@ describe('handshake measurement', () => {
 
 describe('report', () => {
   const fig = (bytes: number, rtt: number) => ({ bytes_c2s: bytes - 4, bytes_s2c: 4, bytes, rtt, ms_p50: 1 });
+  const rateRound = (cpuMs: number) => ({ perSecond: 100, completed: 100, failed: 0, seconds: 1, brokerCpuMsPerHandshake: cpuMs, handshakesPerBrokerCpuSecond: Math.round(1000 / cpuMs) });
+  const tputRound = (msgs: number, cpuUs: number) => ({ msgsPerSecond: msgs, delivered: msgs, lostOrStalled: 0, seconds: 1, brokerCpuCores: 0.5, brokerCpuUsPerMessage: cpuUs, clientCpuCores: 0.5 });
 
   function report(): BenchReport {
     const json = emptyBenchJson({ node: 'v20', cpu: 'cpu', mosquitto: '2.0.11', aedes: '1.2.0' });
@@ -169,10 +174,8 @@ describe('report', () => {
     json.handshake.tls12_mutual_cert = fig(3034, 3);
     json.handshake.tls13_cert_password = fig(1727, 2);
     json.handshake.tls_psk = fig(617, 3);
+    json.handshake.tls_psk_no_ticket = fig(410, 3);
     json.handshake.tls_resumption = fig(1128, 2);
-    json.broker_msgs_per_s = { aedes_plain: 1000, mqsec: 900, mosquitto_plain: 1200, mosquitto_tls: 1100 };
-    json.broker_ratio_mqsec_vs_aedes_plain = 0.9;
-    json.handshakes_per_s = { mqsec_phase1: 10, mqsec_phase2: 50, mosquitto_tls_full: 20, mosquitto_tls_resumed: 60 };
     json.envelope_overhead_bytes = 18;
     json.device_native = {
       x25519_instructions: { rv32imc: 3_035_059, xtensa: 9_731_000 },
@@ -183,18 +186,30 @@ describe('report', () => {
       reference_field16_instructions: { rv32imc: 16_510_910, xtensa: 40_000_000 },
       speedup_vs_field16: { rv32imc: 5.44, xtensa: 4.11 },
     };
-    return {
+    const rep: BenchReport = {
       json,
       quick: true,
       startedAt: 'now',
       seconds: 1,
       handshakeExtra: { tls13_psk: fig(890, 2) },
-      throughput: {},
-      rates: {},
+      throughputRounds: {
+        aedes_plain: { qos0: [tputRound(1000, 10), tputRound(1200, 10), tputRound(900, 10)], qos1: [tputRound(500, 20), tputRound(500, 20), null] },
+        // QoS 0: 0.7, 0.75, 0.667 of Aedes (stable, >= 0.6); QoS 1: 0.2 then 0.9 (disagree > 2x)
+        mqsec_app_subscribers: { qos0: [tputRound(700, 15), tputRound(900, 14), tputRound(600, 16)], qos1: [tputRound(100, 40), tputRound(450, 30), tputRound(400, 30)] },
+      },
+      rateRounds: {
+        aedes_plain: [rateRound(0.3), rateRound(0.32), rateRound(0.28)],
+        mqsec_phase2: [rateRound(0.36), rateRound(0.4), rateRound(0.35)],
+        mosquitto_tls_resumed: [rateRound(0.5), rateRound(0.5), rateRound(0.5)],
+        mqsec_phase1: [rateRound(0.9), null, rateRound(0.8)],
+        mosquitto_tls13_psk: [rateRound(0.7), rateRound(0.7), rateRound(0.7)],
+      },
       envelope: { first: 18, worst: 20 },
       notMeasured: ['xs_ms: skipped'],
-      settings: { throughput: { pairs: 10, payloadBytes: 64, window: 64, durationMs: 1000, rounds: 1 } },
+      settings: benchSettings(true),
     };
+    summarise(rep);
+    return rep;
   }
 
   it('the JSON object has exactly the specified keys', () => {
@@ -202,38 +217,72 @@ describe('report', () => {
     expect(Object.keys(j)).toEqual([
       'handshake',
       'envelope_overhead_bytes',
+      'broker_cpu_us_per_msg',
       'broker_msgs_per_s',
       'broker_ratio_mqsec_vs_aedes_plain',
       'handshakes_per_s',
+      'broker_cpu_ms_per_handshake',
+      'handshakes_per_broker_cpu_s',
+      'ratios',
       'xs_ms',
       'node_ms',
       'device_native',
       'env',
     ]);
     expect(Object.keys(j.handshake)).toEqual([...HANDSHAKE_KEYS]);
-    expect(HANDSHAKE_KEYS).toEqual(['mqtt_plain', 'mqsec_phase1', 'mqsec_phase2', 'tls12_mutual_cert', 'tls13_cert_password', 'tls_psk', 'tls_resumption']);
-    expect(Object.keys(j.broker_msgs_per_s)).toEqual(['aedes_plain', 'mqsec', 'mosquitto_plain', 'mosquitto_tls']);
-    expect(Object.keys(j.handshakes_per_s)).toEqual(['mqsec_phase1', 'mqsec_phase2', 'mosquitto_tls_full', 'mosquitto_tls_resumed']);
+    expect(HANDSHAKE_KEYS).toEqual(['mqtt_plain', 'mqsec_phase1', 'mqsec_phase2', 'tls12_mutual_cert', 'tls13_cert_password', 'tls_psk', 'tls_psk_no_ticket', 'tls_resumption']);
+    expect(Object.keys(j.broker_msgs_per_s)).toEqual(['aedes_plain', 'mqsec', 'mqsec_app_subscribers', 'mosquitto_plain', 'mosquitto_tls']);
+    // the issue's required keys, in both per-handshake objects
+    for (const o of [j.broker_cpu_ms_per_handshake, j.handshakes_per_broker_cpu_s, j.handshakes_per_s]) {
+      for (const k of ['mqsec_phase1', 'mqsec_phase2', 'aedes_plain', 'mosquitto_tls_resumed', 'mosquitto_tls13_psk']) expect(Object.keys(o)).toContain(k);
+    }
+    expect(Object.keys(j.ratios)).toEqual([...RATIO_KEYS]);
     expect(Object.keys(j.env)).toEqual(['node', 'cpu', 'mosquitto', 'aedes']);
     expect(JSON.parse(JSON.stringify(j))).toEqual(j);
   });
 
-  it('judges each target against its baseline and reports misses', () => {
+  it('summarises rounds: medians, per-broker-CPU-second rates, per-round ratios', () => {
+    const j = report().json;
+    expect(j.broker_cpu_ms_per_handshake.aedes_plain).toBe(0.3);
+    expect(j.broker_cpu_ms_per_handshake.mqsec_phase2).toBe(0.36);
+    expect(j.handshakes_per_broker_cpu_s.mqsec_phase2).toBe(Math.round(1000 / 0.36));
+    // a failed round is left out, not counted as zero
+    expect(j.broker_cpu_ms_per_handshake.mqsec_phase1).toBeCloseTo(0.85, 6);
+    expect(j.broker_cpu_ms_per_handshake.mosquitto_plain).toBe(null);
+    expect(j.broker_msgs_per_s.aedes_plain).toBe(1000);
+    expect(j.broker_cpu_us_per_msg.mqsec_app_subscribers).toBe(15);
+    // per-round ratio 0.36/0.3, 0.4/0.32, 0.35/0.28 = 1.2, 1.25, 1.25
+    expect(j.ratios.phase2_cpu_vs_aedes_connect).toMatchObject({ median: 1.25, min: 1.2, max: 1.25, rounds: 3, unstable: false });
+    expect(j.ratios.phase1_cpu_vs_aedes_connect!.rounds).toBe(2);
+    expect(j.ratios.app_subscribers_qos1_msgs_vs_aedes).toMatchObject({ rounds: 2, unstable: true });
+    // capacity per core: Aedes 10 µs/msg over mqsec's 15, 14, 16
+    expect(j.ratios.app_subscribers_qos0_cpu_per_msg_vs_aedes!.median).toBeCloseTo(10 / 15, 3);
+    expect(j.ratios.mqsec_qos0_msgs_vs_aedes).toBe(null);
+  });
+
+  it('judges each target against its baseline and reports misses and unstable ratios', () => {
     const rep = report();
-    expect(smallestTlsFull(rep)).toEqual({ name: 'tls_psk', bytes: 617 });
-    const t = Object.fromEntries(checkTargets(rep).map((c) => [c.figure, c]));
-    expect(t['phase 1 bytes'].met).toBe(true);
-    expect(t['phase 1 bytes'].ratio).toBeCloseTo(181 / 617, 3);
+    expect(smallestTlsFull(rep)).toEqual({ name: 'tls_psk_no_ticket', bytes: 410 });
+    const checks = checkTargets(rep);
+    const t = (figure: string, baseline?: string) => checks.find((c) => c.figure === figure && (!baseline || c.baselineName.startsWith(baseline)))!;
+    expect(t('phase 1 bytes').verdict).toBe('met');
+    expect(t('phase 1 bytes').ratio).toBeCloseTo(181 / 410, 3);
     // 70 / 54 = 1.296 > 1.2: a miss must be reported as such
-    expect(t['phase 2 bytes'].met).toBe(false);
-    expect(t['phase 1 round trips'].met).toBe(true);
-    expect(t['broker msgs/s, QoS 0'].met).toBe(true);
-    expect(t['broker msgs/s, QoS 1'].met).toBe(null);
-    expect(t['phase 2 handshakes/s'].met).toBe(false);
-    expect(t['envelope overhead B (64 B payload)'].met).toBe(true);
+    expect(t('phase 2 bytes').verdict).toBe('missed');
+    expect(t('phase 1 round trips').verdict).toBe('met');
+    expect(t('phase 2 broker CPU ms/handshake', 'plain Aedes').verdict).toBe('met');
+    expect(t('phase 2 broker CPU ms/handshake', 'Mosquitto').verdict).toBe('met');
+    // phase 1: 3.0 and 2.86x Aedes > 2.5x
+    expect(t('phase 1 broker CPU ms/handshake', 'plain Aedes').verdict).toBe('missed');
+    expect(t('hop-by-hop msgs/s, QoS 0, app subscribers').verdict).toBe('met');
+    // rounds disagree by more than 2x: never "met", whatever the median says
+    expect(t('hop-by-hop msgs/s, QoS 1, app subscribers').verdict).toBe('unstable');
+    expect(t('hop-by-hop msgs/s, QoS 0, device subscribers').verdict).toBe('not measured');
+    expect(t('envelope overhead B (64 B payload)').verdict).toBe('met');
     const text = formatReport(rep);
     expect(text).toContain('| phase 2 bytes | 70 | 54 |');
-    expect(text).toContain('NO');
+    expect(text).toContain('MISSED');
+    expect(text).toContain('UNSTABLE');
     expect(text).toContain('not measured: xs_ms: skipped');
     expect(text).toContain('| RV32IMC (ESP32-C3) | 3,035,059 | 16,510,910 | 5.44 |');
     expect(text).toContain('23.7 ms on an ESP32-C3 at 160 MHz (CPI 1.25), 20.1 ms on an ESP32 at 240 MHz (CPI 1)');
@@ -246,14 +295,65 @@ describe('report', () => {
   });
 });
 
+describe('round statistics', () => {
+  it('ratio over rounds pairs values of the same round and skips rounds missing a side', () => {
+    expect(ratioAcrossRounds([2, 4, null, 3], [1, 2, 5, 0])).toEqual({ median: 2, min: 2, max: 2, spread: 1, rounds: 2, unstable: false });
+    expect(ratioAcrossRounds([null], [1])).toBe(null);
+    expect(ratioAcrossRounds([], [])).toBe(null);
+  });
+
+  it('a ratio whose rounds disagree by more than 2x is unstable; exactly 2x is not', () => {
+    expect(ratioAcrossRounds([1, 2.01], [1, 1])!.unstable).toBe(true);
+    expect(ratioAcrossRounds([1, 2, 1.5], [1, 1, 1])).toMatchObject({ median: 1.5, spread: 2, unstable: false });
+    expect(ratioAcrossRounds([0, 1], [1, 1])).toMatchObject({ spread: Infinity, unstable: true });
+    // one round is no spread at all: not enough to call a target met
+    expect(ratioAcrossRounds([1], [1])!.unstable).toBe(true);
+    expect(UNSTABLE_SPREAD).toBe(2);
+  });
+
+  it('judges on the median, and never judges an unstable ratio', () => {
+    const r = (median: number, unstable = false) => ({ median, min: median, max: median, spread: 1, rounds: 3, unstable });
+    expect(judgeRatio(r(1.3), 1.3, 'at-most')).toBe('met');
+    expect(judgeRatio(r(1.31), 1.3, 'at-most')).toBe('missed');
+    expect(judgeRatio(r(1), 1, 'below')).toBe('missed');
+    expect(judgeRatio(r(0.6), 0.6, 'at-least')).toBe('met');
+    expect(judgeRatio(r(0.1, true), 1, 'below')).toBe('unstable');
+    expect(judgeRatio(null, 1, 'below')).toBe('not measured');
+  });
+
+  it('rotates the order of methods every round so each runs first equally often', () => {
+    const items = ['a', 'b', 'c'];
+    const firsts = [0, 1, 2, 3, 4, 5].map((r) => interleavedOrder(items, r)[0]);
+    expect(firsts).toEqual(['a', 'b', 'c', 'a', 'b', 'c']);
+    for (let r = 0; r < 3; r++) expect([...interleavedOrder(items, r)].sort()).toEqual(items);
+    expect(interleavedOrder([], 2)).toEqual([]);
+  });
+
+  it('broker CPU per operation and operations per broker-CPU-second', () => {
+    expect(perBrokerCpu(400, 120)).toEqual({ cpuMsPerOp: 0.3, opsPerCpuSecond: 3333 });
+    expect(perBrokerCpu(0, 120)).toEqual({ cpuMsPerOp: null, opsPerCpuSecond: null });
+    expect(perBrokerCpu(10, undefined)).toEqual({ cpuMsPerOp: null, opsPerCpuSecond: null });
+    expect(medianOf([null, 3, undefined, 1])).toBe(2);
+    expect(medianOf([null])).toBe(null);
+  });
+
+  it('splits client loops over worker processes, each loop always in the same one', () => {
+    expect(splitLoops([0, 1, 2, 3, 4], 2)).toEqual([[0, 2, 4], [1, 3]]);
+    expect(splitLoops([0], 3)).toEqual([[0]]);
+  });
+});
+
 describe('mqsec bench command', () => {
-  it('registers `bench` with --quick, --json and --no-xs', async () => {
+  it('registers `bench` with --quick, --json, --no-xs and --only', async () => {
     const { Command } = await import('commander');
     const { benchCommand } = await import('../../cli/commands/bench.js');
     const program = new Command('mqsec');
     benchCommand.register(program, { out: () => {}, err: () => {}, readStdin: async () => '' });
     const bench = program.commands.find((c) => c.name() === 'bench');
     expect(bench).toBeDefined();
-    expect(bench!.options.map((o) => o.long)).toEqual(['--quick', '--json', '--no-xs']);
+    expect(bench!.options.map((o) => o.long)).toEqual(['--quick', '--json', '--no-xs', '--only']);
+    expect(parseSections('rates, throughput')).toEqual(['rates', 'throughput']);
+    expect(parseSections(undefined)).toBe(undefined);
+    expect(() => parseSections('rates,speed')).toThrow(/unknown bench section "speed"/);
   });
 });

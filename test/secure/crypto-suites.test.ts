@@ -1,6 +1,7 @@
 /**
  * The CryptoSuite implementations against RFC known-answer vectors and
- * against each other: noble (host simulator, XS tests), node:crypto (broker),
+ * against each other: noble (host simulator, XS tests), node:crypto and
+ * libsodium (broker; the faster serves, bench/RESULTS.md),
  * and the generic composeSuite1 (HMAC and HKDF of its own over a streamed
  * SHA-256), the mechanism the device's native suite supplies primitives to;
  * here with a node:crypto SHA-256 and the ladder X25519, so its HMAC/HKDF
@@ -14,6 +15,7 @@ import { utf8Encode } from '../../firmware/core/utf8.js';
 import { createNobleSuite } from '../../firmware/crypto/noble.js';
 import { hkdf, type CryptoSuite } from '../../firmware/crypto/suite.js';
 import { createNodeCryptoSuite } from '../../platform-node/crypto-suite.js';
+import { createSodiumSuite } from '../../platform-node/sodium-suite.js';
 import { createHash } from 'node:crypto';
 import { composeSuite1, hkdfExpandSha256, hmacSha256, type Sha256 } from '../../firmware/crypto/compose.js';
 import { x25519 } from '../../firmware/crypto/x25519.js';
@@ -34,6 +36,7 @@ const suites: [string, (r: { fill(b: Uint8Array): void }) => CryptoSuite][] = [
   ['noble', createNobleSuite],
   ['node:crypto', createNodeCryptoSuite],
   ['composed', createComposedSuite],
+  ['libsodium', createSodiumSuite],
 ];
 
 
@@ -108,13 +111,16 @@ describe.each(suites)('%s suite: RFC known answers', (_name, make) => {
   });
 });
 
-describe('noble and node:crypto suites give identical bytes', () => {
+describe.each([
+  ['node:crypto', createNodeCryptoSuite],
+  ['libsodium', createSodiumSuite],
+] as const)('noble and %s suites give identical bytes', (_name, makeOther) => {
   const bytes = (min: number, max: number) => fc.uint8Array({ minLength: min, maxLength: max });
   it('key pairs and X25519', () => {
     fc.assert(
       fc.property(bytes(32, 32), bytes(32, 32), (a, b) => {
         const n1 = createNobleSuite(fixedRandom(toHex(a)));
-        const o1 = createNodeCryptoSuite(fixedRandom(toHex(a)));
+        const o1 = makeOther(fixedRandom(toHex(a)));
         const ka = n1.dhKeyPair();
         expect(o1.dhKeyPair().publicKey).toEqual(ka.publicKey);
         const kb = createNobleSuite(fixedRandom(toHex(b))).dhKeyPair();
@@ -125,7 +131,7 @@ describe('noble and node:crypto suites give identical bytes', () => {
   });
   it('hash, HMAC, HKDF', () => {
     const n = createNobleSuite(fixedRandom('00'));
-    const o = createNodeCryptoSuite(fixedRandom('00'));
+    const o = makeOther(fixedRandom('00'));
     fc.assert(
       fc.property(bytes(0, 100), bytes(0, 80), bytes(0, 40), fc.integer({ min: 1, max: 200 }), (k, d, info, len) => {
         expect(o.hash(d)).toEqual(n.hash(d));
@@ -138,7 +144,7 @@ describe('noble and node:crypto suites give identical bytes', () => {
   });
   it('AEAD seal/open both ways', () => {
     const n = createNobleSuite(fixedRandom('00'));
-    const o = createNodeCryptoSuite(fixedRandom('00'));
+    const o = makeOther(fixedRandom('00'));
     fc.assert(
       fc.property(bytes(32, 32), bytes(12, 12), bytes(0, 300), bytes(0, 40), (k, nonce, pt, aad) => {
         const a = n.aeadSeal(k, nonce, pt, aad);
