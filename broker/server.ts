@@ -163,10 +163,11 @@ async function openBroker(
   const metrics = new BrokerMetrics();
   const decoyKey = new Uint8Array(randomBytes(32));
   opened.push(() => void decoyKey.fill(0));
+  const ticketStore = new SqliteTicketStore(registry);
   const handshake = new ServerHandshake({
     suite: opts.suite ?? createSodiumSuite(),
     clock: { now: () => Date.now() },
-    ticketStore: new SqliteTicketStore(registry),
+    ticketStore,
     ticketLifetimeMs: opts.ticketLifetimeMs,
     lookupDevice: (devId: string) => {
       const k = registry.deviceKey(devId);
@@ -396,6 +397,8 @@ async function openBroker(
       }
       keyService.close();
       keyServiceStore.close();
+      // writes still queued for the next group commit (a handshake cut off by the stop) go to disk first
+      ticketStore.commits.flush();
       registry.close();
       lock.release();
       log.info('mqsec broker stopped');

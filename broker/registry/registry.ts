@@ -156,6 +156,15 @@ export class Registry {
     }
   }
 
+  /**
+   * Runs `body` in one IMMEDIATE transaction (committed when it returns,
+   * rolled back if it throws): the group commit of the ticket store
+   * (broker/registry/group-commit.ts) batches its writes through this.
+   */
+  inTransaction(body: () => void): void {
+    this.db.transaction(body).immediate();
+  }
+
   schemaVersion(): number {
     return this.db.pragma('user_version', { simple: true }) as number;
   }

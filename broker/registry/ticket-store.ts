@@ -2,12 +2,14 @@
  * The protocol's TicketStore (firmware/secure) on the SQLite registry.
  * Ticket secrets (authKey, chainKey) are sealed with the registry master key
  * (AES-256-GCM, bound to device id and sid), so a copied registry.db alone
- * does not let anyone resume a device's session. better-sqlite3 is
- * synchronous: every method is durable (WAL commit) before it resolves.
+ * does not let anyone resume a device's session. Every method is durable
+ * (WAL commit) before it resolves; the writes of one event-loop turn share
+ * one commit (group commit, broker/registry/group-commit.ts).
  */
 import type { TicketRecord, TicketStore } from '../../firmware/secure/index.js';
 import { fromHex, toHex } from '../../firmware/core/bytes.js';
 import { MqsecError } from '../../firmware/core/errors.js';
+import { GroupCommit } from './group-commit.js';
 import type { Registry } from './registry.js';
 
 interface StoredTicket {
@@ -33,14 +35,27 @@ function storage<T>(f: () => T): T {
 }
 
 export class SqliteTicketStore implements TicketStore {
-  constructor(private readonly registry: Registry) {}
+  /** Batches the writes of one event-loop turn into one transaction; each resolves after the commit. */
+  readonly commits: GroupCommit;
+
+  constructor(private readonly registry: Registry) {
+    this.commits = new GroupCommit((body) => registry.inTransaction(body));
+  }
+
+  /** A write through the group commit; any failure (the write's or the commit's) becomes STORAGE. */
+  private write<T>(f: () => T): Promise<T> {
+    return this.commits.run(f).catch((e: unknown) => storage(() => {
+      throw e;
+    }));
+  }
 
   async getCounter(devId: string): Promise<number> {
     return storage(() => this.registry.getCounter(devId));
   }
 
+  /** The compare-and-set runs inside the group's transaction, in queue order: a concurrent equal or lower value loses. */
   async advanceCounter(devId: string, value: number): Promise<boolean> {
-    return storage(() => this.registry.advanceCounter(devId, value));
+    return this.write(() => this.registry.advanceCounter(devId, value));
   }
 
   async getTicket(devId: string, sid: Uint8Array): Promise<TicketRecord | undefined> {
@@ -72,22 +87,20 @@ export class SqliteTicketStore implements TicketStore {
       chainIndex: t.chainIndex,
       chainKey: toHex(t.chainKey),
     };
-    storage(() => {
-      const sealed = this.registry.sealSecret(label(t.devId, sidHex), new TextEncoder().encode(JSON.stringify(stored)));
-      this.registry.putTicketRow(t.devId, sidHex, sealed, t.expiresAt);
-    });
+    const sealed = storage(() => this.registry.sealSecret(label(t.devId, sidHex), new TextEncoder().encode(JSON.stringify(stored))));
+    await this.write(() => this.registry.putTicketRow(t.devId, sidHex, sealed, t.expiresAt));
   }
 
   async deleteTicket(devId: string, sid: Uint8Array): Promise<void> {
-    storage(() => this.registry.deleteTicketRow(devId, toHex(sid)));
+    await this.write(() => this.registry.deleteTicketRow(devId, toHex(sid)));
   }
 
   async revokeDevice(devId: string): Promise<void> {
-    storage(() => this.registry.deleteTicketsOf(devId));
+    await this.write(() => this.registry.deleteTicketsOf(devId));
   }
 
   async resetDevice(devId: string): Promise<void> {
-    storage(() => {
+    await this.write(() => {
       this.registry.deleteTicketsOf(devId);
       this.registry.resetCounter(devId);
     });
