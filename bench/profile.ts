@@ -57,7 +57,9 @@ export function summariseProfile(p: CpuProfile, top = 25): { functions: Array<[s
   for (const [id, t] of self) {
     const n = byId.get(id)!;
     const name = n.callFrame.functionName || '(anonymous)';
-    if (name === '(idle)') {
+    const parentLabel = parent.has(id) ? label(byId.get(parent.get(id)!)!) : '';
+    // '(idle)', and the inspector's own dispatch of the profiler session, are not the broker's work
+    if (name === '(idle)' || (name === 'dispatch' && parentLabel.startsWith('post node:inspector'))) {
       idle += t;
       continue;
     }
