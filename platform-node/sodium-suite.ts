@@ -33,14 +33,18 @@ interface Sodium {
   crypto_aead_chacha20poly1305_ietf_decrypt(m: Uint8Array, nsec: null, c: Uint8Array, ad: Uint8Array | null, npub: Uint8Array, k: Uint8Array): number;
 }
 
-// sodium-native is a CommonJS addon loader; createRequire keeps this module ESM.
-const sodium = createRequire(import.meta.url)('sodium-native') as Sodium;
+// sodium-native is a CommonJS addon loader; createRequire keeps this module ESM. Loaded on
+// first use, not at import: a broker that fails to start (port taken) never pays for it.
+let loaded: Sodium | undefined;
+const lib = (): Sodium => (loaded ??= createRequire(import.meta.url)('sodium-native') as Sodium);
 
 /** libsodium wants Buffers or plain Uint8Arrays; subarray views work as they are. */
 function sodiumSha256(): Sha256 {
   // One state buffer reused: hashing is synchronous, so calls never interleave.
-  const state = new Uint8Array(sodium.crypto_hash_sha256_STATEBYTES);
+  let state: Uint8Array | undefined;
   return (...parts) => {
+    const sodium = lib();
+    state ??= new Uint8Array(sodium.crypto_hash_sha256_STATEBYTES);
     sodium.crypto_hash_sha256_init(state);
     for (const part of parts) sodium.crypto_hash_sha256_update(state, part);
     const out = new Uint8Array(32);
@@ -57,19 +61,19 @@ export function createSodiumSuite(random: Random = nodeRandom): CryptoSuite {
       const out = new Uint8Array(32);
       // libsodium clamps the scalar and ignores the top bit of u (RFC 7748 §5); it throws on an
       // all-zero result (low-order u), which composeSuite1 reports as BAD_KEY.
-      sodium.crypto_scalarmult(out, scalar, u);
+      lib().crypto_scalarmult(out, scalar, u);
       return out;
     },
     sha256: sodiumSha256(),
     aeadSeal(key, nonce, plaintext, aad) {
       const out = new Uint8Array(plaintext.length + 16);
-      sodium.crypto_aead_chacha20poly1305_ietf_encrypt(out, plaintext, aad, null, nonce, key);
+      lib().crypto_aead_chacha20poly1305_ietf_encrypt(out, plaintext, aad, null, nonce, key);
       return out;
     },
     aeadOpen(key, nonce, sealed, aad) {
       const out = new Uint8Array(sealed.length - 16);
       try {
-        sodium.crypto_aead_chacha20poly1305_ietf_decrypt(out, null, sealed, aad, nonce, key);
+        lib().crypto_aead_chacha20poly1305_ietf_decrypt(out, null, sealed, aad, nonce, key);
       } catch {
         return undefined; // tag mismatch: sodium-native throws
       }
