@@ -80,7 +80,7 @@ describe('GroupCommit', () => {
     expect(await store.getCounter('d1')).toBe(7);
     expect(store.commits.groups).toBe(1);
     // a write that throws inside the group becomes STORAGE for its caller only
-    const bad = { devId: 'd1', sid: new Uint8Array(8), suite: 1, authKey: new Uint8Array(32), chainIndex: 8, chainKey: new Uint8Array(32), expiresAt: Number.NaN };
+    const bad = { devId: 'd1', sid: new Uint8Array(8), suite: 1, authKey: new Uint8Array(32), chainStart: 8, chainIndex: 8, chainKey: new Uint8Array(32), expiresAt: Number.NaN };
     const [ok, failed] = await Promise.allSettled([store.advanceCounter('d1', 9), store.putTicket({ ...bad, expiresAt: undefined as unknown as number })]);
     expect(ok).toEqual({ status: 'fulfilled', value: true });
     expect(failed.status === 'rejected' && (failed.reason as { code?: string }).code).toBe('STORAGE');
