@@ -203,7 +203,7 @@ async function openBroker(
   const keyServiceStore = new SqliteKeyServiceStore(join(registry.dataDir, KEY_SERVICE_DB_FILE));
   opened.push(() => keyServiceStore.close());
   const keyService = new KeyService({
-    suite: opts.suite ?? createNodeCryptoSuite(),
+    suite: opts.suite ?? createSodiumSuite(),
     store: keyServiceStore,
     principalKey: (id) => registry.deviceKey(id)?.key,
     // a push goes to the member's live connection only (§14.6)
