@@ -27,7 +27,6 @@ import { join } from 'node:path';
 import { KeyService } from './keyservice/key-service.js';
 import { SqliteKeyServiceStore } from './keyservice/store.js';
 import type { CryptoSuite } from '../firmware/crypto/suite.js';
-import { createNodeCryptoSuite } from '../platform-node/crypto-suite.js';
 import { createSodiumSuite } from '../platform-node/sodium-suite.js';
 import { aedesClients, audit, forgetStaleGrace, keyIdentity, reloadRoles, sameDeviceKey, type BrokerContext } from './context.js';
 import { createAuthenticate } from './hooks/authenticate.js';
