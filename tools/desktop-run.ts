@@ -16,12 +16,20 @@
  *   5. the device is killed in the middle of a storage write (the desktop
  *      build stops half-way through a write while a marker file exists, see
  *      firmware/platform/moddable/storage-file.ts) and started again: it
- *      comes back with phase 2 as well.
+ *      comes back with phase 2 as well;
+ *   6. the device is killed, its stored state wiped (the storage directory
+ *      under the file root: ticket, counter block, reading sequence, as after
+ *      a flash erase) and started again: with no operator action it must
+ *      come back through the protocol's counter hint (§5.5): the broker
+ *      answers its stale-counter KX1 with a hint (metric
+ *      mqsec_drops_total{reason=counter-hint}), the device jumps past it and
+ *      runs phase 1, readings reach the app account again, and no counter
+ *      the broker had already accepted is accepted again (checkWipeRecovery).
  *
  * Without an SDK (MODDABLE unset, mcconfig or mcsim not built) or without
  * xvfb-run it prints one "skipped: ..." line and succeeds.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -44,6 +52,63 @@ export interface DesktopRunOptions {
 export interface Io {
   out(line: string): void;
   err(line: string): void;
+}
+
+/** What the broker had counted for the device, read before the wipe and after recovery. */
+export interface BrokerCounts {
+  /** mqsec_auth_total{kind=phase1,result=ok} */
+  phase1Ok: number;
+  /** mqsec_drops_total{reason=counter-hint}: counter hints sent (§5.5). */
+  hints: number;
+  /** Highest counter the broker has accepted for the device (registry), -1 none. */
+  counter: number;
+}
+
+const HINT_LINE = /^warn mqsec: counter was behind the broker; jumped past it \{"counter":(\d+)\}/;
+
+/**
+ * The checks of the wipe step (6), as a pure function of the broker's counts
+ * before the wipe and after the device is back, and the restarted device's
+ * console lines. Returns what is wrong; empty when the device recovered the
+ * way §5.5 says: the broker sent at least one counter hint, the device printed
+ * that it jumped past the broker's counter (to a value above every counter
+ * accepted before the wipe) before it reported phase 1, the broker ran
+ * exactly one more phase 1, and the highest accepted counter moved past the
+ * one from before the wipe (so no used counter was accepted again: the
+ * broker's store only ever moves forward, and a phase 1 with a used counter
+ * would have left it where it was).
+ */
+export function checkWipeRecovery(before: BrokerCounts, after: BrokerCounts, deviceLines: readonly string[]): string[] {
+  const problems: string[] = [];
+  if (after.hints <= before.hints) problems.push('the broker sent no counter hint');
+  const hintAt = deviceLines.findIndex((l) => HINT_LINE.test(l));
+  const phase1At = deviceLines.findIndex((l) => l.startsWith('mqsec phase 1 ok'));
+  const phase2At = deviceLines.findIndex((l) => l.startsWith('mqsec phase 2 ok'));
+  if (hintAt < 0) problems.push('the device did not report a counter hint');
+  else {
+    const jumped = Number(HINT_LINE.exec(deviceLines[hintAt])![1]);
+    if (jumped <= before.counter) problems.push(`the device jumped to counter ${jumped}, not past ${before.counter}`);
+  }
+  if (phase1At < 0) problems.push('the device did not report phase 1');
+  else if (hintAt > phase1At) problems.push('the device reported phase 1 before the counter hint');
+  if (phase2At >= 0 && (phase1At < 0 || phase2At < phase1At)) problems.push('the device reported phase 2 before phase 1 (it had no ticket)');
+  if (after.phase1Ok !== before.phase1Ok + 1) problems.push(`the broker counted ${after.phase1Ok - before.phase1Ok} phase-1 handshakes, expected 1`);
+  if (after.counter <= before.counter) problems.push(`the broker's highest accepted counter is ${after.counter}, not past ${before.counter} from before the wipe`);
+  return problems;
+}
+
+/**
+ * Removes the device's stored state (the FileStorage directory `<root><name>/`,
+ * firmware/platform/moddable/file-storage.ts) and returns the names of the
+ * files it held; an empty or missing directory is an error, since wiping
+ * nothing would prove nothing.
+ */
+export function wipeDeviceState(fsRoot: string, name = 'mqsec'): string[] {
+  const dir = join(fsRoot, name);
+  const files = existsSync(dir) ? readdirSync(dir) : [];
+  if (files.length === 0) throw new Error(`no device state to wipe in ${dir}`);
+  rmSync(dir, { recursive: true });
+  return files.sort();
 }
 
 /** The metric's value once it is at least `atLeast`, or its last value after `ms`. */
@@ -201,6 +266,36 @@ export async function runDesktop(o: DesktopRunOptions, io: Io, env: NodeJS.Proce
       rmSync(marker);
       step(`killed at "${line.trim()}"`);
     });
+
+    // Step 6: state lost (flash erased). The device must recover on its own through the counter hint.
+    const counts = async (): Promise<BrokerCounts> => ({
+      phase1Ok: await b2.metrics.value('mqsec_auth_total', { kind: 'phase1', result: 'ok' }),
+      hints: await b2.metrics.value('mqsec_drops_total', { reason: 'counter-hint' }),
+      counter: b2.registry.getCounter(id),
+    });
+    await sim.kill('SIGKILL');
+    const beforeWipe = await counts();
+    const wiped = wipeDeviceState(fsRoot);
+    step(`device killed, stored state wiped (${wiped.join(', ')}); broker's highest accepted counter ${beforeWipe.counter}`);
+    const readingsBeforeWipe = readings.length;
+    const startedAt = Date.now();
+    sim = startDevice();
+    const recovered = sim;
+    await recovered.waitFor(/^mqsec phase 1 ok/, timeoutMs);
+    const phase1After = Date.now() - startedAt;
+    await pollMetric(async () => (await counts()).phase1Ok, 5000, beforeWipe.phase1Ok + 1);
+    await waitReadings(readingsBeforeWipe + 1);
+    const readingAfter = Date.now() - startedAt;
+    const after = await counts();
+    const problems = checkWipeRecovery(beforeWipe, after, recovered.lines);
+    if (problems.length) throw new Error(`after the wipe: ${problems.join('; ')}`);
+    const hintLine = recovered.lines.find((l) => HINT_LINE.test(l))!;
+    step(
+      `wiped device recovered with no operator action: ${after.hints - beforeWipe.hints} counter hint(s) from the broker, device jumped to counter ${HINT_LINE.exec(hintLine)![1]}, ` +
+        `then phase 1 (broker counter ${beforeWipe.counter} -> ${after.counter}), readings flow again`,
+    );
+    step(`recovery time from device start: phase 1 after ${phase1After} ms, first reading at the app account after ${readingAfter} ms (${recovered.lines.find((l) => l.startsWith('mqsec phase 1 ok'))!.slice('mqsec '.length)} device-observed)`);
+
     for (const figure of deviceFigures(firstRun)) step(figure);
     // The desktop host also prints its own instrumentation table once a second in -i
     // builds, whose last line is the state after phase 2.
