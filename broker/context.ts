@@ -10,6 +10,7 @@ import type { PendingPhase1, ServerHandshake, ServerSession } from '../firmware/
 import type { Principal, Role } from './policy/policy.js';
 import type { Registry } from './registry/registry.js';
 import type { BrokerMetrics } from './metrics.js';
+import type { RetainedBudget } from './limits/retained-budget.js';
 import type { RateLimiter } from './limits/rate-limit.js';
 import type { BrokerLimits } from './limits/config.js';
 import type { KeyService } from './keyservice/key-service.js';
@@ -60,6 +61,8 @@ export interface BrokerContext {
   log: Logger;
   metrics: BrokerMetrics;
   limits: BrokerLimits;
+  /** Retained messages stored, per account or device and in total, against the retained limits. */
+  retained: RetainedBudget;
   states: WeakMap<Client, ClientState>;
   /** devId -> the client holding the authenticated session for it (changed only through setLiveDevice / dropLiveDevice). */
   liveDevices: Map<string, Client>;
@@ -116,6 +119,7 @@ const EVENT_MESSAGES: Record<string, string> = {
   'publish.drop': 'publish dropped',
   'publish.stale-epoch': 'publish from a stale epoch dropped',
   'session.revoked': 'session closed by a registry change',
+  'publish.retained-refused': 'retained message not stored (retained limit)',
 };
 
 /**

@@ -35,7 +35,13 @@ import { createAuthorizePublish } from './hooks/authorize-publish.js';
 import { createAuthorizeSubscribe } from './hooks/authorize-subscribe.js';
 import { createClientReady } from './hooks/client-ready.js';
 import { createPreConnect } from './hooks/pre-connect.js';
-import { resolveLimits, type BrokerLimits } from './limits/config.js';
+import { resolveLimits, retainedLimitsOf, type BrokerLimits } from './limits/config.js';
+import { RESTORED_OWNER, RetainedBudget } from './limits/retained-budget.js';
+
+/** What an Aedes persistence offers to list its retained messages. */
+interface RetainedSource {
+  createRetainedStream(pattern: string): AsyncIterable<{ topic: string; payload: Buffer }>;
+}
 import { GuardedSocket } from './limits/guarded-socket.js';
 import { RateLimiter } from './limits/rate-limit.js';
 import { BrokerMetrics } from './metrics.js';
@@ -218,8 +224,15 @@ async function openBroker(
   opened.push(() => keyService.close());
 
   const drain = new DrainTracker();
+  const persistence = drain.track(opts.persistence ?? memoryPersistence());
+  // Before the listener opens: retained messages a durable store kept count against the
+  // global retained limits (who stored them is not kept there: see retained-budget.ts).
+  const retained = new RetainedBudget(retainedLimitsOf(limits));
+  for await (const packet of (persistence as RetainedSource).createRetainedStream('#')) {
+    retained.store(RESTORED_OWNER, packet.topic, packet.payload.length);
+  }
   const aedes = new Aedes({
-    persistence: drain.track(opts.persistence ?? memoryPersistence()) as never,
+    persistence: persistence as never,
     connectTimeout: limits.connectTimeoutMs,
     drainTimeout: limits.drainTimeoutMs,
     queueLimit: limits.queueLimit,
@@ -233,6 +246,7 @@ async function openBroker(
     log,
     metrics,
     limits,
+    retained,
     states: new WeakMap(),
     liveDevices: liveDevicesRef,
     events: new EventEmitter(),

@@ -13,6 +13,9 @@
  *   client has no way to learn of a refusal, and a QoS 1 message that is
  *   never acknowledged would be retried forever. A drop is done by moving the
  *   packet to a reserved sink topic that authorize-forward never delivers.
+ * - A retained message beyond the retained limits (docs/operations.md,
+ *   Limits) is not stored but still routed, as a plain message, to the
+ *   current subscribers: see `admitRetained`.
  */
 import type { AuthorizePublishHandler, Client } from 'aedes';
 import type { IPublishPacket as PublishPacket } from 'mqtt-packet';
@@ -32,6 +35,30 @@ function willOf(client: Client): unknown {
 function payloadBytes(packet: PublishPacket): Uint8Array {
   const p = packet.payload;
   return typeof p === 'string' ? new TextEncoder().encode(p) : new Uint8Array(p.buffer, p.byteOffset, p.byteLength);
+}
+
+/**
+ * Retained-message limits: a retained PUBLISH that would take its publisher
+ * (account or device) or the broker past a count or bytes limit is not stored;
+ * the topic keeps the message it had retained before, if any. The message
+ * itself is still routed to the current subscribers, without retain: it is a
+ * valid message, only its storage is refused. MQTT 3.1.1 has no negative
+ * PUBACK, so the publisher is told nothing (its QoS 1 PUBACK comes as usual);
+ * the refusal is audited (`publish.retained-refused`, sharing the audit budget)
+ * and counted (`mqsec_drops_total{reason="retained-limit"}`). An empty payload
+ * (a clear, MQTT 3.1.1 §3.3.1.3) is never refused and frees the budget.
+ */
+function admitRetained(ctx: BrokerContext, packet: PublishPacket, owner: string, subject: string, remote: string): void {
+  if (!packet.retain) return;
+  const size = typeof packet.payload === 'string' ? Buffer.byteLength(packet.payload) : packet.payload.byteLength;
+  const refusal = ctx.retained.check(owner, packet.topic, size);
+  if (refusal) {
+    packet.retain = false;
+    ctx.metrics.drops.inc({ reason: 'retained-limit' });
+    audit(ctx, 'publish.retained-refused', subject, `${refusal}: ${packet.topic.slice(0, 128)}`, remote);
+    return;
+  }
+  ctx.retained.store(owner, packet.topic, size);
 }
 
 function drop(ctx: BrokerContext, packet: PublishPacket, reason: string, subject: string, remote: string): void {
@@ -103,6 +130,7 @@ export function createAuthorizePublish(ctx: BrokerContext): AuthorizePublishHand
           return callback(new Error(`channel MAC refused (${code}): connection closed`));
         }
         packet.payload = Buffer.from(genv.buffer, genv.byteOffset, genv.byteLength);
+        admitRetained(ctx, packet, `device:${state.devId}`, state.devId, state.remote);
         ctx.metrics.messages.inc();
         return callback(null);
       }
@@ -125,6 +153,7 @@ export function createAuthorizePublish(ctx: BrokerContext): AuthorizePublishHand
         return callback(null);
       }
       packet.payload = Buffer.from(plaintext.buffer, plaintext.byteOffset, plaintext.byteLength);
+      admitRetained(ctx, packet, `device:${state.devId}`, state.devId, state.remote);
       ctx.metrics.messages.inc();
       return callback(null);
     }
@@ -147,6 +176,7 @@ export function createAuthorizePublish(ctx: BrokerContext): AuthorizePublishHand
       drop(ctx, packet, 'not-authorized', state.name, state.remote);
       return callback(null);
     }
+    admitRetained(ctx, packet, `account:${state.name}`, state.name, state.remote);
     ctx.metrics.messages.inc();
     callback(null);
   };

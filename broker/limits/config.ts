@@ -1,5 +1,6 @@
 /** Every resource limit of the broker in one place, with defaults (docs: operations). */
 import type { RateLimitOptions } from './rate-limit.js';
+import type { RetainedLimits } from './retained-budget.js';
 
 export interface BrokerLimits {
   /** Largest MQTT packet (remaining length) accepted; checked on the fixed header. */
@@ -28,6 +29,14 @@ export interface BrokerLimits {
   queueLimit: number;
   maxConnections: number;
   auditPerSecond: number;
+  /** Retained messages one account or device may have stored at once. */
+  retainedPerAccount: number;
+  /** Bytes (topic + payload) of retained messages one account or device may have stored at once. */
+  retainedBytesPerAccount: number;
+  /** Retained messages in the whole broker. */
+  retainedTotal: number;
+  /** Bytes (topic + payload) of all retained messages in the broker. */
+  retainedBytesTotal: number;
 }
 
 export const DEFAULT_LIMITS: BrokerLimits = {
@@ -46,7 +55,16 @@ export const DEFAULT_LIMITS: BrokerLimits = {
   queueLimit: 42,
   maxConnections: 20_000,
   auditPerSecond: 50,
+  retainedPerAccount: 100,
+  retainedBytesPerAccount: 1024 * 1024,
+  retainedTotal: 10_000,
+  retainedBytesTotal: 64 * 1024 * 1024,
 };
+
+/** The retained-message limits in the form the bookkeeping (retained-budget.ts) takes. */
+export function retainedLimitsOf(l: BrokerLimits): RetainedLimits {
+  return { perOwnerCount: l.retainedPerAccount, perOwnerBytes: l.retainedBytesPerAccount, totalCount: l.retainedTotal, totalBytes: l.retainedBytesTotal };
+}
 
 export function resolveLimits(partial: Partial<BrokerLimits> = {}): BrokerLimits {
   return { ...DEFAULT_LIMITS, ...partial };

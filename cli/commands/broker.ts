@@ -2,7 +2,8 @@
 import { pino } from 'pino';
 import { addressMatcher, startBroker, type RunningBroker } from '../../broker/server.js';
 import { ensureAdminAccount } from '../../broker/console/admin.js';
-import { CliError, DEFAULT_DATA_DIR, parsePort, type CliIo, type CommandModule } from '../command.js';
+import { DEFAULT_LIMITS } from '../../broker/limits/config.js';
+import { CliError, DEFAULT_DATA_DIR, parsePort, wholeNumber, type CliIo, type CommandModule } from '../command.js';
 import type { ConsoleOptions } from '../../broker/console/server.js';
 import type { Registry } from '../../broker/registry/registry.js';
 
@@ -57,10 +58,15 @@ export const brokerCommand: CommandModule = {
       .option('--allow-plain-accounts', 'accept account (password) logins over plain TCP from any address (passwords then cross the network in clear)')
       .option('--local-addresses <cidrs>', 'address blocks whose password logins over plain TCP are accepted (comma-separated)', '127.0.0.0/8,::1/128')
       .option('--use-username-as-clientid', "accounts always connect under their own name as client id (as Mosquitto's option)")
+      .option('--retained-per-account <n>', 'retained messages one account or device may store', wholeNumber('--retained-per-account', 0), DEFAULT_LIMITS.retainedPerAccount)
+      .option('--retained-bytes-per-account <n>', 'bytes (topic + payload) of retained messages one account or device may store', wholeNumber('--retained-bytes-per-account', 0), DEFAULT_LIMITS.retainedBytesPerAccount)
+      .option('--retained-total <n>', 'retained messages in the whole broker', wholeNumber('--retained-total', 0), DEFAULT_LIMITS.retainedTotal)
+      .option('--retained-bytes-total <n>', 'bytes (topic + payload) of all retained messages in the broker', wholeNumber('--retained-bytes-total', 0), DEFAULT_LIMITS.retainedBytesTotal)
       .action(async (o: {
         data: string; port: string; host: string; metricsPort?: string; logLevel: string;
         tlsPort?: string; tlsHost?: string; tlsCert?: string; tlsKey?: string; tlsName?: string;
         allowPlainAccounts?: boolean; localAddresses: string; useUsernameAsClientid?: boolean;
+        retainedPerAccount: number; retainedBytesPerAccount: number; retainedTotal: number; retainedBytesTotal: number;
       } & ConsoleCliOptions) => {
         const port = parsePort(o.port);
         const metricsPort = o.metricsPort === undefined ? undefined : parsePort(o.metricsPort);
@@ -103,7 +109,13 @@ export const brokerCommand: CommandModule = {
         try {
           let broker: RunningBroker;
           try {
-            broker = await startBroker({ dataDir: o.data, port, host: o.host, metricsPort, logger, console: consoleOptions, ...security });
+            const limits = {
+              retainedPerAccount: o.retainedPerAccount,
+              retainedBytesPerAccount: o.retainedBytesPerAccount,
+              retainedTotal: o.retainedTotal,
+              retainedBytesTotal: o.retainedBytesTotal,
+            };
+            broker = await startBroker({ dataDir: o.data, port, host: o.host, metricsPort, logger, console: consoleOptions, limits, ...security });
           } finally {
             logger.flush();
           }
