@@ -92,6 +92,7 @@ describe('mqsec CLI (in process)', () => {
     [['user', 'remove', 'nobody', '--data', data], /unknown account/],
     [['user', 'add', 'u2', '--role', 'app', '--password-stdin', '--data', data], /at least 8/],
     [['broker', '--port', 'abc', '--data', data], /invalid port/],
+    [['broker', '--retained-total', '-1', '--data', data], /--retained-total/],
     [['nosuchcommand'], /unknown command/],
     [['device', 'list', '--data', '/nonexistent/mqsec-data'], /no mqsec registry in/],
   ])('clear one-line error: %j', async (args, msg) => {
@@ -149,7 +150,7 @@ describe('mqsec CLI (bin, separate processes)', () => {
     expect(await add.exited).toBe(0);
     const key = fromHex(JSON.parse(add.out()).key);
 
-    const b = startCli(['broker', '--data', dir.path, '--port', '0', '--metrics-port', '0']);
+    const b = startCli(['broker', '--data', dir.path, '--port', '0', '--metrics-port', '0', '--retained-per-account', '1']);
     await waitFor(() => /listening on mqtt:\/\/127\.0\.0\.1:\d+/.test(b.out()) && /metrics on/.test(b.out()), 20000, 'broker start');
     const port = Number(/127\.0\.0\.1:(\d+)/.exec(b.out())![1]);
     const metricsPort = Number(/metrics on http:\/\/127\.0\.0\.1:(\d+)/.exec(b.out())![1]);
@@ -168,6 +169,12 @@ describe('mqsec CLI (bin, separate processes)', () => {
       await new Promise((r) => setTimeout(r, 20));
     }
     expect(metrics).toMatch(/mqsec_auth_total\{kind="phase1",result="ok"\} 1/);
+    // --retained-per-account 1: the device's second retained reading is not stored
+    expect((await dev.connect()).ok).toBe(true);
+    await dev.publish('sensors/bin1/a', 'first', 1, true);
+    await dev.publish('sensors/bin1/b', 'second', 1, true);
+    await dev.end();
+    expect(await scrape()).toMatch(/mqsec_drops_total\{reason="retained-limit"\} 1/);
 
     b.child.kill('SIGTERM');
     expect(await b.exited).toBe(0);
