@@ -16,7 +16,7 @@ import {
 } from 'node:crypto';
 import { MqsecError, fail } from '../firmware/core/errors.js';
 import type { Random } from '../firmware/core/platform.js';
-import { SUITE_X25519_CHACHAPOLY_SHA256, type CryptoSuite, type KeyPair } from '../firmware/crypto/suite.js';
+import { SUITE1_PARAMETERS, type CryptoSuite, type KeyPair } from '../firmware/crypto/suite.js';
 import { nodeRandom } from './random.js';
 
 // Raw X25519 keys are imported as JWK (RFC 8037 "OKP" keys). The DER route
@@ -60,13 +60,8 @@ export function createNodeCryptoSuite(random: Random = nodeRandom): CryptoSuite 
   };
   const hmac = (key: Uint8Array, data: Uint8Array): Uint8Array => u8(createHmac('sha256', key).update(data).digest());
   return {
-    id: SUITE_X25519_CHACHAPOLY_SHA256,
+    ...SUITE1_PARAMETERS,
     name: 'x25519-chacha20poly1305-sha256 (node:crypto)',
-    dhPublicLength: 32,
-    hashLength: 32,
-    aeadKeyLength: 32,
-    aeadNonceLength: 12,
-    aeadTagLength: 16,
     dhKeyPair(): KeyPair {
       const privateKey = randomBytes(32);
       const jwk = createPublicKey(privateKeyObject(privateKey)).export({ format: 'jwk' });

@@ -12,7 +12,7 @@
 import { isAllZero } from '../core/bytes.js';
 import { MqsecError, fail } from '../core/errors.js';
 import type { Random } from '../core/platform.js';
-import { SUITE_X25519_CHACHAPOLY_SHA256, type CryptoSuite, type KeyPair } from './suite.js';
+import { SUITE1_PARAMETERS, type CryptoSuite, type KeyPair } from './suite.js';
 
 /** SHA-256 over the concatenation of `parts` (streamed, nothing concatenated). */
 export type Sha256 = (...parts: Uint8Array[]) => Uint8Array;
@@ -101,13 +101,8 @@ export function composeSuite1(p: Suite1Primitives): CryptoSuite {
     return b;
   };
   return {
-    id: SUITE_X25519_CHACHAPOLY_SHA256,
+    ...SUITE1_PARAMETERS,
     name: p.name,
-    dhPublicLength: 32,
-    hashLength: SHA256_OUT,
-    aeadKeyLength: 32,
-    aeadNonceLength: 12,
-    aeadTagLength: 16,
     dhKeyPair(): KeyPair {
       // §5.1: X_d is a fresh key pair for every attempt; its public half is X25519(k, 9).
       const privateKey = randomBytes(32);

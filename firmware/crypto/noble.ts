@@ -14,7 +14,7 @@ import { chachaPolyOpen, chachaPolySeal } from './chacha20poly1305.js';
 import { isAllZero } from '../core/bytes.js';
 import { MqsecError, fail } from '../core/errors.js';
 import type { Random } from '../core/platform.js';
-import { SUITE_X25519_CHACHAPOLY_SHA256, type CryptoSuite, type KeyPair } from './suite.js';
+import { SUITE1_PARAMETERS, type CryptoSuite, type KeyPair } from './suite.js';
 
 export function createNobleSuite(random: Random): CryptoSuite {
   const randomBytes = (n: number): Uint8Array => {
@@ -23,13 +23,8 @@ export function createNobleSuite(random: Random): CryptoSuite {
     return b;
   };
   return {
-    id: SUITE_X25519_CHACHAPOLY_SHA256,
+    ...SUITE1_PARAMETERS,
     name: 'x25519-chacha20poly1305-sha256 (noble)',
-    dhPublicLength: 32,
-    hashLength: 32,
-    aeadKeyLength: 32,
-    aeadNonceLength: 12,
-    aeadTagLength: 16,
     dhKeyPair(): KeyPair {
       const privateKey = randomBytes(32);
       // The Montgomery ladder from u = 9 (RFC 7748 section 6.1): no precomputed tables.

@@ -46,6 +46,18 @@ export interface CryptoSuite {
 }
 
 export const SUITE_X25519_CHACHAPOLY_SHA256 = 1;
+/**
+ * Suite 1's identifier and sizes (X25519, ChaCha20-Poly1305, SHA-256), shared by
+ * every implementation of it so they cannot drift apart.
+ */
+export const SUITE1_PARAMETERS = Object.freeze({
+  id: SUITE_X25519_CHACHAPOLY_SHA256,
+  dhPublicLength: 32,
+  hashLength: 32,
+  aeadKeyLength: 32,
+  aeadNonceLength: 12,
+  aeadTagLength: 16,
+});
 /** Reserved: P-256 + AES-128-GCM + SHA-256 (ESP32 hardware-accelerated), not yet implemented. */
 export const SUITE_P256_AESGCM_SHA256 = 2;
 
