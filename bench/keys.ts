@@ -32,8 +32,13 @@ export const RATE_KEYS = [
 ] as const;
 export type RateKey = (typeof RATE_KEYS)[number];
 
-export const THROUGHPUT_KEYS = ['aedes_plain', 'mqsec', 'mqsec_app_subscribers', 'mosquitto_plain', 'mosquitto_tls'] as const;
+/** 1:1 pairs. `mqsec` and `mqsec_app_subscribers` are hop by hop (§8), `mqsec_e2e` end to end (§14). */
+export const THROUGHPUT_KEYS = ['aedes_plain', 'mqsec', 'mqsec_app_subscribers', 'mqsec_e2e', 'mosquitto_plain', 'mosquitto_tls'] as const;
 export type ThroughputKey = (typeof THROUGHPUT_KEYS)[number];
+
+/** One publisher -> many subscribers of its topic: plain Aedes, mqsec hop by hop (device subscribers), mqsec end to end. */
+export const FANOUT_KEYS = ['aedes_plain', 'mqsec_hop', 'mqsec_e2e'] as const;
+export type FanoutKey = (typeof FANOUT_KEYS)[number];
 
 /**
  * Ratios judged against the project's targets, each over the interleaved
@@ -51,5 +56,17 @@ export const RATIO_KEYS = [
   'app_subscribers_qos1_cpu_per_msg_vs_aedes',
   'mqsec_qos0_msgs_vs_aedes',
   'mqsec_qos1_msgs_vs_aedes',
+  'e2e_qos0_msgs_vs_aedes',
+  'e2e_qos1_msgs_vs_aedes',
+  // broker CPU per delivered message, mqsec e2e over plain Aedes (lower is better)
+  'e2e_qos0_cpu_per_msg_vs_aedes',
+  'e2e_qos1_cpu_per_msg_vs_aedes',
+  // one-to-many deliveries/s
+  'fanout_e2e_qos0_vs_aedes',
+  'fanout_e2e_qos1_vs_aedes',
+  'fanout_hop_qos0_vs_aedes',
+  'fanout_hop_qos1_vs_aedes',
+  'fanout_e2e_qos0_vs_hop',
+  'fanout_e2e_qos1_vs_hop',
 ] as const;
 export type RatioKey = (typeof RATIO_KEYS)[number];

@@ -4,7 +4,7 @@
  *
  *   npx tsx bench/profile.ts <workload> [seconds] [--broker=mqsec|aedes-plain]
  *
- * workload: phase1 | phase2 | plain-connect | qos0-app | qos1-app | qos0-device
+ * workload: phase1 | phase2 | plain-connect | qos0-app | qos1-app | qos0-device | qos0-e2e | qos1-e2e
  *
  * The broker runs in its own process, profiled by V8 during the measured
  * window only (bench/servers/child.ts, MQSEC_PROFILE_OUT); the load comes
@@ -16,7 +16,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { provisionMqsecBroker } from './servers/mqsec.js';
+import { E2E_ROLES, provisionMqsecBroker } from './servers/mqsec.js';
+import { e2eFactory } from './throughput/e2e.js';
 import { startChildBroker } from './servers/spawn.js';
 import { RateClientPool, splitLoops, type RateSpec } from './handshake/rate.js';
 import { runThroughput } from './throughput/load.js';
@@ -91,7 +92,12 @@ async function main() {
   const profDir = fs.mkdtempSync(path.join(os.tmpdir(), 'mqsec-prof-'));
   const loops = 8;
   const pairs = 10;
-  const ids = [...Array.from({ length: loops }, (_, i) => `p-${i}`), ...Array.from({ length: 2 * pairs }, (_, i) => `tput-${i}`)];
+  const ids = [
+    ...Array.from({ length: loops }, (_, i) => `p-${i}`),
+    ...Array.from({ length: 2 * pairs }, (_, i) => `tput-${i}`),
+    ...Array.from({ length: pairs }, (_, i) => ({ id: `e2epub-${i}`, role: E2E_ROLES.pairsWriter.name })),
+    ...Array.from({ length: pairs }, (_, i) => ({ id: `e2esub-${i}`, role: E2E_ROLES.pairsReader.name })),
+  ];
   const setup = await provisionMqsecBroker(ids);
   const profFile = path.join(profDir, 'broker.cpuprofile');
   const broker = await startChildBroker(brokerKind, brokerKind === 'mqsec' ? [setup.dataDir] : [], { env: { MQSEC_PROFILE_OUT: profFile } });
@@ -119,9 +125,15 @@ async function main() {
       const qos = workload.startsWith('qos1') ? 1 : 0;
       const devices = Array.from({ length: 2 * pairs }, (_, i) => dev(`tput-${i}`));
       const url = `mqtt://127.0.0.1:${broker.port}`;
+      const e2e = workload.endsWith('e2e');
       const factory =
-        brokerKind === 'aedes-plain' ? mqttJsFactory(url) : mqsecFactory({ url, devices, pairs, subscribers: workload.endsWith('device') ? 'device' : 'app', app: setup.app });
-      const r = await runThroughput(factory, { pairs, qos, payloadBytes: 64, warmupMs: 1000, durationMs: seconds * 1000, window: 64, brokerPid: broker.pid, topicFor: brokerKind === 'aedes-plain' ? undefined : mqsecTopic(devices), onMeasureStart: startProfiler });
+        brokerKind === 'aedes-plain'
+          ? mqttJsFactory(url)
+          : e2e
+            ? e2eFactory(url, Array.from({ length: pairs }, (_, i) => dev(`e2epub-${i}`)), Array.from({ length: pairs }, (_, i) => dev(`e2esub-${i}`)))
+            : mqsecFactory({ url, devices, pairs, subscribers: workload.endsWith('device') ? 'device' : 'app', app: setup.app });
+      const topicFor = brokerKind === 'aedes-plain' ? undefined : e2e ? (i: number) => `e2e/e2epub-${i}/bench` : mqsecTopic(devices);
+      const r = await runThroughput(factory, { pairs, qos, payloadBytes: 64, warmupMs: 1000, durationMs: seconds * 1000, window: 64, brokerPid: broker.pid, topicFor, onMeasureStart: startProfiler });
       ops = r.delivered;
       cpuMs = (r.brokerCpuUsPerMessage ?? 0) * r.delivered / 1000;
       console.log(`${workload}: ${r.msgsPerSecond} msgs/s, broker CPU ${r.brokerCpuUsPerMessage} µs/msg (${r.brokerCpuCores} cores), client ${r.clientCpuCores} cores`);

@@ -5,7 +5,7 @@
  */
 import type { HandshakeFigures } from './handshake/measure.js';
 import type { BenchReport } from './run.js';
-import { RATE_KEYS, RATIO_KEYS, THROUGHPUT_KEYS } from './keys.js';
+import { FANOUT_KEYS, RATE_KEYS, RATIO_KEYS, THROUGHPUT_KEYS } from './keys.js';
 import { judgeRatio, medianOf, ratioAcrossRounds, type RatioStats, type Verdict } from './stats.js';
 
 export interface TargetCheck {
@@ -69,11 +69,17 @@ export function checkTargets(rep: BenchReport): TargetCheck[] {
   rounds('phase 2 broker CPU ms/handshake', cpu.mqsec_phase2, cpu.mosquitto_tls_resumed, 'Mosquitto TLS 1.2 resumption', x.phase2_cpu_vs_tls12_resumed, 1, 'below');
   rounds('phase 1 broker CPU ms/handshake', cpu.mqsec_phase1, cpu.aedes_plain, 'plain Aedes CONNECT', x.phase1_cpu_vs_aedes_connect, 2.5, 'at-most');
   rounds('phase 1 broker CPU ms/handshake', cpu.mqsec_phase1, cpu.mosquitto_tls13_psk, 'Mosquitto TLS 1.3 PSK (ECDHE) full', x.phase1_cpu_vs_tls13_psk, 1, 'below');
-  const msg = (k: 'mqsec_app_subscribers' | 'aedes_plain' | 'mqsec', qos: 'qos0' | 'qos1') => medianOf((rep.throughputRounds[k]?.[qos] ?? []).map((r) => r?.msgsPerSecond ?? null));
+  const msg = (k: 'mqsec_app_subscribers' | 'aedes_plain' | 'mqsec' | 'mqsec_e2e', qos: 'qos0' | 'qos1') => medianOf((rep.throughputRounds[k]?.[qos] ?? []).map((r) => r?.msgsPerSecond ?? null));
   rounds('hop-by-hop msgs/s, QoS 0, app subscribers', msg('mqsec_app_subscribers', 'qos0'), msg('aedes_plain', 'qos0'), 'plain Aedes, same rounds', x.app_subscribers_qos0_msgs_vs_aedes, 0.6, 'at-least');
   rounds('hop-by-hop msgs/s, QoS 1, app subscribers', msg('mqsec_app_subscribers', 'qos1'), msg('aedes_plain', 'qos1'), 'plain Aedes, same rounds', x.app_subscribers_qos1_msgs_vs_aedes, 0.6, 'at-least');
   rounds('hop-by-hop msgs/s, QoS 0, device subscribers', msg('mqsec', 'qos0'), msg('aedes_plain', 'qos0'), 'plain Aedes, same rounds', x.mqsec_qos0_msgs_vs_aedes, 0.8, 'at-least');
   rounds('hop-by-hop msgs/s, QoS 1, device subscribers', msg('mqsec', 'qos1'), msg('aedes_plain', 'qos1'), 'plain Aedes, same rounds', x.mqsec_qos1_msgs_vs_aedes, 0.8, 'at-least');
+  const cpuMsg = j.broker_cpu_us_per_msg;
+  rounds('end-to-end msgs/s, QoS 0', msg('mqsec_e2e', 'qos0'), msg('aedes_plain', 'qos0'), 'plain Aedes, same rounds', x.e2e_qos0_msgs_vs_aedes, 0.9, 'at-least');
+  rounds('end-to-end msgs/s, QoS 1', msg('mqsec_e2e', 'qos1'), msg('aedes_plain', 'qos1'), 'plain Aedes, same rounds', x.e2e_qos1_msgs_vs_aedes, 0.9, 'at-least');
+  rounds('end-to-end broker CPU µs/msg, QoS 0', cpuMsg.mqsec_e2e, cpuMsg.aedes_plain, 'plain Aedes, same rounds', x.e2e_qos0_cpu_per_msg_vs_aedes, 1.2, 'at-most');
+  const cpu1 = (k: 'mqsec_e2e' | 'aedes_plain') => medianOf((rep.throughputRounds[k]?.qos1 ?? []).map((r) => r?.brokerCpuUsPerMessage ?? null));
+  rounds('end-to-end broker CPU µs/msg, QoS 1', cpu1('mqsec_e2e'), cpu1('aedes_plain'), 'plain Aedes, same rounds', x.e2e_qos1_cpu_per_msg_vs_aedes, 1.2, 'at-most');
   out.push({ figure: 'envelope overhead B (64 B payload)', mqsec: j.envelope_overhead_bytes, baseline: 20, baselineName: 'budget', ratio: ratio(j.envelope_overhead_bytes, 20), target: '<= 20 B', verdict: exact(j.envelope_overhead_bytes == null ? null : j.envelope_overhead_bytes <= 20) });
   return out;
 }
@@ -154,6 +160,35 @@ export function formatReport(rep: BenchReport): string {
     ),
   );
   out.push('');
+
+  if (Object.keys(rep.fanoutRounds).length) {
+    const fo = rep.settings.fanout;
+    out.push(`## One publisher -> ${fo.subscribers} subscribers`);
+    out.push('');
+    out.push(
+      `One publisher, ${fo.subscribers} subscribers of its topic, ${fo.payloadBytes} B payloads, <= ${fo.window} messages in flight (until the slowest subscriber has them), ${fo.durationMs / 1000} s window after ${fo.warmupMs / 1000} s warm-up, ${fo.rounds} interleaved rounds; deliveries (one per subscriber) per second and broker CPU µs per delivery, medians over rounds. Hop by hop the broker opens each message once and seals it once per subscriber; end to end it checks one channel MAC and forwards the group envelope to all.`,
+    );
+    out.push('');
+    const fanRows: Array<Array<string | number | null>> = [];
+    for (const k of FANOUT_KEYS) {
+      const t = rep.fanoutRounds[k];
+      if (!t) continue;
+      const cells = (qos: 'qos0' | 'qos1') => {
+        const rs = t[qos];
+        const base = rep.fanoutRounds.aedes_plain?.[qos] ?? [];
+        const r = ratioAcrossRounds(rs.map((x) => x?.msgsPerSecond ?? null), base.map((x) => x?.msgsPerSecond ?? null));
+        return [
+          medianOf(rs.map((x) => x?.brokerCpuUsPerMessage ?? null)),
+          medianOf(rs.map((x) => x?.msgsPerSecond ?? null)),
+          k === 'aedes_plain' ? '1' : r ? `${fmt(r.median)} (${fmt(r.min)}-${fmt(r.max)})${r.unstable ? ' UNSTABLE' : ''}` : null,
+          rs.reduce((n, x) => n + (x?.lostOrStalled ?? 0), 0),
+        ];
+      };
+      fanRows.push([k, ...cells('qos0'), ...cells('qos1')]);
+    }
+    out.push(table(['broker', 'QoS 0 broker CPU µs/delivery', 'deliveries/s', 'vs Aedes (range)', 'lost', 'QoS 1 broker CPU µs/delivery', 'deliveries/s', 'vs Aedes (range)', 'lost'], fanRows));
+    out.push('');
+  }
 
   out.push('## Handshake rate');
   out.push('');

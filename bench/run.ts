@@ -19,21 +19,22 @@ import os from 'node:os';
 import { generateCredentials, type BenchCredentials } from './pki.js';
 import { mosquittoVersion, startMosquitto, type MosquittoInstance } from './servers/mosquitto.js';
 import { startChildBroker, type ChildBroker } from './servers/spawn.js';
-import { provisionMqsecBroker, type MqsecBrokerSetup } from './servers/mqsec.js';
+import { E2E_ROLES, provisionMqsecBroker, type MqsecBrokerSetup } from './servers/mqsec.js';
 import { measureHandshake, type HandshakeFigures, type HandshakeMethod } from './handshake/measure.js';
 import { plainMqttMethod } from './handshake/plain.js';
 import * as tlsMethods from './handshake/tls.js';
 import { mqsecPhase1Method, mqsecPhase2Method } from './handshake/mqsec.js';
 import { RateClientPool, splitLoops, wireCredentials, type RateResult, type RateSpec } from './handshake/rate.js';
 import { interleavedOrder, medianOf, ratioAcrossRounds, type RatioStats } from './stats.js';
-import { HANDSHAKE_KEYS, RATE_KEYS, RATIO_KEYS, THROUGHPUT_KEYS, type HandshakeKey, type RateKey, type RatioKey, type ThroughputKey } from './keys.js';
+import { FANOUT_KEYS, HANDSHAKE_KEYS, RATE_KEYS, RATIO_KEYS, THROUGHPUT_KEYS, type FanoutKey, type HandshakeKey, type RateKey, type RatioKey, type ThroughputKey } from './keys.js';
 import { runThroughput, type ThroughputOptions, type ThroughputResult } from './throughput/load.js';
 import { mqttJsFactory } from './throughput/mqttjs.js';
 import { mqsecFactory, mqsecTopic } from './throughput/mqsec.js';
+import { e2eFactory } from './throughput/e2e.js';
 import { measureDeviceWorkNode, measureDeviceWorkXs, measureEnvelopeOverhead, type DeviceFigures } from './xs.js';
 import { measureNativeX25519, type NativeX25519Figures } from '../tools/native-isa.js';
 
-export { HANDSHAKE_KEYS, RATE_KEYS, RATIO_KEYS, THROUGHPUT_KEYS } from './keys.js';
+export { FANOUT_KEYS, HANDSHAKE_KEYS, RATE_KEYS, RATIO_KEYS, THROUGHPUT_KEYS } from './keys.js';
 
 type PerKey<K extends string, V> = Record<K, V>;
 
@@ -46,6 +47,11 @@ export interface BenchJson {
   broker_msgs_per_s: PerKey<ThroughputKey, number | null>;
   /** mqsec (device subscribers) / plain Aedes msgs/s, QoS 0: median of the per-round ratios. */
   broker_ratio_mqsec_vs_aedes_plain: number | null;
+  /** mqsec end to end (§14) / plain Aedes msgs/s, same 1:1 workload: median of the per-round ratios. */
+  broker_ratio_e2e_vs_aedes_plain: { qos0: number | null; qos1: number | null };
+  /** One publisher -> `fanout.subscribers` subscribers: deliveries/s and broker CPU µs per delivery, medians over rounds. */
+  fanout_msgs_per_s: { qos0: PerKey<FanoutKey, number | null>; qos1: PerKey<FanoutKey, number | null> };
+  fanout_broker_cpu_us_per_delivery: { qos0: PerKey<FanoutKey, number | null>; qos1: PerKey<FanoutKey, number | null> };
   handshakes_per_s: PerKey<RateKey, number | null>;
   broker_cpu_ms_per_handshake: PerKey<RateKey, number | null>;
   handshakes_per_broker_cpu_s: PerKey<RateKey, number | null>;
@@ -67,6 +73,9 @@ export function emptyBenchJson(env: BenchJson['env']): BenchJson {
     broker_cpu_us_per_msg: nullsOf<ThroughputKey, number>(THROUGHPUT_KEYS),
     broker_msgs_per_s: nullsOf<ThroughputKey, number>(THROUGHPUT_KEYS),
     broker_ratio_mqsec_vs_aedes_plain: null,
+    broker_ratio_e2e_vs_aedes_plain: { qos0: null, qos1: null },
+    fanout_msgs_per_s: { qos0: nullsOf<FanoutKey, number>(FANOUT_KEYS), qos1: nullsOf<FanoutKey, number>(FANOUT_KEYS) },
+    fanout_broker_cpu_us_per_delivery: { qos0: nullsOf<FanoutKey, number>(FANOUT_KEYS), qos1: nullsOf<FanoutKey, number>(FANOUT_KEYS) },
     handshakes_per_s: nullsOf<RateKey, number>(RATE_KEYS),
     broker_cpu_ms_per_handshake: nullsOf<RateKey, number>(RATE_KEYS),
     handshakes_per_broker_cpu_s: nullsOf<RateKey, number>(RATE_KEYS),
@@ -88,6 +97,8 @@ export interface BenchReport {
   handshakeExtra: Record<string, HandshakeFigures>;
   /** Throughput per configuration and QoS: every round (null: that round failed). */
   throughputRounds: Partial<Record<ThroughputKey, { qos0: Array<ThroughputResult | null>; qos1: Array<ThroughputResult | null> }>>;
+  /** One-to-many per configuration and QoS: every round (null: that round failed). */
+  fanoutRounds: Partial<Record<FanoutKey, { qos0: Array<ThroughputResult | null>; qos1: Array<ThroughputResult | null> }>>;
   /** Handshake rates per method: every round (null: that round failed). */
   rateRounds: Partial<Record<RateKey, Array<RateResult | null>>>;
   envelope: { first: number; worst: number } | null;
@@ -99,6 +110,8 @@ export interface BenchSettings {
   handshakeSamples: number;
   rttOneWayDelayMs: number;
   throughput: { pairs: number; payloadBytes: number; window: number; warmupMs: number; durationMs: number; rounds: number };
+  /** One publisher, `subscribers` subscribers of its topic; `window` messages in flight until the slowest has them. */
+  fanout: { subscribers: number; payloadBytes: number; window: number; warmupMs: number; durationMs: number; rounds: number };
   rate: { workers: number; loops: number; durationMs: number; rounds: number };
   device: { runs: number; messages: number };
 }
@@ -113,7 +126,7 @@ export interface BenchOptions {
   only?: BenchSection[];
 }
 
-export const BENCH_SECTIONS = ['handshakes', 'throughput', 'rates', 'device'] as const;
+export const BENCH_SECTIONS = ['handshakes', 'throughput', 'fanout', 'rates', 'device'] as const;
 export type BenchSection = (typeof BENCH_SECTIONS)[number];
 
 /** Parses `--only a,b`; throws on an unknown section name. */
@@ -132,6 +145,7 @@ export function benchSettings(quick: boolean): BenchSettings {
     rttOneWayDelayMs: 25,
     // quick: 3 short interleaved rounds, so every ratio has a spread
     throughput: { pairs: 10, payloadBytes: 64, window: 64, warmupMs: quick ? 500 : 1000, durationMs: quick ? 1500 : 6000, rounds: quick ? 3 : 5 },
+    fanout: { subscribers: 50, payloadBytes: 64, window: 16, warmupMs: quick ? 500 : 1000, durationMs: quick ? 1500 : 6000, rounds: quick ? 3 : 5 },
     rate: { workers: 2, loops: 8, durationMs: quick ? 1500 : 4000, rounds: quick ? 3 : 5 },
     device: { runs: quick ? 5 : 20, messages: quick ? 50 : 200 },
   };
@@ -152,6 +166,7 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchReport> {
     seconds: 0,
     handshakeExtra: {},
     throughputRounds: {},
+    fanoutRounds: {},
     rateRounds: {},
     envelope: null,
     notMeasured,
@@ -184,12 +199,20 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchReport> {
     aedes = (await attempt('plain Aedes', () => startChildBroker('aedes-plain'))) ?? undefined;
     const rl = settings.rate.loops;
     const pairs = settings.throughput.pairs;
+    const fanSubs = settings.fanout.subscribers;
     const ids = [
       DEVICE_ID,
       'sensor02',
       ...range(rl).map((i) => `rate1-${i}`),
       ...range(rl).map((i) => `rate2-${i}`),
       ...range(2 * pairs).map((i) => `tput-${i}`),
+      // hop-by-hop fan-out: one more publisher, device subscribers (the broker re-seals for each)
+      'fanhop-pub',
+      ...range(fanSubs).map((i) => `fanhop-${i}`),
+      ...range(pairs).map((i) => ({ id: `e2epub-${i}`, role: E2E_ROLES.pairsWriter.name })),
+      ...range(pairs).map((i) => ({ id: `e2esub-${i}`, role: E2E_ROLES.pairsReader.name })),
+      { id: 'fane2e-pub', role: E2E_ROLES.fanWriter.name },
+      ...range(fanSubs).map((i) => ({ id: `fane2e-${i}`, role: E2E_ROLES.fanReader.name })),
     ];
     mqsecSetup = (await attempt('mqsec broker (provisioning)', () => provisionMqsecBroker(ids))) ?? undefined;
     if (mqsecSetup) mqsec = (await attempt('mqsec broker', () => mqsecSetup!.start())) ?? undefined;
@@ -265,6 +288,21 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchReport> {
             )),
       },
       {
+        key: 'mqsec_e2e',
+        pid: mqsec?.pid,
+        run:
+          mqsec &&
+          ((to) =>
+            runThroughput(
+              e2eFactory(
+                `mqtt://127.0.0.1:${mqsec!.port}`,
+                range(tp.pairs).map((i) => dev(`e2epub-${i}`)),
+                range(tp.pairs).map((i) => dev(`e2esub-${i}`)),
+              ),
+              { ...to, topicFor: (i) => `e2e/e2epub-${i}/bench` },
+            )),
+      },
+      {
         key: 'mosquitto_plain',
         pid: stock?.pid,
         run: s && ((to) => runThroughput(mqttJsFactory(`mqtt://127.0.0.1:${s.plain}`, { username: DEVICE_ID, password: c.password }), to)),
@@ -289,6 +327,64 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchReport> {
           say(`throughput ${cfg.key} QoS ${qos} (round ${round + 1}/${tp.rounds})`);
           slot[round] = await attempt(`throughput ${cfg.key} QoS ${qos} round ${round + 1}`, () =>
             cfg.run!({ pairs: tp.pairs, qos, payloadBytes: tp.payloadBytes, warmupMs: tp.warmupMs, durationMs: tp.durationMs, window: tp.window, brokerPid: cfg.pid }),
+          );
+        }
+      }
+    }
+
+    // ---- one publisher -> many subscribers (configurations interleaved, order rotated per round) --
+    const fo = settings.fanout;
+    const fanConfigs: Array<{ key: FanoutKey; pid?: number; run?: (o: ThroughputOptions) => Promise<ThroughputResult> }> = [
+      { key: 'aedes_plain', pid: aedes?.pid, run: aedes && ((to) => runThroughput(mqttJsFactory(`mqtt://127.0.0.1:${aedes!.port}`), to)) },
+      {
+        key: 'mqsec_hop',
+        pid: mqsec?.pid,
+        run:
+          mqsec &&
+          ((to) =>
+            runThroughput(
+              mqsecFactory({
+                url: `mqtt://127.0.0.1:${mqsec!.port}`,
+                devices: [dev('fanhop-pub'), ...range(fo.subscribers).map((i) => dev(`fanhop-${i}`))],
+                pairs: 1,
+                subscribers: 'device',
+              }),
+              { ...to, topicFor: () => 'sensors/fanhop-pub/bench' },
+            )),
+      },
+      {
+        key: 'mqsec_e2e',
+        pid: mqsec?.pid,
+        run:
+          mqsec &&
+          ((to) =>
+            runThroughput(
+              e2eFactory(`mqtt://127.0.0.1:${mqsec!.port}`, [dev('fane2e-pub')], range(fo.subscribers).map((i) => dev(`fane2e-${i}`))),
+              { ...to, topicFor: () => 'fan/fane2e-pub/bench' },
+            )),
+      },
+    ];
+    if (want('fanout')) for (const cfg of fanConfigs) report.fanoutRounds[cfg.key] = { qos0: [], qos1: [] };
+    for (const qos of want('fanout') ? ([0, 1] as const) : []) {
+      for (let round = 0; round < fo.rounds; round++) {
+        for (const cfg of interleavedOrder(fanConfigs, round)) {
+          const slot = report.fanoutRounds[cfg.key]![qos === 0 ? 'qos0' : 'qos1'];
+          if (!cfg.run) {
+            slot[round] = null;
+            continue;
+          }
+          say(`fan-out 1->${fo.subscribers} ${cfg.key} QoS ${qos} (round ${round + 1}/${fo.rounds})`);
+          slot[round] = await attempt(`fan-out ${cfg.key} QoS ${qos} round ${round + 1}`, () =>
+            cfg.run!({
+              pairs: 1,
+              subscribersPerPair: fo.subscribers,
+              qos,
+              payloadBytes: fo.payloadBytes,
+              warmupMs: fo.warmupMs,
+              durationMs: fo.durationMs,
+              window: fo.window,
+              brokerPid: cfg.pid,
+            }),
           );
         }
       }
@@ -361,6 +457,16 @@ export function summarise(rep: BenchReport): void {
     const c = medianOf(cpuUs(k, 'qos0'));
     j.broker_cpu_us_per_msg[k] = c === null ? null : Math.round(c * 100) / 100;
   }
+  const fan = (k: FanoutKey, qos: 'qos0' | 'qos1') => rep.fanoutRounds[k]?.[qos] ?? [];
+  const fanMsgs = (k: FanoutKey, qos: 'qos0' | 'qos1') => fan(k, qos).map((r) => r?.msgsPerSecond ?? null);
+  for (const qos of ['qos0', 'qos1'] as const) {
+    for (const k of FANOUT_KEYS) {
+      const m = medianOf(fanMsgs(k, qos));
+      j.fanout_msgs_per_s[qos][k] = m === null ? null : Math.round(m);
+      const c = medianOf(fan(k, qos).map((r) => r?.brokerCpuUsPerMessage ?? null));
+      j.fanout_broker_cpu_us_per_delivery[qos][k] = c === null ? null : Math.round(c * 100) / 100;
+    }
+  }
   const rate = (k: RateKey) => rep.rateRounds[k] ?? [];
   const cpuMs = (k: RateKey) => rate(k).map((r) => r?.brokerCpuMsPerHandshake ?? null);
   for (const k of RATE_KEYS) {
@@ -383,8 +489,19 @@ export function summarise(rep: BenchReport): void {
     app_subscribers_qos1_cpu_per_msg_vs_aedes: ratioAcrossRounds(inv(cpuUs('mqsec_app_subscribers', 'qos1')), inv(cpuUs('aedes_plain', 'qos1'))),
     mqsec_qos0_msgs_vs_aedes: ratioAcrossRounds(msgs('mqsec', 'qos0'), msgs('aedes_plain', 'qos0')),
     mqsec_qos1_msgs_vs_aedes: ratioAcrossRounds(msgs('mqsec', 'qos1'), msgs('aedes_plain', 'qos1')),
+    e2e_qos0_msgs_vs_aedes: ratioAcrossRounds(msgs('mqsec_e2e', 'qos0'), msgs('aedes_plain', 'qos0')),
+    e2e_qos1_msgs_vs_aedes: ratioAcrossRounds(msgs('mqsec_e2e', 'qos1'), msgs('aedes_plain', 'qos1')),
+    e2e_qos0_cpu_per_msg_vs_aedes: ratioAcrossRounds(cpuUs('mqsec_e2e', 'qos0'), cpuUs('aedes_plain', 'qos0')),
+    e2e_qos1_cpu_per_msg_vs_aedes: ratioAcrossRounds(cpuUs('mqsec_e2e', 'qos1'), cpuUs('aedes_plain', 'qos1')),
+    fanout_e2e_qos0_vs_aedes: ratioAcrossRounds(fanMsgs('mqsec_e2e', 'qos0'), fanMsgs('aedes_plain', 'qos0')),
+    fanout_e2e_qos1_vs_aedes: ratioAcrossRounds(fanMsgs('mqsec_e2e', 'qos1'), fanMsgs('aedes_plain', 'qos1')),
+    fanout_hop_qos0_vs_aedes: ratioAcrossRounds(fanMsgs('mqsec_hop', 'qos0'), fanMsgs('aedes_plain', 'qos0')),
+    fanout_hop_qos1_vs_aedes: ratioAcrossRounds(fanMsgs('mqsec_hop', 'qos1'), fanMsgs('aedes_plain', 'qos1')),
+    fanout_e2e_qos0_vs_hop: ratioAcrossRounds(fanMsgs('mqsec_e2e', 'qos0'), fanMsgs('mqsec_hop', 'qos0')),
+    fanout_e2e_qos1_vs_hop: ratioAcrossRounds(fanMsgs('mqsec_e2e', 'qos1'), fanMsgs('mqsec_hop', 'qos1')),
   };
   j.broker_ratio_mqsec_vs_aedes_plain = j.ratios.mqsec_qos0_msgs_vs_aedes?.median ?? null;
+  j.broker_ratio_e2e_vs_aedes_plain = { qos0: j.ratios.e2e_qos0_msgs_vs_aedes?.median ?? null, qos1: j.ratios.e2e_qos1_msgs_vs_aedes?.median ?? null };
 }
 
 function range(n: number): number[] {

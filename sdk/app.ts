@@ -77,6 +77,7 @@ export class MqsecApp extends EventEmitter<AppEvents> {
     if (this.keyring.covers(topic)) {
       // §14.5: the trailer belongs to this connection, so it is made right before the write
       wire = this.session.wrapChannel(topic, this.keyring.seal(topic, pt));
+      if (this.keyring.wantsRange) this.requestKeys(); // §14.4: the next range before this one runs out
     } else {
       wire = this.session.seal(topic, pt);
     }

@@ -27,7 +27,23 @@ export interface MqsecBrokerSetup {
 /** Role of the benchmark devices: publish on their own sensors/<id>/#, subscribe to any sensors/#. */
 export const BENCH_ROLE = 'benchdev';
 
-export async function provisionMqsecBroker(deviceIds: string[]): Promise<MqsecBrokerSetup> {
+/**
+ * End-to-end roles (docs/protocol.md §14.1): writers publish into their own
+ * group `<tree>/<id>/#` (mode e2e, one group per writer), readers may
+ * subscribe to the whole tree and so read every group of it. Two trees, so
+ * the 1:1 pairs and the fan-out members are told only about their own groups.
+ */
+export const E2E_ROLES = {
+  pairsWriter: { name: 'benche2epub', publish: 'e2e/%u/#' },
+  pairsReader: { name: 'benche2esub', subscribe: 'e2e/#' },
+  fanWriter: { name: 'benchfanpub', publish: 'fan/%u/#' },
+  fanReader: { name: 'benchfansub', subscribe: 'fan/#' },
+} as const;
+
+/** A principal to provision: a bare id gets BENCH_ROLE. */
+export type BenchPrincipal = string | { id: string; role: string };
+
+export async function provisionMqsecBroker(principals: BenchPrincipal[]): Promise<MqsecBrokerSetup> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'mqsec-bench-broker-'));
   const cleanup = removeOnExit(dataDir, (d) => fs.rmSync(d, { recursive: true, force: true }));
   const registry = Registry.open(dataDir);
@@ -37,8 +53,14 @@ export async function provisionMqsecBroker(deviceIds: string[]): Promise<MqsecBr
     registry.addRole(BENCH_ROLE);
     registry.addRule(BENCH_ROLE, 'publish', 'sensors/%u/#');
     registry.addRule(BENCH_ROLE, 'subscribe', 'sensors/#');
-    for (const id of deviceIds) {
-      const { key } = registry.addDevice(id, BENCH_ROLE);
+    for (const r of Object.values(E2E_ROLES)) {
+      registry.addRole(r.name);
+      if ('publish' in r) registry.addRule(r.name, 'publish', r.publish, 'e2e');
+      else registry.addRule(r.name, 'subscribe', r.subscribe);
+    }
+    for (const p of principals) {
+      const { id, role } = typeof p === 'string' ? { id: p, role: BENCH_ROLE } : p;
+      const { key } = registry.addDevice(id, role);
       devices.push({ id, key });
     }
     await registry.addAccount(app.name, 'app', app.password);

@@ -14,6 +14,11 @@
  * CPU per message measures the broker. If a QoS 0 message is dropped (a broker may drop
  * QoS 0 under load), a pair's window would never drain: after `stallMs`
  * without progress it is reset and the loss is counted.
+ *
+ * One-to-many: with `subscribersPerPair` = n, publisher i has n subscribers
+ * of its topic (the fan-out case, where a re-sealing broker pays one AEAD per
+ * subscriber); a message leaves the window when its slowest subscriber has it,
+ * and every delivery to every subscriber counts.
  */
 import { randomBytes } from 'node:crypto';
 import { sleep } from '../net.js';
@@ -39,6 +44,8 @@ export interface ThroughputOptions {
   durationMs: number;
   window: number;
   stallMs?: number;
+  /** Subscribers of each publisher's topic (default 1; the factory sees index i * n + k). */
+  subscribersPerPair?: number;
   /** Topic of pair i; default `bench/<run>/<i>`. Must be unique per pair. */
   topicFor?: (i: number) => string;
   /** PID of the broker process: its CPU use during the window is reported. */
@@ -67,28 +74,43 @@ export async function runThroughput(factory: LoadClientFactory, o: ThroughputOpt
   const topicOf = o.topicFor ?? ((i: number) => `bench/${run}/${i}`);
   const payload = new Uint8Array(randomBytes(o.payloadBytes));
   const stallMs = o.stallMs ?? 1000;
+  const fan = o.subscribersPerPair ?? 1;
   const subs: LoadClient[] = [];
   const pubs: LoadClient[] = [];
   const sent = new Array<number>(o.pairs).fill(0);
+  /** Messages of pair i seen by its subscriber k, at [i * fan + k]. */
+  const seen = new Array<number>(o.pairs * fan).fill(0);
+  /** What every subscriber of pair i has seen (the slowest one's count). */
   const received = new Array<number>(o.pairs).fill(0);
   const lastProgress = new Array<number>(o.pairs).fill(0);
   let measuring = false;
   let running = true;
   let delivered = 0;
   let lost = 0;
+  const slowest = (i: number) => {
+    let m = Infinity;
+    for (let k = 0; k < fan; k++) m = Math.min(m, seen[i * fan + k]);
+    return m;
+  };
   try {
     for (let i = 0; i < o.pairs; i++) {
-      const sub = await factory('sub', i);
-      subs.push(sub);
       const topic = topicOf(i);
-      sub.onMessage((t) => {
-        if (t !== topic) return;
-        received[i]++;
-        lastProgress[i] = performance.now();
-        if (measuring) delivered++;
-        pump(i);
-      });
-      await sub.subscribe(topic, o.qos);
+      for (let k = 0; k < fan; k++) {
+        const s = i * fan + k;
+        const sub = await factory('sub', s);
+        subs.push(sub);
+        sub.onMessage((t) => {
+          if (t !== topic) return;
+          seen[s]++;
+          lastProgress[i] = performance.now();
+          if (measuring) delivered++;
+          if (fan === 1 || seen[s] <= received[i] + 1) {
+            received[i] = fan === 1 ? seen[s] : slowest(i);
+            pump(i);
+          }
+        });
+        await sub.subscribe(topic, o.qos);
+      }
     }
     for (let i = 0; i < o.pairs; i++) pubs.push(await factory('pub', i));
 
@@ -105,8 +127,12 @@ export async function runThroughput(factory: LoadClientFactory, o: ThroughputOpt
       const now = performance.now();
       for (let i = 0; i < o.pairs; i++) {
         if (running && sent[i] > received[i] && now - lastProgress[i] > stallMs) {
-          lost += sent[i] - received[i];
-          sent[i] = received[i];
+          // every subscriber still missing messages of this pair lost them: count, then start level
+          for (let k = 0; k < fan; k++) {
+            lost += sent[i] - seen[i * fan + k];
+            seen[i * fan + k] = sent[i];
+          }
+          received[i] = sent[i];
           lastProgress[i] = now;
           pump(i);
         }

@@ -408,7 +408,7 @@ function wipeEpoch(e: EpochKeys | undefined): void {
  * (group, epoch, writer slot). Errors are typed: MALFORMED / TRUNCATED
  * (parse), UNKNOWN_SESSION (no key for the group or epoch), REPLAY,
  * DECRYPT_FAILED (AEAD, topic binding), NOT_AUTHORIZED (not a writer),
- * NONCE_EXHAUSTED (sequence range used up: reconnect for a new one).
+ * NONCE_EXHAUSTED (sequence range used up before the next one arrived).
  */
 export class GroupKeyring {
   private readonly suite: CryptoSuite;
@@ -421,6 +421,8 @@ export class GroupKeyring {
   private seqBase = 0;
   private seqNext = 0;
   private seqLimit = 0;
+  /** A request is out whose answer will carry the next range (§14.4). */
+  private rangeRequested = false;
 
   constructor(opts: KeyringOptions) {
     this.suite = opts.suite;
@@ -433,6 +435,7 @@ export class GroupKeyring {
   /** GKREQ with a fresh n_m; any delivery not answering this request is refused from now on. */
   request(): Uint8Array {
     this.dropDeliverySession();
+    this.rangeRequested = true;
     this.memberNonce = this.suite.randomBytes(MEMBER_NONCE_LENGTH);
     return buildGroupKeyRequest(this.suite, this.ksKey, this.id, this.memberNonce);
   }
@@ -473,6 +476,7 @@ export class GroupKeyring {
     if (fresh && this.delivery) zeroize(this.delivery.keys.key, this.delivery.keys.iv);
     this.delivery = session;
     session.lastSeq = h.dseq;
+    if (fresh) this.rangeRequested = false; // the answer to the request: its range follows
     if (d.seqBase !== this.seqBase || d.seqLimit !== this.seqLimit) {
       // A new range (new connection, or a re-key that restarted the allocation): the key
       // service hands out a range only where it is unused under every key this member can
@@ -541,6 +545,17 @@ export class GroupKeyring {
     return { next: this.seqNext, limit: this.seqLimit };
   }
 
+  /**
+   * §14.4: a writer asks for its next range on the same connection (a new GKREQ) once three
+   * quarters of the current one is used, and goes on sealing from the old range until the
+   * answer arrives, so a busy writer never stops or reconnects for sequence numbers. True
+   * until that request is made.
+   */
+  get wantsRange(): boolean {
+    if (this.seqLimit === 0 || this.rangeRequested) return false;
+    return (this.seqLimit - this.seqNext) * 4 <= this.seqLimit - this.seqBase;
+  }
+
   /** §14.4: seals under the current epoch of the topic's group as this member's writer slot. */
   seal(topic: string, plaintext: Uint8Array): Uint8Array {
     const g = this.groupFor(topic);
@@ -548,7 +563,7 @@ export class GroupKeyring {
     if ((g.flags & GROUP_WRITER) === 0) fail('NOT_AUTHORIZED', 'not a writer of this group');
     const slot = g.current.writers.indexOf(this.id);
     if (slot < 0) fail('NOT_AUTHORIZED', 'no writer slot in this group');
-    if (this.seqNext >= this.seqLimit) fail('NONCE_EXHAUSTED', 'publisher sequence range used up: reconnect for a new one');
+    if (this.seqNext >= this.seqLimit) fail('NONCE_EXHAUSTED', 'publisher sequence range used up: ask for the next one (GKREQ)');
     const seq = this.seqNext++; // never reused, even if the caller drops the envelope
     return sealGroupEnvelope(this.suite, this.slot(g.current, g.filter, slot).keys, slot, g.current.epoch, seq, topic, plaintext);
   }
@@ -608,6 +623,7 @@ export class GroupKeyring {
   onConnectionLost(): void {
     this.dropDeliverySession();
     this.memberNonce = undefined;
+    this.rangeRequested = false;
   }
 
   /** Forget everything (member removed, or shutting down). */

@@ -15,6 +15,7 @@ import { splitLoops } from '../../bench/handshake/rate.js';
 import { checkTargets, formatReport, smallestTlsFull } from '../../bench/report.js';
 import { encodePacket, MqttParser } from '../../firmware/mqtt/codec.js';
 import { median } from '../../bench/net.js';
+import { runThroughput, type LoadClient } from '../../bench/throughput/load.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -196,6 +197,13 @@ describe('report', () => {
         aedes_plain: { qos0: [tputRound(1000, 10), tputRound(1200, 10), tputRound(900, 10)], qos1: [tputRound(500, 20), tputRound(500, 20), null] },
         // QoS 0: 0.7, 0.75, 0.667 of Aedes (stable, >= 0.6); QoS 1: 0.2 then 0.9 (disagree > 2x)
         mqsec_app_subscribers: { qos0: [tputRound(700, 15), tputRound(900, 14), tputRound(600, 16)], qos1: [tputRound(100, 40), tputRound(450, 30), tputRound(400, 30)] },
+        // QoS 0: 0.95, 0.917, 1.0 of Aedes, CPU 11/10 per message; QoS 1: 0.8 of Aedes, CPU 1.5x
+        mqsec_e2e: { qos0: [tputRound(950, 11), tputRound(1100, 11), tputRound(900, 11)], qos1: [tputRound(400, 30), tputRound(400, 30), tputRound(400, 30)] },
+      },
+      fanoutRounds: {
+        aedes_plain: { qos0: [tputRound(50_000, 2), tputRound(40_000, 2), tputRound(45_000, 2)], qos1: [tputRound(20_000, 5), null, tputRound(20_000, 5)] },
+        mqsec_hop: { qos0: [tputRound(10_000, 12), tputRound(8_000, 12), tputRound(9_000, 12)], qos1: [tputRound(5_000, 20), tputRound(5_000, 20), tputRound(5_000, 20)] },
+        mqsec_e2e: { qos0: [tputRound(45_000, 2.2), tputRound(40_000, 2.2), tputRound(45_000, 2.2)], qos1: [tputRound(18_000, 6), tputRound(18_000, 6), tputRound(19_000, 6)] },
       },
       rateRounds: {
         aedes_plain: [rateRound(0.3), rateRound(0.32), rateRound(0.28)],
@@ -220,6 +228,9 @@ describe('report', () => {
       'broker_cpu_us_per_msg',
       'broker_msgs_per_s',
       'broker_ratio_mqsec_vs_aedes_plain',
+      'broker_ratio_e2e_vs_aedes_plain',
+      'fanout_msgs_per_s',
+      'fanout_broker_cpu_us_per_delivery',
       'handshakes_per_s',
       'broker_cpu_ms_per_handshake',
       'handshakes_per_broker_cpu_s',
@@ -231,7 +242,12 @@ describe('report', () => {
     ]);
     expect(Object.keys(j.handshake)).toEqual([...HANDSHAKE_KEYS]);
     expect(HANDSHAKE_KEYS).toEqual(['mqtt_plain', 'mqsec_phase1', 'mqsec_phase2', 'tls12_mutual_cert', 'tls13_cert_password', 'tls_psk', 'tls_psk_no_ticket', 'tls_resumption']);
-    expect(Object.keys(j.broker_msgs_per_s)).toEqual(['aedes_plain', 'mqsec', 'mqsec_app_subscribers', 'mosquitto_plain', 'mosquitto_tls']);
+    expect(Object.keys(j.broker_msgs_per_s)).toEqual(['aedes_plain', 'mqsec', 'mqsec_app_subscribers', 'mqsec_e2e', 'mosquitto_plain', 'mosquitto_tls']);
+    expect(j.broker_ratio_e2e_vs_aedes_plain).toEqual({ qos0: null, qos1: null });
+    for (const o of [j.fanout_msgs_per_s, j.fanout_broker_cpu_us_per_delivery]) {
+      expect(Object.keys(o)).toEqual(['qos0', 'qos1']);
+      expect(Object.keys(o.qos0)).toEqual(['aedes_plain', 'mqsec_hop', 'mqsec_e2e']);
+    }
     // the issue's required keys, in both per-handshake objects
     for (const o of [j.broker_cpu_ms_per_handshake, j.handshakes_per_broker_cpu_s, j.handshakes_per_s]) {
       for (const k of ['mqsec_phase1', 'mqsec_phase2', 'aedes_plain', 'mosquitto_tls_resumed', 'mosquitto_tls13_psk']) expect(Object.keys(o)).toContain(k);
@@ -258,6 +274,16 @@ describe('report', () => {
     // capacity per core: Aedes 10 µs/msg over mqsec's 15, 14, 16
     expect(j.ratios.app_subscribers_qos0_cpu_per_msg_vs_aedes!.median).toBeCloseTo(10 / 15, 3);
     expect(j.ratios.mqsec_qos0_msgs_vs_aedes).toBe(null);
+    // end to end, 1:1: per-round 0.95, 0.917, 1.0 -> median 0.95; CPU per message 11/10
+    expect(j.broker_ratio_e2e_vs_aedes_plain.qos0).toBe(0.95);
+    expect(j.broker_ratio_e2e_vs_aedes_plain.qos1).toBe(0.8);
+    expect(j.ratios.e2e_qos0_cpu_per_msg_vs_aedes!.median).toBeCloseTo(1.1, 6);
+    // one-to-many: medians per configuration, ratios per round (a failed Aedes round drops that round)
+    expect(j.fanout_msgs_per_s.qos0).toEqual({ aedes_plain: 45_000, mqsec_hop: 9_000, mqsec_e2e: 45_000 });
+    expect(j.fanout_broker_cpu_us_per_delivery.qos1).toEqual({ aedes_plain: 5, mqsec_hop: 20, mqsec_e2e: 6 });
+    expect(j.ratios.fanout_e2e_qos0_vs_hop).toMatchObject({ median: 5, rounds: 3 });
+    expect(j.ratios.fanout_hop_qos1_vs_aedes).toMatchObject({ median: 0.25, rounds: 2 });
+    expect(j.ratios.fanout_e2e_qos1_vs_aedes!.rounds).toBe(2);
   });
 
   it('judges each target against its baseline and reports misses and unstable ratios', () => {
@@ -279,7 +305,13 @@ describe('report', () => {
     expect(t('hop-by-hop msgs/s, QoS 1, app subscribers').verdict).toBe('unstable');
     expect(t('hop-by-hop msgs/s, QoS 0, device subscribers').verdict).toBe('not measured');
     expect(t('envelope overhead B (64 B payload)').verdict).toBe('met');
+    expect(t('end-to-end msgs/s, QoS 0').verdict).toBe('met');
+    expect(t('end-to-end msgs/s, QoS 1').verdict).toBe('missed');
+    expect(t('end-to-end broker CPU µs/msg, QoS 0').verdict).toBe('met');
+    expect(t('end-to-end broker CPU µs/msg, QoS 1').verdict).toBe('missed');
     const text = formatReport(rep);
+    expect(text).toContain('## One publisher -> 50 subscribers');
+    expect(text).toContain('| mqsec_e2e | 2.20 | 45,000 | 1 (0.900-1) | 0 | 6 | 18,000 | 0.925 (0.900-0.950) | 0 |');
     expect(text).toContain('| phase 2 bytes | 70 | 54 |');
     expect(text).toContain('MISSED');
     expect(text).toContain('UNSTABLE');
@@ -292,6 +324,65 @@ describe('report', () => {
     expect(median([3, 1, 2])).toBe(2);
     expect(median([4, 1, 2, 3])).toBe(2.5);
     expect(Number.isNaN(median([]))).toBe(true);
+  });
+});
+
+describe('load generator, one publisher -> many subscribers', () => {
+  /** An in-process bus: deliveries after `delayMs` per subscriber; `drop(s, n)` loses subscriber s's n-th message. */
+  function bus(delayMs: (s: number) => number, drop: (s: number, n: number) => boolean = () => false) {
+    const subs = new Map<string, Array<(t: string, p: Uint8Array) => void>>();
+    let maxInFlight = 0;
+    let published = 0;
+    const seenBy = new Map<number, number>();
+    const factory = async (role: 'pub' | 'sub', i: number): Promise<LoadClient> => {
+      let cb: (t: string, p: Uint8Array) => void = () => {};
+      let n = 0;
+      return {
+        publish(topic, payload) {
+          published++;
+          maxInFlight = Math.max(maxInFlight, published - Math.min(...[...seenBy.values()]));
+          for (const deliver of subs.get(topic) ?? []) deliver(topic, payload);
+        },
+        async subscribe(filter) {
+          seenBy.set(i, 0);
+          const list = subs.get(filter) ?? [];
+          list.push((t, p) => {
+            n++;
+            if (drop(i, n)) return;
+            setTimeout(() => {
+              seenBy.set(i, (seenBy.get(i) ?? 0) + 1);
+              cb(t, p);
+            }, delayMs(i));
+          });
+          subs.set(filter, list);
+        },
+        onMessage(f) {
+          cb = f;
+        },
+        async end() {},
+      };
+    };
+    return { factory, maxInFlight: () => maxInFlight, published: () => published };
+  }
+
+  it('counts a delivery per subscriber and lets the slowest subscriber set the pace', async () => {
+    // subscriber 3 is slow: the window (8) must be held against it, not against the fast ones
+    const b = bus((s) => (s === 3 ? 5 : 0));
+    const r = await runThroughput(b.factory, { pairs: 1, subscribersPerPair: 5, qos: 1, payloadBytes: 64, warmupMs: 50, durationMs: 300, window: 8, topicFor: () => 'fan/x' });
+    expect(b.maxInFlight()).toBeLessThanOrEqual(8);
+    expect(r.lostOrStalled).toBe(0);
+    // a delivery per subscriber: the 4 fast ones are at most one window ahead of the slow one
+    expect(r.delivered).toBeGreaterThanOrEqual(5 * 8);
+  });
+
+  it('counts what a subscriber lost once the pair stalls, then goes on', async () => {
+    // subscriber 1 loses everything from its 10th message on (a QoS 0 subscriber cut off)
+    const b = bus(() => 0, (s, n) => s === 1 && n >= 10);
+    const r = await runThroughput(b.factory, { pairs: 1, subscribersPerPair: 3, qos: 0, payloadBytes: 64, warmupMs: 0, durationMs: 400, window: 4, stallMs: 100, topicFor: () => 'fan/y' });
+    // each stall finds a full window (4) missing at subscriber 1 only, counts it and sends the next window
+    expect(r.lostOrStalled).toBeGreaterThanOrEqual(8);
+    expect(r.lostOrStalled % 4).toBe(0);
+    expect(b.published()).toBe(9 + r.lostOrStalled + 4);
   });
 });
 

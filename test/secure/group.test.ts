@@ -193,6 +193,34 @@ describe('receivers check everything (§14.7)', () => {
     dev.connect({ seqBase: 2, seqLimit: 4, groups: [grant(1, GK1, ['dev1'], GROUP_WRITER)] });
     expect(parseGroupEnvelope(dev.ring.seal(T, utf8Encode('c'))).seq).toBe(2);
   });
+
+  it('sequence range refill on the same connection: asked for at three quarters, old range used until the answer', () => {
+    const { dev, app } = pair();
+    dev.connect({ seqBase: 0, seqLimit: 8, groups: [grant(1, GK1, ['dev1'], GROUP_WRITER)] });
+    const seqs: number[] = [];
+    const send = () => {
+      const env = dev.ring.seal(T, utf8Encode('x'));
+      seqs.push(parseGroupEnvelope(env).seq);
+      expect(app.ring.open(T, env).publisher).toBe('dev1');
+    };
+    for (let i = 0; i < 5; i++) send();
+    expect(dev.ring.wantsRange).toBe(false); // 3 of 8 left
+    send();
+    expect(dev.ring.wantsRange).toBe(true); // 2 of 8 left: a quarter
+    // the request goes out; until its answer the old range goes on, and no second request is wanted
+    const answer = DeliverySender.answer(suite, dev.ks, 'dev1', dev.ring.request());
+    expect(dev.ring.wantsRange).toBe(false);
+    send();
+    expect(dev.ring.wantsRange).toBe(false);
+    dev.ring.acceptDelivery(answer.seal({ seqBase: 8, seqLimit: 16, groups: [grant(1, GK1, ['dev1'], GROUP_WRITER)] }));
+    send();
+    expect(seqs).toEqual([0, 1, 2, 3, 4, 5, 6, 8]);
+    // a writer that never asks still stops at the end of its range
+    for (let i = 0; i < 7; i++) dev.ring.seal(T, utf8Encode('y'));
+    expect(code(() => dev.ring.seal(T, utf8Encode('z')))).toBe('NONCE_EXHAUSTED');
+    // a reader holds no range and never asks for one
+    expect(app.ring.wantsRange).toBe(false);
+  });
 });
 
 describe('epochs and re-keying (§14.3)', () => {

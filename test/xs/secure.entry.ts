@@ -120,6 +120,14 @@ exposeToHost({
   ringSeal: (topic: string, pt: Uint8Array) => attempt(() => ring!.seal(topic, pt)),
   ringOpen: (topic: string, genv: Uint8Array) => attempt(() => ring!.open(topic, genv)),
   ringLost: () => ring!.onConnectionLost(),
+  /** Seals n envelopes, then tells whether the writer now wants its next range (§14.4). */
+  ringSealMany: (topic: string, n: number) => {
+    for (let i = 0; i < n; i++) {
+      const r = attempt(() => ring!.seal(topic, new Uint8Array(1)));
+      if (!(r instanceof Uint8Array)) return { sealed: i, stopped: r, wantsRange: ring!.wantsRange };
+    }
+    return { sealed: n, wantsRange: ring!.wantsRange };
+  },
   devWrap: (topic: string, genv: Uint8Array) => attempt(() => device!.wrapChannel(topic, genv)),
 
   // A device in XS; the Node test plays the broker.

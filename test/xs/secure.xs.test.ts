@@ -228,6 +228,13 @@ describe('firmware/secure under XS', () => {
     const push = ans.seal({ seqBase: 100, seqLimit: 200, groups: grants(GROUP_READER | GROUP_WRITER) });
     expect(await xs.call('ringAccept', push)).toEqual([]);
     expect(await xs.call('ringAccept', push)).toEqual({ code: 'REPLAY' });
+    // §14.4 range refill in XS: 2 of the range [100, 200) used; wanted at 75 used, not before
+    expect((await xs.call('ringSealMany', T, 72)).wantsRange).toBe(false);
+    expect((await xs.call('ringSealMany', T, 1)).wantsRange).toBe(true);
+    const next = DeliverySender.answer(ns, ksDev, DEV, await xs.call('ringRequest'));
+    expect((await xs.call('ringSealMany', T, 1)).wantsRange).toBe(false);
+    expect(await xs.call('ringAccept', next.seal({ seqBase: 200, seqLimit: 300, groups: grants(GROUP_READER | GROUP_WRITER) }))).toEqual([]);
+    expect(app.open(T, await xs.call('ringSeal', T, utf8Encode('23.0'))).plaintext).toEqual(utf8Encode('23.0'));
     // channel MAC: the XS device session wraps, the Node broker session unwraps without any AEAD
     await xs.call('devCreate', DEV, KEY, false);
     const { server } = makeServer();
