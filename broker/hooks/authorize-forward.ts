@@ -11,6 +11,14 @@
  * the member connection they were made for. On end-to-end topics
  * (docs/protocol.md §14) the group envelope goes out as it came, to readers
  * of its group only.
+ *
+ * A delivery to a connection that is already gone (its state was forgotten at
+ * the socket's close) is let through, not refused: Aedes answers a refusal on
+ * a persistent session by clearing a message from the session queue (for a
+ * live delivery, by a message id never assigned, which removes the oldest
+ * queued message), so a refusal there loses readings. Let through, the write
+ * to the dead socket fails and the message stays queued for the next
+ * connection, where this hook judges it again with the new state.
  */
 import type { AuthorizeForwardHandler } from 'aedes';
 import { isMqsecError } from '../../firmware/core/errors.js';
@@ -39,7 +47,7 @@ function isOwnProtocolMessage(state: ClientState, payload: Buffer | string): boo
 export function createAuthorizeForward(ctx: BrokerContext): AuthorizeForwardHandler {
   return (client, packet) => {
     const state = ctx.states.get(client);
-    if (!state) return null;
+    if (!state) return client.closed || client.conn?.destroyed ? packet : null;
     if (packet.topic === KX_TOPIC) return isOwnProtocolMessage(state, packet.payload) ? packet : null;
     // a key delivery is published by the broker to one member's connection only (§14.6); clients cannot publish here
     if (packet.topic === GK_TOPIC) return state.kind === 'device' ? packet : null;
