@@ -10,7 +10,9 @@
  * epoch's receive keys (docs/protocol.md, "QoS 1 across a key change"), so
  * the broker's replay window recognises a copy that did arrive, and the
  * backend sees no duplicate; otherwise the session re-seals it under the
- * new keys. Bounded: an ESP32 cannot queue forever.
+ * new keys. An end-to-end message (docs/protocol.md §14.5) keeps its group
+ * envelope and gets the new connection's channel trailer. Bounded: an ESP32
+ * cannot queue forever.
  */
 import type { Log } from '../core/platform.js';
 import { silentLog } from '../core/platform.js';
@@ -19,10 +21,19 @@ export interface OutboxPublisher {
   publish(topic: string, payload: Uint8Array, opts: { qos?: 0 | 1; retain?: boolean; immediate?: boolean }): Promise<void>;
 }
 
+export interface OutboxPublishOptions {
+  qos?: 0 | 1;
+  retain?: boolean;
+  immediate?: boolean;
+  /** A group envelope with a channel trailer (§14.5): on resend it keeps the envelope and gets a new trailer. */
+  e2e?: boolean;
+}
+
 interface Entry {
   topic: string;
   envelope: Uint8Array;
   retain: boolean;
+  e2e: boolean;
   /** The connection (link generation) this copy was last sent on. */
   sentOn: number;
   /** Connections it went out on without a PUBACK coming back. */
@@ -59,21 +70,24 @@ export class Outbox {
     generation: number,
     topic: string,
     payload: Uint8Array,
-    opts: { qos?: 0 | 1; retain?: boolean; immediate?: boolean },
+    opts: OutboxPublishOptions,
   ): Promise<void> {
-    if (opts.qos !== 1 || opts.immediate || topic.startsWith('$mqsec/')) return client.publish(topic, payload, opts);
-    const entry: Entry = { topic, envelope: payload, retain: opts.retain ?? false, sentOn: generation, attempts: 1 };
+    const mqttOpts = { qos: opts.qos, retain: opts.retain, immediate: opts.immediate };
+    if (opts.qos !== 1 || opts.immediate || topic.startsWith('$mqsec/')) return client.publish(topic, payload, mqttOpts);
+    const entry: Entry = { topic, envelope: payload, retain: opts.retain ?? false, e2e: opts.e2e ?? false, sentOn: generation, attempts: 1 };
     this.add(entry);
-    await client.publish(topic, payload, opts);
+    await client.publish(topic, payload, mqttOpts);
     this.remove(entry);
   }
 
   /**
    * After a new connection is ready: sends every message left over from
    * earlier connections. `reseal` returns a fresh envelope when the old one
-   * can no longer be accepted, or null to send it as is.
+   * can no longer be accepted (always, for an end-to-end message: a new
+   * trailer), or null to send it as is; it throws when the message cannot be
+   * recovered (dropped and counted).
    */
-  resend(client: OutboxPublisher, generation: number, reseal: (topic: string, envelope: Uint8Array) => Uint8Array | null): void {
+  resend(client: OutboxPublisher, generation: number, reseal: (topic: string, envelope: Uint8Array, e2e: boolean) => Uint8Array | null): void {
     for (const entry of [...this.entries]) {
       if (entry.sentOn === generation) continue;
       if (entry.attempts >= OUTBOX_MAX_ATTEMPTS) {
@@ -86,7 +100,7 @@ export class Outbox {
       entry.attempts++;
       let fresh: Uint8Array | null = null;
       try {
-        fresh = reseal(entry.topic, entry.envelope);
+        fresh = reseal(entry.topic, entry.envelope, entry.e2e);
       } catch (e) {
         this.log.warn('outbox: cannot re-seal, dropping message', { topic: entry.topic });
         this.remove(entry);

@@ -34,6 +34,8 @@ export interface SecureGlue {
   attach(client: MqttClientLike): void;
   publish(topic: string, plaintext: Uint8Array, opts?: { qos?: 0 | 1; retain?: boolean }): Promise<void>;
   subscribe(filter: string, qos?: 0 | 1): Promise<unknown>;
+  /** §14.1: the protection mode of a topic as the device knows it (glues without group keys: always 'hop'). */
+  modeOf?(topic: string): 'e2e' | 'hop';
 }
 
 export interface GlueCallbacks {
@@ -93,7 +95,7 @@ export class SecureMqttLink implements SecureLink {
         onReady: (phase) => {
           if (!current() || settled) return;
           // messages left unacknowledged by earlier connections go out first, under this session
-          if (this.client) this.outbox.resend(this.client, gen, (t, env) => glue.hooks.onResend({ topic: t, payload: env }));
+          if (this.client) this.outbox.resend(this.client, gen, (t, env, e2e) => glue.hooks.onResend({ topic: t, payload: env, e2e }));
           this.ready = true;
           for (const m of this.unsealed.splice(0)) glue.publish(m.topic, m.payload, { qos: 1 }).catch(() => {}); // now in the outbox
           settled = true;
@@ -168,7 +170,25 @@ export class SecureMqttLink implements SecureLink {
       throw new MqsecError('NOT_CONNECTED', 'secure link is not open');
     }
     // ready: the glue seals at once and the outbox holds the envelope until its PUBACK
-    await this.glue.publish(topic, payload, { qos });
+    try {
+      await this.glue.publish(topic, payload, { qos });
+    } catch (e) {
+      const err = asMqsecError(e);
+      if (err.code === 'NONCE_EXHAUSTED') {
+        // §8.3 / §14.4: this connection's sequence range is used up and nothing was sent.
+        // A new connection brings new keys and a new range: keep the message for it and
+        // end this one (the app sees the link go down and reconnects).
+        if (qos === 1) this.keepUnsealed(topic, payload);
+        this.log.warn('sequence range used up: reconnecting');
+        this.client?.disconnect().catch(() => {});
+      }
+      throw err;
+    }
+  }
+
+  /** §14.1: the protection mode of a topic on the current connection. */
+  modeOf(topic: string): 'e2e' | 'hop' {
+    return this.glue?.modeOf?.(topic) ?? 'hop';
   }
 
   private keepUnsealed(topic: string, payload: Uint8Array): void {

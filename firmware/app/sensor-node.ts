@@ -106,6 +106,8 @@ export class SensorNode {
   /** Wakes an interruptible wait (command "sample", link down, stop). */
   private wakeWait: ((why: string) => void) | undefined;
   private sampleRequested = false;
+  /** The last reconnect was for a used-up sequence range (NONCE_EXHAUSTED). */
+  private reconnectedForRange = false;
   readonly stats: NodeStats = { boots: 0, phase1: 0, phase2: 0, published: 0, commands: 0, badCommands: 0, failures: 0, sensorErrors: 0 };
 
   constructor(private readonly o: SensorNodeOptions) {
@@ -224,9 +226,17 @@ export class SensorNode {
         this.enter('publishing');
         try {
           await this.publishReadings();
+          this.reconnectedForRange = false;
           return 'listening';
         } catch (e) {
           await this.closeLink();
+          // The connection's sequence range is used up (§8.3, §14.4): not a fault, a new
+          // connection brings a new one. The link kept the reading; reconnect at once.
+          // Twice in a row (a fresh range used up at once) is a fault like any other.
+          if (asMqsecError(e).code === 'NONCE_EXHAUSTED' && !this.stopping && !this.reconnectedForRange) {
+            this.reconnectedForRange = true;
+            return 'connecting';
+          }
           return this.failed('connecting', e);
         }
       case 'listening':
