@@ -42,6 +42,8 @@ export interface GroupConfig {
   workDir: string;
   intervalS: number;
   sleepMode: 'deep' | 'wait';
+  /** Nodes ask the key service for group keys after every session (docs/protocol.md §14), as the firmware does by default. */
+  groupKeys?: boolean;
   devices: GroupDevice[];
   faults: GroupFaults;
 }
@@ -132,6 +134,7 @@ export class DeviceGroup implements FleetGroup {
             log: debug ? pinoLog(debug.child({ dev: d.id })) : undefined,
             intervalS: config.intervalS,
             sleepMode: config.sleepMode,
+            groupKeys: config.groupKeys,
             clockSkewMs: d.clockSkewMs,
           },
           {

@@ -13,6 +13,7 @@ import { MqsecError } from '../../firmware/core/errors.js';
 import { silentLog } from '../../firmware/core/platform.js';
 import { createNobleSuite } from '../../firmware/crypto/noble.js';
 import { DeviceSecureSession } from '../../firmware/secure/index.js';
+import { GroupKeyring, deriveKeyServiceKey } from '../../firmware/secure/group.js';
 import { SecureMqttClient } from '../../firmware/app/secure-mqtt.js';
 import { SecureMqttLink } from '../../firmware/app/secure-link.js';
 import { createFirmwareMqttClient } from '../../firmware/app/firmware-mqtt.js';
@@ -31,6 +32,12 @@ export interface SimDeviceEnv {
   /** Seconds between readings. */
   intervalS: number;
   sleepMode: 'deep' | 'wait';
+  /**
+   * Ask the key service for group keys after every session and follow each
+   * topic's mode (docs/protocol.md §14), as the firmware does by default
+   * (firmware/platform/moddable/main.ts, board setting `groupKeys`).
+   */
+  groupKeys?: boolean;
   /** Device clock offset (ms): the protocol must not care. */
   clockSkewMs?: number;
   listenMs?: number;
@@ -104,11 +111,14 @@ export class SimDevice {
     const clock: Clock = { now: () => this.env.clock.now() + skew };
     const suite = createNobleSuite(this.env.random);
     const session = new DeviceSecureSession({ suite, devId: this.devId, deviceKey: this.deviceKey, storage, clock, log });
+    // RAM state like the session: a wake starts with no group keys and asks for them (§14.6)
+    const keyring = this.env.groupKeys ? new GroupKeyring({ suite, id: this.devId, keyServiceKey: deriveKeyServiceKey(suite, this.deviceKey, this.devId) }) : undefined;
     const link: SecureLink = new SecureMqttLink({
       log,
       createGlue: (cb) =>
         new SecureMqttClient({
           session,
+          keyring,
           log,
           onMessage: cb.onMessage,
           onError: cb.onError,

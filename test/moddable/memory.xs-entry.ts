@@ -15,6 +15,7 @@ import { DeviceSecureSession } from '../../firmware/secure/device.js';
 import { ServerHandshake } from '../../firmware/secure/server.js';
 import { MemoryTicketStore } from '../../firmware/secure/ticket-store.js';
 import { MqttClient } from '../../firmware/mqtt/client.js';
+import { DeliverySender, GROUP_READER, GROUP_WRITER, GroupKeyring, deriveKeyServiceKey } from '../../firmware/secure/group.js';
 import { SensorNode } from '../../firmware/app/sensor-node.js';
 import { FakeNetwork, FakeSecureLink, FakeSensor, FakeSleep, ManualTimer, MapStorage } from '../app/fakes.js';
 
@@ -133,6 +134,49 @@ exposeToHost({
     const sealed = session.seal('sensors/sensor01/temperature', new Uint8Array(24));
     r.session.open('sensors/sensor01/temperature', sealed);
     return { resume: c.password.length };
+  },
+  /**
+   * End to end (§14) on top of phase 2: the device's keyring with its two
+   * groups (writer of its readings group, reader of its commands group with
+   * three app writers), one reading sealed and a command from each app opened
+   * (per-writer keys and replay windows derived). The key-service side and
+   * the apps' keyrings are dropped; only the device's keyring is kept.
+   */
+  e2e: () => {
+    const keep = g.__keep;
+    const suite = keep.suite as CryptoSuite;
+    const devId = 'sensor01';
+    const ks = deriveKeyServiceKey(suite, new Uint8Array(32).fill(3), devId);
+    const keyring = new GroupKeyring({ suite, id: devId, keyServiceKey: ks });
+    const apps = ['ops', 'backend', 'dashboard'];
+    const readings = 'sensors/sensor01/#';
+    const commands = 'cmd/sensor01/#';
+    const gkR = suite.randomBytes(32);
+    const gkC = suite.randomBytes(32);
+    const sender = DeliverySender.answer(suite, deriveKeyServiceKey(suite, new Uint8Array(32).fill(3), devId), devId, keyring.request());
+    keyring.acceptDelivery(
+      sender.seal({
+        seqBase: 0,
+        seqLimit: 4096,
+        groups: [
+          { filter: readings, flags: GROUP_WRITER, epoch: 1, groupKey: gkR.slice(), writers: [devId] },
+          { filter: commands, flags: GROUP_READER, epoch: 1, groupKey: gkC.slice(), writers: apps },
+        ],
+      }),
+    );
+    const sealed = keyring.seal('sensors/sensor01/temperature', new Uint8Array(24));
+    const wire = (keep.session as DeviceSecureSession).wrapChannel('sensors/sensor01/temperature', sealed);
+    let opened = 0;
+    for (const app of apps) {
+      const ak = deriveKeyServiceKey(suite, new Uint8Array(32).fill(7), app);
+      const ring = new GroupKeyring({ suite, id: app, keyServiceKey: ak });
+      const s = DeliverySender.answer(suite, ak, app, ring.request());
+      ring.acceptDelivery(s.seal({ seqBase: 0, seqLimit: 16, groups: [{ filter: commands, flags: GROUP_WRITER, epoch: 1, groupKey: gkC.slice(), writers: apps }] }));
+      keyring.open('cmd/sensor01/interval', ring.seal('cmd/sensor01/interval', new Uint8Array(4)));
+      opened++;
+    }
+    keep.keyring = keyring;
+    return { wire: wire.length, opened };
   },
   dropServer: () => {
     g.__server = undefined;

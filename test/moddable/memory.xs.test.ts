@@ -81,7 +81,16 @@ async function measure(kind: 'device' | 'edwards') {
     const client = (await w.call('chunks', 'client')).value;
     const node = (await w.call('chunks', 'node')).value;
     const chunkBytes = session.buffers + session.strings + client.buffers + client.strings + node.buffers + node.strings;
+    // end to end (§14) on top: the device's keyring with its two groups
+    const e2e = await w.call('e2e');
+    const afterE2e = await w.liveSlots();
+    const ring = (await w.call('chunks', 'keyring')).value;
+    const e2eChunkBytes = ring.buffers + ring.strings;
     return {
+      e2eSlots: afterE2e - afterPhase2,
+      e2eChunkBytes,
+      esp32E2eExtraBytes: (afterE2e - afterPhase2) * ESP32_SLOT_BYTES + e2eChunkBytes,
+      e2eWireForA24ByteReading: e2e.value.wire,
       oneTimeSlots: warm - base,
       sessionSlotsAfterPhase1: afterPhase1 - warm,
       sessionSlotsAfterPhase2: afterPhase2 - warm,
@@ -106,6 +115,10 @@ describe('secure client heap under XS', () => {
     expect(device.sessionSlotsAfterPhase2).toBeGreaterThan(0);
     expect(device.esp32SessionBytes).toBeLessThan(16 * 1024);
     expect(device.esp32OneTimeBytes).toBeLessThan(16 * 1024);
+    // end to end adds the keyring (two groups, four writer slots derived): a few KB at most
+    expect(device.e2eSlots).toBeGreaterThan(0);
+    expect(device.esp32E2eExtraBytes).toBeLessThan(6 * 1024);
+    expect(device.esp32SessionBytes + device.esp32E2eExtraBytes).toBeLessThan(16 * 1024);
     // the table-based default would cost far more, once: the reason for the ladder
     expect(stock.oneTimeSlots).toBeGreaterThan(device.oneTimeSlots + 3000);
   });

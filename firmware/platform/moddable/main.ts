@@ -20,6 +20,7 @@ import { createSensor } from './board-sensor.js';
 import { cryptoSelfTest } from '../../crypto/self-test.js';
 import { createNativeSuite } from './native-suite.js';
 import { DeviceSecureSession } from '../../secure/device.js';
+import { GroupKeyring, deriveKeyServiceKey } from '../../secure/group.js';
 import { SecureMqttClient } from '../../app/secure-mqtt.js';
 import { SensorNode } from '../../app/sensor-node.js';
 import { SecureMqttLink, type ConnectableMqttClient } from '../../app/secure-link.js';
@@ -39,6 +40,13 @@ interface BoardConfig {
   client?: 'firmware' | 'stock';
   logLevel?: 'debug' | 'info' | 'warn' | 'error';
   listenMs?: number;
+  /**
+   * End-to-end topic keys (docs/protocol.md §14), default on: after every
+   * session the node asks the key service for its group keys and learns from
+   * the answer which of its topics are end to end. Off only for a broker
+   * without a key service (then every topic is hop by hop).
+   */
+  groupKeys?: boolean;
 }
 
 /** XS heap figures, in instrumented builds only (mcconfig -i or -d); release builds report nothing. */
@@ -77,6 +85,12 @@ function start(): void {
     clock: platform.clock,
     log,
   });
+  let keyring: GroupKeyring | undefined;
+  if (board.groupKeys !== false) {
+    const k = deviceKeyBytes(device);
+    keyring = new GroupKeyring({ suite, id: device.id, keyServiceKey: deriveKeyServiceKey(suite, k, device.id) });
+    k.fill(0);
+  }
   let connectingSince: number | undefined;
   const endpoint = { host: device.broker.host, port: device.broker.port };
   const useStock = board.client === 'stock';
@@ -86,6 +100,7 @@ function start(): void {
     createGlue: (callbacks) =>
       new SecureMqttClient({
         session,
+        keyring,
         log,
         onMessage: callbacks.onMessage,
         onError: callbacks.onError,
