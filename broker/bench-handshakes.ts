@@ -47,8 +47,8 @@ async function brokerSide(n: number): Promise<{ p1: number; p2: number }> {
       clock: { now: () => Date.now() },
       ticketStore: new SqliteTicketStore(registry),
       lookupDevice: (id) => {
-        const k = registry.deviceKey(id);
-        return k && { deviceKey: k.key, status: 'active' as const };
+        const k = registry.handshakeKeys(id);
+        return k && { keys: { authKey: k.authKey, pskKey: k.pskKey }, status: 'active' as const };
       },
     });
     const dev = device('bench1', key);

@@ -14,7 +14,9 @@ import type { RetainedBudget } from './limits/retained-budget.js';
 import type { RateLimiter } from './limits/rate-limit.js';
 import type { BrokerLimits } from './limits/config.js';
 import type { KeyService } from './keyservice/key-service.js';
-import { computeMembership } from './keyservice/membership.js';
+import type { KeyServicePort, PolicySnapshot } from './keyservice/link.js';
+import { GroupDirectory, computeMembership } from './keyservice/membership.js';
+import type { ExternalKeyService } from './keyservice-link.js';
 
 export type ClientState =
   | {
@@ -56,8 +58,14 @@ export interface BrokerContext {
   aedes: Aedes;
   registry: Registry;
   handshake: ServerHandshake;
-  /** Group keys of end-to-end topics (docs/protocol.md §14), embedded in the broker. */
-  keyService: KeyService;
+  /** Groups of end-to-end topics and their readers (docs/protocol.md §14.1), from the policy: what routing needs. */
+  groups: GroupDirectory;
+  /** The key service link (§14.11): the embedded agent, or the external key service's client. */
+  keyLink: KeyServicePort;
+  /** The embedded key service (absent when an external one is used): status displays and tests. */
+  keyService?: KeyService;
+  /** Set when the broker relies on an external key service (`--keyservice external`). */
+  externalKeyService?: ExternalKeyService;
   log: Logger;
   metrics: BrokerMetrics;
   limits: BrokerLimits;
@@ -154,13 +162,17 @@ export function audit(ctx: BrokerContext, kind: string, subject: string | null, 
 
 export function reloadRoles(ctx: BrokerContext): void {
   ctx.roles = new Map(ctx.registry.listRoles().map((r) => [r.name, r]));
-  // §14.3: groups and members follow the policy; changed groups are re-keyed and pushed now
+  // §14.3: groups and members follow the policy; the key service re-keys changed groups and pushes now
   const principals: Principal[] = [];
+  const snapshot: PolicySnapshot = { principals: [], roles: [...ctx.roles.values()] };
   for (const d of ctx.registry.listDevices()) {
     const role = ctx.roles.get(d.role);
-    if (d.status === 'active' && role) principals.push({ id: d.id, kind: 'device', role });
+    if (d.status !== 'active' || !role) continue;
+    principals.push({ id: d.id, kind: 'device', role });
+    snapshot.principals.push({ id: d.id, role: d.role, key: keyIdentity(d) });
   }
-  ctx.keyService.update(computeMembership(principals, [...ctx.roles.values()]));
+  ctx.groups = new GroupDirectory(computeMembership(principals, snapshot.roles));
+  ctx.keyLink.policy(snapshot);
 }
 
 /** A device session is authenticated and registered: it is the device's live session now. */
@@ -174,7 +186,7 @@ export function setLiveDevice(ctx: BrokerContext, devId: string, client: Client)
 export function dropLiveDevice(ctx: BrokerContext, devId: string, client: Client): void {
   if (ctx.liveDevices.get(devId) !== client) return;
   ctx.liveDevices.delete(devId);
-  ctx.keyService.memberLeft(devId); // its key delivery answer dies with the connection (§14.6)
+  ctx.keyLink.left(devId); // its key delivery answer dies with the connection (§14.6)
   ctx.metrics.sessions.set(ctx.liveDevices.size);
   ctx.events.emit('device-offline', devId);
 }

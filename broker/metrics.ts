@@ -31,6 +31,11 @@ export class BrokerMetrics {
     labelNames: ['class'] as const,
     registers: [this.registry],
   });
+  readonly keyServiceLinked = new Gauge({
+    name: 'mqsec_keyservice_linked',
+    help: 'An external key service is linked (1) or not (0); absent with the embedded one',
+    registers: [this.registry],
+  });
   readonly drops = new Counter({
     name: 'mqsec_drops_total',
     help: 'Messages dropped by reason',

@@ -22,10 +22,12 @@ import { createServer as createTlsServer, type Server as TlsServer } from 'node:
 import { loadOrCreateTlsCert, type TlsFiles } from './tls-cert.js';
 import type { Server as HttpServer } from 'node:http';
 import { pino, type Logger } from 'pino';
-import { GK_TOPIC, ServerHandshake } from '../firmware/secure/index.js';
+import { ServerHandshake } from '../firmware/secure/index.js';
 import { join } from 'node:path';
-import { KeyService } from './keyservice/key-service.js';
-import { SqliteKeyServiceStore } from './keyservice/store.js';
+import { KeyServiceAgent } from './keyservice/agent.js';
+import { GroupDirectory } from './keyservice/membership.js';
+import { KEY_SERVICE_DB_FILE, SqliteKeyServiceStore } from './keyservice/store.js';
+import { ExternalKeyService, createMemberPort } from './keyservice-link.js';
 import type { CryptoSuite } from '../firmware/crypto/suite.js';
 import { createSodiumSuite } from '../platform-node/sodium-suite.js';
 import { aedesClients, audit, forgetStaleGrace, keyIdentity, reloadRoles, sameDeviceKey, type BrokerContext } from './context.js';
@@ -51,8 +53,8 @@ import { SqliteTicketStore } from './registry/ticket-store.js';
 import type { ConsoleOptions, RunningConsole } from './console/server.js';
 import { EventEmitter } from 'node:events';
 
-/** The embedded key service's own file in the data directory (epochs, sequence allocations; never keys). */
-export const KEY_SERVICE_DB_FILE = 'keyservice.db';
+/** The embedded key service's own file in the data directory (epochs, sequence allocations, K_ks sealed under keyservice.key). */
+export { KEY_SERVICE_DB_FILE };
 
 export interface BrokerOptions {
   dataDir: string;
@@ -72,6 +74,14 @@ export interface BrokerOptions {
   groupRekeyIntervalMs?: number;
   /** Publisher sequence numbers handed out per connection (§14.4), default 4096. */
   groupSeqBlock?: number;
+  /**
+   * Where the key service runs (docs/protocol.md §14.11). 'embedded' (default):
+   * inside this process, its store in the data directory. 'external': a
+   * separate `mqsec keyservice` process logs in as an account of the role
+   * `keyservice`; this broker never opens a key service store, and its
+   * registry refuses to provision K_ks into its own directory.
+   */
+  keyService?: 'embedded' | 'external';
   /**
    * Graceful stop: devices' input is paused, then the broker waits (at most
    * this long) until every message already read is routed and every
@@ -129,7 +139,9 @@ export interface RunningBroker {
 
 export async function startBroker(opts: BrokerOptions): Promise<RunningBroker> {
   const log = opts.logger ?? pino({ level: opts.logLevel ?? 'info', base: { svc: 'mqsec-broker' } });
-  const registry = Registry.open(opts.dataDir);
+  const external = opts.keyService === 'external';
+  // §14.2: with an external key service this process never opens a key service store
+  const registry = Registry.open(opts.dataDir, external ? { memberKeys: null } : {});
   let lock: DirLock;
   try {
     lock = acquireDirLock(registry.dataDir);
@@ -164,6 +176,7 @@ async function openBroker(
 ): Promise<RunningBroker> {
   const host = opts.host ?? '127.0.0.1';
   const limits = resolveLimits(opts.limits);
+  const external = opts.keyService === 'external';
 
   const metrics = new BrokerMetrics();
   const decoyKey = new Uint8Array(randomBytes(32));
@@ -175,17 +188,14 @@ async function openBroker(
     ticketStore,
     ticketLifetimeMs: opts.ticketLifetimeMs,
     lookupDevice: (devId: string) => {
-      const k = registry.deviceKey(devId);
-      // §10: an unknown or revoked id is looked up with a decoy key nobody holds, so its
+      // §14.2: the registry holds K_auth and K_psk only (never K, so never K_ks)
+      const k = registry.handshakeKeys(devId);
+      // §10: an unknown or revoked id is looked up with decoy keys nobody holds, so its
       // KX1 fails exactly like a wrong key (one HMAC, BAD_MAC, CONNACK 4) and a refusal
       // does not tell which ids are registered. (A RESUME finds no ticket either way.)
-      if (!k) return { deviceKey: decoyKey.slice(), status: 'active' as const };
-      // The handshake uses the key synchronously right after this lookup
-      // resolves (key derivation precedes its first await), so the decrypted
-      // copy is wiped once the current turn of the event loop is over. Should
-      // that ever change, phase 1 fails loudly (every test), never silently.
-      setImmediate(() => k.key.fill(0));
-      return { deviceKey: k.key, status: 'active' as const };
+      if (!k) return { keys: { authKey: decoyKey.slice(), pskKey: decoyKey.slice() }, status: 'active' as const };
+      // the handshake wipes both once it has used them
+      return { keys: { authKey: k.authKey, pskKey: k.pskKey }, status: 'active' as const };
     },
   });
   // Before the listener opens: the first reconnects must find the grace state (§8.5).
@@ -205,23 +215,31 @@ async function openBroker(
     log.warn({ err: e }, 'QoS 1 grace state not restored');
   }
 
-  const keyServiceStore = new SqliteKeyServiceStore(join(registry.dataDir, KEY_SERVICE_DB_FILE));
-  opened.push(() => keyServiceStore.close());
-  const keyService = new KeyService({
-    suite: opts.suite ?? createSodiumSuite(),
-    store: keyServiceStore,
-    principalKey: (id) => registry.deviceKey(id)?.key,
-    // a push goes to the member's live connection only (§14.6)
-    send: (id, payload) => {
-      const client = liveDevicesRef.get(id);
-      client?.publish({ cmd: 'publish', topic: GK_TOPIC, payload: Buffer.from(payload), qos: 0, retain: false, dup: false }, () => {});
-    },
-    rekeyIntervalMs: opts.groupRekeyIntervalMs,
-    seqBlock: opts.groupSeqBlock,
-    onRekey: (filter, epoch, reason) => log.info({ group: filter, epoch, reason }, 'group re-keyed'),
-  });
   const liveDevicesRef = new Map<string, Client>();
-  opened.push(() => keyService.close());
+  // a key delivery goes to the member's live connection only (§14.6)
+  const memberPort = createMemberPort({ liveDevices: liveDevicesRef, metrics });
+  let agent: KeyServiceAgent | undefined;
+  let keyServiceStore: SqliteKeyServiceStore | undefined;
+  registry.setKeyServiceMode(external ? 'external' : 'embedded');
+  if (!external) {
+    const store = new SqliteKeyServiceStore(join(registry.dataDir, KEY_SERVICE_DB_FILE));
+    keyServiceStore = store;
+    opened.push(() => store.close());
+    const a = new KeyServiceAgent({
+      suite: opts.suite ?? createSodiumSuite(),
+      store,
+      members: memberPort,
+      rekeyIntervalMs: opts.groupRekeyIntervalMs,
+      seqBlock: opts.groupSeqBlock,
+      onRekey: (filter, epoch, reason) => log.info({ group: filter, epoch, reason }, 'group re-keyed'),
+      onRefused: (id, code) => {
+        metrics.drops.inc({ reason: `gkreq-${code.toLowerCase()}` });
+        audit(ctx, 'groupkey.refused', id, code, null);
+      },
+    });
+    agent = a;
+    opened.push(() => a.close());
+  }
 
   const drain = new DrainTracker();
   const persistence = drain.track(opts.persistence ?? memoryPersistence());
@@ -242,7 +260,9 @@ async function openBroker(
     aedes,
     registry,
     handshake,
-    keyService,
+    groups: new GroupDirectory(),
+    keyLink: agent ?? { request() {}, left() {}, policy() {}, rotate() {} },
+    keyService: agent?.service,
     log,
     metrics,
     limits,
@@ -265,6 +285,11 @@ async function openBroker(
     emptyClientIds: new WeakSet(),
     auditBudget: { second: 0, used: 0, suppressed: 0 },
   };
+  if (external) {
+    ctx.externalKeyService = new ExternalKeyService(ctx, memberPort);
+    ctx.keyLink = ctx.externalKeyService;
+    metrics.keyServiceLinked.set(0);
+  }
   reloadRoles(ctx);
   aedes.preConnect = createPreConnect(ctx);
   aedes.authenticate = createAuthenticate(ctx);
@@ -354,8 +379,6 @@ async function openBroker(
   poll.unref();
   const purge = setInterval(() => registry.purgeExpiredTickets(), 3_600_000);
   purge.unref();
-  const groupTick = setInterval(() => keyService.tick(), 1000);
-  groupTick.unref();
 
   let consoleServer: RunningConsole | undefined;
   if (opts.console) {
@@ -372,7 +395,6 @@ async function openBroker(
     stopped ??= (async () => {
       clearInterval(poll);
       clearInterval(purge);
-      clearInterval(groupTick);
       await consoleServer?.close();
       try {
         syncRegistry(); // a revocation since the last poll must not reach the grace state written below
@@ -408,8 +430,8 @@ async function openBroker(
       } catch (e) {
         log.warn({ err: e }, 'QoS 1 grace state not saved: a message whose PUBACK was lost may be routed twice after the restart');
       }
-      keyService.close();
-      keyServiceStore.close();
+      agent?.close();
+      keyServiceStore?.close();
       // writes still queued for the next group commit (a handshake cut off by the stop) go to disk first
       ticketStore.commits.flush();
       registry.close();

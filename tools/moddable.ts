@@ -13,6 +13,7 @@ import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseDeviceConfig, type DeviceConfig } from '../firmware/app/device-config.js';
 import { constantTimeEqual, fromHex } from '../firmware/core/bytes.js';
+import { splitPrincipalKey } from '../broker/registry/principal-keys.js';
 import { Registry } from '../broker/registry/registry.js';
 
 export const REPO_ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
@@ -70,10 +71,15 @@ export function checkConfigAgainstRegistry(config: DeviceConfig, dataDir: string
     const d = registry.getDevice(config.id);
     if (!d) return { ok: false, reason: `device "${config.id}" is not in the registry in ${dataDir} (removed, or another registry)` };
     if (d.status !== 'active') return { ok: false, reason: `device "${config.id}" is revoked: \`mqsec device rotate ${config.id}\` issues a new key and config` };
-    const current = registry.deviceKey(config.id);
+    // the registry keeps K_auth only (docs/protocol.md §14.2): compare what the config's key derives
+    const current = registry.handshakeKeys(config.id);
     const given = fromHex(config.key);
-    const same = current !== undefined && constantTimeEqual(current.key, given);
-    current?.key.fill(0);
+    const derived = splitPrincipalKey(given, config.id);
+    const same = current !== undefined && constantTimeEqual(current.authKey, derived.handshake.subarray(0, 32));
+    current?.authKey.fill(0);
+    current?.pskKey.fill(0);
+    derived.handshake.fill(0);
+    derived.keyService.fill(0);
     given.fill(0);
     if (!same) return { ok: false, reason: `the key in this config is not the one the registry accepts for "${config.id}" (key v${d.keyVersion}): it was rotated; use the config \`mqsec device rotate\` wrote` };
     return { ok: true };

@@ -289,5 +289,7 @@ export function forgetClient(ctx: BrokerContext, client: Client): void {
   } else if (state.kind === 'device') {
     state.session.close();
     dropLiveDevice(ctx, state.devId, client);
+  } else if (state.kind === 'account') {
+    ctx.externalKeyService?.onClose(client);
   }
 }

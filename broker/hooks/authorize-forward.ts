@@ -24,6 +24,7 @@ import type { AuthorizeForwardHandler } from 'aedes';
 import { isMqsecError } from '../../firmware/core/errors.js';
 import { KX_TOPIC } from '../../firmware/secure/constants.js';
 import { GK_TOPIC } from '../../firmware/secure/group.js';
+import { KEYSERVICE_ROLE, KS_IN_TOPIC } from '../keyservice/link.js';
 import { canReceive } from '../policy/policy.js';
 import type { BrokerContext, ClientState } from '../context.js';
 import { principalOf } from '../context.js';
@@ -51,14 +52,16 @@ export function createAuthorizeForward(ctx: BrokerContext): AuthorizeForwardHand
     if (packet.topic === KX_TOPIC) return isOwnProtocolMessage(state, packet.payload) ? packet : null;
     // a key delivery is published by the broker to one member's connection only (§14.6); clients cannot publish here
     if (packet.topic === GK_TOPIC) return state.kind === 'device' ? packet : null;
+    // link frames (§14.11) are published by the broker to the external key service's client only
+    if (packet.topic === KS_IN_TOPIC) return state.kind === 'account' && state.roleName === KEYSERVICE_ROLE ? packet : null;
     if (state.kind === 'pending' || state.kind === 'hint') return null;
     const principal = principalOf(ctx, state)!;
     if (!canReceive(principal, packet.topic)) return null;
 
-    const group = ctx.keyService.groupOf(packet.topic);
+    const group = ctx.groups.groupOf(packet.topic);
     if (group !== undefined) {
       // §14.5: the group envelope as it came, to readers of the group only (nobody else could open it)
-      return state.kind === 'device' && ctx.keyService.isReader(state.devId, group) ? packet : null;
+      return state.kind === 'device' && ctx.groups.isReader(state.devId, group) ? packet : null;
     }
 
     if (state.kind === 'device') {

@@ -22,6 +22,7 @@ import type { IPublishPacket as PublishPacket } from 'mqtt-packet';
 import { isMqsecError } from '../../firmware/core/errors.js';
 import { KX_TOPIC } from '../../firmware/secure/constants.js';
 import { GK_TOPIC } from '../../firmware/secure/group.js';
+import { KEYSERVICE_ROLE, KS_OUT_TOPIC, MAX_GK_MESSAGE } from '../keyservice/link.js';
 import { canPublish } from '../policy/policy.js';
 import type { BrokerContext, ClientState } from '../context.js';
 import { aedesClients, audit, principalOf, releasePendingSlot, sameDeviceKey, setLiveDevice } from '../context.js';
@@ -104,7 +105,7 @@ export function createAuthorizePublish(ctx: BrokerContext): AuthorizePublishHand
     if (state.kind === 'device') {
       if (isWill) return callback(new Error('a device will cannot be sealed')); // not published
       if (packet.topic === GK_TOPIC) {
-        answerKeyRequest(ctx, client, state, payloadBytes(packet));
+        answerKeyRequest(ctx, state, payloadBytes(packet));
         packet.topic = DROP_TOPIC; // consumed here, never routed
         packet.retain = false;
         packet.payload = Buffer.alloc(0);
@@ -118,7 +119,7 @@ export function createAuthorizePublish(ctx: BrokerContext): AuthorizePublishHand
         drop(ctx, packet, 'not-authorized', state.devId, state.remote);
         return callback(null);
       }
-      if (ctx.keyService.groupOf(packet.topic) !== undefined) {
+      if (ctx.groups.groupOf(packet.topic) !== undefined) {
         // §14.5 end-to-end topic: check the channel MAC, forward the group envelope untouched (no AEAD here)
         let genv: Uint8Array;
         try {
@@ -159,13 +160,14 @@ export function createAuthorizePublish(ctx: BrokerContext): AuthorizePublishHand
     }
 
     // plain account
+    if (state.roleName === KEYSERVICE_ROLE) return keyServiceFrame(ctx, client, state, packet, isWill, callback);
     if (isWill && ctx.registry.getAccount(state.name)?.status !== 'active') {
       // A will is published when the connection ends, typically just after a registry change
       // disabled or removed the account and closed its session: that account may publish nothing.
       audit(ctx, 'publish.drop', state.name, `will of a disabled or removed account: ${packet.topic.slice(0, 128)}`, state.remote);
       return callback(new Error('account no longer active'));
     }
-    if (ctx.keyService.groupOf(packet.topic) !== undefined) {
+    if (ctx.groups.groupOf(packet.topic) !== undefined) {
       // an account holds no group key: whatever it sent, no reader could open it (§14.1)
       if (isWill) return callback(new Error('will on an end-to-end topic'));
       drop(ctx, packet, 'e2e-topic', state.name, state.remote);
@@ -263,17 +265,44 @@ function takeOverDeviceId(ctx: BrokerContext, client: Client, devId: string): Pr
 
 /**
  * §14.6: a member's GKREQ goes to the key service with the principal id of
- * the connection; the answer goes back to this connection only.
+ * the connection (the link, §14.11); the answer comes back through the
+ * link's MemberPort, to this principal's current connection only.
  */
-function answerKeyRequest(ctx: BrokerContext, client: Client, state: Extract<ClientState, { kind: 'device' }>, request: Uint8Array): void {
-  let reply: Uint8Array;
-  try {
-    reply = ctx.keyService.handleRequest(state.devId, request);
-  } catch (e) {
-    const code = isMqsecError(e) ? e.code : 'INTERNAL';
-    ctx.metrics.drops.inc({ reason: `gkreq-${code.toLowerCase()}` });
-    audit(ctx, 'groupkey.refused', state.devId, code, state.remote);
+function answerKeyRequest(ctx: BrokerContext, state: Extract<ClientState, { kind: 'device' }>, request: Uint8Array): void {
+  if (request.length > MAX_GK_MESSAGE) {
+    ctx.metrics.drops.inc({ reason: 'gkreq-malformed' });
+    audit(ctx, 'groupkey.refused', state.devId, 'MALFORMED', state.remote);
     return;
   }
-  client.publish({ cmd: 'publish', topic: GK_TOPIC, payload: Buffer.from(reply), qos: 0, retain: false, dup: false }, () => {});
+  ctx.keyLink.request(state.devId, request.slice());
+}
+
+/**
+ * The external key service's account (role `keyservice`): it publishes link
+ * frames on `$mqsec/ks/out` and nothing else; a bad frame closes it. Without
+ * `--keyservice external` such an account is refused anything.
+ */
+function keyServiceFrame(
+  ctx: BrokerContext,
+  client: Client,
+  state: Extract<ClientState, { kind: 'account' }>,
+  packet: PublishPacket,
+  isWill: boolean,
+  callback: (err?: Error | null) => void,
+): void {
+  const ext = ctx.externalKeyService;
+  if (isWill || packet.topic !== KS_OUT_TOPIC || !ext) {
+    audit(ctx, 'publish.drop', state.name, `key service account: ${packet.topic.slice(0, 128)}${ext ? '' : ' (no external key service configured)'}`, state.remote);
+    return callback(new Error('key service account: link frames only'));
+  }
+  try {
+    ext.onFrame(client, payloadBytes(packet));
+  } catch (e) {
+    audit(ctx, 'keyservice.refused', state.name, isMqsecError(e) ? e.code : String((e as Error).message ?? e), state.remote);
+    return callback(new Error('bad key service link frame'));
+  }
+  packet.topic = DROP_TOPIC; // consumed here, never routed
+  packet.retain = false;
+  packet.payload = Buffer.alloc(0);
+  callback(null);
 }

@@ -5,31 +5,24 @@
  * epochs to connected members when membership changes, on rotation and
  * periodically. Transport-agnostic: whoever embeds it hands it requests
  * (`handleRequest`) and a way to reach a member's current connection
- * (`send`); inside `mqsec broker` that is the broker's client table.
+ * (`send`); `KeyServiceAgent` (agent.ts) binds it to the link of link.ts.
  *
- * It holds K_ks per member (derived from the principal key when first needed)
- * and the group keys; it never stores a group key (a restarted service
- * re-keys every group, epochs continue from its store).
+ * It holds K_ks per member (read from its own store, where provisioning put
+ * it: §14.2, never derived here from a principal key) and the group keys; it
+ * never stores a group key (a restarted service re-keys every group, epochs
+ * continue from its store).
  */
 import { fail } from '../../firmware/core/errors.js';
 import type { CryptoSuite } from '../../firmware/crypto/suite.js';
-import {
-  DeliverySender,
-  GROUP_KEY_LENGTH,
-  GROUP_READER,
-  GROUP_SEQ_LIMIT,
-  GROUP_WRITER,
-  deriveKeyServiceKey,
-  type GroupGrant,
-} from '../../firmware/secure/group.js';
+import { DeliverySender, GROUP_KEY_LENGTH, GROUP_READER, GROUP_SEQ_LIMIT, GROUP_WRITER, type GroupGrant } from '../../firmware/secure/group.js';
 import { groupOfTopic, sameMembers, type GroupMembers, type Membership } from './membership.js';
 import type { KeyServiceStore } from './store.js';
 
 export interface KeyServiceOptions {
   suite: CryptoSuite;
   store: KeyServiceStore;
-  /** K (32 bytes) of an active principal, or undefined (unknown, revoked). Only K_ks is kept; the caller's copy is wiped here. */
-  principalKey(id: string): Uint8Array | undefined;
+  /** K_ks (32 bytes) of an active member under its current key, or undefined (unknown, revoked, stale). Kept until the next update. */
+  memberKey(id: string): Uint8Array | undefined;
   /** Hands a GKDEL (key push) to the member's current connection. */
   send(id: string, payload: Uint8Array): void;
   now?: () => number;
@@ -107,15 +100,18 @@ export class KeyService {
    * new epoch, removed groups are forgotten, and every connected member
    * affected gets a push at once (§14.3).
    */
-  update(m: Membership): void {
-    // principal keys may have been rotated or revoked: derive K_ks afresh when next needed
+  update(m: Membership, newKeys: ReadonlySet<string> = new Set()): void {
+    // principal keys may have been rotated or revoked: read K_ks afresh when next needed
     this.ksKeys.forEach((k) => k.fill(0));
     this.ksKeys.clear();
     const changed: string[] = [];
     for (const [filter, members] of m.groups) {
       const old = this.groups.get(filter);
-      if (old && sameMembers(old.members, members)) continue;
-      this.rekey(filter, members, old ? 'membership' : 'new group');
+      // a member with a new principal key (rotated, removed and added again) counts as
+      // removed and added: whoever held its old key must not get what is sealed next
+      const rekeyed = old && [...newKeys].some((id) => old.readers.has(id) || old.writers.has(id));
+      if (old && sameMembers(old.members, members) && !rekeyed) continue;
+      this.rekey(filter, members, !old ? 'new group' : rekeyed && sameMembers(old.members, members) ? 'member key changed' : 'membership');
       changed.push(filter);
     }
     for (const [filter, g] of this.groups) {
@@ -126,8 +122,12 @@ export class KeyService {
     }
     this.filters = [...m.groups.keys()];
     this.topicGroups = new Map();
-    // a member whose principal is gone (revoked, removed) loses its delivery answer
-    for (const id of [...this.answers.keys()]) if (!this.memberOfAny(id)) this.push(id, changed);
+    // a member whose principal is gone (revoked, removed) loses its delivery answer; so does
+    // one whose key changed (its live connection was made under the old key)
+    for (const id of [...this.answers.keys()]) {
+      if (!this.memberOfAny(id)) this.push(id, changed);
+      else if (newKeys.has(id)) this.dropAnswer(id);
+    }
     this.pushAll(changed);
   }
 
@@ -196,13 +196,8 @@ export class KeyService {
   private keyServiceKey(id: string): Uint8Array | undefined {
     let k = this.ksKeys.get(id);
     if (k) return k;
-    const principal = this.opts.principalKey(id);
-    if (!principal) return undefined;
-    try {
-      k = deriveKeyServiceKey(this.suite, principal, id);
-    } finally {
-      principal.fill(0);
-    }
+    k = this.opts.memberKey(id);
+    if (!k) return undefined;
     this.ksKeys.set(id, k);
     return k;
   }

@@ -79,3 +79,35 @@ export function groupOfTopic(filters: Iterable<string>, topic: string): string |
 export function sameMembers(a: GroupMembers, b: GroupMembers): boolean {
   return a.writers.join('\n') === b.writers.join('\n') && a.readers.join('\n') === b.readers.join('\n');
 }
+
+const TOPIC_CACHE_MAX = 10_000;
+
+/**
+ * What a broker needs of the groups to route (§14.5, §14.7): the group of a
+ * topic and who reads it. Computed from the policy by the broker itself,
+ * so it needs no key and no answer from the key service.
+ */
+export class GroupDirectory {
+  private readonly filters: string[];
+  private readonly readers = new Map<string, Set<string>>();
+  private topics = new Map<string, string | null>();
+
+  constructor(m: Membership = { groups: new Map(), overlapping: [] }) {
+    this.filters = [...m.groups.keys()];
+    for (const [f, g] of m.groups) this.readers.set(f, new Set(g.readers));
+  }
+
+  /** The group of a topic (at most one, §14.1); memoised, since the broker asks for every PUBLISH. */
+  groupOf(topic: string): string | undefined {
+    const known = this.topics.get(topic);
+    if (known !== undefined) return known ?? undefined;
+    const g = groupOfTopic(this.filters, topic);
+    if (this.topics.size >= TOPIC_CACHE_MAX) this.topics = new Map();
+    this.topics.set(topic, g ?? null);
+    return g;
+  }
+
+  isReader(id: string, filter: string): boolean {
+    return this.readers.get(filter)?.has(id) ?? false;
+  }
+}

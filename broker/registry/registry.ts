@@ -5,6 +5,12 @@
  * running broker polls that one row (cheap) and reloads roles and re-checks
  * live sessions when it changes. That is how `mqsec device revoke`, run as a
  * separate process, reaches a running broker without an admin channel.
+ *
+ * Principal keys are split at provisioning (docs/protocol.md §14.2,
+ * principal-keys.ts): the registry keeps K_auth | K_psk sealed under the
+ * master key, K_ks goes to the key service's store (a `MemberKeySink`), and K
+ * is returned to the caller once and never stored. Registries from before
+ * the split are split when opened (schema 4).
  */
 import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
@@ -20,6 +26,8 @@ import {
   type Role,
 } from '../policy/policy.js';
 import { MIGRATIONS } from './schema.js';
+import { SqliteKeyServiceStore, type MemberKeySink } from '../keyservice/store.js';
+import { handshakeKeysOf, splitPrincipalKey } from './principal-keys.js';
 import {
   hashPassword,
   loadOrCreateMasterKey,
@@ -81,7 +89,19 @@ export class RegistryError extends Error {
 export interface RegistryOptions {
   /** Wall clock in ms (tests inject one). */
   now?: () => number;
+  /**
+   * Where provisioning writes each principal's K_ks (docs/protocol.md §14.2).
+   * Omitted: the embedded key service's store in the same data directory,
+   * opened on first use (refused once a broker of this registry runs with an
+   * external key service: its K_ks must go to that service's directory).
+   * null: none (a broker with an external key service: it never opens that
+   * store, and provisioning through it is refused).
+   */
+  memberKeys?: MemberKeySink | null;
 }
+
+/** meta key: 'external' once a broker of this registry ran with an external key service. */
+const META_KEY_SERVICE = 'keyservice';
 
 interface DeviceRow {
   id: string;
@@ -89,6 +109,7 @@ interface DeviceRow {
   status: DeviceStatus;
   key_version: number;
   key_sealed: Buffer;
+  hs_sealed: Buffer | null;
   created_at: number;
   updated_at: number;
 }
@@ -105,6 +126,8 @@ export class Registry {
    * statement held open by an iterator, so sharing one is safe).
    */
   private readonly statements = new Map<string, Database.Statement>();
+  private readonly memberKeysOption: MemberKeySink | null | undefined;
+  private ownSink?: SqliteKeyServiceStore;
 
   /** Opens (creating on first use) the registry in `dataDir`. */
   static open(dataDir: string, opts: RegistryOptions = {}): Registry {
@@ -116,12 +139,106 @@ export class Registry {
   private constructor(dir: string, opts: RegistryOptions) {
     this.dataDir = dir;
     this.now = opts.now ?? Date.now;
+    this.memberKeysOption = opts.memberKeys;
     this.master = loadOrCreateMasterKey(join(dir, MASTER_KEY_FILE));
     this.db = new Database(join(dir, DB_FILE));
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('foreign_keys = ON');
     this.db.pragma('busy_timeout = 5000');
-    this.migrate();
+    // overwritten or deleted key material is zeroed in the file, not left in free pages
+    this.db.pragma('secure_delete = ON');
+    try {
+      this.migrate();
+      if (this.legacyKeyCount() > 0) {
+        if (opts.memberKeys === null) {
+          throw new RegistryError(
+            `the registry in ${dir} still holds principal keys from before the key split: run \`mqsec keyservice migrate --from ${dir} --data <key service dir>\` first`,
+          );
+        }
+        this.splitLegacyKeys();
+      }
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+  }
+
+  /** The sink for K_ks, opening the embedded key service's store on first use. */
+  private memberKeys(): MemberKeySink {
+    if (this.memberKeysOption) return this.memberKeysOption;
+    if (this.memberKeysOption === null) {
+      throw new RegistryError('this broker uses an external key service: provision with --keyservice-data <its data directory>');
+    }
+    if (this.keyServiceMode() === 'external') {
+      throw new RegistryError(`the broker of ${this.dataDir} uses an external key service: provision with --keyservice-data <its data directory>`);
+    }
+    this.ownSink ??= SqliteKeyServiceStore.open(this.dataDir);
+    return this.ownSink;
+  }
+
+  /**
+   * Deletes K_ks where this registry can reach it. An external key service
+   * this process cannot reach refuses the principal anyway: the policy it is
+   * sent no longer lists it as active under that key.
+   */
+  private forgetMemberKey(id: string): void {
+    if (this.memberKeysOption === null) return;
+    if (this.memberKeysOption === undefined && this.keyServiceMode() === 'external') return;
+    this.memberKeys().deleteMemberKey(id);
+  }
+
+  /** 'external' once a broker of this registry ran with an external key service, else 'embedded'. */
+  keyServiceMode(): 'embedded' | 'external' {
+    const r = this.stmt('SELECT value FROM meta WHERE key = ?').get(META_KEY_SERVICE) as { value: string } | undefined;
+    return r?.value === 'external' ? 'external' : 'embedded';
+  }
+
+  setKeyServiceMode(mode: 'embedded' | 'external'): void {
+    this.stmt('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run(META_KEY_SERVICE, mode);
+  }
+
+  private legacyKeyCount(): number {
+    return (this.stmt('SELECT COUNT(*) AS n FROM devices WHERE length(key_sealed) > 0').get() as { n: number }).n;
+  }
+
+  /**
+   * Schema 4 migration: every principal whose K is still stored gets K_auth |
+   * K_psk here and K_ks in the key service's store, then K is erased (and the
+   * WAL truncated, so no page image keeps it).
+   */
+  private splitLegacyKeys(): void {
+    const sink = this.memberKeys();
+    const rows = this.stmt('SELECT * FROM devices WHERE length(key_sealed) > 0').all() as DeviceRow[];
+    this.db.transaction(() => {
+      for (const r of rows) {
+        const key = openDeviceKey(this.master, r.id, r.key_version, r.key_sealed);
+        const split = splitPrincipalKey(key, r.id);
+        key.fill(0);
+        if (r.status === 'active') sink.putMemberKey(r.id, `${r.created_at}/${r.key_version}`, split.keyService);
+        this.stmt("UPDATE devices SET hs_sealed = ?, key_sealed = X'' WHERE id = ?").run(this.sealHandshake(r.id, r.key_version, split.handshake), r.id);
+        split.handshake.fill(0);
+        split.keyService.fill(0);
+      }
+      this.auditRow('registry.key-split', null, `${rows.length} principal keys split (K_ks to the key service)`, 'admin');
+    }).immediate();
+    this.db.pragma('wal_checkpoint(TRUNCATE)');
+  }
+
+  private sealHandshake(id: string, keyVersion: number, handshake: Uint8Array): Buffer {
+    return sealDeviceKey(this.master, `hs|${id}`, keyVersion, handshake);
+  }
+
+  /** A fresh K for `id`: K_auth | K_psk sealed for the registry row, K_ks handed to the key service's store. */
+  private provision(id: string, createdAt: number, keyVersion: number): { key: Uint8Array; hsSealed: Buffer } {
+    const key = new Uint8Array(randomBytes(DEVICE_KEY_LENGTH));
+    const split = splitPrincipalKey(key, id);
+    try {
+      this.memberKeys().putMemberKey(id, `${createdAt}/${keyVersion}`, split.keyService);
+      return { key, hsSealed: this.sealHandshake(id, keyVersion, split.handshake) };
+    } finally {
+      split.handshake.fill(0);
+      split.keyService.fill(0);
+    }
   }
 
   private stmt(sql: string): Database.Statement {
@@ -170,6 +287,8 @@ export class Registry {
   }
 
   close(): void {
+    this.ownSink?.close();
+    this.ownSink = undefined;
     this.master.fill(0);
     this.statements.clear();
     if (this.db.open) this.db.close();
@@ -262,15 +381,18 @@ export class Registry {
   /** Registers a device and returns its fresh 32-byte key (shown once, stored only encrypted). */
   addDevice(id: string, role: string): { device: DeviceRecord; key: Uint8Array } {
     if (!isValidPrincipalId(id)) throw new RegistryError(`invalid device id "${id}" (A-Z a-z 0-9 _ . -, 1 to 23 chars)`);
-    const key = new Uint8Array(randomBytes(DEVICE_KEY_LENGTH));
+    let key!: Uint8Array;
     this.db.transaction(() => {
       if (!this.getRole(role)) throw new RegistryError(`unknown role "${role}"`);
       this.requireFreeName(id);
       const t = this.now();
+      // K_ks is written first: if that fails, nothing is registered
+      const p = this.provision(id, t, 1);
+      key = p.key;
       this.stmt(
-          'INSERT INTO devices (id, role, status, key_version, key_sealed, created_at, updated_at) VALUES (?, ?, ?, 1, ?, ?, ?)',
+          "INSERT INTO devices (id, role, status, key_version, key_sealed, hs_sealed, created_at, updated_at) VALUES (?, ?, ?, 1, X'', ?, ?, ?)",
         )
-        .run(id, role, 'active', sealDeviceKey(this.master, id, 1, key), t, t);
+        .run(id, role, 'active', p.hsSealed, t, t);
       this.auditRow('device.add', id, `role=${role}`, 'admin');
       this.bump();
     }).immediate();
@@ -296,11 +418,18 @@ export class Registry {
     return new Map(rows.map((r) => [r.id, { status: r.status, keyVersion: r.key_version, createdAt: r.created_at }]));
   }
 
-  /** The device key for an active device, or undefined (unknown or revoked). Caller zeroises. */
-  deviceKey(id: string): { key: Uint8Array; keyVersion: number } | undefined {
+  /**
+   * K_auth and K_psk of an active principal (§4.1), or undefined (unknown or
+   * revoked). All the broker needs for phases 1 and 2; K_ks cannot be
+   * computed from them. Caller zeroises.
+   */
+  handshakeKeys(id: string): { authKey: Uint8Array; pskKey: Uint8Array; keyVersion: number } | undefined {
     const r = this.deviceRow(id);
-    if (!r || r.status !== 'active') return undefined;
-    return { key: openDeviceKey(this.master, r.id, r.key_version, r.key_sealed), keyVersion: r.key_version };
+    if (!r || r.status !== 'active' || !r.hs_sealed) return undefined;
+    const hs = openDeviceKey(this.master, `hs|${r.id}`, r.key_version, r.hs_sealed);
+    const keys = handshakeKeysOf(hs);
+    hs.fill(0);
+    return { ...keys, keyVersion: r.key_version };
   }
 
   revokeDevice(id: string): DeviceRecord {
@@ -308,6 +437,8 @@ export class Registry {
       const r = this.deviceRow(id);
       if (!r) throw new RegistryError(`unknown device "${id}"`);
       this.stmt("UPDATE devices SET status = 'revoked', updated_at = ? WHERE id = ?").run(this.now(), id);
+      // a revoked principal comes back only with a new key (rotate): its K_ks is of no further use
+      this.forgetMemberKey(id);
       this.stmt('DELETE FROM tickets WHERE device_id = ?').run(id);
       // grace keys written at a graceful stop (§8.5) die with the device's keys
       this.stmt('DELETE FROM grace WHERE device_id = ?').run(id);
@@ -319,13 +450,15 @@ export class Registry {
 
   /** New key, key version + 1, all tickets dropped; also re-activates a revoked device. */
   rotateDevice(id: string): { device: DeviceRecord; key: Uint8Array } {
-    const key = new Uint8Array(randomBytes(DEVICE_KEY_LENGTH));
+    let key!: Uint8Array;
     this.db.transaction(() => {
       const r = this.deviceRow(id);
       if (!r) throw new RegistryError(`unknown device "${id}"`);
       const v = r.key_version + 1;
-      this.stmt("UPDATE devices SET key_version = ?, key_sealed = ?, status = 'active', updated_at = ? WHERE id = ?")
-        .run(v, sealDeviceKey(this.master, id, v, key), this.now(), id);
+      const p = this.provision(id, r.created_at, v);
+      key = p.key;
+      this.stmt("UPDATE devices SET key_version = ?, key_sealed = X'', hs_sealed = ?, status = 'active', updated_at = ? WHERE id = ?")
+        .run(v, p.hsSealed, this.now(), id);
       this.stmt('DELETE FROM tickets WHERE device_id = ?').run(id);
       this.stmt('DELETE FROM grace WHERE device_id = ?').run(id);
       // new key = re-provisioned device: its stored counter may start over
@@ -348,6 +481,7 @@ export class Registry {
       this.stmt('DELETE FROM counters WHERE device_id = ?').run(id);
       this.stmt('DELETE FROM grace WHERE device_id = ?').run(id);
       this.stmt('DELETE FROM devices WHERE id = ?').run(id);
+      this.forgetMemberKey(id);
       this.auditRow('device.remove', id, null, 'admin');
       this.bump();
     }).immediate();

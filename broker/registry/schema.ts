@@ -72,4 +72,9 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE rules ADD COLUMN mode TEXT NOT NULL DEFAULT 'hop' CHECK (mode IN ('hop', 'e2e'));
   `,
+  // 4: the registry split (docs/protocol.md §14.2): the broker keeps K_auth | K_psk (hs_sealed); the
+  // principal key K leaves the registry (key_sealed emptied once its K_ks is in the key service's store)
+  `
+  ALTER TABLE devices ADD COLUMN hs_sealed BLOB;
+  `,
 ];

@@ -25,6 +25,7 @@ import {
   chainNext,
   counterHintTag,
   deriveDeviceKeys,
+  type DeviceKeys,
   derivePhase1Secrets,
   kx1Tag,
   kx2Tag,
@@ -49,10 +50,15 @@ import {
 } from './messages.js';
 import type { TicketStore } from './ticket-store.js';
 
-export interface DeviceRecord {
-  deviceKey: Uint8Array;
-  status: 'active' | 'revoked' | 'disabled';
-}
+/**
+ * What the broker knows of a device: its principal key K, or only K_auth and
+ * K_psk (§4.1) already derived from it. A broker whose registry is split
+ * from the key service (§14.2) gives `keys` and never holds K. Either way the
+ * handshake wipes what it is given once used, so hand it a fresh copy.
+ */
+export type DeviceRecord =
+  | { deviceKey: Uint8Array; keys?: undefined; status: 'active' | 'revoked' | 'disabled' }
+  | { keys: DeviceKeys; deviceKey?: undefined; status: 'active' | 'revoked' | 'disabled' };
 
 export interface ServerHandshakeOptions {
   suite: CryptoSuite;
@@ -273,7 +279,7 @@ export class ServerHandshake {
 
   private async acceptKx1(devId: string, dev: DeviceRecord, p: Extract<ReturnType<typeof parsePassword>, { type: 'kx1' }>): Promise<AcceptResult> {
     if (p.suite !== this.suite.id) fail('BAD_SUITE', `suite ${p.suite}`);
-    const keys = deriveDeviceKeys(this.suite, dev.deviceKey, devId);
+    const keys = dev.keys ?? deriveDeviceKeys(this.suite, dev.deviceKey, devId);
     try {
       // §5.2 step 1: the cheap MAC first, so a forged CONNECT costs one HMAC and no public-key operation.
       if (!constantTimeEqual(kx1Tag(this.suite, keys.authKey, devId, p.body), p.tag)) fail('BAD_MAC', 'KX1 tag');

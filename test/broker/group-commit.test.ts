@@ -144,8 +144,8 @@ describe('crash safety of the group commit', () => {
       clock: { now: () => Date.now() },
       ticketStore: store,
       lookupDevice: (id) => {
-        const k = registry.deviceKey(id);
-        return k && { deviceKey: k.key, status: 'active' as const };
+        const k = registry.handshakeKeys(id);
+        return k && { keys: { authKey: k.authKey, pskKey: k.pskKey }, status: 'active' as const };
       },
     });
     const device = new DeviceSecureSession({ suite, devId, deviceKey: key, storage: new MemoryStorage(), storageKey: 'mqsec_state' });

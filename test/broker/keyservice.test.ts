@@ -68,6 +68,46 @@ describe.each([
     }
     m.done();
   });
+
+  it('keeps each member K_ks with its key identity (copies out, replaced on rotate, gone on delete)', () => {
+    const m = make();
+    const s = m.open();
+    const k1 = new Uint8Array(32).fill(7);
+    s.putMemberKey('d1', '100/1', k1);
+    k1.fill(0);
+    const got = s.memberKey('d1')!;
+    expect(got.identity).toBe('100/1');
+    expect(got.key).toEqual(new Uint8Array(32).fill(7));
+    got.key.fill(0);
+    expect(s.memberKey('d1')!.key).toEqual(new Uint8Array(32).fill(7)); // the caller's wipe does not reach the store
+    s.putMemberKey('d1', '100/2', new Uint8Array(32).fill(8));
+    expect(s.memberKey('d1')).toEqual({ identity: '100/2', key: new Uint8Array(32).fill(8) });
+    s.close();
+    const again = m.reopens ? m.open() : s;
+    if (m.reopens) expect(again.memberKey('d1')!.identity).toBe('100/2');
+    again.deleteMemberKey('d1');
+    expect(again.memberKey('d1')).toBeUndefined();
+    again.close();
+    m.done();
+  });
+
+  it('importState takes another store over: epochs and allocations only move forward, keys come along', () => {
+    const m = make();
+    const from = new MemoryKeyServiceStore();
+    from.nextEpoch('g/#');
+    from.nextEpoch('g/#');
+    from.allocateSeq('w', 100);
+    from.putMemberKey('w', '1/1', new Uint8Array(32).fill(3));
+    const s = m.open();
+    for (let i = 0; i < 5; i++) s.nextEpoch('h/#');
+    s.importState({ ...from.exportState(), epochs: [...from.exportState().epochs, ['h/#', 2]] });
+    expect(s.nextEpoch('g/#')).toBe(3);
+    expect(s.nextEpoch('h/#')).toBe(6); // never back
+    expect(s.allocateSeq('w', 1)).toBe(100);
+    expect(s.memberKey('w')).toEqual({ identity: '1/1', key: new Uint8Array(32).fill(3) });
+    s.close();
+    m.done();
+  });
 });
 
 function service(opts: { now?: () => number; seqBlock?: number; rekeyIntervalMs?: number } = {}) {
@@ -77,7 +117,7 @@ function service(opts: { now?: () => number; seqBlock?: number; rekeyIntervalMs?
   const ks = new KeyService({
     suite,
     store: new MemoryKeyServiceStore(),
-    principalKey: (id) => keys.get(id)?.slice(),
+    memberKey: (id) => (keys.has(id) ? deriveKeyServiceKey(suite, keys.get(id)!, id) : undefined),
     send: (id, payload) => sent.push({ id, payload }),
     onRekey: (f, e, why) => rekeys.push(`${f}@${e}:${why}`),
     ...opts,

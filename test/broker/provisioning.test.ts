@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { main } from '../../cli/main.js';
 import type { CliIo } from '../../cli/command.js';
 import { Registry } from '../../broker/registry/registry.js';
-import { toHex } from '../../firmware/core/bytes.js';
+import { fromHex, toHex } from '../../firmware/core/bytes.js';
+import { splitPrincipalKey } from '../../broker/registry/principal-keys.js';
 import { deviceConfigMain } from '../../tools/device-config.js';
 import { isLoopbackHost } from '../../tools/moddable.js';
 import { tempDir } from './helpers.js';
@@ -31,12 +32,14 @@ async function run(args: string[]) {
 }
 
 const readConfig = (p: string) => JSON.parse(readFileSync(p, 'utf8')) as { id: string; key: string; broker: { host: string; port: number } };
-function registryKey(id: string): string {
+/** The registry keeps K_auth | K_psk, never K (docs/protocol.md §14.2): what a config key must derive. */
+function registryHandshake(id: string): string {
   const r = Registry.open(data);
-  const k = r.deviceKey(id)!;
+  const k = r.handshakeKeys(id)!;
   r.close();
-  return toHex(k.key);
+  return toHex(k.authKey) + toHex(k.pskKey);
 }
+const derivedHandshake = (id: string, keyHex: string) => toHex(splitPrincipalKey(fromHex(keyHex), id).handshake);
 
 /** Runs tools/device-config.ts in process; returns exit code and what it wrote to stderr. */
 async function deviceConfigTool(args: string[]) {
@@ -88,7 +91,7 @@ describe('device rotate and the device config', () => {
     expect(r.code).toBe(0);
     const after = readConfig(cfg);
     expect(after.key).not.toBe(before.key);
-    expect(after.key).toBe(registryKey('rot-1'));
+    expect(derivedHandshake('rot-1', after.key)).toBe(registryHandshake('rot-1'));
     expect(after.broker).toEqual({ host: '192.0.2.20', port: 1884 });
   });
 
@@ -102,7 +105,7 @@ describe('device rotate and the device config', () => {
       expect(r.code).toBe(0);
       expect(r.out).toMatch(/config written to device-config-rot-2\.json/);
       expect(readConfig('device-config-rot-2.json').key).not.toBe(old);
-      expect(readConfig('device-config-rot-2.json').key).toBe(registryKey('rot-2'));
+      expect(derivedHandshake('rot-2', readConfig('device-config-rot-2.json').key)).toBe(registryHandshake('rot-2'));
     } finally {
       process.chdir(cwd);
     }

@@ -7,6 +7,8 @@ import { MIGRATIONS } from '../../broker/registry/schema.js';
 import { acquireDirLock, DataDirInUseError, LOCK_FILE } from '../../broker/registry/lock.js';
 import { SqliteTicketStore } from '../../broker/registry/ticket-store.js';
 import { hashPassword, verifyPassword } from '../../broker/registry/secrets.js';
+import { splitPrincipalKey } from '../../broker/registry/principal-keys.js';
+import { SqliteKeyServiceStore } from '../../broker/keyservice/store.js';
 import { tempDir } from './helpers.js';
 
 const dirs: ReturnType<typeof tempDir>[] = [];
@@ -32,15 +34,21 @@ describe('registry', () => {
     db.close();
   });
 
-  it('device keys are encrypted at rest and survive reopening', () => {
+  it('the registry keeps K_auth and K_psk encrypted at rest, never K; K_ks goes to the key service store (§14.2)', () => {
     const dir = fresh();
     const r = Registry.open(dir);
     const { key } = r.addDevice('d1', 'sensor');
     r.close();
-    expect(readFileSync(join(dir, 'registry.db')).includes(Buffer.from(key))).toBe(false);
+    const split = splitPrincipalKey(key, 'd1');
+    const db = readFileSync(join(dir, 'registry.db'));
+    for (const secret of [key, split.handshake.subarray(0, 32), split.handshake.subarray(32), split.keyService]) expect(db.includes(Buffer.from(secret))).toBe(false);
     const r2 = Registry.open(dir);
-    expect(Buffer.from(r2.deviceKey('d1')!.key).equals(Buffer.from(key))).toBe(true);
+    const hs = r2.handshakeKeys('d1')!;
+    expect(Buffer.concat([hs.authKey, hs.pskKey]).equals(Buffer.from(split.handshake))).toBe(true);
     r2.close();
+    const ks = SqliteKeyServiceStore.open(dir);
+    expect(Buffer.from(ks.memberKey('d1')!.key).equals(Buffer.from(split.keyService))).toBe(true);
+    ks.close();
   });
 
   it('a different master key cannot open the stored device keys', () => {
@@ -51,7 +59,7 @@ describe('registry', () => {
     chmodSync(join(dir, 'master.key'), 0o600);
     writeFileSync(join(dir, 'master.key'), Buffer.alloc(32, 9));
     const r2 = Registry.open(dir);
-    expect(() => r2.deviceKey('d1')).toThrow(/does not decrypt/);
+    expect(() => r2.handshakeKeys('d1')).toThrow(/does not decrypt/);
     r2.close();
   });
 
@@ -86,7 +94,7 @@ describe('registry', () => {
     expect(await store.advanceCounter('d1', 4)).toBe(true);
     r.revokeDevice('d1');
     expect(r.getDevice('d1')!.status).toBe('revoked');
-    expect(r.deviceKey('d1')).toBeUndefined();
+    expect(r.handshakeKeys('d1')).toBeUndefined();
     expect(r.ticketCount('d1')).toBe(0);
     expect(r.getCounter('d1')).toBe(4); // kept: old KX1s stay dead
     const { key: k2 } = r.rotateDevice('d1');

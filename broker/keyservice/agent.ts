@@ -1,0 +1,117 @@
+/**
+ * The key service behind its link (link.ts): takes the broker's messages
+ * (GKREQs with the authenticated principal id, "connection ended", the
+ * policy, rotations) and answers through a `MemberPort`. The same class runs
+ * embedded in `mqsec broker` and in its own process (`mqsec keyservice`,
+ * mqtt-link.ts).
+ *
+ * It trusts the broker for who is connected and for the policy (the broker
+ * enforces that policy anyway), and nothing else: K_ks comes from its own
+ * store, written at provisioning, and is used only while the policy lists the
+ * principal as active under the same key identity (docs/protocol.md §14.2).
+ */
+import { isMqsecError } from '../../firmware/core/errors.js';
+import type { CryptoSuite } from '../../firmware/crypto/suite.js';
+import type { Principal, Role } from '../policy/policy.js';
+import { KeyService } from './key-service.js';
+import type { KeyServicePort, MemberPort, PolicySnapshot } from './link.js';
+import { computeMembership } from './membership.js';
+import type { KeyServiceStore } from './store.js';
+
+export interface KeyServiceAgentOptions {
+  suite: CryptoSuite;
+  store: KeyServiceStore;
+  members: MemberPort;
+  now?: () => number;
+  rekeyIntervalMs?: number;
+  seqBlock?: number;
+  onRekey?(filter: string, epoch: number, reason: string): void;
+  /** A request refused (bad tag, unknown principal...): for logs and metrics. */
+  onRefused?(id: string, code: string): void;
+}
+
+export class KeyServiceAgent implements KeyServicePort {
+  readonly service: KeyService;
+  /** id -> key identity, of the principals the latest policy lists. */
+  private identities = new Map<string, string>();
+  private readonly store: KeyServiceStore;
+  private readonly members: MemberPort;
+  private readonly tickTimer: NodeJS.Timeout;
+
+  constructor(private readonly opts: KeyServiceAgentOptions) {
+    this.store = opts.store;
+    this.members = opts.members;
+    this.service = new KeyService({
+      suite: opts.suite,
+      store: opts.store,
+      memberKey: (id) => this.memberKey(id),
+      send: (id, payload) => this.members.deliver(id, payload),
+      now: opts.now,
+      rekeyIntervalMs: opts.rekeyIntervalMs,
+      seqBlock: opts.seqBlock,
+      onRekey: opts.onRekey,
+    });
+    this.tickTimer = setInterval(() => this.service.tick(), 1000);
+    this.tickTimer.unref();
+  }
+
+  request(id: string, gkreq: Uint8Array): void {
+    let answer: Uint8Array;
+    try {
+      answer = this.service.handleRequest(id, gkreq);
+    } catch (e) {
+      this.opts.onRefused?.(id, isMqsecError(e) ? e.code : 'INTERNAL');
+      return;
+    }
+    this.members.deliver(id, answer);
+  }
+
+  left(id: string): void {
+    this.service.memberLeft(id);
+  }
+
+  policy(p: PolicySnapshot): void {
+    const roles = new Map<string, Role>(p.roles.map((r) => [r.name, r]));
+    const principals: Principal[] = [];
+    const next = new Map<string, string>();
+    for (const x of p.principals) {
+      const role = roles.get(x.role);
+      if (!role) continue;
+      principals.push({ id: x.id, kind: 'device', role });
+      next.set(x.id, x.key);
+    }
+    const newKeys = new Set<string>();
+    for (const [id, key] of next) {
+      const old = this.identities.get(id);
+      if (old !== undefined && old !== key) newKeys.add(id);
+    }
+    this.identities = next;
+    this.service.update(computeMembership(principals, p.roles), newKeys);
+  }
+
+  rotate(filter: string): void {
+    try {
+      this.service.rotate(filter);
+    } catch (e) {
+      this.opts.onRefused?.('(operator)', isMqsecError(e) ? e.code : 'INTERNAL');
+    }
+  }
+
+  close(): void {
+    clearInterval(this.tickTimer);
+    this.service.close();
+  }
+
+  /** K_ks of `id` if the store has it under the key identity the policy lists as current. */
+  private memberKey(id: string): Uint8Array | undefined {
+    const want = this.identities.get(id);
+    if (want === undefined) return undefined;
+    const k = this.store.memberKey(id);
+    if (!k) return undefined;
+    if (k.identity !== want) {
+      k.key.fill(0);
+      return undefined;
+    }
+    return k.key;
+  }
+}
