@@ -128,6 +128,8 @@ export class Registry {
   private readonly statements = new Map<string, Database.Statement>();
   private readonly memberKeysOption: MemberKeySink | null | undefined;
   private ownSink?: SqliteKeyServiceStore;
+  /** Principal keys split by this open (schema 4 migration of a registry from before the split). */
+  splitAtOpen = 0;
 
   /** Opens (creating on first use) the registry in `dataDir`. */
   static open(dataDir: string, opts: RegistryOptions = {}): Registry {
@@ -221,6 +223,7 @@ export class Registry {
       }
       this.auditRow('registry.key-split', null, `${rows.length} principal keys split (K_ks to the key service)`, 'admin');
     }).immediate();
+    this.splitAtOpen = rows.length;
     this.db.pragma('wal_checkpoint(TRUNCATE)');
   }
 

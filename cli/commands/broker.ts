@@ -57,6 +57,7 @@ export const brokerCommand: CommandModule = {
       .option('--tls-name <names>', 'extra DNS names / IP addresses for a generated certificate (comma-separated)')
       .option('--allow-plain-accounts', 'accept account (password) logins over plain TCP from any address (passwords then cross the network in clear)')
       .option('--local-addresses <cidrs>', 'address blocks whose password logins over plain TCP are accepted (comma-separated)', '127.0.0.0/8,::1/128')
+      .option('--keyservice <where>', 'key service of end-to-end topics: embedded (in this process) or external (`mqsec keyservice` logs in as an account of role keyservice)', 'embedded')
       .option('--use-username-as-clientid', "accounts always connect under their own name as client id (as Mosquitto's option)")
       .option('--retained-per-account <n>', 'retained messages one account or device may store', wholeNumber('--retained-per-account', 0), DEFAULT_LIMITS.retainedPerAccount)
       .option('--retained-bytes-per-account <n>', 'bytes (topic + payload) of retained messages one account or device may store', wholeNumber('--retained-bytes-per-account', 0), DEFAULT_LIMITS.retainedBytesPerAccount)
@@ -65,10 +66,11 @@ export const brokerCommand: CommandModule = {
       .action(async (o: {
         data: string; port: string; host: string; metricsPort?: string; logLevel: string;
         tlsPort?: string; tlsHost?: string; tlsCert?: string; tlsKey?: string; tlsName?: string;
-        allowPlainAccounts?: boolean; localAddresses: string; useUsernameAsClientid?: boolean;
+        allowPlainAccounts?: boolean; localAddresses: string; useUsernameAsClientid?: boolean; keyservice: string;
         retainedPerAccount: number; retainedBytesPerAccount: number; retainedTotal: number; retainedBytesTotal: number;
       } & ConsoleCliOptions) => {
         const port = parsePort(o.port);
+        if (o.keyservice !== 'embedded' && o.keyservice !== 'external') throw new CliError('--keyservice is embedded or external');
         const metricsPort = o.metricsPort === undefined ? undefined : parsePort(o.metricsPort);
         const consoleOptions = consoleOptionsFrom(o);
         if ((o.tlsCert || o.tlsKey || o.tlsName || o.tlsHost) && o.tlsPort === undefined) throw new CliError('--tls-cert, --tls-key, --tls-name and --tls-host need --tls-port');
@@ -115,7 +117,7 @@ export const brokerCommand: CommandModule = {
               retainedTotal: o.retainedTotal,
               retainedBytesTotal: o.retainedBytesTotal,
             };
-            broker = await startBroker({ dataDir: o.data, port, host: o.host, metricsPort, logger, console: consoleOptions, limits, ...security });
+            broker = await startBroker({ dataDir: o.data, port, host: o.host, metricsPort, logger, console: consoleOptions, limits, keyService: o.keyservice, ...security });
           } finally {
             logger.flush();
           }

@@ -3,10 +3,13 @@ import { existsSync, readFileSync } from 'node:fs';
 import { toHex } from '../../firmware/core/bytes.js';
 import { isLoopbackHost } from '../../tools/moddable.js';
 import { CliError, DEFAULT_DATA_DIR, parsePort, type CommandModule } from '../command.js';
-import { deviceLine, withRegistry, writeDeviceConfig } from './shared.js';
+import { deviceLine, provisionPrincipal, rotatePrincipal, withRegistry, writeDeviceConfig } from './shared.js';
+
+const KS_DATA_HELP = 'data directory of a key service run as its own process (`mqsec keyservice --data`): K_ks is written there, never to --data';
 
 interface KeyOutputOpts {
   data: string;
+  keyserviceData?: string;
   json?: boolean;
   config?: string;
   brokerHost?: string;
@@ -61,6 +64,7 @@ export const deviceCommand: CommandModule = {
       .description('register a device and print its new 32-byte key (shown once)')
       .requiredOption('--role <role>', 'role (built in: sensor, app, admin)')
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+      .option('--keyservice-data <dir>', KS_DATA_HELP)
       .option('--json', 'print {"id","key"} as JSON and write the device config file')
       .option('--config <file>', 'device config file to write (default with --json: device-config-<id>.json)')
       .option('--broker-host <host>', 'broker host as the device reaches it (default 127.0.0.1: simulator only)')
@@ -68,7 +72,7 @@ export const deviceCommand: CommandModule = {
       .action(async (id: string, o: KeyOutputOpts & { role: string }) => {
         const broker = { host: o.brokerHost ?? DEFAULT_BROKER.host, port: o.brokerPort !== undefined ? parsePort(o.brokerPort) : DEFAULT_BROKER.port };
         const configPath = o.config ?? (o.json ? defaultConfigPath(id) : undefined);
-        const { key } = await withRegistry(o.data, (r) => r.addDevice(id, o.role));
+        const { key } = await provisionPrincipal(o, id, o.role);
         keyOutput(id, key, o, `added (role ${o.role})`, configPath, broker);
       });
 
@@ -105,11 +109,12 @@ export const deviceCommand: CommandModule = {
       .command('revoke <id>')
       .description('revoke a device: a running broker closes its sessions within a second; tickets die')
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
-      .action(async (id: string, o: { data: string }) => {
+      .option('--keyservice-data <dir>', KS_DATA_HELP)
+      .action(async (id: string, o: { data: string; keyserviceData?: string }) => {
         await withRegistry(o.data, (r) => {
           if (!r.getDevice(id)) throw new CliError(`unknown device "${id}"`);
           r.revokeDevice(id);
-        }, { create: false });
+        }, { create: false, keyServiceData: o.keyserviceData });
         io.out(`device ${id} revoked`);
       });
 
@@ -117,11 +122,12 @@ export const deviceCommand: CommandModule = {
       .command('remove <id>')
       .description('delete a device and its key, tickets and counter (a running broker closes its sessions within a second)')
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
-      .action(async (id: string, o: { data: string }) => {
+      .option('--keyservice-data <dir>', KS_DATA_HELP)
+      .action(async (id: string, o: { data: string; keyserviceData?: string }) => {
         await withRegistry(o.data, (r) => {
           if (!r.getDevice(id)) throw new CliError(`unknown device "${id}"`);
           r.removeDevice(id);
-        }, { create: false });
+        }, { create: false, keyServiceData: o.keyserviceData });
         io.out(`device ${id} removed`);
       });
 
@@ -132,6 +138,7 @@ export const deviceCommand: CommandModule = {
           'rewrites the device config (--config, or device-config-<id>.json here) with the new key, keeping its broker address',
       )
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+      .option('--keyservice-data <dir>', KS_DATA_HELP)
       .option('--json', 'print {"id","key"} as JSON and write the device config file')
       .option('--config <file>', 'device config file to rewrite (default: device-config-<id>.json if it exists, or with --json)')
       .option('--broker-host <host>', 'broker host for the config file (default: the one already in it)')
@@ -144,10 +151,7 @@ export const deviceCommand: CommandModule = {
           host: o.brokerHost ?? existing?.host ?? DEFAULT_BROKER.host,
           port: o.brokerPort !== undefined ? parsePort(o.brokerPort) : (existing?.port ?? DEFAULT_BROKER.port),
         };
-        const { key } = await withRegistry(o.data, (r) => {
-          if (!r.getDevice(id)) throw new CliError(`unknown device "${id}"`);
-          return r.rotateDevice(id);
-        }, { create: false });
+        const { key } = await rotatePrincipal(o, id);
         keyOutput(id, key, o, 'rotated', configPath, broker);
         if (!configPath) {
           io.err(

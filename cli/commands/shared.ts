@@ -2,6 +2,7 @@
 import { existsSync, writeFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { DB_FILE, Registry, type DeviceRecord } from '../../broker/registry/registry.js';
+import { SqliteKeyServiceStore } from '../../broker/keyservice/store.js';
 import { CliError } from '../command.js';
 import { toHex } from '../../firmware/core/bytes.js';
 
@@ -13,17 +14,52 @@ import { toHex } from '../../firmware/core/bytes.js';
 export async function withRegistry<T>(
   dataDir: string,
   f: (r: Registry) => T | Promise<T>,
-  opts: { create?: boolean } = {},
+  opts: { create?: boolean; keyServiceData?: string } = {},
 ): Promise<T> {
   if (opts.create === false && !existsSync(join(dataDir, DB_FILE))) {
     throw new CliError(`no mqsec registry in ${dataDir} (create one with \`mqsec device add\` or \`mqsec broker\`)`);
   }
-  const r = Registry.open(dataDir);
+  // §14.2: K_ks goes to the key service's own directory when it runs as its own process
+  const ks = opts.keyServiceData !== undefined ? SqliteKeyServiceStore.open(opts.keyServiceData) : undefined;
   try {
-    return await f(r);
+    const r = Registry.open(dataDir, ks ? { memberKeys: ks } : {});
+    try {
+      return await f(r);
+    } finally {
+      r.close();
+    }
   } finally {
-    r.close();
+    ks?.close();
   }
+}
+
+/** Where provisioning writes: the broker's data directory, and the key service's when it runs on its own. */
+export interface ProvisioningTarget {
+  data: string;
+  /** The key service's data directory (`mqsec keyservice --data`); omitted: the embedded key service's store in `data`. */
+  keyserviceData?: string;
+}
+
+/**
+ * The one provisioning path for every mqsec principal (`mqsec device add`,
+ * `mqsec app add`): a fresh K, split into K_auth | K_psk for the broker's
+ * registry and K_ks for the key service (docs/protocol.md §14.2). K is
+ * returned to be shown once / written to the device config, never stored.
+ */
+export function provisionPrincipal(t: ProvisioningTarget, id: string, role: string): Promise<{ key: Uint8Array; device: DeviceRecord }> {
+  return withRegistry(t.data, (r) => r.addDevice(id, role), { keyServiceData: t.keyserviceData });
+}
+
+/** A new K for an existing principal (`mqsec device rotate`), split the same way; the old one stops working. */
+export function rotatePrincipal(t: ProvisioningTarget, id: string): Promise<{ key: Uint8Array; device: DeviceRecord }> {
+  return withRegistry(
+    t.data,
+    (r) => {
+      if (!r.getDevice(id)) throw new CliError(`unknown device "${id}"`);
+      return r.rotateDevice(id);
+    },
+    { create: false, keyServiceData: t.keyserviceData },
+  );
 }
 
 export interface DeviceConfig {

@@ -1,0 +1,92 @@
+/**
+ * `mqsec keyservice`: the key service of end-to-end topics (docs/protocol.md
+ * §14) as its own process, an MQTT client of the mqsec broker; `account`
+ * creates its login on the broker, `migrate` moves an embedded key service's
+ * state out of the broker's data directory.
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { pino } from 'pino';
+import { KEYSERVICE_ROLE } from '../../broker/keyservice/link.js';
+import { migrateToExternalKeyService } from '../../broker/keyservice/migrate.js';
+import { startKeyServiceProcess } from '../../broker/keyservice/mqtt-link.js';
+import { createSodiumSuite } from '../../platform-node/sodium-suite.js';
+import { CliError, DEFAULT_DATA_DIR, wholeNumber, type CommandModule } from '../command.js';
+import { withRegistry } from './shared.js';
+
+export const keyserviceCommand: CommandModule = {
+  name: 'keyservice',
+  register(program, io) {
+    // `keyservice` has options of its own and sub-commands with the same names (--data)
+    program.enablePositionalOptions();
+    const ks = program
+      .command('keyservice')
+      .enablePositionalOptions()
+      .description('run the key service of end-to-end topics as its own process, linked to an mqsec broker started with --keyservice external')
+      .option('--broker <url>', 'the broker: mqtt://HOST:PORT (loopback) or mqtts://HOST:PORT')
+      .option('--data <dir>', "the key service's own data directory (never the broker's)", '.mqsec-keyservice')
+      .option('--username <name>', 'its account on the broker (see `mqsec keyservice account`)', 'keyservice')
+      .option('--password-file <file>', 'file holding the account password (first line)')
+      .option('--ca <file>', 'CA certificate (PEM) to trust for mqtts://')
+      .option('--rekey-interval <seconds>', 'periodic re-key of every group', wholeNumber('--rekey-interval', 1), 24 * 3600)
+      .option('--seq-block <n>', 'publisher sequence numbers handed out per connection', wholeNumber('--seq-block', 1, 1 << 21), 4096)
+      .option('--log-level <level>', 'pino log level (logs go to stderr)', 'info')
+      .action(async (o: { broker?: string; data: string; username: string; passwordFile?: string; ca?: string; rekeyInterval: number; seqBlock: number; logLevel: string }) => {
+        if (!o.broker) throw new CliError('give the broker with --broker mqtt://HOST:PORT');
+        if (!/^mqtts?:\/\//.test(o.broker)) throw new CliError('--broker must be mqtt://HOST:PORT or mqtts://HOST:PORT');
+        if (!o.passwordFile) throw new CliError('give the account password with --password-file FILE (passwords never go on the command line)');
+        const password = readFileSync(o.passwordFile, 'utf8').split(/\r?\n/)[0] ?? '';
+        const log = pino({ level: o.logLevel, base: { svc: 'mqsec-keyservice' } }, pino.destination(2));
+        const running = startKeyServiceProcess({
+          brokerUrl: o.broker,
+          username: o.username,
+          password,
+          ca: o.ca ? readFileSync(o.ca) : undefined,
+          dataDir: o.data,
+          suite: createSodiumSuite(),
+          log,
+          rekeyIntervalMs: o.rekeyInterval * 1000,
+          seqBlock: o.seqBlock,
+        });
+        let wake: () => void = () => {};
+        const stop = new Promise<void>((r) => (wake = r));
+        process.once('SIGINT', () => wake());
+        process.once('SIGTERM', () => wake());
+        try {
+          await Promise.race([running.linked, stop]);
+          io.out(`mqsec key service linked to ${o.broker} (data ${o.data})`);
+          await stop;
+        } finally {
+          await running.stop();
+          log.flush();
+        }
+        io.out('mqsec key service stopped');
+      });
+
+    ks.command('account')
+      .description('create (or renew the password of) the key service account on the broker: role `keyservice`, random password written to a file (0600)')
+      .option('--data <dir>', "the broker's data directory", DEFAULT_DATA_DIR)
+      .option('--name <name>', 'account name', 'keyservice')
+      .requiredOption('--password-file <file>', 'where to write the password (mode 0600)')
+      .action(async (o: { data: string; name: string; passwordFile: string }) => {
+        const password = randomBytes(32).toString('base64url');
+        await withRegistry(o.data, async (r) => {
+          if (!r.getRole(KEYSERVICE_ROLE)) r.addRole(KEYSERVICE_ROLE);
+          if (r.getAccount(o.name)) r.removeAccount(o.name);
+          await r.addAccount(o.name, KEYSERVICE_ROLE, password);
+        });
+        writeFileSync(o.passwordFile, password + '\n', { mode: 0o600 });
+        io.out(`account ${o.name} (role ${KEYSERVICE_ROLE}) ready; password written to ${o.passwordFile}`);
+      });
+
+    ks.command('migrate')
+      .description("move an embedded key service's state (epochs, sequence ranges, K_ks) out of a stopped broker's data directory into the key service's own")
+      .requiredOption('--from <dir>', "the broker's data directory (broker stopped)")
+      .requiredOption('--data <dir>', "the key service's own data directory")
+      .action(async (o: { from: string; data: string }) => {
+        const r = migrateToExternalKeyService(o.from, o.data);
+        io.out(`moved ${r.groups} group epochs and ${r.moved} member keys, split ${r.split} stored principal keys; the broker's directory keeps no key service state`);
+        io.out(`start the broker with --keyservice external, then: mqsec keyservice --broker mqtt://HOST:PORT --data ${o.data} --password-file FILE`);
+      });
+  },
+};

@@ -1,0 +1,419 @@
+/**
+ * The key service in its own process (docs/protocol.md §14.2, §14.11):
+ * `mqsec broker --keyservice external` and `mqsec keyservice` as two child
+ * processes, members (SDK) talking to the broker through a recording TCP
+ * proxy, provisioning through the CLI with `--keyservice-data`.
+ *
+ * - Members get their group keys from the key service process; readings
+ *   and commands travel end to end.
+ * - Removed member locked out: an app revoked, an auditor whose rule is
+ *   removed, a device whose key is rotated: the group moves to a new epoch
+ *   within 1 s and the removed member (which ignores every push from then on)
+ *   cannot open what is sealed after (real messages captured at a reader).
+ * - Restart: a new key service process continues the epochs and sequence
+ *   ranges of the old one; members it never answered are sent to ask again.
+ * - Curious broker: everything the broker received and sent, every file in
+ *   its data directory and every readable page of its memory hold no reading
+ *   plaintext, no group key (learnt from the members) and no K_ks. The same
+ *   scan run against a broker with the embedded key service (the split
+ *   undone) finds the group keys and K_ks in its memory: the scan is one that
+ *   fails when the defence is taken away.
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { connectApp, type MqsecApp } from '../../sdk/index.js';
+import { main } from '../../cli/main.js';
+import type { CliIo } from '../../cli/command.js';
+import { Registry } from '../../broker/registry/registry.js';
+import { GK_TOPIC, deriveKeyServiceKey } from '../../firmware/secure/group.js';
+import { fromHex } from '../../firmware/core/bytes.js';
+import { isMqsecError } from '../../firmware/core/errors.js';
+import { MemoryStorage } from '../../firmware/core/memory-storage.js';
+import { createNodeCryptoSuite } from '../../platform-node/crypto-suite.js';
+import { KS_IN_TOPIC } from '../../broker/keyservice/link.js';
+import { scanProcessMemory } from './fixtures/memscan.js';
+import { tempDir, waitFor } from './helpers.js';
+
+const BIN = resolve(import.meta.dirname, '../../cli/bin.mjs');
+const suite = createNodeCryptoSuite();
+
+async function run(args: string[]) {
+  const out: string[] = [];
+  const err: string[] = [];
+  const io: CliIo = { out: (l) => out.push(l), err: (l) => err.push(l), readStdin: async () => '' };
+  const code = await main(['node', 'mqsec', ...args], io);
+  process.exitCode = 0;
+  if (code !== 0) throw new Error(`mqsec ${args.join(' ')} failed: ${err.join('\n')}`);
+  return out.join('\n');
+}
+
+/** A CLI child process; its stdout lines are kept, `line(re)` waits for one. */
+class Child {
+  readonly lines: string[] = [];
+  readonly exited: Promise<number | null>;
+  constructor(readonly proc: ChildProcess) {
+    let buf = '';
+    proc.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString('utf8');
+      const parts = buf.split('\n');
+      buf = parts.pop()!;
+      this.lines.push(...parts);
+    });
+    const err: string[] = [];
+    proc.stderr!.on('data', (d: Buffer) => err.push(d.toString('utf8')));
+    this.exited = new Promise((r) => proc.once('exit', (code) => r(code)));
+    this.stderr = () => err.join('');
+  }
+  readonly stderr: () => string;
+  static start(args: string[]): Child {
+    return new Child(spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }));
+  }
+  async line(re: RegExp, ms = 30_000): Promise<RegExpMatchArray> {
+    let m: RegExpMatchArray | null = null;
+    await waitFor(() => this.lines.some((l) => (m = l.match(re)) !== null), ms, `${re} (stderr: ${this.stderr().slice(-500)})`).catch((e) => {
+      throw e;
+    });
+    return m!;
+  }
+  async stop(): Promise<void> {
+    if (this.proc.exitCode !== null) return;
+    this.proc.kill('SIGTERM');
+    const t = setTimeout(() => this.proc.kill('SIGKILL'), 8000);
+    await this.exited;
+    clearTimeout(t);
+  }
+}
+
+/** A recording TCP proxy in front of the broker: every byte either way. */
+class Proxy {
+  readonly toBroker: Buffer[] = [];
+  readonly fromBroker: Buffer[] = [];
+  private readonly sockets = new Set<net.Socket>();
+  private server!: net.Server;
+  port = 0;
+  async start(target: number): Promise<void> {
+    this.server = net.createServer((c) => {
+      const up = net.connect(target, '127.0.0.1');
+      this.sockets.add(c).add(up);
+      c.on('data', (d) => (this.toBroker.push(Buffer.from(d)), up.write(d)));
+      up.on('data', (d) => (this.fromBroker.push(Buffer.from(d)), c.write(d)));
+      c.on('close', () => up.destroy());
+      up.on('close', () => c.destroy());
+      c.on('error', () => {});
+      up.on('error', () => {});
+    });
+    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', () => r()));
+    this.port = (this.server.address() as net.AddressInfo).port;
+  }
+  all(): Buffer {
+    return Buffer.concat([...this.toBroker, ...this.fromBroker]);
+  }
+  close(): void {
+    this.server?.close();
+    for (const s of this.sockets) s.destroy();
+  }
+}
+
+function filesUnder(dir: string): string[] {
+  const out: string[] = [];
+  for (const e of readdirSync(dir)) {
+    const p = join(dir, e);
+    if (statSync(p).isDirectory()) out.push(...filesUnder(p));
+    else out.push(p);
+  }
+  return out;
+}
+
+/** Every group key a member holds now (current and previous epoch of each group), learnt from its keyring. */
+function groupKeysOf(app: MqsecApp): Uint8Array[] {
+  const groups = (app.keyring as unknown as { groups: { current: { groupKey: Uint8Array }; previous?: { groupKey: Uint8Array } }[] }).groups;
+  return groups.flatMap((g) => [g.current.groupKey, g.previous?.groupKey]).filter((k): k is Uint8Array => !!k).map((k) => k.slice());
+}
+
+/**
+ * Where the broker could have met a secret: the bytes it received and sent,
+ * the files of its data directory, its process memory. Returns the names of
+ * the needles found in each.
+ */
+function curiousBrokerFindings(pid: number, dataDir: string, wire: Buffer, needles: Map<string, Uint8Array>) {
+  const inWire = [...needles].filter(([, n]) => wire.includes(n)).map(([k]) => k);
+  const inFiles: string[] = [];
+  for (const f of filesUnder(dataDir)) {
+    const b = readFileSync(f);
+    for (const [k, n] of needles) if (b.includes(n)) inFiles.push(`${k} in ${f.slice(dataDir.length + 1)}`);
+  }
+  const mem = scanProcessMemory(pid, needles);
+  return { inWire, inFiles, inMemory: [...mem.found], memoryBytes: mem.bytes };
+}
+
+const kind = (name: string) => name.split(':')[0];
+
+/** Opens `raw` with a keyring; the error code if it does not open. */
+function tryOpen(app: MqsecApp, topic: string, raw: Uint8Array): string {
+  try {
+    app.keyring.open(topic, raw);
+    return 'opened';
+  } catch (e) {
+    return isMqsecError(e) ? e.code : String(e);
+  }
+}
+
+describe('key service in its own process', () => {
+  const dir = tempDir('mqsec-ksp-');
+  const brokerDir = join(dir.path, 'broker');
+  const ksDir = join(dir.path, 'keyservice');
+  const pwFile = join(dir.path, 'ks.password');
+  const keys = new Map<string, string>();
+  const flash = new Map<string, MemoryStorage>();
+  const proxy = new Proxy();
+  const open: MqsecApp[] = [];
+  /** Every group key any member ever held, every reading marker sent. */
+  const learntKeys: Uint8Array[] = [];
+  const markers: string[] = [];
+  let broker: Child;
+  let ks: Child;
+  let brokerPort = 0;
+
+  const provision = async (id: string, role: string) => {
+    const out = await run(['device', 'add', id, '--role', role, '--data', brokerDir, '--keyservice-data', ksDir, '--json', '--config', join(dir.path, `${id}.json`)]);
+    keys.set(id, (JSON.parse(out) as { key: string }).key);
+  };
+  const member = async (id: string, key = keys.get(id)!): Promise<MqsecApp> => {
+    if (!flash.has(id)) flash.set(id, new MemoryStorage());
+    const a = await connectApp({ url: `mqtt://127.0.0.1:${proxy.port}`, id, key, storage: flash.get(id), keyTimeoutMs: 10_000 });
+    open.push(a);
+    learntKeys.push(...groupKeysOf(a));
+    a.on('keys', () => learntKeys.push(...groupKeysOf(a)));
+    return a;
+  };
+  const epochOf = (a: MqsecApp, filter: string) => a.groups().find((g) => g.filter === filter)?.epoch ?? 0;
+  const received = (a: MqsecApp) => {
+    const got: { topic: string; text: string; publisher?: string }[] = [];
+    a.on('message', (topic, payload, info) => got.push({ topic, text: payload.toString('utf8'), publisher: info.publisher }));
+    return got;
+  };
+  /** Raw group envelopes as the broker forwards them to `a`. */
+  const rawAt = (a: MqsecApp, topic: string) => {
+    const raw: Uint8Array[] = [];
+    a.client.on('message', (t, p) => t === topic && raw.push(new Uint8Array(p)));
+    return raw;
+  };
+  /** From now on `a` ignores every key push (including "forget this group"): only the re-key can keep it out. */
+  const turnHostile = (a: MqsecApp) => {
+    const h = a as unknown as { incoming(t: string, p: Uint8Array): void };
+    const orig = h.incoming.bind(a);
+    h.incoming = (t, p) => (t === GK_TOPIC ? undefined : orig(t, p));
+  };
+
+  beforeAll(async () => {
+    await run(['keyservice', 'account', '--data', brokerDir, '--password-file', pwFile]);
+    const admin = Registry.open(brokerDir, { memberKeys: null });
+    admin.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
+    admin.addRule('sensor', 'subscribe', 'cmd/%u/#', 'e2e');
+    admin.addRole('auditor');
+    admin.addRule('auditor', 'subscribe', 'sensors/#');
+    admin.close();
+    for (const [id, role] of [['dev1', 'sensor'], ['app1', 'app'], ['app2', 'app'], ['aud1', 'auditor']]) await provision(id, role);
+
+    broker = Child.start(['broker', '--data', brokerDir, '--port', '0', '--keyservice', 'external', '--log-level', 'warn']);
+    brokerPort = Number((await broker.line(/listening on mqtt:\/\/127\.0\.0\.1:(\d+)/))[1]);
+    await proxy.start(brokerPort);
+    ks = Child.start(['keyservice', '--broker', `mqtt://127.0.0.1:${proxy.port}`, '--data', ksDir, '--password-file', pwFile, '--log-level', 'warn']);
+    await ks.line(/key service linked/);
+  }, 90_000);
+
+  afterAll(async () => {
+    for (const a of open) await a.end().catch(() => {});
+    await ks?.stop();
+    await broker?.stop();
+    proxy.close();
+    dir.remove();
+  });
+
+  it('members get their keys from the key service process; readings and commands travel end to end', async () => {
+    const dev = await member('dev1');
+    const app1 = await member('app1');
+    const aud = await member('aud1');
+    expect(dev.groups().map((g) => g.filter)).toEqual(['cmd/dev1/#', 'sensors/dev1/#']);
+    expect(app1.groups()).toContainEqual(expect.objectContaining({ filter: 'sensors/dev1/#', reader: true }));
+    expect(aud.groups()).toEqual([expect.objectContaining({ filter: 'sensors/dev1/#', reader: true, writer: false })]);
+    const fromApp = received(app1);
+    const fromAud = received(aud);
+    const fromDev = received(dev);
+    await app1.subscribe('sensors/#');
+    await aud.subscribe('sensors/#');
+    await dev.subscribe('cmd/dev1/#');
+    const m = `MARKER-${randomBytes(8).toString('hex')}`;
+    markers.push(m);
+    await dev.publish('sensors/dev1/reading', m, { qos: 1 });
+    const c = `MARKER-CMD-${randomBytes(8).toString('hex')}`;
+    markers.push(c);
+    await app1.publish('cmd/dev1/interval', c, { qos: 1 });
+    await waitFor(() => fromApp.length === 1 && fromAud.length === 1 && fromDev.length === 1, 5000, 'deliveries');
+    expect(fromApp[0]).toEqual({ topic: 'sensors/dev1/reading', text: m, publisher: 'dev1' });
+    expect(fromAud[0].text).toBe(m);
+    expect(fromDev[0]).toEqual({ topic: 'cmd/dev1/interval', text: c, publisher: 'app1' });
+  });
+
+  it('an app revoked: the group moves to a new epoch within 1 s and the app cannot open what is sealed after', async () => {
+    const [dev, app1] = open;
+    const app2 = await member('app2');
+    const before = epochOf(app1, 'sensors/dev1/#');
+    expect(epochOf(app2, 'sensors/dev1/#')).toBe(before);
+    await app1.subscribe('sensors/#');
+    const raw = rawAt(app1, 'sensors/dev1/reading');
+    const got = received(app1);
+    turnHostile(app2);
+    const t0 = Date.now();
+    await run(['device', 'revoke', 'app2', '--data', brokerDir, '--keyservice-data', ksDir]);
+    await waitFor(() => epochOf(app1, 'sensors/dev1/#') > before && epochOf(dev, 'sensors/dev1/#') > before, 1000, 'members re-keyed');
+    const took = Date.now() - t0;
+    expect(took).toBeLessThan(1000);
+    const m = `MARKER-${randomBytes(8).toString('hex')}`;
+    markers.push(m);
+    await dev.publish('sensors/dev1/reading', m, { qos: 1 });
+    await waitFor(() => raw.length === 1 && got.length === 1, 5000, 'reading after the revocation');
+    expect(got[0].text).toBe(m);
+    expect(app2.groups()).toContainEqual(expect.objectContaining({ filter: 'sensors/dev1/#', epoch: before })); // what it kept
+    expect(['UNKNOWN_SESSION', 'DECRYPT_FAILED']).toContain(tryOpen(app2, 'sensors/dev1/reading', raw[0]));
+    await expect(connectApp({ url: `mqtt://127.0.0.1:${proxy.port}`, id: 'app2', key: keys.get('app2')!, keyTimeoutMs: 1000 })).rejects.toThrow();
+  });
+
+  it("a rule removed: the auditor leaves the group within 1 s and cannot open what is sealed after", async () => {
+    const [dev, app1, aud] = open;
+    const before = epochOf(app1, 'sensors/dev1/#');
+    const raw = rawAt(app1, 'sensors/dev1/reading');
+    turnHostile(aud);
+    const t0 = Date.now();
+    const admin = Registry.open(brokerDir, { memberKeys: null });
+    expect(admin.removeRule('auditor', 'subscribe', 'sensors/#')).toBe(true);
+    admin.close();
+    await waitFor(() => epochOf(app1, 'sensors/dev1/#') > before && epochOf(dev, 'sensors/dev1/#') > before, 1000, 'members re-keyed');
+    expect(Date.now() - t0).toBeLessThan(1000);
+    const m = `MARKER-${randomBytes(8).toString('hex')}`;
+    markers.push(m);
+    await dev.publish('sensors/dev1/reading', m, { qos: 1 });
+    await waitFor(() => raw.length === 1, 5000, 'reading after the rule removal');
+    expect(epochOf(aud, 'sensors/dev1/#')).toBe(before);
+    expect(['UNKNOWN_SESSION', 'DECRYPT_FAILED']).toContain(tryOpen(aud, 'sensors/dev1/reading', raw[0]));
+  });
+
+  it("a device's key rotated: whoever holds the old key cannot open the commands sealed after; the new key gets the new epoch", async () => {
+    const [oldDev, app1] = open;
+    const before = epochOf(app1, 'cmd/dev1/#');
+    turnHostile(oldDev);
+    const t0 = Date.now();
+    await run(['device', 'rotate', 'dev1', '--data', brokerDir, '--keyservice-data', ksDir, '--json', '--config', join(dir.path, 'dev1.json')]);
+    await waitFor(() => epochOf(app1, 'cmd/dev1/#') > before, 1000, 'app1 re-keyed');
+    expect(Date.now() - t0).toBeLessThan(1000);
+    keys.set('dev1', (JSON.parse(readFileSync(join(dir.path, 'dev1.json'), 'utf8')) as { key: string }).key);
+    flash.delete('dev1'); // a re-provisioned device starts over
+    const newDev = await member('dev1');
+    expect(epochOf(newDev, 'cmd/dev1/#')).toBe(epochOf(app1, 'cmd/dev1/#'));
+    const raw = rawAt(newDev, 'cmd/dev1/interval');
+    const got = received(newDev);
+    await newDev.subscribe('cmd/dev1/#');
+    const c = `MARKER-CMD-${randomBytes(8).toString('hex')}`;
+    markers.push(c);
+    await app1.publish('cmd/dev1/interval', c, { qos: 1 });
+    await waitFor(() => raw.length === 1 && got.length === 1, 5000, 'command after the rotation');
+    expect(got[0].text).toBe(c);
+    expect(epochOf(oldDev, 'cmd/dev1/#')).toBe(before);
+    expect(['UNKNOWN_SESSION', 'DECRYPT_FAILED']).toContain(tryOpen(oldDev, 'cmd/dev1/interval', raw[0]));
+  });
+
+  it('a restarted key service continues the epochs and sequence ranges; members answered by the old process are sent to ask again', async () => {
+    const app1 = open[1];
+    const dev = open[open.length - 1];
+    const epochs = app1.groups().map((g) => [g.filter, g.epoch] as const);
+    const seq = (dev.keyring as unknown as { seqLimit: number }).seqLimit;
+    expect(seq).toBeGreaterThan(0);
+    const closed = Promise.all([app1, dev].map((a) => new Promise<void>((r) => a.client.once('close', () => r()))));
+    await ks.stop();
+    ks = Child.start(['keyservice', '--broker', `mqtt://127.0.0.1:${proxy.port}`, '--data', ksDir, '--password-file', pwFile, '--log-level', 'warn']);
+    await ks.line(/key service linked/);
+    await closed; // the broker closed both: their delivery answers died with the old process
+    const app1b = await member('app1');
+    const devb = await member('dev1');
+    for (const [f, e] of epochs) expect(epochOf(app1b, f)).toBeGreaterThan(e);
+    expect((devb.keyring as unknown as { seqBase: number }).seqBase).toBeGreaterThanOrEqual(seq);
+    const got = received(app1b);
+    await app1b.subscribe('sensors/#');
+    const m = `MARKER-${randomBytes(8).toString('hex')}`;
+    markers.push(m);
+    await devb.publish('sensors/dev1/reading', m, { qos: 1 });
+    await waitFor(() => got.length === 1, 5000, 'reading after the restart');
+    expect(got[0].text).toBe(m);
+  });
+
+  it('curious broker: nothing it received, stored or holds in memory contains a reading, a group key or K_ks', async () => {
+    const needles = new Map<string, Uint8Array>();
+    for (const m of markers) needles.set(`reading:${m}`, Buffer.from(m));
+    learntKeys.forEach((k, i) => needles.set(`group key:${i}`, k));
+    for (const [id, hex] of keys) {
+      const k = fromHex(hex);
+      needles.set(`K_ks:${id}`, deriveKeyServiceKey(suite, k, id));
+      needles.set(`K:${id}`, k);
+    }
+    expect(markers.length).toBeGreaterThanOrEqual(6);
+    expect(learntKeys.length).toBeGreaterThanOrEqual(8);
+    const wire = proxy.all();
+    expect(wire.includes(Buffer.from(GK_TOPIC))).toBe(true); // key deliveries did cross this wire
+    expect(wire.includes(Buffer.from(KS_IN_TOPIC))).toBe(true); // and the key service link
+    const f = curiousBrokerFindings(broker.proc.pid!, brokerDir, wire, needles);
+    expect(f.memoryBytes).toBeGreaterThan(10 * 1024 * 1024);
+    expect(f.inWire).toEqual([]);
+    expect(f.inFiles).toEqual([]);
+    expect(f.inMemory).toEqual([]);
+    // the scan does find what is there: the key service process holds the current group keys and K_ks
+    const inKs = scanProcessMemory(ks.proc.pid!, needles).found;
+    expect([...inKs].map(kind)).toContain('group key');
+    expect([...inKs].map(kind)).toContain('K_ks');
+  }, 60_000);
+});
+
+describe('the same curious-broker scan with the embedded key service (split undone)', () => {
+  const dir = tempDir('mqsec-ksp-emb-');
+  let broker: Child;
+  const open: MqsecApp[] = [];
+  afterAll(async () => {
+    for (const a of open) await a.end().catch(() => {});
+    await broker?.stop();
+    dir.remove();
+  });
+
+  it('finds the group keys and K_ks in the broker: the scan above fails when the key service runs inside the broker', async () => {
+    const keys = new Map<string, string>();
+    const admin = Registry.open(dir.path);
+    admin.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
+    for (const [id, role] of [['dev1', 'sensor'], ['app1', 'app']]) keys.set(id, Buffer.from(admin.addDevice(id, role).key).toString('hex'));
+    admin.close();
+    broker = Child.start(['broker', '--data', dir.path, '--port', '0', '--log-level', 'warn']);
+    const port = Number((await broker.line(/listening on mqtt:\/\/127\.0\.0\.1:(\d+)/))[1]);
+    const url = `mqtt://127.0.0.1:${port}`;
+    const dev = await connectApp({ url, id: 'dev1', key: keys.get('dev1')!, keyTimeoutMs: 10_000 });
+    const app1 = await connectApp({ url, id: 'app1', key: keys.get('app1')!, keyTimeoutMs: 10_000 });
+    open.push(dev, app1);
+    const got = received(app1);
+    await app1.subscribe('sensors/#');
+    const m = `MARKER-${randomBytes(8).toString('hex')}`;
+    await dev.publish('sensors/dev1/reading', m, { qos: 1 });
+    await waitFor(() => got.length === 1, 5000, 'reading');
+    const needles = new Map<string, Uint8Array>([[`reading:${m}`, Buffer.from(m)]]);
+    groupKeysOf(app1).forEach((k, i) => needles.set(`group key:${i}`, k));
+    for (const [id, hex] of keys) needles.set(`K_ks:${id}`, deriveKeyServiceKey(suite, fromHex(hex), id));
+    const f = curiousBrokerFindings(broker.proc.pid!, dir.path, Buffer.alloc(0), needles);
+    expect(f.inMemory.map(kind)).toContain('group key');
+    expect(f.inMemory.map(kind)).toContain('K_ks');
+  }, 60_000);
+
+  function received(a: MqsecApp) {
+    const got: string[] = [];
+    a.on('message', (_t, p) => got.push(p.toString('utf8')));
+    return got;
+  }
+});
