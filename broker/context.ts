@@ -60,7 +60,7 @@ export interface BrokerContext {
   handshake: ServerHandshake;
   /** Groups of end-to-end topics and their readers (docs/protocol.md §14.1), from the policy: what routing needs. */
   groups: GroupDirectory;
-  /** The key service link (§14.11): the embedded agent, or the external key service's client. */
+  /** The key service link (§14.12): the embedded agent, or the external key service's client. */
   keyLink: KeyServicePort;
   /** The embedded key service (absent when an external one is used): status displays and tests. */
   keyService?: KeyService;

@@ -1,6 +1,6 @@
 /**
  * The broker's side of the key service link (broker/keyservice/link.ts,
- * docs/protocol.md §14.11).
+ * docs/protocol.md §14.12).
  *
  * - `memberPort`: a GKDEL for principal `id` goes to the connection that
  *   holds `id`'s live session now, on `$mqsec/gk`, and nowhere else.

@@ -52,7 +52,7 @@ export function createAuthorizeForward(ctx: BrokerContext): AuthorizeForwardHand
     if (packet.topic === KX_TOPIC) return isOwnProtocolMessage(state, packet.payload) ? packet : null;
     // a key delivery is published by the broker to one member's connection only (§14.6); clients cannot publish here
     if (packet.topic === GK_TOPIC) return state.kind === 'device' ? packet : null;
-    // link frames (§14.11) are published by the broker to the external key service's client only
+    // link frames (§14.12) are published by the broker to the external key service's client only
     if (packet.topic === KS_IN_TOPIC) return state.kind === 'account' && state.roleName === KEYSERVICE_ROLE ? packet : null;
     if (state.kind === 'pending' || state.kind === 'hint') return null;
     const principal = principalOf(ctx, state)!;

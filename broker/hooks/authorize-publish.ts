@@ -265,7 +265,7 @@ function takeOverDeviceId(ctx: BrokerContext, client: Client, devId: string): Pr
 
 /**
  * §14.6: a member's GKREQ goes to the key service with the principal id of
- * the connection (the link, §14.11); the answer comes back through the
+ * the connection (the link, §14.12); the answer comes back through the
  * link's MemberPort, to this principal's current connection only.
  */
 function answerKeyRequest(ctx: BrokerContext, state: Extract<ClientState, { kind: 'device' }>, request: Uint8Array): void {

@@ -1,6 +1,6 @@
 /**
  * The link between a broker and the key service (docs/protocol.md §14.6,
- * §14.11): the small interface a broker integration implements, and the wire
+ * §14.12): the small interface a broker integration implements, and the wire
  * form of its messages when the key service runs as its own process.
  *
  * Two ports, one per direction:

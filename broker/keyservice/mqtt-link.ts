@@ -3,7 +3,7 @@
  * the mqsec broker, logged in as an account of the reserved role
  * `keyservice`, speaking the link frames of link.ts. Its store (epochs,
  * sequence allocations, K_ks) is in its own data directory, which the broker
- * never opens (docs/protocol.md §14.2, §14.11).
+ * never opens (docs/protocol.md §14.2, §14.12).
  *
  * Each process start draws a new instance id and says HELLO with it after
  * every (re)connect: the broker tells a reconnect of the same process (it

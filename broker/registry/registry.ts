@@ -205,8 +205,8 @@ export class Registry {
 
   /**
    * Schema 4 migration: every principal whose K is still stored gets K_auth |
-   * K_psk here and K_ks in the key service's store, then K is erased (and the
-   * WAL truncated, so no page image keeps it).
+   * K_psk here and K_ks in the key service's store, then K is erased (the file
+   * rebuilt and the WAL truncated, so no page image keeps it).
    */
   private splitLegacyKeys(): void {
     const sink = this.memberKeys();
@@ -224,6 +224,9 @@ export class Registry {
       this.auditRow('registry.key-split', null, `${rows.length} principal keys split (K_ks to the key service)`, 'admin');
     }).immediate();
     this.splitAtOpen = rows.length;
+    // old copies of the sealed K may sit in free pages from before secure_delete was on:
+    // rebuild the file, then empty the WAL, so none survives on disk
+    this.db.exec('VACUUM');
     this.db.pragma('wal_checkpoint(TRUNCATE)');
   }
 

@@ -139,7 +139,8 @@ function groupKeysOf(app: MqsecApp): Uint8Array[] {
  * the files of its data directory, its process memory. Returns the names of
  * the needles found in each.
  */
-function curiousBrokerFindings(pid: number, dataDir: string, wire: Buffer, needles: Map<string, Uint8Array>) {
+function curiousBrokerFindings(pid: number, dataDir: string, wire: Buffer, needleBytes: Map<string, Uint8Array>) {
+  const needles = new Map([...needleBytes].map(([k, v]) => [k, Buffer.from(v.buffer, v.byteOffset, v.byteLength)]));
   const inWire = [...needles].filter(([, n]) => wire.includes(n)).map(([k]) => k);
   const inFiles: string[] = [];
   for (const f of filesUnder(dataDir)) {
@@ -147,7 +148,7 @@ function curiousBrokerFindings(pid: number, dataDir: string, wire: Buffer, needl
     for (const [k, n] of needles) if (b.includes(n)) inFiles.push(`${k} in ${f.slice(dataDir.length + 1)}`);
   }
   const mem = scanProcessMemory(pid, needles);
-  return { inWire, inFiles, inMemory: [...mem.found], memoryBytes: mem.bytes };
+  return { inWire, inFiles, inMemory: [...mem.found], memoryBytes: mem.bytes, files: filesUnder(dataDir).length };
 }
 
 const kind = (name: string) => name.split(':')[0];
@@ -174,6 +175,8 @@ describe('key service in its own process', () => {
   /** Every group key any member ever held, every reading marker sent. */
   const learntKeys: Uint8Array[] = [];
   const markers: string[] = [];
+  /** ms from the registry change to the members' new epoch, per lockout case (reported, asserted < 1000 each). */
+  const rekeyMs: Record<string, number> = {};
   let broker: Child;
   let ks: Child;
   let brokerPort = 0;
@@ -271,7 +274,7 @@ describe('key service in its own process', () => {
     const t0 = Date.now();
     await run(['device', 'revoke', 'app2', '--data', brokerDir, '--keyservice-data', ksDir]);
     await waitFor(() => epochOf(app1, 'sensors/dev1/#') > before && epochOf(dev, 'sensors/dev1/#') > before, 1000, 'members re-keyed');
-    const took = Date.now() - t0;
+    const took = (rekeyMs.revoke = Date.now() - t0);
     expect(took).toBeLessThan(1000);
     const m = `MARKER-${randomBytes(8).toString('hex')}`;
     markers.push(m);
@@ -293,7 +296,7 @@ describe('key service in its own process', () => {
     expect(admin.removeRule('auditor', 'subscribe', 'sensors/#')).toBe(true);
     admin.close();
     await waitFor(() => epochOf(app1, 'sensors/dev1/#') > before && epochOf(dev, 'sensors/dev1/#') > before, 1000, 'members re-keyed');
-    expect(Date.now() - t0).toBeLessThan(1000);
+    expect((rekeyMs.ruleRemoved = Date.now() - t0)).toBeLessThan(1000);
     const m = `MARKER-${randomBytes(8).toString('hex')}`;
     markers.push(m);
     await dev.publish('sensors/dev1/reading', m, { qos: 1 });
@@ -309,7 +312,7 @@ describe('key service in its own process', () => {
     const t0 = Date.now();
     await run(['device', 'rotate', 'dev1', '--data', brokerDir, '--keyservice-data', ksDir, '--json', '--config', join(dir.path, 'dev1.json')]);
     await waitFor(() => epochOf(app1, 'cmd/dev1/#') > before, 1000, 'app1 re-keyed');
-    expect(Date.now() - t0).toBeLessThan(1000);
+    expect((rekeyMs.rotate = Date.now() - t0)).toBeLessThan(1000);
     keys.set('dev1', (JSON.parse(readFileSync(join(dir.path, 'dev1.json'), 'utf8')) as { key: string }).key);
     flash.delete('dev1'); // a re-provisioned device starts over
     const newDev = await member('dev1');
@@ -369,6 +372,7 @@ describe('key service in its own process', () => {
     expect(f.inWire).toEqual([]);
     expect(f.inFiles).toEqual([]);
     expect(f.inMemory).toEqual([]);
+    console.info(`curious broker: ${needles.size} secrets looked for in ${wire.length} B of traffic, ${f.files} files, ${f.memoryBytes} B of broker memory: none found; re-key after change (ms): ${JSON.stringify(rekeyMs)}`);
     // the scan does find what is there: the key service process holds the current group keys and K_ks
     const inKs = scanProcessMemory(ks.proc.pid!, needles).found;
     expect([...inKs].map(kind)).toContain('group key');

@@ -559,3 +559,11 @@ describe('suppress-and-delay of a CONNECT (docs/threat-model.md §2, residual ri
     expect(await code(w.server.acceptConnect(DEV_ID, DEV_ID, held.password))).toMatch(/REPLAY|COUNTER_ROLLBACK/);
   });
 });
+
+describe('a broker holding only K_auth and K_psk (registry split, docs/protocol.md §14.2)', () => {
+  it('runs phases 1 and 2, wipes the keys it was handed, and fails another key as BAD_MAC (also inside XS)', async () => {
+    const { createNodeCryptoSuite } = await import('../../platform-node/crypto-suite.js');
+    const { splitKeysScenario } = await import('./split-keys.js');
+    expect(await splitKeysScenario(createNodeCryptoSuite())).toEqual(['keys wiped', 'phase 1', 'phase 2', 'BAD_MAC']);
+  });
+});

@@ -14,6 +14,7 @@ import { MemoryTicketStore } from '../../firmware/secure/ticket-store.js';
 import { computeVectors, type VectorInputs } from '../vectors/compute.js';
 import { computeGroupVectors, type GroupVectorInputs } from '../vectors/group-compute.js';
 import { GroupKeyring, deriveKeyServiceKey } from '../../firmware/secure/group.js';
+import { splitKeysScenario } from '../secure/split-keys.js';
 
 declare const performance: { now(): number };
 
@@ -106,6 +107,7 @@ async function graceRestart(): Promise<string[]> {
 
 exposeToHost({
   graceRestart,
+  splitKeys: () => splitKeysScenario(suite),
   engine: () => ({ hasProcess: typeof (globalThis as any).process !== 'undefined', hasBuffer: typeof (globalThis as any).Buffer !== 'undefined' }),
   vectors: (inputs: VectorInputs) => computeVectors(fixed, inputs),
   groupVectors: (inputs: GroupVectorInputs) => computeGroupVectors(suite, inputs),

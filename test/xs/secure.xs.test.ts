@@ -191,6 +191,10 @@ describe('firmware/secure under XS', () => {
     await roundTrip(a.session!);
   });
 
+  it('XS broker side holding only K_auth and K_psk (registry split, §14.2): phases 1 and 2, keys wiped after use, another key BAD_MAC', async () => {
+    expect(await xs.call('splitKeys')).toEqual(['keys wiped', 'phase 1', 'phase 2', 'BAD_MAC']);
+  });
+
   it('XS broker side: grace state exported at a graceful stop and imported by a new server (a restart is a reconnect)', async () => {
     expect(await xs.call('graceRestart')).toEqual(['restored 1', 'phase 2', 'REPLAY', 'ok', 'REPLAY', 'UNKNOWN_SESSION']);
   });
