@@ -3,6 +3,8 @@
  * security state lives in a WeakMap keyed by the Aedes client object, so it
  * dies with the client and never leaks into Aedes internals.
  */
+import type { ClusterState } from './cluster/redis-state.js';
+import type { SharedGrace } from './cluster/shared-grace.js';
 import type { Aedes, Client } from 'aedes';
 import type { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
@@ -95,6 +97,8 @@ export interface BrokerContext {
   passwordByAddress: RateLimiter;
   /** Audit rows written in the current second (flood protection for the audit table). */
   auditBudget: { second: number; used: number; suppressed: number };
+  /** Set when the broker runs as one node of several (broker/cluster). */
+  cluster?: { state: ClusterState; grace: SharedGrace };
 }
 
 export interface AccountPolicy {

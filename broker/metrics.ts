@@ -55,6 +55,11 @@ export class BrokerMetrics {
   });
   readonly pending = new Gauge({ name: 'mqsec_pending_sessions', help: 'Phase-1 sessions awaiting KX3', registers: [this.registry] });
   readonly sessions = new Gauge({ name: 'mqsec_device_sessions', help: 'Authenticated device sessions', registers: [this.registry] });
+  readonly clusterUp = new Gauge({
+    name: 'mqsec_cluster_store_up',
+    help: 'Cluster node: 1 while every connection to the shared Redis is ready (logins accepted), 0 while it is not',
+    registers: [this.registry],
+  });
   readonly revocations = new Counter({
     name: 'mqsec_revocation_disconnects_total',
     help: 'Live sessions closed because of revocation, rotation or a changed account',

@@ -52,6 +52,10 @@ import { Registry } from './registry/registry.js';
 import { SqliteTicketStore } from './registry/ticket-store.js';
 import type { ConsoleOptions, RunningConsole } from './console/server.js';
 import { EventEmitter } from 'node:events';
+import { ClusterState, HEARTBEAT_MS } from './cluster/redis-state.js';
+import { SharedGrace } from './cluster/shared-grace.js';
+import { ackAfterRoute, keepDropsLocal, ROUTED_AHEAD } from './cluster/ack-after-route.js';
+import { DEFAULT_GRACE_MS } from '../firmware/secure/server.js';
 
 /** The embedded key service's own file in the data directory (epochs, sequence allocations, K_ks sealed under keyservice.key). */
 export { KEY_SERVICE_DB_FILE };
@@ -115,6 +119,13 @@ export interface BrokerOptions {
   persistence?: unknown;
   /** Serve the operator console (broker/console); omitted = not served. */
   console?: ConsoleOptions;
+  /**
+   * Run as one node of several (docs/operations.md, Scaling): routing between
+   * nodes, Aedes' persistence, the shared §8.5 grace state and the node
+   * directory in Redis (broker/cluster). Every node shares the registry.
+   * Overrides `persistence`.
+   */
+  cluster?: { url: string; nodeId: string };
 }
 
 export interface RunningBroker {
@@ -144,7 +155,9 @@ export async function startBroker(opts: BrokerOptions): Promise<RunningBroker> {
   const registry = Registry.open(opts.dataDir, external ? { memberKeys: null } : {});
   let lock: DirLock;
   try {
-    lock = acquireDirLock(registry.dataDir);
+    // nodes of a cluster on one host may share the data directory's registry (SQLite is
+    // multi-process safe); each still locks its own node name, so no id runs twice
+    lock = acquireDirLock(registry.dataDir, opts.cluster ? `broker-${nodeFileName(opts.cluster.nodeId)}.lock` : undefined);
   } catch (e) {
     registry.close();
     throw e;
@@ -179,6 +192,14 @@ async function openBroker(
   const external = opts.keyService === 'external';
 
   const metrics = new BrokerMetrics();
+  // Cluster node: every metric carries the node id, so one Prometheus scrapes all nodes apart.
+  if (opts.cluster) metrics.registry.setDefaultLabels({ node: opts.cluster.nodeId });
+  let cluster: ClusterState | undefined;
+  if (opts.cluster) {
+    cluster = await ClusterState.open({ url: opts.cluster.url, nodeId: opts.cluster.nodeId, log });
+    const c = cluster;
+    opened.push(() => c.disconnect());
+  }
   const decoyKey = new Uint8Array(randomBytes(32));
   opened.push(() => void decoyKey.fill(0));
   const ticketStore = new SqliteTicketStore(registry);
@@ -200,7 +221,8 @@ async function openBroker(
   });
   // Before the listener opens: the first reconnects must find the grace state (§8.5).
   const graceKeys = new Map<string, string>();
-  try {
+  // a cluster node's grace state is in Redis (cluster/shared-grace.ts), read per device as it arrives
+  if (!cluster) try {
     const restored = restoreGraceState(registry, handshake, Date.now(), (msg, detail) => log.warn(detail, msg));
     // Revoke, rotate and remove delete a device's stored grace row in their own transaction,
     // so what was restored belongs to the key the registry holds now.
@@ -242,7 +264,7 @@ async function openBroker(
   }
 
   const drain = new DrainTracker();
-  const persistence = drain.track(opts.persistence ?? memoryPersistence());
+  const persistence = drain.track(cluster?.persistence ?? opts.persistence ?? memoryPersistence());
   // Before the listener opens: retained messages a durable store kept count against the
   // global retained limits (who stored them is not kept there: see retained-budget.ts).
   const retained = new RetainedBudget(retainedLimitsOf(limits));
@@ -250,6 +272,7 @@ async function openBroker(
     retained.store(RESTORED_OWNER, packet.topic, packet.payload.length);
   }
   const aedes = new Aedes({
+    ...(cluster ? { id: cluster.nodeId, mq: keepDropsLocal(cluster.emitter as never) } : {}),
     persistence: persistence as never,
     connectTimeout: limits.connectTimeoutMs,
     drainTimeout: limits.drainTimeoutMs,
@@ -284,6 +307,13 @@ async function openBroker(
     },
     emptyClientIds: new WeakSet(),
     auditBudget: { second: 0, used: 0, suppressed: 0 },
+    cluster: cluster && {
+      state: cluster,
+      grace: new SharedGrace(cluster.state, { seal: (l, p) => registry.sealSecret(l, p), open: (l, b) => registry.openSecret(l, b) }, {
+        graceMs: DEFAULT_GRACE_MS,
+        warn: (msg, detail) => log.warn(detail, msg),
+      }),
+    },
   };
   if (external) {
     ctx.externalKeyService = new ExternalKeyService(ctx, memberPort);
@@ -293,13 +323,19 @@ async function openBroker(
   reloadRoles(ctx);
   aedes.preConnect = createPreConnect(ctx);
   aedes.authenticate = createAuthenticate(ctx);
-  aedes.authorizePublish = drain.wrapAuthorizePublish(createAuthorizePublish(ctx));
-  aedes.on('publish', (_packet: unknown, client: Client | null) => drain.onPublished(client));
+  const authorizePublish = drain.wrapAuthorizePublish(createAuthorizePublish(ctx));
+  // a cluster node acknowledges QoS 1 only once the message is routed and queued in Redis (cluster/ack-after-route.ts)
+  aedes.authorizePublish = cluster ? ackAfterRoute(aedes, authorizePublish) : authorizePublish;
+  aedes.on('publish', (packet, client: Client | null) => {
+    if (!(packet as { [ROUTED_AHEAD]?: boolean })[ROUTED_AHEAD]) drain.onPublished(client);
+  });
   aedes.authorizeSubscribe = createAuthorizeSubscribe(ctx);
   aedes.authorizeForward = createAuthorizeForward(ctx);
   aedes.on('clientReady', createClientReady(ctx));
   aedes.on('clientError', (client: Client, err: Error) => log.debug({ client: client.id, err: err.message }, 'client error'));
   aedes.on('connectionError', (_c: Client, err: Error) => log.debug({ err: err.message }, 'connection error'));
+  // Aedes reports a failed persistence call here (e.g. Redis away); without a listener it would end the process
+  (aedes as unknown as EventEmitter).on('error', (err: Error) => log.warn({ err: err.message }, 'broker error'));
   await aedes.listen();
   opened.push(() => new Promise<void>((r) => aedes.close(() => r())));
 
@@ -379,6 +415,8 @@ async function openBroker(
   poll.unref();
   const purge = setInterval(() => registry.purgeExpiredTickets(), 3_600_000);
   purge.unref();
+  let heartbeat: NodeJS.Timeout | undefined;
+  if (cluster) heartbeat = startClusterDuties(ctx, cluster, { host, port, metricsPort });
 
   let consoleServer: RunningConsole | undefined;
   if (opts.console) {
@@ -395,6 +433,9 @@ async function openBroker(
     stopped ??= (async () => {
       clearInterval(poll);
       clearInterval(purge);
+      clearInterval(heartbeat);
+      // the devices live here now get their grace counted from this stop, on whatever node they move to
+      const liveAtStop = [...ctx.liveDevices.keys()];
       await consoleServer?.close();
       try {
         syncRegistry(); // a revocation since the last poll must not reach the grace state written below
@@ -424,7 +465,11 @@ async function openBroker(
       if (metricsServer) await closeServer(metricsServer);
       // Every connection is closed now: write down the QoS 1 grace state (§8.5) so that a
       // restart is, for the devices, just another reconnect.
-      try {
+      if (ctx.cluster) {
+        await saveClusterGrace(ctx, liveAtStop);
+        await cluster!.withdraw().catch(() => {});
+        cluster!.disconnect();
+      } else try {
         const saved = saveGraceState(registry, handshake);
         log.info({ devices: saved }, 'QoS 1 grace state saved');
       } catch (e) {
@@ -485,11 +530,71 @@ function applyRegistryChanges(ctx: BrokerContext): void {
     }
     if (reason) {
       const subject = s.kind === 'account' ? s.name : s.devId;
+      if (s.kind !== 'account') void ctx.cluster?.grace.forget(s.devId);
       ctx.metrics.revocations.inc();
       audit(ctx, 'session.revoked', subject, reason, s.remote);
       client.close();
     }
   }
+}
+
+/** A node id as part of a file name. */
+function nodeFileName(nodeId: string): string {
+  return nodeId.replace(/[^A-Za-z0-9._-]/g, '_');
+}
+
+/**
+ * A cluster node's periodic duties: announce itself in the node directory, and
+ * after a gap in routing (Redis pub/sub missed) close its persistent-session
+ * clients so they reconnect and get the QoS 1 messages queued for them.
+ */
+function startClusterDuties(ctx: BrokerContext, cluster: ClusterState, where: { host: string; port: number; metricsPort?: number }): NodeJS.Timeout {
+  const startedAt = Date.now();
+  const announce = () => {
+    let devices = 0;
+    let accounts = 0;
+    for (const c of Object.values(aedesClients(ctx))) {
+      const k = ctx.states.get(c)?.kind;
+      if (k === 'device') devices++;
+      else if (k === 'account') accounts++;
+    }
+    ctx.metrics.clusterUp.set(cluster.available() ? 1 : 0);
+    if (!cluster.available()) return;
+    cluster.announce({ pid: process.pid, host: where.host, port: where.port, metricsPort: where.metricsPort, devices, accounts, startedAt }).catch((e: Error) => ctx.log.debug({ err: e.message }, 'node announce failed'));
+  };
+  announce();
+  cluster.on('availability', (up: boolean) => {
+    ctx.metrics.clusterUp.set(up ? 1 : 0);
+    ctx.log.warn({ redis: up ? 'available' : 'unavailable' }, up ? 'cluster store reachable again: logins accepted' : 'cluster store unreachable: new logins refused (CONNACK 3)');
+  });
+  cluster.on('routing-resumed', () => {
+    let closed = 0;
+    for (const c of Object.values(aedesClients(ctx))) {
+      if ((c as unknown as { clean?: boolean }).clean === false) {
+        c.close();
+        closed++;
+      }
+    }
+    ctx.log.warn({ closed }, 'routing between nodes resumed after a gap: persistent sessions closed so their queued messages are replayed');
+  });
+  const t = setInterval(announce, HEARTBEAT_MS);
+  t.unref();
+  return t;
+}
+
+/** Graceful stop of a cluster node: the grace state of the devices it held, with the grace counted from now. */
+async function saveClusterGrace(ctx: BrokerContext, devIds: string[]): Promise<void> {
+  const cl = ctx.cluster!;
+  const until = Date.now() + DEFAULT_GRACE_MS;
+  const live = new Map(ctx.handshake.exportGrace().map((g) => [g.devId, g]));
+  for (const devId of devIds) {
+    const g = live.get(devId);
+    const keyId = ctx.graceKeys.get(devId);
+    if (!g || !keyId) continue;
+    cl.grace.note(devId, keyId, { rx: { snapshot: () => g.rx } }, until);
+  }
+  await cl.grace.settle();
+  ctx.log.info({ devices: devIds.length }, 'QoS 1 grace state of this node\'s devices written to the cluster store');
 }
 
 /** Loopback: password logins over plain TCP from here are accepted by default. */

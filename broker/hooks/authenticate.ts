@@ -37,7 +37,7 @@ import { isMqsecError } from '../../firmware/core/errors.js';
 import { parsePassword } from '../../firmware/secure/messages.js';
 import { connackCodeFor } from '../../firmware/secure/server.js';
 import type { BrokerContext, ClientState } from '../context.js';
-import { audit, dropLiveDevice, forgetStaleGrace, noteGraceKey, releasePendingSlot, remoteOf, sameDeviceKey } from '../context.js';
+import { audit, dropLiveDevice, forgetStaleGrace, keyIdentity, noteGraceKey, releasePendingSlot, remoteOf, sameDeviceKey } from '../context.js';
 
 /** MQTT 3.1.1 CONNACK return codes. */
 const RC_IDENTIFIER_REJECTED = 2;
@@ -96,6 +96,12 @@ async function authenticate(
     ctx.metrics.drops.inc({ reason: 'auth-rate' });
     throw refusal(RC_SERVER_UNAVAILABLE, 'too many login attempts', 'RATE_LIMITED');
   }
+  // A cluster node without its shared state could neither route nor queue for this client
+  // (nor hand its grace state on): refuse as "server unavailable", the client retries later.
+  if (ctx.cluster && !ctx.cluster.state.available()) {
+    ctx.metrics.drops.inc({ reason: 'cluster-unavailable' });
+    throw refusal(RC_SERVER_UNAVAILABLE, 'cluster store unavailable', 'CLUSTER_UNAVAILABLE');
+  }
   const phase = mqsecPhase(password);
   if (phase !== undefined) return authenticateDevice(ctx, client, username, password, phase, remote);
   if (username !== undefined) return authenticateAccount(ctx, client, username, password, remote);
@@ -139,7 +145,13 @@ async function authenticateDevice(
     // previous epoch (the poll may not have run yet); a session made now is under
     // `before`'s key (a change in between is caught below or by the poll).
     forgetStaleGrace(ctx, clientId, before);
-    if (before.status === 'active') noteGraceKey(ctx, clientId, before);
+    if (before.status === 'active') {
+      // Cluster: the device's last session may have been on another node (moved, or that
+      // node died): take over its §8.5 grace state from the shared store. A device live on
+      // this node has its latest state here already.
+      if (ctx.cluster && !ctx.liveDevices.has(clientId)) await ctx.cluster.grace.adopt(ctx.handshake, clientId, keyIdentity(before));
+      noteGraceKey(ctx, clientId, before);
+    }
   }
   let result;
   try {

@@ -25,7 +25,7 @@ import { GK_TOPIC } from '../../firmware/secure/group.js';
 import { KEYSERVICE_ROLE, KS_OUT_TOPIC, MAX_GK_MESSAGE } from '../keyservice/link.js';
 import { canPublish } from '../policy/policy.js';
 import type { BrokerContext, ClientState } from '../context.js';
-import { aedesClients, audit, principalOf, releasePendingSlot, sameDeviceKey, setLiveDevice } from '../context.js';
+import { aedesClients, audit, keyIdentity, principalOf, releasePendingSlot, sameDeviceKey, setLiveDevice } from '../context.js';
 
 export const DROP_TOPIC = '$mqsec/dropped';
 
@@ -153,6 +153,8 @@ export function createAuthorizePublish(ctx: BrokerContext): AuthorizePublishHand
         drop(ctx, packet, isMqsecError(e) ? e.code.toLowerCase() : 'open-failed', state.devId, state.remote);
         return callback(null);
       }
+      // the replay window moved: a node this device moves to must know (cluster/shared-grace.ts)
+      ctx.cluster?.grace.note(state.devId, keyIdentity({ createdAt: state.keyCreatedAt, keyVersion: state.keyVersion }), state.session);
       packet.payload = Buffer.from(plaintext.buffer, plaintext.byteOffset, plaintext.byteLength);
       admitRetained(ctx, packet, `device:${state.devId}`, state.devId, state.remote);
       ctx.metrics.messages.inc();

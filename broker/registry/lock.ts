@@ -29,8 +29,9 @@ export interface DirLock {
   release(): void;
 }
 
-export function acquireDirLock(dir: string): DirLock {
-  const path = join(dir, LOCK_FILE);
+/** `file`: a cluster node sharing the directory's SQLite registry with other nodes on one host locks its own name (broker-<node>.lock). */
+export function acquireDirLock(dir: string, file = LOCK_FILE): DirLock {
+  const path = join(dir, file);
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       const fd = openSync(path, 'wx', 0o600);
