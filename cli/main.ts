@@ -17,9 +17,10 @@ import { deviceDesktopCommand } from './commands/device-desktop.js';
 import { deviceCheckCommand } from './commands/device-check.js';
 import { hilCommand } from './commands/hil.js';
 import { keyserviceCommand } from './commands/keyservice.js';
+import { statusCommand } from './commands/status.js';
 
 /** Every sub-command, in help order. Add new command modules here. */
-export const COMMANDS: CommandModule[] = [brokerCommand, deviceCommand, userCommand, roleCommand, aclCommand, auditCommand, simCommand, demoCommand, benchCommand, deviceDesktopCommand, deviceCheckCommand, hilCommand, keyserviceCommand];
+export const COMMANDS: CommandModule[] = [brokerCommand, deviceCommand, userCommand, roleCommand, aclCommand, auditCommand, simCommand, demoCommand, benchCommand, deviceDesktopCommand, deviceCheckCommand, hilCommand, keyserviceCommand, statusCommand];
 
 export const processIo: CliIo = {
   out: (line) => process.stdout.write(line + '\n'),

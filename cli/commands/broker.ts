@@ -6,6 +6,7 @@ import { DEFAULT_LIMITS } from '../../broker/limits/config.js';
 import { CliError, DEFAULT_DATA_DIR, parsePort, wholeNumber, type CliIo, type CommandModule } from '../command.js';
 import type { ConsoleOptions } from '../../broker/console/server.js';
 import type { Registry } from '../../broker/registry/registry.js';
+import { parseRedisUrl } from '../../broker/cluster/redis-state.js';
 
 export interface ConsoleCliOptions {
   consolePort?: string;
@@ -59,6 +60,8 @@ export const brokerCommand: CommandModule = {
       .option('--local-addresses <cidrs>', 'address blocks whose password logins over plain TCP are accepted (comma-separated)', '127.0.0.0/8,::1/128')
       .option('--keyservice <where>', 'key service of end-to-end topics: embedded (in this process) or external (`mqsec keyservice` logs in as an account of role keyservice)', 'embedded')
       .option('--use-username-as-clientid', "accounts always connect under their own name as client id (as Mosquitto's option)")
+      .option('--cluster <redis-url>', 'run as one node of several: routing, subscriptions, retained messages, QoS 1 queues and grace state in this Redis (redis://HOST:PORT[/DB]); every node uses the same --data registry')
+      .option('--node-id <id>', 'this node\'s name in the cluster (metrics label, mqsec status; default HOST:PORT)')
       .option('--retained-per-account <n>', 'retained messages one account or device may store', wholeNumber('--retained-per-account', 0), DEFAULT_LIMITS.retainedPerAccount)
       .option('--retained-bytes-per-account <n>', 'bytes (topic + payload) of retained messages one account or device may store', wholeNumber('--retained-bytes-per-account', 0), DEFAULT_LIMITS.retainedBytesPerAccount)
       .option('--retained-total <n>', 'retained messages in the whole broker', wholeNumber('--retained-total', 0), DEFAULT_LIMITS.retainedTotal)
@@ -68,7 +71,10 @@ export const brokerCommand: CommandModule = {
         tlsPort?: string; tlsHost?: string; tlsCert?: string; tlsKey?: string; tlsName?: string;
         allowPlainAccounts?: boolean; localAddresses: string; useUsernameAsClientid?: boolean; keyservice: string;
         retainedPerAccount: number; retainedBytesPerAccount: number; retainedTotal: number; retainedBytesTotal: number;
+        cluster?: string; nodeId?: string;
       } & ConsoleCliOptions) => {
+        if (o.nodeId !== undefined && o.cluster === undefined) throw new CliError('--node-id needs --cluster');
+        if (o.nodeId !== undefined && !/^[A-Za-z0-9._:-]{1,64}$/.test(o.nodeId)) throw new CliError('--node-id: 1-64 characters of A-Z a-z 0-9 . _ : -');
         const port = parsePort(o.port);
         if (o.keyservice !== 'embedded' && o.keyservice !== 'external') throw new CliError('--keyservice is embedded or external');
         const metricsPort = o.metricsPort === undefined ? undefined : parsePort(o.metricsPort);
@@ -117,12 +123,21 @@ export const brokerCommand: CommandModule = {
               retainedTotal: o.retainedTotal,
               retainedBytesTotal: o.retainedBytesTotal,
             };
-            broker = await startBroker({ dataDir: o.data, port, host: o.host, metricsPort, logger, console: consoleOptions, limits, keyService: o.keyservice, ...security });
+            const cluster = o.cluster === undefined ? undefined : { url: o.cluster, nodeId: o.nodeId ?? `${o.host}:${port}` };
+            if (cluster) {
+              try {
+                parseRedisUrl(cluster.url);
+              } catch (e) {
+                throw new CliError((e as Error).message);
+              }
+            }
+            broker = await startBroker({ dataDir: o.data, port, host: o.host, metricsPort, logger, console: consoleOptions, limits, keyService: o.keyservice, cluster, ...security });
           } finally {
             logger.flush();
           }
           if (!stopSignal) {
             io.out(`mqsec broker listening on mqtt://${broker.host}:${broker.port}`);
+            if (broker.context.cluster) io.out(`cluster node ${broker.context.cluster.state.nodeId} (pid ${process.pid}) over ${o.cluster}`);
             if (broker.tls) io.out(`TLS on mqtts://${broker.tls.host}:${broker.tls.port} (certificate ${broker.tls.certPath}, SHA-256 ${broker.tls.fingerprint})`);
             if (broker.metricsPort !== undefined) io.out(`metrics on http://${broker.host}:${broker.metricsPort}/metrics`);
             if (broker.console) await announceConsole(io, broker.registry, broker.console);

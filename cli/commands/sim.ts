@@ -3,7 +3,7 @@
  * firmware modules, with a verifying backend subscriber, faults and
  * attackers; live view on a TTY, a summary table (or one JSON object) at the end.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -12,6 +12,8 @@ import { LiveView, summaryTable } from '../../host-sim/fleet/live-view.js';
 import { CliError, decimalNumber, wholeNumber, type CliIo, type CommandModule } from '../command.js';
 import { deviceKeyBytes, parseDeviceConfig } from '../../firmware/app/device-config.js';
 import { isMqsecError } from '../../firmware/core/errors.js';
+import { startSimNodes, type SimNode } from '../../host-sim/fleet/cluster-nodes.js';
+import { Registry } from '../../broker/registry/registry.js';
 
 /** Upper bounds of the fleet flags (the demo shares them). */
 export const MAX_DEVICES = 100_000;
@@ -43,6 +45,20 @@ export interface SimCliOptions {
   port?: number;
   workers?: number;
   logLevel: string;
+  /** Several running broker nodes (comma-separated mqtt:// URLs) sharing the registry in --data. */
+  brokers?: string;
+  /** Start this many `mqsec broker --cluster` nodes for the run (needs --cluster). */
+  nodes?: number;
+  cluster?: string;
+  killNode?: string[];
+  restartAfter?: number;
+}
+
+/** `--kill-node N@T`: node N (1-based) at T seconds. */
+export function parseKill(spec: string): { node: number; atS: number } {
+  const m = /^(\d{1,3})@(\d+(?:\.\d+)?)$/.exec(spec);
+  if (!m || Number(m[1]) < 1) throw new CliError(`--kill-node must look like N@SECONDS (node 1..n), got "${spec}"`);
+  return { node: Number(m[1]), atS: Number(m[2]) };
 }
 
 export function printSummary(io: CliIo, r: FleetResult): void {
@@ -72,6 +88,12 @@ export function printSummary(io: CliIo, r: FleetResult): void {
       ['attacks refused / accepted', `${r.attacks.refused} / ${r.attacks.accepted}`],
       ['commands applied by nodes', r.commands_applied],
       ['duration s', r.duration_s],
+      ...(r.reconnects
+        ? ([
+            ['reconnects phase 1 / phase 2', `${r.reconnects.phase1} / ${r.reconnects.phase2} (phase-2 share ${shareOf(r.reconnects.phase2, r.reconnects.phase1 + r.reconnects.phase2)})`],
+          ] as [string, string][])
+        : []),
+      ...(r.nodes ? ([['nodes killed / restarted', `${r.nodes.kills} / ${r.nodes.restarts}`], ['node CPU s', Object.entries(r.nodes.cpu_ms).map(([id, ms]) => `${id} ${(ms / 1000).toFixed(1)}`).join(', ')]] as [string, string][]) : []),
       ...(r.groups.length > 1 || r.groups[0]?.thread_id !== 0
         ? ([['worker threads (nodes / sent)', r.groups.map((g) => `#${g.thread_id}: ${g.devices} / ${g.sent}`).join(', ')]] as [string, string][])
         : []),
@@ -79,6 +101,10 @@ export function printSummary(io: CliIo, r: FleetResult): void {
   );
   if (r.worker_failures.length) io.out(`  worker failures: ${r.worker_failures.join('; ')}`);
   if (r.missing_sample.length) io.out(`  missing (sample): ${r.missing_sample.join(', ')}`);
+}
+
+function shareOf(part: number, total: number): string {
+  return total === 0 ? '-' : `${((100 * part) / total).toFixed(1)} %`;
 }
 
 /** Reads device config files (the console's download, `mqsec device add --json --config`); the key never goes into a message. */
@@ -101,6 +127,14 @@ export function loadDeviceConfigs(files: string[]): { id: string; key: Uint8Arra
 
 export async function runSimCommand(o: SimCliOptions, io: CliIo, extra: Partial<FleetOptions> = {}): Promise<FleetResult> {
   if (o.broker && !o.data) throw new CliError('--broker needs --data DIR (the broker data directory, to provision the simulated devices)');
+  if ([o.broker, o.brokers, o.nodes].filter((x) => x !== undefined).length > 1) throw new CliError('give one of --broker, --brokers, --nodes');
+  if (o.brokers && !o.data) throw new CliError('--brokers needs --data DIR (the registry the nodes share, to provision the simulated devices)');
+  if (o.nodes !== undefined && !o.cluster) throw new CliError('--nodes needs --cluster redis://HOST:PORT (the Redis the nodes run over)');
+  if (o.cluster && o.nodes === undefined) throw new CliError('--cluster goes with --nodes N (nodes the run starts); for running nodes give --brokers');
+  if (o.killNode?.length && o.nodes === undefined) throw new CliError('--kill-node needs nodes the run starts itself (--nodes N --cluster URL): it must know their processes');
+  const kills = (o.killNode ?? []).map(parseKill);
+  for (const k of kills) if (o.nodes !== undefined && k.node > o.nodes) throw new CliError(`--kill-node ${k.node}@${k.atS}: there are ${o.nodes} nodes`);
+  if (o.restartBroker && (o.brokers || o.nodes)) throw new CliError('--restart-broker works only with the embedded broker (with nodes: --kill-node)');
   if (o.restartBroker && o.broker) throw new CliError('--restart-broker works only with the embedded broker');
   const logger = pino({ level: o.logLevel }, pino.destination(2));
   const view = o.json ? undefined : new LiveView({ stream: process.stderr });
@@ -121,8 +155,22 @@ export async function runSimCommand(o: SimCliOptions, io: CliIo, extra: Partial<
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  let simNodes: SimNode[] | undefined;
   try {
+    let cluster: FleetOptions['cluster'];
+    if (o.brokers) {
+      cluster = { nodes: o.brokers.split(',').map((u) => parseBrokerUrl(u.trim())), dataDir: o.data! };
+    } else if (o.nodes !== undefined) {
+      const dataDir = join(workDir, 'cluster');
+      mkdirSync(dataDir);
+      Registry.open(dataDir).close(); // the master key and schema exist before the nodes open them together
+      simNodes = [];
+      for (const n of await startSimNodes({ count: o.nodes, redisUrl: o.cluster!, dataDir, logLevel: o.logLevel === 'silent' ? undefined : o.logLevel })) simNodes.push(n);
+      io.err(`started ${o.nodes} broker nodes: ${simNodes.map((n) => `${n.id} mqtt://${n.host}:${n.port} pid ${n.pid()}`).join(', ')}`);
+      cluster = { nodes: simNodes.map((n) => ({ host: n.host, port: n.port })), dataDir, control: simNodes, kills, restartAfterS: o.restartAfter };
+    }
     const result = await runFleet({
+      cluster,
       workDir,
       devices: o.devices,
       provisioned: o.deviceConfig?.length ? loadDeviceConfigs(o.deviceConfig) : undefined,
@@ -143,6 +191,11 @@ export async function runSimCommand(o: SimCliOptions, io: CliIo, extra: Partial<
       onTick: (s) => view?.update(s),
       ...extra,
     });
+    if (simNodes) {
+      // the CPU each node used, before they stop (SIGTERM: clean)
+      await Promise.all(simNodes.map((n) => n.stop()));
+      result.nodes = { ...(result.nodes ?? { kills: 0, restarts: 0 }), cpu_ms: Object.fromEntries(simNodes.map((n) => [n.id, Math.round(n.cpuMs())])) };
+    }
     if (o.json) {
       const { devices, phase1_ok, phase2_ok, sent, verified, lost, duplicates, errors, handshake_ms_p50, handshake_ms_p99 } = result;
       io.out(JSON.stringify({ devices, phase1_ok, phase2_ok, sent, verified, lost, duplicates, errors, handshake_ms_p50, handshake_ms_p99, detail: result }));
@@ -152,6 +205,7 @@ export async function runSimCommand(o: SimCliOptions, io: CliIo, extra: Partial<
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    if (simNodes) await Promise.all(simNodes.map((n) => n.stop()));
     removeWorkDir();
   }
 }
@@ -181,6 +235,11 @@ export const simCommand: CommandModule = {
         `worker threads for the nodes; 0 = all in the main thread (default: 0 up to ${DEVICES_PER_WORKER} nodes, else one per ${DEVICES_PER_WORKER} nodes, at most CPUs - 1, at least 1)`,
         wholeNumber('--workers', 0, 256),
       )
+      .option('--brokers <urls>', 'several running broker nodes (mqtt://HOST:PORT,mqtt://HOST:PORT,...) sharing the registry in --data: devices spread over them and fail over')
+      .option('--nodes <n>', 'start N broker nodes (mqsec broker --cluster) for the run, over the Redis of --cluster', wholeNumber('--nodes', 1, 64))
+      .option('--cluster <redis-url>', 'the Redis the nodes of --nodes run over (redis://HOST:PORT)')
+      .option('--kill-node <N@T...>', 'kill node N (1-based, of --nodes) with SIGKILL at T seconds; it is started again --restart-after seconds later (repeatable)')
+      .option('--restart-after <s>', 'seconds a killed node stays down (default 5)', decimalNumber('--restart-after', 0, 3600))
       .option('--json', 'print one JSON object at the end instead of tables')
       .option('--log-level <level>', 'pino log level for broker and devices (stderr)', 'silent')
       .action(async (opts: SimCliOptions) => {

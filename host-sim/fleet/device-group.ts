@@ -12,6 +12,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { NodeTcpTransport, FileStorage, nodeClock, nodeRandom, nodeTimer, pinoLog } from '../adapters/index.js';
 import { FaultyTransport, type FaultOptions } from './faults.js';
+import { FailoverTransport } from './failover.js';
 import { SimDevice } from './sim-device.js';
 
 /** One node of a group, as the fleet provisioned it. */
@@ -46,6 +47,10 @@ export interface GroupConfig {
   groupKeys?: boolean;
   devices: GroupDevice[];
   faults: GroupFaults;
+  /** Several broker nodes (a cluster): devices spread over them and fail over (failover.ts); host/port unused then. */
+  nodes?: { host: string; port: number }[];
+  /** Index of this group's first device in the fleet (the round robin over `nodes` is fleet-wide). */
+  nodeOffset?: number;
 }
 
 /** What a group reports to the fleet. */
@@ -116,10 +121,14 @@ export class DeviceGroup implements FleetGroup {
       },
       onDrop: () => events.drop(),
     };
-    const transport = new FaultyTransport(new NodeTcpTransport({ connectTimeoutMs: 5000 }), this.faults);
+    const tcp = new NodeTcpTransport({ connectTimeoutMs: 5000 });
+    const nodes = config.nodes;
+    // several broker nodes: each device starts on its own (round robin over the fleet) and fails over
+    const transportFor = (i: number) =>
+      new FaultyTransport(nodes && nodes.length > 1 ? new FailoverTransport(tcp, nodes, (config.nodeOffset ?? 0) + i) : tcp, this.faults);
     const debug = logger?.isLevelEnabled('debug') ? logger : undefined;
     this.devices = config.devices.map(
-      (d) =>
+      (d, i) =>
         new SimDevice(
           d.id,
           d.key,
@@ -130,7 +139,7 @@ export class DeviceGroup implements FleetGroup {
             timer: nodeTimer,
             clock: nodeClock,
             random: nodeRandom,
-            transport,
+            transport: transportFor(i),
             log: debug ? pinoLog(debug.child({ dev: d.id })) : undefined,
             intervalS: config.intervalS,
             sleepMode: config.sleepMode,

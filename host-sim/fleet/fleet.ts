@@ -32,6 +32,7 @@ import { Verifier } from './verifier.js';
 import { AttackerPool, ConnectCapture, type AttackStats } from './attackers.js';
 import { LatencySample, type FleetSummary } from './stats.js';
 import type { LiveSnapshot } from './live-view.js';
+import type { SimNode } from './cluster-nodes.js';
 
 export interface FleetOptions {
   /** Nodes the fleet provisions itself (fresh ids and keys). */
@@ -47,6 +48,15 @@ export interface FleetOptions {
   rate?: number;
   /** External broker; without it an embedded broker is started on a free port. */
   broker?: { host: string; port: number; dataDir: string };
+  /**
+   * Several broker nodes sharing the registry in `dataDir` (a cluster): the
+   * devices are spread over them round robin and fail over to the next node
+   * when theirs does not answer (failover.ts); the verifier fails over too.
+   * With `control` (nodes the run started itself, cluster-nodes.ts), `kills`
+   * kill node `node` (1-based) with SIGKILL at `atS` seconds and start it
+   * again `restartAfterS` later.
+   */
+  cluster?: { nodes: { host: string; port: number }[]; dataDir: string; control?: SimNode[]; kills?: { node: number; atS: number }[]; restartAfterS?: number };
   /** Embedded broker port (0 = free). */
   port?: number;
   /** Serve the operator console from the embedded broker. */
@@ -96,6 +106,10 @@ export interface StartedInfo {
 }
 
 export interface FleetResult extends FleetSummary {
+  /** Cluster runs: secure sessions of devices that had one before, by phase (a node kill should cost phase 2 only). */
+  reconnects?: { phase1: number; phase2: number };
+  /** Cluster runs: node kills and restarts done, and each node's CPU time (ms) when the run started them. */
+  nodes?: { kills: number; restarts: number; cpu_ms: Record<string, number> };
   connected_at_end: number;
   /** Sent readings unacknowledged when their node lost power (not counted as lost). */
   lost_to_power_cuts: number;
@@ -166,7 +180,9 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
 async function runFleetIn(options: FleetOptions, workDir: string): Promise<FleetResult> {
   const startedAt = Date.now();
   const provisioned = options.provisioned ?? [];
-  const o = { ...options, devices: options.devices + provisioned.length };
+  // a cluster is an external broker as far as provisioning goes (its shared registry); its nodes are the endpoints
+  const cluster = options.cluster;
+  const o = { ...options, devices: options.devices + provisioned.length, broker: cluster ? { ...cluster.nodes[0]!, dataDir: cluster.dataDir } : options.broker };
   const log = o.logger ?? pino({ level: 'silent' });
   // against an external broker, fresh ids per run: a registry keeps every device it ever saw
   const prefix = o.deviceIdPrefix ?? (o.broker ? `sim${randomBytes(3).toString('hex')}` : 'node');
@@ -214,7 +230,7 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
       r.close();
     }
   };
-  const verifier = new Verifier(`mqtt://${host}:${port}`, appUser, appPassword);
+  const verifier = new Verifier(`mqtt://${host}:${port}`, appUser, appPassword, cluster?.nodes);
   try {
     const registry = embedded ? broker!.registry : Registry.open(dataDir);
     try {
@@ -256,6 +272,9 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
   let lastCommand: string | undefined;
   let quiescing = false;
   const readyAfterQuiesce = new Set<string>();
+  const hadSession = new Set<string>();
+  const reconnects = { phase1: 0, phase2: 0 };
+  const nodeEvents = { kills: 0, restarts: 0 };
   const workerFailures: string[] = [];
   const capture = new ConnectCapture();
 
@@ -275,6 +294,8 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
     sleepMode: o.sleepMode ?? 'deep',
     devices,
     faults: { dropProbability: o.drop ?? 0, latencyMs: o.latencyMs ?? 0, powerCut: o.powerCut ?? 0 },
+    nodes: cluster?.nodes,
+    nodeOffset: devices.length ? groupDevices.indexOf(devices[0]!) : 0,
   });
   const groupSent: number[] = [];
   const groupEvents = (index: number): GroupEvents => {
@@ -288,6 +309,8 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
       ready: (devId, phase, ms, afterQuiesce) => {
         if (phase === 1) phase1++;
         else phase2++;
+        if (hadSession.has(devId)) reconnects[phase === 1 ? 'phase1' : 'phase2']++;
+        else hadSession.add(devId);
         handshakes.add(ms);
         if (afterQuiesce) readyAfterQuiesce.add(devId);
       },
@@ -400,6 +423,27 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
       );
     }
 
+    // cluster: kill -9 a node at its time, start it again a little later (it rejoins)
+    const nodeOps: Promise<void>[] = [];
+    for (const k of cluster?.control ? (cluster.kills ?? []) : []) {
+      const node = cluster!.control![k.node - 1];
+      if (!node) throw new Error(`--kill-node ${k.node}: there are ${cluster!.control!.length} nodes`);
+      const t = setTimeout(() => {
+        nodeOps.push(
+          (async () => {
+            log.info({ node: node.id, pid: node.pid() }, 'killing node (SIGKILL)');
+            await node.kill();
+            nodeEvents.kills++;
+            await sleep((cluster!.restartAfterS ?? 5) * 1000);
+            await node.start();
+            nodeEvents.restarts++;
+            log.info({ node: node.id, pid: node.pid() }, 'node restarted');
+          })(),
+        );
+      }, k.atS * 1000);
+      timers.push(t);
+    }
+
     // an unbounded run (the demo) ends only on the stop signal; timers cannot wait past ~24.8 days
     const runFor = Number.isFinite(o.durationS) && o.durationS * 1000 < 2 ** 31 - 1 ? sleep(o.durationS * 1000) : new Promise<void>(() => {});
     await Promise.race([runFor, o.stopSignal ?? new Promise(() => {})]);
@@ -408,6 +452,7 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
     quiescing = true;
     for (const t of timers) clearInterval(t as NodeJS.Timeout);
     await restarting;
+    await Promise.all(nodeOps);
     for (const g of groups) g.quiesce();
     await attackers.stop();
     for (const g of groups) g.wakeAll();
@@ -467,6 +512,12 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
       revoked: [...revoked],
       commands_applied: commandsApplied,
       held_by_revoked: v.heldByRevoked,
+      ...(cluster
+        ? {
+            reconnects,
+            nodes: { ...nodeEvents, cpu_ms: Object.fromEntries((cluster.control ?? []).map((n) => [n.id, Math.round(n.cpuMs())])) },
+          }
+        : {}),
     };
   }
 }

@@ -70,7 +70,13 @@ export class Verifier {
   /** Nodes the registry no longer accepts: what they still hold is not counted as lost. */
   private readonly revoked = new Set<string>();
 
-  constructor(private readonly url: string, private readonly username: string, private readonly password: string) {}
+  constructor(
+    private readonly url: string,
+    private readonly username: string,
+    private readonly password: string,
+    /** Several broker nodes: on a lost connection MQTT.js moves on to the next one (its `servers` option). */
+    private readonly servers?: { host: string; port: number }[],
+  ) {}
 
   private stream(topic: string): StreamState {
     let s = this.streams.get(topic);
@@ -83,6 +89,7 @@ export class Verifier {
 
   async start(): Promise<void> {
     const client = mqtt.connect(this.url, {
+      ...(this.servers && this.servers.length > 1 ? { servers: this.servers } : {}),
       username: this.username,
       password: this.password,
       clientId: this.username,
