@@ -1,20 +1,33 @@
 /**
  * The app SDK: a backend joins as an mqsec principal (not a password
- * account) on an unmodified MQTT.js client. It runs phase 1 / phase 2 with
- * its app key (docs/protocol.md §5, §6), asks the key service for its group
- * keys after every CONNACK (§14.6), and hands the application plaintext
- * `message` events; `publish` seals end to end (§14.4, with this connection's
- * channel trailer, §14.5) on topics of a group it writes, hop by hop (§8)
- * elsewhere.
+ * account) on an unmodified MQTT.js client. It runs phase 1, then phase 2 on
+ * later connects, with its app key (docs/protocol.md §5, §6), asks the key
+ * service for its group keys after every CONNACK (§14.6) and applies the
+ * pushes that follow, and hands the application plaintext `message` events;
+ * `publish` seals end to end (§14.4, with this connection's channel trailer,
+ * §14.5) on topics of a group it writes, hop by hop (§8) elsewhere.
  *
  *   import { connectApp } from 'mqsec';
  *   const app = await connectApp({ url: 'mqtt://127.0.0.1:1883', id: 'backend', key: '<hex from mqsec app add>' });
  *   app.on('message', (topic, payload, info) => ...);   // info.mode 'e2e' | 'hop', info.publisher
+ *   app.on('dropped', (topic, err) => ...);             // err.code: REPLAY, DECRYPT_FAILED, ...
  *   await app.subscribe('sensors/#');
- *   await app.publish('cmd/dev1/interval', '30');
+ *   await app.publish('cmd/dev1/interval', '30', { qos: 1 });   // resolves at PUBACK
+ *   await app.end();
+ *
+ * Connection life (a small state machine, `app.state`):
+ *   connecting -> online -> offline -> connecting -> online ... -> closed
+ * A lost connection is re-established with exponential backoff and jitter;
+ * every attempt takes fresh credentials from the session (a one-time
+ * password is never replayed, which is why MQTT.js's own reconnect is off and
+ * each connection gets a fresh MQTT.js client). Subscriptions are made again.
+ * QoS 1 messages not acknowledged are sent again once the new connection
+ * holds its keys: an end-to-end message keeps its group envelope and gets
+ * this connection's channel trailer (§14.5: receivers drop the copy if the
+ * first one had arrived); a hop-by-hop one follows §8.5.
  */
 import { EventEmitter } from 'node:events';
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
 import { fromHex } from '../firmware/core/bytes.js';
 import { MqsecError, asMqsecError, fail } from '../firmware/core/errors.js';
 import { MemoryStorage } from '../firmware/core/memory-storage.js';
@@ -25,20 +38,38 @@ import { KX_TOPIC, RESERVED_PREFIX } from '../firmware/secure/constants.js';
 import { GK_TOPIC, GroupKeyring, deriveKeyServiceKey } from '../firmware/secure/group.js';
 import { createNodeCryptoSuite } from '../platform-node/crypto-suite.js';
 
+export interface ReconnectOptions {
+  /** First delay after a lost connection. Default 250 ms. */
+  initialMs?: number;
+  /** Delays double up to this. Default 30 s. */
+  maxMs?: number;
+}
+
 export interface ConnectAppOptions {
   /** mqtt://host:port of the mqsec broker. */
   url: string;
   /** The app principal's id (its MQTT client id). */
   id: string;
-  /** Its 32-byte key, as bytes or hex (printed once by `mqsec app add`). */
+  /** Its 32-byte key, as bytes or hex (printed once by `mqsec app add`). The SDK wipes its own copy at once. */
   key: Uint8Array | string;
-  /** Where the counter and resumption ticket live (default: in memory, phase 1 on every start). */
+  /**
+   * Where the counter and resumption ticket live. Default: in memory (phase 1
+   * at every start; the broker's counter hint, §5.5, moves the counter past
+   * the last run's). `fileStorage(dir)` keeps them across restarts (phase 2).
+   */
   storage?: Storage;
   suite?: CryptoSuite;
+  /** Extra MQTT.js options (keepalive, connectTimeout, ...); client id, user name, password, clean and reconnectPeriod are the SDK's. */
   mqtt?: IClientOptions;
-  /** How long to wait for the group keys after CONNACK. Default 5 s. */
+  /** How long to wait for the group keys after the session is ready. Default 5 s. */
   keyTimeoutMs?: number;
+  /** Reconnect after a lost connection (default on), or `false` for one connection only. */
+  reconnect?: ReconnectOptions | false;
+  /** Messages waiting to be sent or acknowledged before `publish` refuses with QUEUE_FULL. Default 10,000. */
+  maxQueued?: number;
 }
+
+export type AppState = 'connecting' | 'online' | 'offline' | 'closed';
 
 export interface MessageInfo {
   mode: 'e2e' | 'hop';
@@ -46,47 +77,151 @@ export interface MessageInfo {
   publisher?: string;
   group?: string;
   epoch?: number;
+  retain: boolean;
+}
+
+export interface OnlineInfo {
+  /** 1: full handshake, 2: resumption. */
+  phase: 1 | 2;
+  /** How many connections this app has made (1 for the first). */
+  connection: number;
 }
 
 export interface AppEvents {
   message: [topic: string, payload: Buffer, info: MessageInfo];
-  /** A message that failed a check (typed code: REPLAY, DECRYPT_FAILED, UNKNOWN_SESSION, ...). */
+  /**
+   * A message or key delivery that failed a receiver check (typed code:
+   * REPLAY, DECRYPT_FAILED, UNKNOWN_SESSION, NOT_AUTHORIZED, MALFORMED,
+   * TRUNCATED, BAD_MAC, ...). Nothing of it reaches `message`.
+   */
   dropped: [topic: string, error: MqsecError];
   /** Group keys arrived or changed (filters). */
   keys: [filters: string[]];
-  close: [];
+  /** Ready: authenticated and holding the current group keys. */
+  online: [info: OnlineInfo];
+  /** The connection was lost; a reconnect is scheduled. */
+  offline: [error: MqsecError];
+  /** Closed for good: `end()`, or a refusal no retry can fix (revoked, unknown key). */
+  close: [error?: MqsecError];
+}
+
+interface Outgoing {
+  topic: string;
+  plaintext: Uint8Array;
+  qos: 0 | 1;
+  retain: boolean;
+  /** What was sealed the first time: the group envelope (e2e) or the §8 envelope (hop). */
+  sealed?: Uint8Array;
+  mode?: 'e2e' | 'hop';
+  /** Number of the connection it was last written to (0 = never written). */
+  sentOn: number;
+  /** Times it was written; a hop-by-hop message lost twice is sealed afresh (§8.5, after a broker crash). */
+  writes: number;
+  resolve(): void;
+  reject(e: MqsecError): void;
+}
+
+const DEFAULT_KEY_TIMEOUT_MS = 5000;
+const DEFAULT_MAX_QUEUED = 10_000;
+/** Asking the key service again on an unknown epoch: at most this often. */
+const KEY_REQUEST_MIN_INTERVAL_MS = 1000;
+/** Counter hints and phase-2 fallbacks reconnect at once, but not forever. */
+const MAX_IMMEDIATE_RETRIES = 3;
+
+/** Refusals that mean the key or the principal is no good (unknown, revoked): retrying cannot help. */
+function isFatalRefusal(code: number): boolean {
+  return code === 4 || code === 5;
 }
 
 export class MqsecApp extends EventEmitter<AppEvents> {
-  private keysWaiter: (() => void) | undefined;
+  private _state: AppState = 'connecting';
+  private _client: MqttClient | undefined;
+  private connNo = 0;
   private chain: Promise<void> = Promise.resolve();
+  private readonly queue: Outgoing[] = [];
+  private readonly subscriptions = new Map<string, 0 | 1>();
+  private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  private keyTimer: ReturnType<typeof setTimeout> | undefined;
+  private backoffMs = 0;
+  private immediateRetries = 0;
+  private lastKeyRequest = 0;
+  private phaseOfAttempt: 1 | 2 = 1;
+  /** The broker answered this attempt's KX1 with a counter hint (§5.5): reconnect at once. */
+  private counterHinted = false;
+  /** Settles the first connect (connectApp). */
+  private firstConnect: { resolve(): void; reject(e: MqsecError): void } | undefined;
+  private readonly url: string;
+  private readonly mqttOptions: IClientOptions;
+  private readonly keyTimeoutMs: number;
+  private readonly reconnectOpts: Required<ReconnectOptions> | false;
+  private readonly maxQueued: number;
 
+  /** @internal use connectApp */
   constructor(
-    readonly client: MqttClient,
     readonly session: DeviceSecureSession,
     readonly keyring: GroupKeyring,
+    opts: Pick<ConnectAppOptions, 'url' | 'mqtt' | 'keyTimeoutMs' | 'reconnect' | 'maxQueued'>,
   ) {
     super();
+    this.url = opts.url;
+    this.mqttOptions = opts.mqtt ?? {};
+    this.keyTimeoutMs = opts.keyTimeoutMs ?? DEFAULT_KEY_TIMEOUT_MS;
+    this.reconnectOpts = opts.reconnect === false ? false : { initialMs: opts.reconnect?.initialMs ?? 250, maxMs: opts.reconnect?.maxMs ?? 30_000 };
+    this.maxQueued = opts.maxQueued ?? DEFAULT_MAX_QUEUED;
   }
 
-  /** Seals and publishes: end to end on a group this app writes, hop by hop elsewhere. */
-  async publish(topic: string, payload: Uint8Array | string, opts: { qos?: 0 | 1; retain?: boolean } = {}): Promise<void> {
-    if (topic.startsWith(RESERVED_PREFIX)) fail('NOT_AUTHORIZED', 'reserved topic');
-    const pt = typeof payload === 'string' ? new TextEncoder().encode(payload) : payload;
-    let wire: Uint8Array;
-    if (this.keyring.covers(topic)) {
-      // §14.5: the trailer belongs to this connection, so it is made right before the write
-      wire = this.session.wrapChannel(topic, this.keyring.seal(topic, pt));
-      if (this.keyring.wantsRange) this.requestKeys(); // §14.4: the next range before this one runs out
-    } else {
-      wire = this.session.seal(topic, pt);
-    }
-    await this.client.publishAsync(topic, Buffer.from(wire.buffer, wire.byteOffset, wire.byteLength), { qos: opts.qos ?? 1, retain: opts.retain ?? false });
+  get id(): string {
+    return this.session.devId;
   }
 
+  get state(): AppState {
+    return this._state;
+  }
+
+  /** The MQTT.js client of the current connection (a new one after every reconnect). */
+  get client(): MqttClient {
+    if (!this._client) fail('NOT_CONNECTED', 'no connection yet');
+    return this._client;
+  }
+
+  /** Messages handed to `publish` and not yet written (QoS 0) or acknowledged (QoS 1). */
+  get pending(): number {
+    return this.queue.length;
+  }
+
+  /**
+   * Seals and publishes: end to end on a group this app writes, hop by hop
+   * elsewhere. Resolves when written (QoS 0) or acknowledged by the broker
+   * (QoS 1, default), across reconnects; rejects with a typed MqsecError
+   * (NOT_AUTHORIZED, QUEUE_FULL, CONNECTION_CLOSED, ...).
+   */
+  publish(topic: string, payload: Uint8Array | string, opts: { qos?: 0 | 1; retain?: boolean } = {}): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      if (this._state === 'closed') return reject(new MqsecError('CONNECTION_CLOSED', 'app closed'));
+      if (typeof topic !== 'string' || topic.length === 0 || /[+#\u0000]/.test(topic)) return reject(new MqsecError('MALFORMED', 'not a topic name'));
+      if (topic.startsWith(RESERVED_PREFIX)) return reject(new MqsecError('NOT_AUTHORIZED', 'reserved topic'));
+      if (this.queue.length >= this.maxQueued) return reject(new MqsecError('QUEUE_FULL', `${this.queue.length} messages waiting`));
+      const plaintext = typeof payload === 'string' ? new TextEncoder().encode(payload) : payload.slice();
+      const qos = opts.qos ?? 1;
+      if (qos !== 0 && qos !== 1) return reject(new MqsecError('MALFORMED', 'qos must be 0 or 1'));
+      const m: Outgoing = { topic, plaintext, qos, retain: opts.retain ?? false, sentOn: 0, writes: 0, resolve, reject };
+      this.queue.push(m);
+      if (this._state === 'online') this.send(m);
+    });
+  }
+
+  /** Subscribes now and after every reconnect. Resolves with the granted QoS (128 = refused). */
   async subscribe(filter: string, qos: 0 | 1 = 1): Promise<number> {
-    const g = await this.client.subscribeAsync(filter, { qos });
+    if (this._state === 'closed') fail('CONNECTION_CLOSED', 'app closed');
+    this.subscriptions.set(filter, qos);
+    if (this._state !== 'online' || !this._client) return qos; // made at the next connect
+    const g = await this._client.subscribeAsync(filter, { qos });
     return g[0]?.qos ?? 128;
+  }
+
+  async unsubscribe(filter: string): Promise<void> {
+    this.subscriptions.delete(filter);
+    if (this._state === 'online' && this._client) await this._client.unsubscribeAsync(filter);
   }
 
   /** Groups this app holds keys for. */
@@ -94,24 +229,242 @@ export class MqsecApp extends EventEmitter<AppEvents> {
     return this.keyring.list();
   }
 
+  /**
+   * Closes for good: a clean DISCONNECT if connected, queued messages rejected
+   * (CONNECTION_CLOSED), and every key in memory zeroised (group keys, the
+   * session's derived keys, ticket and connection keys). The stored counter
+   * and ticket stay in `storage` for the next start.
+   */
   async end(): Promise<void> {
-    if (this.client.connected) await this.client.endAsync();
-    else this.client.end(true); // already closed: nothing to say goodbye to
+    if (this._state === 'closed') return;
+    const c = this._client;
+    this.shutdown();
+    if (c?.connected) await c.endAsync().catch(() => c.end(true));
+    else c?.end(true);
+    this.emit('close');
+  }
+
+  private shutdown(error?: MqsecError): void {
+    this._state = 'closed';
+    clearTimeout(this.reconnectTimer);
+    clearTimeout(this.keyTimer);
+    const e = error ?? new MqsecError('CONNECTION_CLOSED', 'app closed');
+    for (const m of this.queue.splice(0)) {
+      m.plaintext.fill(0);
+      m.reject(e);
+    }
+    this.firstConnect?.reject(e);
+    this.firstConnect = undefined;
     this.keyring.destroy();
+    this.session.destroy();
+  }
+
+  /** @internal starts the first connection; resolves once online, rejects on a refusal, a timeout or a network error. */
+  start(): Promise<void> {
+    const p = new Promise<void>((resolve, reject) => (this.firstConnect = { resolve, reject }));
+    void this.attempt();
+    return p;
   }
 
   /** @internal events are applied one after the other, in arrival order */
-  enqueue(f: () => Promise<void>): void {
-    this.chain = this.chain.then(f, f);
+  enqueue(f: () => Promise<void> | void): void {
+    this.chain = this.chain.then(f, f).catch(() => {});
   }
 
-  /** @internal */
-  incoming(topic: string, payload: Uint8Array): void {
+  private async attempt(): Promise<void> {
+    if (this._state === 'closed') return;
+    this._state = 'connecting';
+    let creds;
+    try {
+      creds = await this.session.connectCredentials();
+    } catch (e) {
+      return this.fatal(asMqsecError(e, 'STORAGE'));
+    }
+    if (this._state !== 'connecting') return; // closed meanwhile
+    this.phaseOfAttempt = creds.phase;
+    const no = ++this.connNo;
+    const client = mqtt.connect(this.url, {
+      protocolVersion: 4,
+      keepalive: 60,
+      connectTimeout: 10_000,
+      ...this.mqttOptions,
+      clean: true,
+      reconnectPeriod: 0, // a one-time password must never be replayed by MQTT.js
+      clientId: creds.clientId,
+      username: creds.username,
+      password: Buffer.from(creds.password) as unknown as string,
+    });
+    this._client = client;
+    let refused: number | undefined;
+    let lastError: Error | undefined;
+    // attached before CONNACK: KX2 can arrive in the same read as CONNACK, and events are applied in order
+    client.on('message', (topic, payload, packet) => {
+      if (no === this.connNo) this.incoming(topic, new Uint8Array(payload), packet);
+    });
+    client.on('connect', () => this.enqueue(() => this.session.onConnack(0)));
+    client.on('error', (err: Error & { code?: unknown }) => {
+      lastError = err;
+      if (typeof err.code === 'number') refused = err.code;
+    });
+    client.once('close', () => {
+      client.removeAllListeners('message');
+      client.end(true); // MQTT.js must not keep anything of this connection
+      this.enqueue(() => this.connectionLost(no, refused, lastError));
+    });
+  }
+
+  private async connectionLost(no: number, refused: number | undefined, err: Error | undefined): Promise<void> {
+    if (no !== this.connNo || this._state === 'closed') return;
+    clearTimeout(this.keyTimer);
+    const phase = this.phaseOfAttempt;
+    if (refused !== undefined) await this.session.onConnack(refused); // a refused phase 2 drops the ticket (§7.1)
+    this.session.onConnectionLost();
+    this.keyring.onConnectionLost();
+    const wasOnline = this._state === 'online';
+    const error =
+      refused !== undefined
+        ? new MqsecError('CONNECTION_REFUSED', `CONNACK ${refused}`)
+        : new MqsecError('CONNECTION_CLOSED', err ? err.message : 'connection closed');
+    if (refused !== undefined && isFatalRefusal(refused) && phase === 1) return this.fatal(new MqsecError('CONNECTION_REFUSED', `refused (CONNACK ${refused}): unknown, revoked or wrong key`));
+    // A refused resumption (ticket unknown or expired) or a counter hint (§5.5): try again at once, with a fresh phase 1 or counter.
+    const immediate = (refused !== undefined && phase === 2 && isFatalRefusal(refused)) || this.counterHinted;
+    this.counterHinted = false;
+    if (wasOnline) this.emit('offline', error);
+    if (immediate && this.immediateRetries < MAX_IMMEDIATE_RETRIES) {
+      this.immediateRetries++;
+      this._state = 'offline';
+      this.reconnectTimer = setTimeout(() => void this.attempt(), 0);
+      return;
+    }
+    if (this.firstConnect || this.reconnectOpts === false) return this.fatal(error);
+    this._state = 'offline';
+    const { initialMs, maxMs } = this.reconnectOpts;
+    this.backoffMs = Math.min(maxMs, this.backoffMs ? this.backoffMs * 2 : initialMs);
+    // full jitter on the upper half: a fleet of apps cut off together does not come back together
+    const delay = this.backoffMs / 2 + Math.random() * (this.backoffMs / 2);
+    this.reconnectTimer = setTimeout(() => void this.attempt(), delay);
+  }
+
+  private fatal(error: MqsecError): void {
+    if (this._state === 'closed') return;
+    const first = this.firstConnect;
+    this.firstConnect = undefined;
+    const c = this._client;
+    this.shutdown(error);
+    c?.end(true);
+    if (first) first.reject(error);
+    else this.emit('close', error);
+  }
+
+  /** Session ready (KX3 sent, or the resumption confirmed): ask for the group keys (§14.6). */
+  private sessionReady(): void {
+    this.requestKeys(true);
+    clearTimeout(this.keyTimer);
+    const no = this.connNo;
+    this.keyTimer = setTimeout(() => {
+      if (no !== this.connNo || this._state !== 'connecting') return;
+      // no keys: treat as a failed attempt (the next one asks again)
+      const e = new MqsecError('TIMEOUT', 'no group keys from the key service');
+      if (this.firstConnect) return this.fatal(e);
+      this._client?.end(true);
+    }, this.keyTimeoutMs);
+  }
+
+  /** First key delivery of this connection: online. Subscriptions, then the queue, in order. */
+  private async goOnline(): Promise<void> {
+    clearTimeout(this.keyTimer);
+    this._state = 'online';
+    this.backoffMs = 0;
+    this.immediateRetries = 0;
+    const client = this._client!;
+    const no = this.connNo;
+    if (this.subscriptions.size) {
+      const subs = Object.fromEntries([...this.subscriptions].map(([f, qos]) => [f, { qos }]));
+      // fire and forget on reconnects; the first connect has none yet
+      client.subscribe(subs, () => {});
+    }
+    for (const m of [...this.queue]) {
+      if (no !== this.connNo || this._state !== 'online') break;
+      this.send(m);
+    }
+    const first = this.firstConnect;
+    this.firstConnect = undefined;
+    first?.resolve();
+    this.emit('online', { phase: this.phaseOfAttempt, connection: no });
+  }
+
+  /** Seals (or, for a resend, re-wraps) one queued message and writes it on the current connection. */
+  private send(m: Outgoing): void {
+    const client = this._client;
+    if (!client || this._state !== 'online' || m.sentOn === this.connNo) return;
+    let wire: Uint8Array;
+    try {
+      wire = this.wire(m);
+    } catch (e) {
+      const err = asMqsecError(e);
+      if (err.code === 'NONCE_EXHAUSTED') {
+        // §14.4 / §8.3: a new connection brings a new range and new keys; the message waits for it
+        client.end(true);
+        return;
+      }
+      this.remove(m);
+      m.reject(err);
+      return;
+    }
+    const no = this.connNo;
+    m.sentOn = no;
+    m.writes++;
+    client.publish(m.topic, Buffer.from(wire.buffer, wire.byteOffset, wire.byteLength), { qos: m.qos, retain: m.retain }, (err) => {
+      // an error here is the connection going away: the message stays queued for the next one
+      if (err || m.sentOn !== no) return;
+      this.remove(m);
+      m.resolve();
+    });
+  }
+
+  private wire(m: Outgoing): Uint8Array {
+    if (m.sealed === undefined) {
+      if (this.keyring.covers(m.topic)) {
+        m.mode = 'e2e';
+        m.sealed = this.keyring.seal(m.topic, m.plaintext);
+      } else {
+        m.mode = 'hop';
+        m.sealed = this.session.seal(m.topic, m.plaintext);
+        return m.sealed;
+      }
+      // §14.5: the trailer belongs to this connection, so it is made right before the write
+      return this.session.wrapChannel(m.topic, m.sealed);
+    }
+    if (m.mode === 'e2e') {
+      // §14.5: a resend keeps its group envelope while readers can still open its epoch (current or previous),
+      // so a reader that got the first copy drops this one as a replay; an envelope of a forgotten epoch is sealed again.
+      const own = this.keyring.reopenOwn(m.topic, m.sealed);
+      if (own) own.fill(0);
+      else m.sealed = this.keyring.seal(m.topic, m.plaintext);
+      return this.session.wrapChannel(m.topic, m.sealed);
+    }
+    // §8.5: resend unchanged under the current or previous connection's keys (the broker's grace keys and
+    // window deduplicate); re-seal what is older, or what was already lost once (a broker that crashed has no grace keys)
+    const again = m.writes >= 2 ? this.session.seal(m.topic, m.plaintext) : this.session.resealForResend(m.topic, m.sealed);
+    if (again) m.sealed = again;
+    return m.sealed;
+  }
+
+  private remove(m: Outgoing): void {
+    const i = this.queue.indexOf(m);
+    if (i >= 0) this.queue.splice(i, 1);
+    m.plaintext.fill(0);
+  }
+
+  /** @internal every received PUBLISH of the current connection */
+  incoming(topic: string, payload: Uint8Array, packet?: IPublishPacket): void {
+    const retain = packet?.retain ?? false;
     this.enqueue(async () => {
+      if (this._state === 'closed') return;
       if (topic === GK_TOPIC) {
         try {
           const changed = this.keyring.acceptDelivery(payload);
-          this.keysWaiter?.();
+          if (this._state === 'connecting' && this.session.state === 'ready') await this.goOnline();
           if (changed.length) this.emit('keys', changed);
         } catch (e) {
           this.emit('dropped', topic, asMqsecError(e));
@@ -121,90 +474,58 @@ export class MqsecApp extends EventEmitter<AppEvents> {
       if (topic !== KX_TOPIC && this.keyring.covers(topic)) {
         try {
           const m = this.keyring.open(topic, payload);
-          this.emit('message', topic, Buffer.from(m.plaintext), { mode: 'e2e', publisher: m.publisher, group: m.group, epoch: m.epoch });
+          this.emit('message', topic, Buffer.from(m.plaintext), { mode: 'e2e', publisher: m.publisher, group: m.group, epoch: m.epoch, retain });
+          m.plaintext.fill(0);
         } catch (e) {
           const err = asMqsecError(e);
           // an epoch this app lacks: the keys moved on, ask again (§14.6)
-          if (err.code === 'UNKNOWN_SESSION') this.requestKeys();
+          if (err.code === 'UNKNOWN_SESSION') this.requestKeys(false);
           this.emit('dropped', topic, err);
         }
         return;
       }
       const r = await this.session.handleIncoming(topic, payload);
       if (r.kind === 'handshake') {
-        await this.client.publishAsync(r.reply.topic, Buffer.from(r.reply.payload), { qos: 0 });
-        this.requestKeys();
+        await this._client?.publishAsync(r.reply.topic, Buffer.from(r.reply.payload), { qos: 0 });
+        this.sessionReady();
       } else if (r.kind === 'confirmed') {
-        this.requestKeys(); // phase 2 is ready at the broker's confirmation (§6.4)
-      } else if (r.kind === 'message') this.emit('message', topic, Buffer.from(r.payload), { mode: 'hop' });
-      else if (r.kind === 'dropped') this.emit('dropped', topic, r.error);
+        this.sessionReady(); // phase 2 is ready at the broker's confirmation (§6.4)
+      } else if (r.kind === 'counter-hint') {
+        this.counterHinted = true; // the broker closes this connection; the next attempt uses a counter past the hint
+      } else if (r.kind === 'message') {
+        this.emit('message', topic, Buffer.from(r.payload), { mode: 'hop', retain });
+      } else if (r.kind === 'dropped') this.emit('dropped', topic, r.error);
     });
   }
 
-  /** @internal */
-  requestKeys(): void {
-    if (this.session.state !== 'ready') return;
-    this.client.publish(GK_TOPIC, Buffer.from(this.keyring.request()), { qos: 0 });
-  }
-
-  /** @internal */
-  waitKeys(ms: number): Promise<void> {
-    if (this.keyring.hasKeys) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new MqsecError('TIMEOUT', 'no group keys from the key service')), ms);
-      this.keysWaiter = () => {
-        clearTimeout(t);
-        this.keysWaiter = undefined;
-        resolve();
-      };
-    });
+  /** @internal GKREQ (§14.6): after every CONNACK, and (throttled) when an unknown epoch shows up. */
+  requestKeys(force: boolean): void {
+    if (this.session.state !== 'ready' || !this._client) return;
+    const now = Date.now();
+    if (!force && now - this.lastKeyRequest < KEY_REQUEST_MIN_INTERVAL_MS) return;
+    this.lastKeyRequest = now;
+    this._client.publish(GK_TOPIC, Buffer.from(this.keyring.request()), { qos: 0 });
   }
 }
 
-/** Connects, authenticates (phase 1 or 2) and waits for the group keys. No automatic reconnect: call again. */
+/**
+ * Connects, authenticates (phase 1 or 2) and waits for the group keys.
+ * Resolves with the app online; rejects (typed MqsecError) when the first
+ * connection is refused, times out or cannot be made. After that the app
+ * reconnects by itself (unless `reconnect: false`) until `end()`.
+ */
 export async function connectApp(opts: ConnectAppOptions): Promise<MqsecApp> {
   const suite = opts.suite ?? createNodeCryptoSuite();
   const key = typeof opts.key === 'string' ? fromHex(opts.key) : opts.key.slice();
-  const session = new DeviceSecureSession({ suite, devId: opts.id, deviceKey: key, storage: opts.storage ?? new MemoryStorage(), storageKey: 'mqsecstate' });
-  const keyring = new GroupKeyring({ suite, id: opts.id, keyServiceKey: deriveKeyServiceKey(suite, key, opts.id) });
-  key.fill(0);
-  const creds = await session.connectCredentials();
-  const client = mqtt.connect(opts.url, {
-    protocolVersion: 4,
-    clean: true,
-    keepalive: 60,
-    reconnectPeriod: 0, // a one-time password must never be replayed by MQTT.js
-    connectTimeout: 10_000,
-    ...opts.mqtt,
-    clientId: creds.clientId,
-    username: creds.username,
-    password: Buffer.from(creds.password) as unknown as string,
-  });
-  const app = new MqsecApp(client, session, keyring);
-  // attached before CONNACK: KX2 can arrive in the same read as CONNACK, and events are applied in order
-  client.on('message', (topic, payload) => app.incoming(topic, new Uint8Array(payload)));
-  await new Promise<void>((resolve, reject) => {
-    client.once('connect', () => {
-      app.enqueue(async () => {
-        await session.onConnack(0);
-        if (creds.phase === 2) app.requestKeys();
-        resolve();
-      });
-    });
-    client.once('error', async (err: Error & { code?: number }) => {
-      if (typeof err.code === 'number') await session.onConnack(err.code);
-      reject(err);
-    });
-    client.once('close', () => reject(new MqsecError('CONNECTION_CLOSED', 'closed before CONNACK')));
-  });
-  client.on('close', () => {
-    session.onConnectionLost();
-    keyring.onConnectionLost();
-    app.emit('close');
-  });
-  await app.waitKeys(opts.keyTimeoutMs ?? 5000).catch((e) => {
-    client.end(true);
-    throw e;
-  });
+  let session: DeviceSecureSession;
+  let keyring: GroupKeyring;
+  try {
+    session = new DeviceSecureSession({ suite, devId: opts.id, deviceKey: key, storage: opts.storage ?? new MemoryStorage(), storageKey: 'mqsecstate' });
+    keyring = new GroupKeyring({ suite, id: opts.id, keyServiceKey: deriveKeyServiceKey(suite, key, opts.id) });
+  } finally {
+    key.fill(0);
+  }
+  const app = new MqsecApp(session, keyring, opts);
+  await app.start();
   return app;
 }

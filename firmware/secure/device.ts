@@ -176,6 +176,7 @@ export class DeviceSecureSession {
   private _state: DeviceState = 'idle';
   private _phase: 0 | 1 | 2 = 0;
   private loaded = false;
+  private destroyed = false;
   private counterNext = 0;
   private counterLimit = 0;
   private ticket: DeviceTicket | undefined;
@@ -272,6 +273,7 @@ export class DeviceSecureSession {
 
   /** §7.1: credentials for the next CONNECT; phase 2 when a ticket is held, else phase 1. */
   async connectCredentials(): Promise<ConnectCredentials> {
+    if (this.destroyed) fail('BAD_STATE', 'session destroyed');
     if (this._state !== 'idle') this.onConnectionLost();
     await this.load();
     // §6.5: a ticket serves a bounded counter span; past it, a fresh phase 1 (the next write drops it from flash too).
@@ -501,6 +503,23 @@ export class DeviceSecureSession {
       this.current.channel.destroy();
       this.current = undefined;
     }
+    this._state = 'idle';
+  }
+
+  /**
+   * Shutting down for good (an app closing, a device being re-provisioned):
+   * every key this session holds is zeroised, in RAM only (the stored record,
+   * counter and ticket, stays for the next start). Unusable afterwards.
+   */
+  destroy(): void {
+    this.onConnectionLost();
+    this.previousRx?.destroy();
+    this.previousRx = undefined;
+    for (const tx of this.oldTx) tx.destroy();
+    this.oldTx = [];
+    this.dropTicketInRam();
+    zeroize(this.authKey, this.pskKey);
+    this.destroyed = true;
     this._state = 'idle';
   }
 

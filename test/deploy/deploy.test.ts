@@ -159,9 +159,10 @@ describe('deploy/Dockerfile', () => {
       }
     }
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { files: string[] };
-    const runtime = pkg.files.map((f) => f.replace(/\/$/, '')).filter((f) => !['docs', 'deploy', 'README.md'].includes(f));
+    // types/ holds declarations for TypeScript programs importing the SDK, generated at pack time: not run
+    const runtime = pkg.files.map((f) => f.replace(/\/$/, '')).filter((f) => !['docs', 'deploy', 'README.md', 'types'].includes(f));
     for (const f of runtime) expect(copied, `Dockerfile copies ${f}`).toContain(f);
     // and the package really needs no more than that: the installed CLI above ran from these files alone
-    expect(readdirSync(installedPkg).filter((f) => f !== 'node_modules' && f !== 'package.json').sort()).toEqual([...runtime, 'docs', 'deploy', 'README.md'].sort());
+    expect(readdirSync(installedPkg).filter((f) => f !== 'node_modules' && f !== 'package.json').sort()).toEqual([...runtime, 'docs', 'deploy', 'README.md', 'types'].sort());
   });
 });
