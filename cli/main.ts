@@ -6,6 +6,8 @@ import { Command, CommanderError } from 'commander';
 import { CliError, type CliIo, type CommandModule } from './command.js';
 import { brokerCommand } from './commands/broker.js';
 import { deviceCommand } from './commands/device.js';
+import { appCommand } from './commands/app.js';
+import { pubCommand, subCommand } from './commands/sub-pub.js';
 import { userCommand } from './commands/user.js';
 import { roleCommand } from './commands/role.js';
 import { aclCommand } from './commands/acl.js';
@@ -20,7 +22,7 @@ import { keyserviceCommand } from './commands/keyservice.js';
 import { statusCommand } from './commands/status.js';
 
 /** Every sub-command, in help order. Add new command modules here. */
-export const COMMANDS: CommandModule[] = [brokerCommand, deviceCommand, userCommand, roleCommand, aclCommand, auditCommand, simCommand, demoCommand, benchCommand, deviceDesktopCommand, deviceCheckCommand, hilCommand, keyserviceCommand, statusCommand];
+export const COMMANDS: CommandModule[] = [brokerCommand, deviceCommand, appCommand, subCommand, pubCommand, userCommand, roleCommand, aclCommand, auditCommand, simCommand, demoCommand, benchCommand, deviceDesktopCommand, deviceCheckCommand, hilCommand, keyserviceCommand, statusCommand];
 
 export const processIo: CliIo = {
   out: (line) => process.stdout.write(line + '\n'),

@@ -1,0 +1,120 @@
+/**
+ * `mqsec app add|revoke|rotate|remove`: app principals, the backends that
+ * join through the SDK (`import { connectApp } from 'mqsec'`) or `mqsec
+ * sub` / `mqsec pub` with a 32-byte app key instead of a password
+ * (docs/protocol.md §14). An app is a principal like a device: it shows in
+ * `mqsec device list`, holds group keys of the groups its role reads or
+ * writes, and is re-keyed out of them when revoked or removed.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { toHex } from '../../firmware/core/bytes.js';
+import { CliError, DEFAULT_DATA_DIR, parsePort, type CommandModule } from '../command.js';
+import { withRegistry, writeDeviceConfig } from './shared.js';
+
+interface KeyOutputOpts {
+  data: string;
+  json?: boolean;
+  config?: string;
+  brokerHost?: string;
+  brokerPort?: string;
+}
+
+const DEFAULT_BROKER = { host: '127.0.0.1', port: 1883 };
+export const defaultAppConfigPath = (id: string) => `app-config-${id}.json`;
+
+/** The broker endpoint of an existing app config for `id`; refuses a file that belongs to another principal. */
+function readExisting(path: string, id: string): { host: string; port: number } | undefined {
+  if (!existsSync(path)) return undefined;
+  let c: { id?: unknown; broker?: { host?: unknown; port?: unknown } };
+  try {
+    c = JSON.parse(readFileSync(path, 'utf8'));
+  } catch {
+    throw new CliError(`${path} is not an app config (not JSON): not overwriting it`);
+  }
+  if (c.id !== id) throw new CliError(`${path} is the config of "${String(c.id)}", not "${id}": not overwriting it`);
+  return {
+    host: typeof c.broker?.host === 'string' ? c.broker.host : DEFAULT_BROKER.host,
+    port: typeof c.broker?.port === 'number' ? c.broker.port : DEFAULT_BROKER.port,
+  };
+}
+
+export const appCommand: CommandModule = {
+  name: 'app',
+  register(program, io) {
+    const app = program.command('app').description('manage app principals: backends that join with an app key through the SDK or `mqsec sub`/`mqsec pub`');
+
+    const keyOutput = (id: string, key: Uint8Array, o: KeyOutputOpts, verb: string, configPath: string | undefined, broker: { host: string; port: number }) => {
+      if (configPath) writeDeviceConfig(configPath, id, key, broker.host, broker.port);
+      if (o.json) io.out(JSON.stringify({ id, key: toHex(key), url: `mqtt://${broker.host}:${broker.port}`, ...(configPath ? { config: configPath } : {}) }));
+      else {
+        io.out(`app ${id} ${verb}`);
+        io.out(`key: ${toHex(key)}`);
+        if (configPath) io.out(`config written to ${configPath} (mode 0600): mqsec sub --config ${configPath} -t '...'`);
+      }
+      key.fill(0);
+    };
+
+    app
+      .command('add <name>')
+      .description('register an app principal and print its new 32-byte key (shown once)')
+      .option('--role <role>', 'role (built in: app; a custom role for narrower grants)', 'app')
+      .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+      .option('--json', 'print {"id","key","url"} as JSON and write the app config file')
+      .option('--config <file>', 'app config file to write (default with --json: app-config-<name>.json)')
+      .option('--broker-host <host>', 'broker host as the app reaches it (default 127.0.0.1)')
+      .option('--broker-port <n>', 'broker port for the config file (default 1883)')
+      .action(async (name: string, o: KeyOutputOpts & { role: string }) => {
+        const broker = { host: o.brokerHost ?? DEFAULT_BROKER.host, port: o.brokerPort !== undefined ? parsePort(o.brokerPort) : DEFAULT_BROKER.port };
+        const configPath = o.config ?? (o.json ? defaultAppConfigPath(name) : undefined);
+        if (configPath) readExisting(configPath, name); // refuse to overwrite another principal's config before registering
+        const { key } = await withRegistry(o.data, (r) => r.addDevice(name, o.role));
+        keyOutput(name, key, o, `added (role ${o.role})`, configPath, broker);
+      });
+
+    app
+      .command('revoke <name>')
+      .description('revoke an app: a running broker closes its sessions within a second and re-keys its groups')
+      .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+      .action(async (name: string, o: { data: string }) => {
+        await withRegistry(o.data, (r) => {
+          if (!r.getDevice(name)) throw new CliError(`unknown app "${name}"`);
+          r.revokeDevice(name);
+        }, { create: false });
+        io.out(`app ${name} revoked`);
+      });
+
+    app
+      .command('remove <name>')
+      .description('delete an app principal and its key, tickets and counter (its groups are re-keyed)')
+      .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+      .action(async (name: string, o: { data: string }) => {
+        await withRegistry(o.data, (r) => {
+          if (!r.getDevice(name)) throw new CliError(`unknown app "${name}"`);
+          r.removeDevice(name);
+        }, { create: false });
+        io.out(`app ${name} removed`);
+      });
+
+    app
+      .command('rotate <name>')
+      .description('issue a new app key (the old key and tickets stop working; re-activates a revoked app); rewrites its app config, keeping the broker address')
+      .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+      .option('--json', 'print {"id","key","url"} as JSON and write the app config file')
+      .option('--config <file>', 'app config file to rewrite (default: app-config-<name>.json if it exists, or with --json)')
+      .option('--broker-host <host>', 'broker host for the config file (default: the one already in it)')
+      .option('--broker-port <n>', 'broker port for the config file (default: the one already in it)')
+      .action(async (name: string, o: KeyOutputOpts) => {
+        const configPath = o.config ?? (o.json || existsSync(defaultAppConfigPath(name)) ? defaultAppConfigPath(name) : undefined);
+        const existing = configPath ? readExisting(configPath, name) : undefined;
+        const broker = {
+          host: o.brokerHost ?? existing?.host ?? DEFAULT_BROKER.host,
+          port: o.brokerPort !== undefined ? parsePort(o.brokerPort) : (existing?.port ?? DEFAULT_BROKER.port),
+        };
+        const { key } = await withRegistry(o.data, (r) => {
+          if (!r.getDevice(name)) throw new CliError(`unknown app "${name}"`);
+          return r.rotateDevice(name);
+        }, { create: false });
+        keyOutput(name, key, o, 'rotated', configPath, broker);
+      });
+  },
+};
