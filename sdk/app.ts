@@ -127,6 +127,8 @@ const DEFAULT_MAX_QUEUED = 10_000;
 const KEY_REQUEST_MIN_INTERVAL_MS = 1000;
 /** Counter hints and phase-2 fallbacks reconnect at once, but not forever. */
 const MAX_IMMEDIATE_RETRIES = 3;
+/** Envelopes held for a key delivery (an epoch not known yet). */
+const MAX_HELD = 256;
 
 /** Refusals that mean the key or the principal is no good (unknown, revoked): retrying cannot help. */
 function isFatalRefusal(code: number): boolean {
@@ -146,6 +148,9 @@ export class MqsecApp extends EventEmitter<AppEvents> {
   private immediateRetries = 0;
   private lastKeyRequest = 0;
   private phaseOfAttempt: 1 | 2 = 1;
+  /** Group envelopes waiting for their epoch's key (openGroupMessage). */
+  private held: { topic: string; payload: Uint8Array; retain: boolean }[] = [];
+  private heldTimer: ReturnType<typeof setTimeout> | undefined;
   /** The broker answered this attempt's KX1 with a counter hint (§5.5): reconnect at once. */
   private counterHinted = false;
   /** Settles the first connect (connectApp). */
@@ -248,6 +253,8 @@ export class MqsecApp extends EventEmitter<AppEvents> {
     this._state = 'closed';
     clearTimeout(this.reconnectTimer);
     clearTimeout(this.keyTimer);
+    clearTimeout(this.heldTimer);
+    this.held = [];
     const e = error ?? new MqsecError('CONNECTION_CLOSED', 'app closed');
     for (const m of this.queue.splice(0)) {
       m.plaintext.fill(0);
@@ -462,28 +469,22 @@ export class MqsecApp extends EventEmitter<AppEvents> {
     this.enqueue(async () => {
       if (this._state === 'closed') return;
       if (topic === GK_TOPIC) {
+        let changed: string[];
         try {
-          const changed = this.keyring.acceptDelivery(payload);
-          if (this._state === 'connecting' && this.session.state === 'ready') await this.goOnline();
-          if (changed.length) this.emit('keys', changed);
+          changed = this.keyring.acceptDelivery(payload);
         } catch (e) {
           this.emit('dropped', topic, asMqsecError(e));
+          return;
         }
+        if (this._state === 'connecting' && this.session.state === 'ready') await this.goOnline();
+        if (changed.length) this.emit('keys', changed);
+        // messages that came ahead of their epoch's key get one more try
+        for (const h of this.held.splice(0)) this.openGroupMessage(h.topic, h.payload, h.retain, false);
         return;
       }
-      if (topic !== KX_TOPIC && this.keyring.covers(topic)) {
-        try {
-          const m = this.keyring.open(topic, payload);
-          this.emit('message', topic, Buffer.from(m.plaintext), { mode: 'e2e', publisher: m.publisher, group: m.group, epoch: m.epoch, retain });
-          m.plaintext.fill(0);
-        } catch (e) {
-          const err = asMqsecError(e);
-          // an epoch this app lacks: the keys moved on, ask again (§14.6)
-          if (err.code === 'UNKNOWN_SESSION') this.requestKeys(false);
-          this.emit('dropped', topic, err);
-        }
-        return;
-      }
+      // §14.1: a topic of a group this app holds opens only under the group key, never as a hop-by-hop
+      // envelope, which the broker could make: routing by group membership keeps the broker out of it
+      if (topic !== KX_TOPIC && this.keyring.covers(topic)) return this.openGroupMessage(topic, payload, retain, true);
       const r = await this.session.handleIncoming(topic, payload);
       if (r.kind === 'handshake') {
         await this._client?.publishAsync(r.reply.topic, Buffer.from(r.reply.payload), { qos: 0 });
@@ -496,6 +497,35 @@ export class MqsecApp extends EventEmitter<AppEvents> {
         this.emit('message', topic, Buffer.from(r.payload), { mode: 'hop', retain });
       } else if (r.kind === 'dropped') this.emit('dropped', topic, r.error);
     });
+  }
+
+  /**
+   * §14.7 receiver checks (GroupKeyring.open). An envelope of an epoch this
+   * app lacks (a key push it missed or that is still on its way) is held,
+   * at most MAX_HELD of them for one key request, and opened after the next
+   * delivery; UNKNOWN_SESSION changes no state, so trying again is safe.
+   */
+  private openGroupMessage(topic: string, payload: Uint8Array, retain: boolean, mayHold: boolean): void {
+    try {
+      const m = this.keyring.open(topic, payload);
+      this.emit('message', topic, Buffer.from(m.plaintext), { mode: 'e2e', publisher: m.publisher, group: m.group, epoch: m.epoch, retain });
+      m.plaintext.fill(0);
+    } catch (e) {
+      const err = asMqsecError(e);
+      if (err.code === 'UNKNOWN_SESSION' && mayHold && this.held.length < MAX_HELD) {
+        // the keys moved on: ask again (§14.6), at most once a second
+        this.requestKeys(false);
+        this.held.push({ topic, payload, retain });
+        clearTimeout(this.heldTimer);
+        this.heldTimer = setTimeout(() => this.enqueue(() => this.dropHeld()), this.keyTimeoutMs);
+        return;
+      }
+      this.emit('dropped', topic, err);
+    }
+  }
+
+  private dropHeld(): void {
+    for (const h of this.held.splice(0)) this.emit('dropped', h.topic, new MqsecError('UNKNOWN_SESSION', 'no key for this group epoch'));
   }
 
   /** @internal GKREQ (§14.6): after every CONNACK, and (throttled) when an unknown epoch shows up. */
