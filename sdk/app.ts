@@ -531,9 +531,12 @@ export class MqsecApp extends EventEmitter<AppEvents> {
   /** @internal GKREQ (§14.6): after every CONNACK, and (throttled) when an unknown epoch shows up. */
   requestKeys(force: boolean): void {
     if (this.session.state !== 'ready' || !this._client) return;
-    const now = Date.now();
-    if (!force && now - this.lastKeyRequest < KEY_REQUEST_MIN_INTERVAL_MS) return;
-    this.lastKeyRequest = now;
+    if (!force) {
+      // only these requests are throttled (an attacker's envelopes with unknown epochs must not make the app flood the key service)
+      const now = Date.now();
+      if (now - this.lastKeyRequest < KEY_REQUEST_MIN_INTERVAL_MS) return;
+      this.lastKeyRequest = now;
+    }
     this._client.publish(GK_TOPIC, Buffer.from(this.keyring.request()), { qos: 0 });
   }
 }

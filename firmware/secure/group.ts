@@ -626,9 +626,10 @@ export class GroupKeyring {
     this.rangeRequested = false;
   }
 
-  /** Forget everything (member removed, or shutting down). */
+  /** Forget everything, K_ks included (shutting down): unusable afterwards. */
   destroy(): void {
     this.onConnectionLost();
+    this.ksKey.fill(0);
     for (const g of this.groups) {
       wipeEpoch(g.current);
       wipeEpoch(g.previous);
