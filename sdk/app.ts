@@ -148,6 +148,8 @@ export class MqsecApp extends EventEmitter<AppEvents> {
   private immediateRetries = 0;
   private lastKeyRequest = 0;
   private phaseOfAttempt: 1 | 2 = 1;
+  /** The group sequence range ran out (§14.4): sending waits for the next key delivery. */
+  private waitingRange = false;
   /** Group envelopes waiting for their epoch's key (openGroupMessage). */
   private held: { topic: string; payload: Uint8Array; retain: boolean }[] = [];
   private heldTimer: ReturnType<typeof setTimeout> | undefined;
@@ -327,6 +329,7 @@ export class MqsecApp extends EventEmitter<AppEvents> {
     if (refused !== undefined) await this.session.onConnack(refused); // a refused phase 2 drops the ticket (§7.1)
     this.session.onConnectionLost();
     this.keyring.onConnectionLost();
+    this.waitingRange = false; // the next connection's first delivery brings a range
     const wasOnline = this._state === 'online';
     const error =
       refused !== undefined
@@ -404,13 +407,23 @@ export class MqsecApp extends EventEmitter<AppEvents> {
   private send(m: Outgoing): void {
     const client = this._client;
     if (!client || this._state !== 'online' || m.sentOn === this.connNo) return;
+    if (this.waitingRange) return; // sent when the next range arrives
+    if (m.sealed === undefined && this.keyring.covers(m.topic)) {
+      const sq = this.keyring.sequence;
+      if (sq.next >= sq.limit) {
+        // §14.4: the group sequence range is used up before the next one arrived: ask (again) and wait for it
+        this.waitingRange = true;
+        this.requestKeys(true);
+        return;
+      }
+    }
     let wire: Uint8Array;
     try {
       wire = this.wire(m);
     } catch (e) {
       const err = asMqsecError(e);
       if (err.code === 'NONCE_EXHAUSTED') {
-        // §14.4 / §8.3: a new connection brings a new range and new keys; the message waits for it
+        // §8.3 / §14.5: counters used up (the session's, or a re-seal's): a new connection brings new keys and a new range
         client.end(true);
         return;
       }
@@ -434,6 +447,7 @@ export class MqsecApp extends EventEmitter<AppEvents> {
       if (this.keyring.covers(m.topic)) {
         m.mode = 'e2e';
         m.sealed = this.keyring.seal(m.topic, m.plaintext);
+        if (this.keyring.wantsRange) this.requestKeys(true); // §14.4: the next range before this one runs out
       } else {
         m.mode = 'hop';
         m.sealed = this.session.seal(m.topic, m.plaintext);
@@ -477,6 +491,11 @@ export class MqsecApp extends EventEmitter<AppEvents> {
           return;
         }
         if (this._state === 'connecting' && this.session.state === 'ready') await this.goOnline();
+        else if (this.waitingRange) {
+          // the next sequence range: what waited for it goes out now, in order
+          this.waitingRange = false;
+          for (const m of [...this.queue]) this.send(m);
+        }
         if (changed.length) this.emit('keys', changed);
         // messages that came ahead of their epoch's key get one more try
         for (const h of this.held.splice(0)) this.openGroupMessage(h.topic, h.payload, h.retain, false);

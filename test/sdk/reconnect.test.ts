@@ -202,6 +202,40 @@ describe('re-key', () => {
   });
 });
 
+describe('sequence ranges (§14.4)', () => {
+  it('a writer publishing far past its range asks for the next ones on the same connection: all delivered, no reconnect, seq numbers never reused', async () => {
+    reset();
+    const small = tempDir('mqsec-sdk-range-');
+    const b = await testBroker(small.path, { groupSeqBlock: 8, revisionPollMs: 50 });
+    try {
+      b.registry.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
+      const w = await connectApp({ url: `mqtt://127.0.0.1:${b.port}`, id: 'w1', key: b.registry.addDevice('w1', 'sensor').key, reconnect: false });
+      const rd = await connectApp({ url: `mqtt://127.0.0.1:${b.port}`, id: 'r1', key: b.registry.addDevice('r1', 'app').key, reconnect: false });
+      b.syncRegistry();
+      await waitFor(() => w.groups().length === 1 && rd.groups().length === 1, 2000, 'groups');
+      const texts: string[] = [];
+      const drops: string[] = [];
+      rd.on('message', (_t, p) => texts.push(p.toString()));
+      rd.on('dropped', (_t, e) => drops.push(e.code));
+      await rd.subscribe('sensors/#');
+      let offline = 0;
+      w.on('offline', () => offline++);
+      const n = 60; // 7.5 ranges of 8, all at once: sealing outruns the deliveries
+      await Promise.all(Array.from({ length: n }, (_, i) => w.publish('sensors/w1/x', `m${i}`, { qos: 1 })));
+      await waitFor(() => texts.length === n, 10_000, `all ${n} (got ${texts.length})`);
+      expect(texts).toEqual(Array.from({ length: n }, (_, i) => `m${i}`));
+      expect(drops).toEqual([]);
+      expect(offline).toBe(0);
+      expect(w.keyring.sequence.next).toBeGreaterThan(n - 1);
+      await w.end();
+      await rd.end();
+    } finally {
+      await b.stop();
+      small.remove();
+    }
+  });
+});
+
 describe('end()', () => {
   it('zeroises the group keys, K_ks and the session keys it held', async () => {
     const k = reader.keyring as unknown as { ksKey: Uint8Array; groups: { current: { groupKey: Uint8Array }; previous?: { groupKey: Uint8Array } }[] };
