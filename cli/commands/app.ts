@@ -9,10 +9,13 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { toHex } from '../../firmware/core/bytes.js';
 import { CliError, DEFAULT_DATA_DIR, parsePort, type CommandModule } from '../command.js';
-import { withRegistry, writeDeviceConfig } from './shared.js';
+import { provisionPrincipal, rotatePrincipal, withRegistry, writeDeviceConfig } from './shared.js';
+
+const KS_DATA_HELP = 'data directory of a key service run as its own process (`mqsec keyservice --data`): K_ks is written there, never to --data';
 
 interface KeyOutputOpts {
   data: string;
+  keyserviceData?: string;
   json?: boolean;
   config?: string;
   brokerHost?: string;
@@ -59,6 +62,7 @@ export const appCommand: CommandModule = {
       .description('register an app principal and print its new 32-byte key (shown once)')
       .option('--role <role>', 'role (built in: app; a custom role for narrower grants)', 'app')
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+      .option('--keyservice-data <dir>', KS_DATA_HELP)
       .option('--json', 'print {"id","key","url"} as JSON and write the app config file')
       .option('--config <file>', 'app config file to write (default with --json: app-config-<name>.json)')
       .option('--broker-host <host>', 'broker host as the app reaches it (default 127.0.0.1)')
@@ -67,7 +71,8 @@ export const appCommand: CommandModule = {
         const broker = { host: o.brokerHost ?? DEFAULT_BROKER.host, port: o.brokerPort !== undefined ? parsePort(o.brokerPort) : DEFAULT_BROKER.port };
         const configPath = o.config ?? (o.json ? defaultAppConfigPath(name) : undefined);
         if (configPath) readExisting(configPath, name); // refuse to overwrite another principal's config before registering
-        const { key } = await withRegistry(o.data, (r) => r.addDevice(name, o.role));
+        // the one provisioning path of every principal: K split between the registry and the key service (§14.2)
+        const { key } = await provisionPrincipal(o, name, o.role);
         keyOutput(name, key, o, `added (role ${o.role})`, configPath, broker);
       });
 
@@ -75,11 +80,12 @@ export const appCommand: CommandModule = {
       .command('revoke <name>')
       .description('revoke an app: a running broker closes its sessions within a second and re-keys its groups')
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
-      .action(async (name: string, o: { data: string }) => {
+      .option('--keyservice-data <dir>', KS_DATA_HELP)
+      .action(async (name: string, o: { data: string; keyserviceData?: string }) => {
         await withRegistry(o.data, (r) => {
           if (!r.getDevice(name)) throw new CliError(`unknown app "${name}"`);
           r.revokeDevice(name);
-        }, { create: false });
+        }, { create: false, keyServiceData: o.keyserviceData });
         io.out(`app ${name} revoked`);
       });
 
@@ -87,11 +93,12 @@ export const appCommand: CommandModule = {
       .command('remove <name>')
       .description('delete an app principal and its key, tickets and counter (its groups are re-keyed)')
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
-      .action(async (name: string, o: { data: string }) => {
+      .option('--keyservice-data <dir>', KS_DATA_HELP)
+      .action(async (name: string, o: { data: string; keyserviceData?: string }) => {
         await withRegistry(o.data, (r) => {
           if (!r.getDevice(name)) throw new CliError(`unknown app "${name}"`);
           r.removeDevice(name);
-        }, { create: false });
+        }, { create: false, keyServiceData: o.keyserviceData });
         io.out(`app ${name} removed`);
       });
 
@@ -99,6 +106,7 @@ export const appCommand: CommandModule = {
       .command('rotate <name>')
       .description('issue a new app key (the old key and tickets stop working; re-activates a revoked app); rewrites its app config, keeping the broker address')
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+      .option('--keyservice-data <dir>', KS_DATA_HELP)
       .option('--json', 'print {"id","key","url"} as JSON and write the app config file')
       .option('--config <file>', 'app config file to rewrite (default: app-config-<name>.json if it exists, or with --json)')
       .option('--broker-host <host>', 'broker host for the config file (default: the one already in it)')
@@ -110,10 +118,7 @@ export const appCommand: CommandModule = {
           host: o.brokerHost ?? existing?.host ?? DEFAULT_BROKER.host,
           port: o.brokerPort !== undefined ? parsePort(o.brokerPort) : (existing?.port ?? DEFAULT_BROKER.port),
         };
-        const { key } = await withRegistry(o.data, (r) => {
-          if (!r.getDevice(name)) throw new CliError(`unknown app "${name}"`);
-          return r.rotateDevice(name);
-        }, { create: false });
+        const { key } = await rotatePrincipal(o, name);
         keyOutput(name, key, o, 'rotated', configPath, broker);
       });
   },

@@ -174,7 +174,7 @@ describe('re-key', () => {
     const e0 = epochOf(reader);
     const pushed: string[][] = [];
     reader.on('keys', (f) => pushed.push(f));
-    broker.context.keyService.rotate('sensors/dev1/#');
+    broker.context.keyService!.rotate('sensors/dev1/#');
     await waitFor(() => epochOf(reader) === e0 + 1 && epochOf(dev) === e0 + 1, 2000, 'both re-keyed');
     expect(pushed).toEqual([['sensors/dev1/#']]);
     await dev.publish(TOPIC, 'new-epoch', { qos: 1 });
@@ -190,7 +190,7 @@ describe('re-key', () => {
     const orig = r.incoming.bind(reader);
     let lost = 0;
     r.incoming = (t, p) => (t === GK_TOPIC && lost === 0 ? void lost++ : orig(t, p));
-    broker.context.keyService.rotate('sensors/dev1/#');
+    broker.context.keyService!.rotate('sensors/dev1/#');
     await waitFor(() => lost === 1 && epochOf(dev) === e0 + 1, 2000, 'push lost, writer re-keyed');
     expect(epochOf(reader)).toBe(e0);
     await dev.publish(TOPIC, 'sealed-under-the-missed-epoch', { qos: 1 });
@@ -209,9 +209,11 @@ describe('sequence ranges (§14.4)', () => {
     const b = await testBroker(small.path, { groupSeqBlock: 8, revisionPollMs: 50 });
     try {
       b.registry.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
-      const w = await connectApp({ url: `mqtt://127.0.0.1:${b.port}`, id: 'w1', key: b.registry.addDevice('w1', 'sensor').key, reconnect: false });
-      const rd = await connectApp({ url: `mqtt://127.0.0.1:${b.port}`, id: 'r1', key: b.registry.addDevice('r1', 'app').key, reconnect: false });
+      const wKey = b.registry.addDevice('w1', 'sensor').key;
+      const rKey = b.registry.addDevice('r1', 'app').key;
       b.syncRegistry();
+      const w = await connectApp({ url: `mqtt://127.0.0.1:${b.port}`, id: 'w1', key: wKey, reconnect: false });
+      const rd = await connectApp({ url: `mqtt://127.0.0.1:${b.port}`, id: 'r1', key: rKey, reconnect: false });
       await waitFor(() => w.groups().length === 1 && rd.groups().length === 1, 2000, 'groups');
       const texts: string[] = [];
       const drops: string[] = [];
