@@ -7,7 +7,8 @@
  * persistent session (§15.3), and payloads sealed end to end under group
  * keys (§14; no channel trailer, a stock broker cannot check one).
  */
-import mqtt, { type MqttClient } from 'mqtt';
+import net from 'node:net';
+import { MqttClient, type IClientOptions } from 'mqtt';
 import { MqsecError, asMqsecError } from '../firmware/core/errors.js';
 import type { CryptoSuite } from '../firmware/crypto/suite.js';
 import type { DeviceSecureSession } from '../firmware/secure/device.js';
@@ -28,8 +29,18 @@ export interface StockDeviceOptions {
   onMessage?(m: OpenedGroupMessage & { topic: string }): void;
   /** Anything dropped (bad envelope, forged delivery), with its code. */
   onDropped?(topic: string, e: MqsecError): void;
-  /** Counts every byte on the device's sockets (for budgets). */
-  onBytes?(sent: number, received: number): void;
+}
+
+/** Bytes on the wire (MQTT framing included, TCP/IP headers not) per stage of the last connect(). */
+export interface StockWireStats {
+  /** Bootstrap connection: CONNECT, CONNACK, SUBSCRIBE, SUBACK, KX1, KX2, DISCONNECT. */
+  phase1: { sent: number; received: number };
+  /** Phase-2 connection until RC verified: CONNECT, CONNACK, [SUBSCRIBE, SUBACK], RC, PUBACK. */
+  phase2: { sent: number; received: number };
+  /** GKREQ up, GKDEL down (§14.6). */
+  keys: { sent: number; received: number };
+  /** MQTT packets the device sent per stage, in order (round trips: each one before the answer it waits for). */
+  packets: { phase1: string[]; phase2: string[]; keys: string[] };
 }
 
 export interface StockConnectResult {
@@ -70,6 +81,12 @@ export class StockDevice {
   private chain: Promise<unknown> = Promise.resolve();
   private waiter: { want: (kind: string) => boolean; resolve(): void; reject(e: MqsecError): void } | undefined;
   private readonly timeoutMs: number;
+  private stage: 'phase1' | 'phase2' | 'keys' = 'phase1';
+  stats: StockWireStats = StockDevice.emptyStats();
+
+  private static emptyStats(): StockWireStats {
+    return { phase1: { sent: 0, received: 0 }, phase2: { sent: 0, received: 0 }, keys: { sent: 0, received: 0 }, packets: { phase1: [], phase2: [], keys: [] } };
+  }
 
   constructor(private readonly o: StockDeviceOptions) {
     this.keyring = new GroupKeyring({ suite: o.suite, id: o.id, keyServiceKey: deriveKeyServiceKey(o.suite, o.key, o.id) });
@@ -83,6 +100,7 @@ export class StockDevice {
   /** Phase 2 if the session holds a ticket the key service installed; otherwise (or if refused) phase 1 first (§15.2). */
   async connect(): Promise<StockConnectResult> {
     let phase1 = false;
+    this.stats = StockDevice.emptyStats();
     for (let attempt = 0; attempt < 3; attempt++) {
       const creds = await this.o.session.connectCredentials();
       if (creds.phase === 1) {
@@ -101,23 +119,30 @@ export class StockDevice {
     throw new MqsecError('CONNECTION_REFUSED', 'no session after phase 1');
   }
 
-  private socket(opts: mqtt.IClientOptions): MqttClient {
-    const c = mqtt.connect(this.o.url, { protocolVersion: 4, reconnectPeriod: 0, keepalive: 60, connectTimeout: this.timeoutMs, ...opts });
-    if (this.o.onBytes) {
-      const count = this.o.onBytes;
-      c.stream?.on?.('data', (b: Buffer) => count(0, b.length));
-      const write = c.stream.write.bind(c.stream);
-      c.stream.write = ((chunk: Buffer | string, ...rest: unknown[]) => {
-        count(typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length, 0);
+  /** An MQTT.js client on a TCP socket whose bytes and packets are counted per stage. */
+  private socket(opts: IClientOptions): MqttClient {
+    const url = new URL(this.o.url);
+    const build = () => {
+      const sock = net.connect({ host: url.hostname, port: Number(url.port || 1883) });
+      sock.setNoDelay(true);
+      sock.on('data', (b: Buffer) => (this.stats[this.stage].received += b.length));
+      const write = sock.write.bind(sock);
+      sock.write = ((chunk: Buffer | string, ...rest: unknown[]) => {
+        this.stats[this.stage].sent += typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
         return (write as (...a: unknown[]) => boolean)(chunk, ...rest);
-      }) as typeof c.stream.write;
-    }
+      }) as typeof sock.write;
+      return sock;
+    };
+    const c = new MqttClient(build, { protocolVersion: 4, reconnectPeriod: 0, keepalive: 60, connectTimeout: this.timeoutMs, manualConnect: true, ...opts });
+    c.on('packetsend', (p: { cmd: string }) => this.stats.packets[this.stage].push(p.cmd));
+    c.connect();
     return c;
   }
 
   /** §15.2: bootstrap credential, SUBSCRIBE to the down topic, KX1 up, KX2 (or HINT) down, close. */
   private async runPhase1(kx1: Uint8Array): Promise<void> {
     const { suite, key, id, session } = this.o;
+    this.stage = 'phase1';
     const user = bootUsername(id);
     const c = this.socket({ clientId: user, username: user, password: bootPassword(suite, key, id), clean: true });
     try {
@@ -157,6 +182,7 @@ export class StockDevice {
   /** §15.3: CONNECT with the token as password on the persistent session; RC (queued or live) makes the session ready; then the group keys (§14.6). */
   private async runPhase2(token: Uint8Array): Promise<{ sessionPresent: boolean }> {
     const { id, session } = this.o;
+    this.stage = 'phase2';
     const c = this.socket({ clientId: id, username: id, password: toTextForm(token), clean: false });
     c.on('message', (topic, payload) => this.onMessage(topic, new Uint8Array(payload)));
     let connack: { sessionPresent: boolean };
@@ -180,6 +206,7 @@ export class StockDevice {
       if (this.client === c) this.client = undefined;
       void this.serialise(() => session.onConnectionLost());
     });
+    this.stage = 'keys';
     const keys = this.expect('keys');
     await c.publishAsync(upTopic(id), Buffer.from(this.keyring.request()), { qos: 0 });
     await keys;

@@ -393,7 +393,7 @@ export class MosquittoKeyService {
       // a session without the subscription (first phase 2, or the broker lost it): RC again, now that it can be delivered
       void this.serial(id, async () => {
         const c = this.creds.get(id);
-        if (c?.accepted && c.rc) this.publish(downTopic(id), c.rc, 1);
+        if (c?.accepted && c.rc) this.publish(downTopic(id), c.rc, 0);
       });
     }
   }
@@ -424,7 +424,7 @@ export class MosquittoKeyService {
       c.accepted = true;
       c.rc = r.reply.payload;
       this.counters.phase2++;
-      this.publish(downTopic(id), r.reply.payload, 1);
+      this.publish(downTopic(id), r.reply.payload, 0); // the device is online: no PUBACK needed
     } catch (e) {
       this.counters.refused++;
       this.log.warn('token not accepted: kicked', { id, code: asMqsecError(e).code });
