@@ -188,6 +188,16 @@ export class MosquittoKeyService {
     this.keyService.update(computeMembership(this.o.source.principals(), this.o.source.roles()));
   }
 
+  /**
+   * True when the principal's password is a token no connection has used yet
+   * (§15.3): after a disconnect, the moment its next phase-2 CONNECT can
+   * succeed. Before that the broker refuses it and the device runs phase 1.
+   */
+  credentialReady(id: string): boolean {
+    const c = this.creds.get(id);
+    return !!c && !c.accepted;
+  }
+
   async stop(): Promise<void> {
     for (const w of this.waiting.values()) {
       clearTimeout(w.timer);

@@ -13,7 +13,8 @@ export interface DeviceConfig {
   id: string;
   /** 32-byte device key K_dev, 64 hex digits. */
   key: string;
-  broker: { host: string; port: number };
+  /** `flavour`: "stock" for a broker that runs no mqsec code, with the key service beside it (protocol §15.1); absent = the mqsec broker. */
+  broker: { host: string; port: number; flavour?: 'stock' };
   wifi?: { ssid: string; password?: string };
 }
 
@@ -40,6 +41,10 @@ export function parseDeviceConfig(input: unknown): DeviceConfig {
   if (!isCharsOf(host, 1, 253, isHostChar)) fail('MALFORMED', 'broker host must be a host name or IPv4 address');
   if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) fail('MALFORMED', 'broker port must be 1..65535');
   const out: DeviceConfig = { id, key: key.toLowerCase(), broker: { host, port } };
+  // protocol §15.1: nothing on the wire says which kind of broker this is; the config does
+  const flavour = b.flavour;
+  if (flavour !== undefined && flavour !== 'mqsec' && flavour !== 'stock') fail('MALFORMED', 'broker flavour must be "mqsec" or "stock"');
+  if (flavour === 'stock') out.broker.flavour = 'stock';
   if (o.wifi !== undefined) {
     const w = asObject(o.wifi, 'wifi');
     // IEEE 802.11: SSID at most 32 octets; WPA2 passphrase 8..63 characters.

@@ -125,7 +125,8 @@ run('key service beside stock Mosquitto with dynamic security (§15)', () => {
         sent.push(`${topic}=${text}`);
         await s.end();
       }
-      await sleep(150); // the key service replaces the token when it sees the disconnect (§15.3)
+      // the key service replaces each token when the broker log shows its connection ended (§15.3)
+      for (const id of ['s1', 's2', 's3']) await until(() => ks.credentialReady(id));
     }
     await until(() => received.length >= sent.length);
     expect(received.map((m) => `${m.topic}=${m.text}`).sort()).toEqual(sent.sort());
@@ -143,7 +144,7 @@ run('key service beside stock Mosquitto with dynamic security (§15)', () => {
     // MQTT.js waits for each answer: CONNACK, SUBACK, then KX2 (3 round trips after TCP); DISCONNECT ends it
     expect(p1.packets.phase1).toEqual(['connect', 'subscribe', 'publish', 'disconnect']);
     await s.end();
-    await sleep(150);
+    await until(() => ks.credentialReady('sensor01'));
     await s.connect();
     const p2 = s.stats;
     expect(p2.packets.phase1).toEqual([]);
@@ -174,8 +175,7 @@ run('key service beside stock Mosquitto with dynamic security (§15)', () => {
     await s.connect();
     expect(token.startsWith('~')).toBe(true);
     await s.end();
-    await until(() => ks.counters.rotations > 0);
-    await sleep(200);
+    await until(() => ks.credentialReady('s1'));
     const replay = await tryConnect(broker.url, { clientId: 's1', username: 's1', password: token, clean: false });
     replay.client?.end(true);
     expect(replay.code).not.toBe(0);
