@@ -184,14 +184,20 @@ export class StockDevice {
     const { id, session } = this.o;
     this.stage = 'phase2';
     const c = this.socket({ clientId: id, username: id, password: toTextForm(token), clean: false });
+    // CONNACK is applied to the session in the order it arrived: RC queued on the session can follow in the same segment
+    c.once('connect', () => void this.serialise(() => session.onConnack(0)));
     c.on('message', (topic, payload) => this.onMessage(topic, new Uint8Array(payload)));
     let connack: { sessionPresent: boolean };
     try {
       const confirmed = this.expect('confirmed');
       confirmed.catch(() => undefined);
       connack = await waitConnect(c);
-      await this.serialise(() => session.onConnack(0));
-      if (!connack.sessionPresent) await c.subscribeAsync(downTopic(id), { qos: 1 });
+      if (!connack.sessionPresent) {
+        // §15.3: no session, so no subscription: subscribe, then ask for the RC of this connection again
+        // (the token is public once used; only this id's credentials may publish on its up topic)
+        await c.subscribeAsync(downTopic(id), { qos: 1 });
+        await c.publishAsync(upTopic(id), Buffer.from(token), { qos: 0 });
+      }
       await confirmed;
     } catch (e) {
       const rc = (e as { returnCode?: number }).returnCode;

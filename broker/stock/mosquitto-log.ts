@@ -12,7 +12,7 @@ export type LogEvent =
   | { kind: 'subscribe'; clientId: string; qos: number; filter: string };
 
 const MAX_LINE = 1024;
-// "1796189431: New client connected from 127.0.0.1:59370 as d1 (p2, c0, k60, u'boot:d1')."
+// "1796189431: New client connected from 127.0.0.1:59370 as d1 (p2, c0, k60, u'boot@d1')."
 const CONNECT = /^\d+: New client connected from \S+ as (\S+) \(p\d+, c\d, k\d+(?:, u'([^']*)')?\)\.$/;
 // "1796189431: Client d1 disconnected." / "closed its connection." / "has exceeded timeout, disconnecting." /
 // "been disconnected by administrative action." / "already connected, closing old connection." / "disconnected due to ..."

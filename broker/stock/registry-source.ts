@@ -1,7 +1,7 @@
 /** The registry's devices and roles as the principals a stock-broker key service serves (§15.6). */
 import type { Principal, Role } from '../policy/policy.js';
 import type { Registry } from '../registry/registry.js';
-import type { PrincipalSource } from './mosquitto-key-service.js';
+import type { PrincipalSource } from './stock-core.js';
 
 export function registrySource(registry: Registry): PrincipalSource {
   return {

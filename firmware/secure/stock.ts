@@ -20,8 +20,8 @@ export type BrokerFlavour = 'mqsec' | 'stock';
 
 /** §15.2: root of the per-principal topics. Outside `$`, so every stock broker lets clients use it; ACLs keep it private. */
 export const STOCK_ROOT = 'mqsec';
-/** §15.2: user name and client id prefix of the bootstrap credential (`:` is not a principal id character). */
-export const BOOT_PREFIX = 'boot:';
+/** §15.2: user name and client id prefix of the bootstrap credential (`@` is not a principal id character; not `:`, which RabbitMQ's MQTT plugin reads as `vhost:user`). */
+export const BOOT_PREFIX = 'boot@';
 const L_BOOT = utf8Encode('mqsec v1 boot');
 const L_SALT = utf8Encode('mqsec v1');
 /** §15.2: 16 bytes: 128 bits, like every tag of the protocol. */

@@ -31,7 +31,7 @@ describe('stock-broker device side (§15)', () => {
     expect(bootPassword(suite, KEY, 'sensor02')).not.toBe(pw);
     expect(await xs.call('bootPassword', KEY, 'sensor01')).toEqual({ ok: pw });
     expect(await xs.call('names', 'sensor01')).toEqual({ ok: { up: upTopic('sensor01'), down: downTopic('sensor01'), boot: bootUsername('sensor01') } });
-    expect([upTopic('sensor01'), downTopic('sensor01'), bootUsername('sensor01')]).toEqual(['mqsec/up/sensor01', 'mqsec/down/sensor01', 'boot:sensor01']);
+    expect([upTopic('sensor01'), downTopic('sensor01'), bootUsername('sensor01')]).toEqual(['mqsec/up/sensor01', 'mqsec/down/sensor01', 'boot@sensor01']);
     expect((await xs.call('bootPassword', new Uint8Array(31), 'sensor01')).code).toBe('BAD_KEY');
     expect((await xs.call('names', 'x'.repeat(24))).code).toBe('MALFORMED');
   });
