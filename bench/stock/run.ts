@@ -1,10 +1,11 @@
 /**
  * Stock-broker benchmark (docs/protocol.md §15; results in bench/RESULTS.md):
  *
- *   npx tsx bench/stock/run.ts [--seconds 10] [--devices 8] [--fleets 100,1000,10000]
+ *   npx tsx bench/stock/run.ts [--seconds 10] [--devices 8] [--fleets 100,1000,10000] [--only mosquitto,rabbitmq,dynsec]
  *
- * 1. Handshake rates through Debian's Mosquitto 2.0 + dynamic security + the
- *    key service (all on this machine): phase 2 (reconnect with the installed
+ * 1. Handshake rates through Debian's Mosquitto 2.0 + dynamic security, and
+ *    through RabbitMQ 3.10 + its HTTP auth backend, each with the key service
+ *    (all on this machine): phase 2 (reconnect with the installed
  *    token, RC verified, group keys fetched) and phase 1 (+ the first phase 2)
  *    per second, and Mosquitto CPU per handshake (from /proc).
  * 2. What one credential change costs the broker as the fleet grows: dynamic
@@ -34,6 +35,8 @@ import { bootUsername, downTopic, upTopic } from '../../firmware/secure/stock.js
 import { createNodeCryptoSuite } from '../../platform-node/crypto-suite.js';
 import { StockDevice } from '../../host-sim/stock-device.js';
 import { startDynsecMosquitto, type RunningDynsecMosquitto } from '../../test/helpers/mosquitto-dynsec.js';
+import { startRabbitmq } from '../../test/helpers/rabbitmq.js';
+import { HttpAuthKeyService } from '../../broker/stock/http-auth-key-service.js';
 import { BUILTIN_ROLES } from '../../broker/policy/policy.js';
 
 const args = process.argv.slice(2);
@@ -44,6 +47,7 @@ const opt = (name: string, dflt: string) => {
 const SECONDS = Number(opt('seconds', '10'));
 const DEVICES = Number(opt('devices', '8'));
 const FLEETS = opt('fleets', '100,1000,10000').split(',').map(Number);
+const ONLY = opt('only', 'mosquitto,rabbitmq,dynsec').split(',');
 const suite = createNodeCryptoSuite();
 const TICK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
 
@@ -60,8 +64,17 @@ async function until(cond: () => boolean, ms = 10_000): Promise<void> {
   }
 }
 
-async function rates(): Promise<void> {
-  const broker = await startDynsecMosquitto();
+interface Deployment {
+  name: string;
+  url: string;
+  brokerPid(): number | Promise<number>;
+  /** Mosquitto: the token of the next connection is installed (§15.3); HTTP hook: always. */
+  ready(id: string): boolean;
+  counters: object;
+  stop(): Promise<void>;
+}
+
+async function withRegistry(): Promise<{ registry: Registry; keys: Map<string, Uint8Array>; dir: string }> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'mqsec-stock-bench-'));
   const registry = Registry.open(dir);
   registry.addRole('stocksensor');
@@ -71,6 +84,11 @@ async function rates(): Promise<void> {
     const id = `bench${String(i).padStart(3, '0')}`;
     keys.set(id, registry.addDevice(id, 'stocksensor').key);
   }
+  return { registry, keys, dir };
+}
+
+async function mosquittoDeployment(registry: Registry): Promise<Deployment> {
+  const broker = await startDynsecMosquitto();
   const ks = new MosquittoKeyService({
     url: broker.url,
     adminUser: broker.adminUser,
@@ -81,9 +99,54 @@ async function rates(): Promise<void> {
     keyStore: new MemoryKeyServiceStore(),
   });
   await ks.start();
+  return {
+    name: `Mosquitto ${mosquittoVersion()} + dynamic security`,
+    url: broker.url,
+    brokerPid: () => broker.pid,
+    ready: (id) => ks.credentialReady(id),
+    counters: ks.counters,
+    async stop() {
+      await ks.stop();
+      await broker.stop();
+    },
+  };
+}
+
+async function rabbitDeployment(registry: Registry): Promise<Deployment> {
+  const ks = new HttpAuthKeyService({
+    url: 'mqtt://127.0.0.1:1',
+    serviceUser: 'mqsec-keyservice',
+    servicePassword: randomBytes(18).toString('base64url'),
+    suite,
+    source: registrySource(registry),
+    tickets: new SqliteTicketStore(registry),
+    keyStore: new MemoryKeyServiceStore(),
+  });
+  await ks.listen();
+  const rabbit = await startRabbitmq({ baseUrl: ks.baseUrl });
+  (ks as unknown as { o: { url: string } }).o.url = rabbit.url;
+  await ks.start();
+  return {
+    name: 'RabbitMQ 3.10 + HTTP auth backend',
+    url: rabbit.url,
+    brokerPid: () => rabbit.beamPid(),
+    ready: () => true,
+    get counters() {
+      return { ...ks.counters, checks: ks.checks };
+    },
+    async stop() {
+      await ks.stop();
+      await rabbit.stop();
+    },
+  };
+}
+
+async function rates(kind: 'mosquitto' | 'rabbitmq'): Promise<void> {
+  const { registry, keys, dir } = await withRegistry();
+  const dep = kind === 'mosquitto' ? await mosquittoDeployment(registry) : await rabbitDeployment(registry);
   const devs = [...keys].map(([id, key]) => {
     const session = new DeviceSecureSession({ suite, devId: id, deviceKey: key, storage: new MemoryStorage() });
-    return { id, session, dev: new StockDevice({ url: broker.url, id, key, suite, session }) };
+    return { id, session, dev: new StockDevice({ url: dep.url, id, key, suite, session, timeoutMs: 20_000 }) };
   });
   for (const d of devs) {
     await d.dev.connect();
@@ -92,13 +155,14 @@ async function rates(): Promise<void> {
   const run = async (phase1: boolean) => {
     let done = 0;
     let phase1Seen = 0;
-    const cpu0 = await cpuMs(broker.pid);
+    const pid = await dep.brokerPid();
+    const cpu0 = await cpuMs(pid);
     const t0 = Date.now();
     const end = t0 + SECONDS * 1000;
     await Promise.all(
       devs.map(async (d) => {
         while (Date.now() < end) {
-          await until(() => ks.credentialReady(d.id));
+          await until(() => dep.ready(d.id));
           if (phase1) await d.session.forgetTicket();
           const r = await d.dev.connect();
           if (r.phase1) phase1Seen++;
@@ -108,19 +172,18 @@ async function rates(): Promise<void> {
       }),
     );
     const secs = (Date.now() - t0) / 1000;
-    const cpu = (await cpuMs(broker.pid)) - cpu0;
+    const cpu = (await cpuMs(pid)) - cpu0;
     return { perSecond: done / secs, brokerCpuMs: cpu / done, phase1Seen, done };
   };
   const p2 = await run(false);
   const p1 = await run(true);
-  console.log(`\n## Handshakes through Mosquitto ${mosquittoVersion()} + dynamic security + key service (${DEVICES} devices, ${SECONDS} s each, one machine)`);
-  console.log('| handshake | per second | Mosquitto CPU per handshake | connects (phase 1 seen) |');
+  console.log(`\n## Handshakes through ${dep.name} + key service (${DEVICES} devices, ${SECONDS} s each, one machine)`);
+  console.log('| handshake | per second | broker CPU per handshake | connects (phase 1 seen) |');
   console.log('|---|---|---|---|');
   console.log(`| phase 2 (token, RC, group keys) | ${p2.perSecond.toFixed(1)} | ${p2.brokerCpuMs.toFixed(2)} ms | ${p2.done} (${p2.phase1Seen}) |`);
   console.log(`| phase 1 + first phase 2 + group keys | ${p1.perSecond.toFixed(1)} | ${p1.brokerCpuMs.toFixed(2)} ms | ${p1.done} (${p1.phase1Seen}) |`);
-  console.log(`key service: ${JSON.stringify(ks.counters)}`);
-  await ks.stop();
-  await broker.stop();
+  console.log(`key service: ${JSON.stringify(dep.counters)}`);
+  await dep.stop();
   registry.close();
   await rm(dir, { recursive: true, force: true });
 }
@@ -188,7 +251,9 @@ async function rewriteCost(fleet: number): Promise<{ fleet: number; jsonBytes: n
 }
 
 async function main(): Promise<void> {
-  await rates();
+  if (ONLY.includes('mosquitto')) await rates('mosquitto');
+  if (ONLY.includes('rabbitmq')) await rates('rabbitmq');
+  if (!ONLY.includes('dynsec')) return;
   console.log('\n## Dynamic security: one credential change (= one phase-2 reconnect, §15.3) against fleet size');
   console.log('| principals | JSON | broker load at start | ms per change (request → response) | Mosquitto CPU per change | changes/s at most (1 / the larger of the two) | fleet at one reconnect per minute | per 10 minutes |');
   console.log('|---|---|---|---|---|---|---|---|');

@@ -8,7 +8,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort, waitForPort } from './brokers.js';
@@ -46,6 +46,8 @@ export interface RunningRabbitmq {
   mqttPort: number;
   url: string;
   readonly pid: number;
+  /** PID of the Erlang VM (beam) itself, from the node's pid file: where the broker's CPU time is. */
+  beamPid(): Promise<number>;
   dir: string;
   /** Everything the node printed (its log goes to the console). */
   log: string[];
@@ -133,6 +135,7 @@ export async function startRabbitmq(auth: RabbitHttpAuth, opts: { startTimeoutMs
     get pid() {
       return server?.pid ?? -1;
     },
+    beamPid: async () => Number((await readFile(env.RABBITMQ_PID_FILE!, 'utf8')).trim()),
     dir,
     log,
     stop: cleanup,
