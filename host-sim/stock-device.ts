@@ -13,6 +13,7 @@ import { MqsecError, asMqsecError } from '../firmware/core/errors.js';
 import type { CryptoSuite } from '../firmware/crypto/suite.js';
 import type { DeviceSecureSession } from '../firmware/secure/device.js';
 import { GK_TOPIC, GroupKeyring, deriveKeyServiceKey, type OpenedGroupMessage } from '../firmware/secure/group.js';
+import { deriveDeviceKeys } from '../firmware/secure/key-schedule.js';
 import { toTextForm } from '../firmware/secure/messages.js';
 import { bootPassword, bootUsername, downTopic, protocolTopicOfDown, upTopic } from '../firmware/secure/stock.js';
 
@@ -144,7 +145,12 @@ export class StockDevice {
     const { suite, key, id, session } = this.o;
     this.stage = 'phase1';
     const user = bootUsername(id);
-    const c = this.socket({ clientId: user, username: user, password: bootPassword(suite, key, id), clean: true });
+    // §15.2: the bootstrap password comes from K_auth (§4.1)
+    const { authKey, pskKey } = deriveDeviceKeys(suite, key, id);
+    const password = bootPassword(suite, authKey, id);
+    authKey.fill(0);
+    pskKey.fill(0);
+    const c = this.socket({ clientId: user, username: user, password, clean: true });
     try {
       try {
         await waitConnect(c);

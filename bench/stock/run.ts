@@ -25,7 +25,7 @@ import { pbkdf2Sync, randomBytes } from 'node:crypto';
 import mqtt from 'mqtt';
 import { MemoryStorage } from '../../firmware/core/memory-storage.js';
 import { DeviceSecureSession } from '../../firmware/secure/device.js';
-import { MemoryKeyServiceStore } from '../../broker/keyservice/store.js';
+import { SqliteKeyServiceStore } from '../../broker/keyservice/store.js';
 import { Registry } from '../../broker/registry/registry.js';
 import { SqliteTicketStore } from '../../broker/registry/ticket-store.js';
 import { MosquittoKeyService } from '../../broker/stock/mosquitto-key-service.js';
@@ -88,15 +88,16 @@ async function withRegistry(): Promise<{ registry: Registry; keys: Map<string, U
 }
 
 async function mosquittoDeployment(registry: Registry): Promise<Deployment> {
+  const ksStore = SqliteKeyServiceStore.open(registry.dataDir);
   const broker = await startDynsecMosquitto();
   const ks = new MosquittoKeyService({
     url: broker.url,
     adminUser: broker.adminUser,
     adminPassword: broker.adminPassword,
     suite,
-    source: registrySource(registry),
+    source: registrySource(registry, ksStore),
     tickets: new SqliteTicketStore(registry),
-    keyStore: new MemoryKeyServiceStore(),
+    keyStore: ksStore,
   });
   await ks.start();
   return {
@@ -108,19 +109,21 @@ async function mosquittoDeployment(registry: Registry): Promise<Deployment> {
     async stop() {
       await ks.stop();
       await broker.stop();
+      ksStore.close();
     },
   };
 }
 
 async function rabbitDeployment(registry: Registry): Promise<Deployment> {
+  const ksStore = SqliteKeyServiceStore.open(registry.dataDir);
   const ks = new HttpAuthKeyService({
     url: 'mqtt://127.0.0.1:1',
     serviceUser: 'mqsec-keyservice',
     servicePassword: randomBytes(18).toString('base64url'),
     suite,
-    source: registrySource(registry),
+    source: registrySource(registry, ksStore),
     tickets: new SqliteTicketStore(registry),
-    keyStore: new MemoryKeyServiceStore(),
+    keyStore: ksStore,
   });
   await ks.listen();
   const rabbit = await startRabbitmq({ baseUrl: ks.baseUrl });
@@ -137,6 +140,7 @@ async function rabbitDeployment(registry: Registry): Promise<Deployment> {
     async stop() {
       await ks.stop();
       await rabbit.stop();
+      ksStore.close();
     },
   };
 }

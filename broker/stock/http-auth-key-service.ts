@@ -193,10 +193,11 @@ export class HttpAuthKeyService {
     if (!who) return false;
     if (who.kind === 'service') return constantTimeEqual(utf8Encode(password), utf8Encode(this.o.servicePassword)) && password.length > 0;
     if (who.kind === 'boot') {
-      const key = this.o.source.principalKey(who.id);
-      if (!key) return false;
-      const want = bootPassword(this.o.suite, key, who.id);
-      key.fill(0);
+      const keys = this.o.source.handshakeKeys(who.id);
+      if (!keys) return false;
+      const want = bootPassword(this.o.suite, keys.authKey, who.id);
+      keys.authKey.fill(0);
+      keys.pskKey.fill(0);
       return password.length === want.length && constantTimeEqual(utf8Encode(password), utf8Encode(want));
     }
     const id = who.principal.id;

@@ -116,10 +116,11 @@ export class MosquittoKeyService {
     const now = new Set<string>();
     for (const p of principals) {
       now.add(p.id);
-      const key = this.o.source.principalKey(p.id);
-      if (!key) continue;
-      const boot = bootPassword(this.o.suite, key, p.id);
-      key.fill(0);
+      const keys = this.o.source.handshakeKeys(p.id);
+      if (!keys) continue;
+      const boot = bootPassword(this.o.suite, keys.authKey, p.id);
+      keys.authKey.fill(0);
+      keys.pskKey.fill(0);
       // a password nobody knows until the first phase 1 installs a token
       commands.push(...principalCommands(p, boot, toHex(this.o.suite.randomBytes(24))));
       this.creds.delete(p.id);

@@ -1,9 +1,18 @@
-/** The registry's devices and roles as the principals a stock-broker key service serves (§15.6). */
+/**
+ * The registry's devices and roles as the principals a stock-broker key
+ * service serves (§15.6): K_auth | K_psk from the registry, K_ks from the key
+ * service's store under the key identity the registry lists as current
+ * (§14.2). On a stock broker the key service is the only trusted party, so
+ * it reads both.
+ */
+import type { DeviceKeys } from '../../firmware/secure/key-schedule.js';
+import { keyIdentity } from '../context.js';
+import type { KeyServiceStore } from '../keyservice/store.js';
 import type { Principal, Role } from '../policy/policy.js';
 import type { Registry } from '../registry/registry.js';
 import type { PrincipalSource } from './stock-core.js';
 
-export function registrySource(registry: Registry): PrincipalSource {
+export function registrySource(registry: Registry, store: Pick<KeyServiceStore, 'memberKey'>): PrincipalSource {
   return {
     principals(): Principal[] {
       const roles = new Map(registry.listRoles().map((r) => [r.name, r]));
@@ -15,10 +24,20 @@ export function registrySource(registry: Registry): PrincipalSource {
       return out;
     },
     roles: (): Role[] => registry.listRoles(),
-    principalKey(id: string): Uint8Array | undefined {
+    handshakeKeys(id: string): DeviceKeys | undefined {
+      const k = registry.handshakeKeys(id);
+      return k ? { authKey: k.authKey, pskKey: k.pskKey } : undefined;
+    },
+    memberKey(id: string): Uint8Array | undefined {
       const d = registry.getDevice(id);
       if (!d || d.status !== 'active') return undefined;
-      return registry.deviceKey(id)?.key;
+      const k = store.memberKey(id);
+      if (!k) return undefined;
+      if (k.identity !== keyIdentity(d)) {
+        k.key.fill(0);
+        return undefined;
+      }
+      return k.key;
     },
     status: (id: string) => registry.getDevice(id)?.status,
   };

@@ -14,7 +14,7 @@ import { silentLog } from '../../firmware/core/platform.js';
 import type { CryptoSuite } from '../../firmware/crypto/suite.js';
 import { MSG_KX1, MSG_RESUME } from '../../firmware/secure/constants.js';
 import { MSG_GKREQ } from '../../firmware/secure/group.js';
-import { resumeTag } from '../../firmware/secure/key-schedule.js';
+import { resumeTag, type DeviceKeys } from '../../firmware/secure/key-schedule.js';
 import { buildResume, buildResumeBody } from '../../firmware/secure/messages.js';
 import { ServerHandshake } from '../../firmware/secure/server.js';
 import { downTopic, idOfUpTopic, isUpMessage } from '../../firmware/secure/stock.js';
@@ -30,8 +30,10 @@ export interface PrincipalSource {
   /** Active principals (devices and app principals holding a 32-byte key) with their roles. */
   principals(): Principal[];
   roles(): Role[];
-  /** K of an active principal (the caller wipes it), or undefined. */
-  principalKey(id: string): Uint8Array | undefined;
+  /** K_auth and K_psk of an active principal (§4.1; the caller wipes them), or undefined. */
+  handshakeKeys(id: string): DeviceKeys | undefined;
+  /** K_ks of an active principal (§14.2), or undefined. */
+  memberKey(id: string): Uint8Array | undefined;
   status(id: string): 'active' | 'revoked' | undefined;
 }
 
@@ -101,16 +103,16 @@ export class StockCore {
       lookupDevice: (id) => {
         const status = o.source.status(id);
         if (!status) return undefined;
-        const deviceKey = o.source.principalKey(id);
-        if (!deviceKey) return { deviceKey: new Uint8Array(32), status: 'revoked' };
-        return { deviceKey, status };
+        const keys = o.source.handshakeKeys(id);
+        if (!keys) return { keys: { authKey: new Uint8Array(32), pskKey: new Uint8Array(32) }, status: 'revoked' };
+        return { keys, status };
       },
     });
     this.keyService = new KeyService({
       suite: o.suite,
       store: o.keyStore,
       now: this.now,
-      principalKey: (id) => o.source.principalKey(id),
+      memberKey: (id) => o.source.memberKey(id),
       send: (id, payload) => this.publish(downTopic(id), payload, 1),
     });
   }

@@ -11,7 +11,7 @@ import { fail } from '../core/errors.js';
 import { utf8Encode } from '../core/utf8.js';
 import type { CryptoSuite } from '../crypto/suite.js';
 import { base64urlEncode } from './base64url.js';
-import { DEVICE_KEY_LENGTH, KX_TOPIC, MSG_COUNTER_HINT, MSG_KX1, MSG_KX2, MSG_KX3, MSG_RESUME_CONFIRM } from './constants.js';
+import { KX_TOPIC, MSG_COUNTER_HINT, MSG_KX1, MSG_KX2, MSG_KX3, MSG_RESUME_CONFIRM } from './constants.js';
 import { GK_TOPIC, MSG_GKDEL, MSG_GKREQ } from './group.js';
 import { encodeDevId } from './key-schedule.js';
 
@@ -23,7 +23,6 @@ export const STOCK_ROOT = 'mqsec';
 /** §15.2: user name and client id prefix of the bootstrap credential (`@` is not a principal id character; not `:`, which RabbitMQ's MQTT plugin reads as `vhost:user`). */
 export const BOOT_PREFIX = 'boot@';
 const L_BOOT = utf8Encode('mqsec v1 boot');
-const L_SALT = utf8Encode('mqsec v1');
 /** §15.2: 16 bytes: 128 bits, like every tag of the protocol. */
 export const BOOT_SECRET_LENGTH = 16;
 
@@ -54,17 +53,17 @@ export function bootUsername(id: string): string {
 }
 
 /**
- * §15.2: the bootstrap password, `"~" | base64url(Expand(Extract("mqsec v1", K), "mqsec v1 boot" | id*, 16))`.
- * Static: it only opens the bootstrap user, which may do nothing but carry KX1/KX2
- * for this id, so a recorded one gives nothing a KX1 without K_auth could use.
+ * §15.2: the bootstrap password, `"~" | base64url(T16(HMAC(K_auth, "mqsec v1 boot" | id*)))`.
+ * From K_auth (§4.1), which both the device and the key service of a stock
+ * broker hold (never K itself). Static: it only opens the bootstrap user, which
+ * may do nothing but carry KX1/KX2 for this id, so a recorded one gives
+ * nothing a KX1 without K_auth could use.
  */
-export function bootPassword(suite: CryptoSuite, principalKey: Uint8Array, id: string): string {
-  if (principalKey.length !== DEVICE_KEY_LENGTH) fail('BAD_KEY', 'principal key must be 32 bytes');
-  const prk = suite.hkdfExtract(L_SALT, principalKey);
-  const secret = suite.hkdfExpand(prk, concatBytes(L_BOOT, encodeDevId(id)), BOOT_SECRET_LENGTH);
-  prk.fill(0);
-  const text = '~' + base64urlEncode(secret);
-  secret.fill(0);
+export function bootPassword(suite: CryptoSuite, authKey: Uint8Array, id: string): string {
+  if (authKey.length !== 32) fail('BAD_KEY', 'K_auth must be 32 bytes');
+  const mac = suite.hmac(authKey, concatBytes(L_BOOT, encodeDevId(id)));
+  const text = '~' + base64urlEncode(mac.subarray(0, BOOT_SECRET_LENGTH));
+  mac.fill(0);
   return text;
 }
 

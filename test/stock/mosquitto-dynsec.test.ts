@@ -14,9 +14,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { utf8Decode, utf8Encode } from '../../firmware/core/utf8.js';
 import { MemoryStorage } from '../../firmware/core/memory-storage.js';
 import { DeviceSecureSession } from '../../firmware/secure/device.js';
+import { deriveDeviceKeys } from '../../firmware/secure/key-schedule.js';
 import { toTextForm } from '../../firmware/secure/messages.js';
 import { bootPassword, bootUsername, downTopic, upTopic } from '../../firmware/secure/stock.js';
-import { MemoryKeyServiceStore } from '../../broker/keyservice/store.js';
+import { SqliteKeyServiceStore } from '../../broker/keyservice/store.js';
 import { Registry } from '../../broker/registry/registry.js';
 import { SqliteTicketStore } from '../../broker/registry/ticket-store.js';
 import { MosquittoKeyService } from '../../broker/stock/mosquitto-key-service.js';
@@ -65,6 +66,7 @@ run('key service beside stock Mosquitto with dynamic security (§15)', () => {
   let broker: RunningDynsecMosquitto;
   let dir: string;
   let registry: Registry;
+  let ksStore: SqliteKeyServiceStore;
   let ks: MosquittoKeyService;
   const keys = new Map<string, Uint8Array>();
   const received: { topic: string; text: string; publisher: string }[] = [];
@@ -79,6 +81,8 @@ run('key service beside stock Mosquitto with dynamic security (§15)', () => {
     broker = await startDynsecMosquitto();
     dir = await mkdtemp(path.join(os.tmpdir(), 'mqsec-stock-'));
     registry = Registry.open(dir);
+    // provisioning writes each K_ks into the key service's store of this data dir (§14.2)
+    ksStore = SqliteKeyServiceStore.open(dir);
     registry.addRole('stocksensor');
     registry.addRule('stocksensor', 'publish', 'sensors/%u/#', 'e2e');
     registry.addRule('stocksensor', 'subscribe', 'cmd/%u/#');
@@ -94,9 +98,9 @@ run('key service beside stock Mosquitto with dynamic security (§15)', () => {
       adminUser: broker.adminUser,
       adminPassword: broker.adminPassword,
       suite,
-      source: registrySource(registry),
+      source: registrySource(registry, ksStore),
       tickets: new SqliteTicketStore(registry),
-      keyStore: new MemoryKeyServiceStore(),
+      keyStore: ksStore,
     });
     await ks.start();
   }, 30_000);
@@ -105,6 +109,7 @@ run('key service beside stock Mosquitto with dynamic security (§15)', () => {
     await ks?.stop();
     await broker?.stop();
     registry?.close();
+    ksStore?.close();
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
@@ -217,7 +222,7 @@ run('key service beside stock Mosquitto with dynamic security (§15)', () => {
     const anon = await tryConnect(broker.url, { clientId: 'x' });
     expect(anon.code).not.toBe(0);
     // someone holding the bootstrap password (recorded: it is static) gets no reading in and none out
-    const boot = await tryConnect(broker.url, { clientId: bootUsername('s3'), username: bootUsername('s3'), password: bootPassword(suite, keys.get('s3')!, 's3') });
+    const boot = await tryConnect(broker.url, { clientId: bootUsername('s3'), username: bootUsername('s3'), password: bootPassword(suite, deriveDeviceKeys(suite, keys.get('s3')!, 's3').authKey, 's3') });
     expect(boot.code).toBe(0);
     expect(await grants(boot.client!, ['sensors/#', 'cmd/s3/#', downTopic('s1')])).toEqual([128, 128, 128]);
     boot.client!.end(true);
@@ -265,7 +270,7 @@ run('key service beside stock Mosquitto with dynamic security (§15)', () => {
     await closed;
     const again = device('s3');
     await expect(again.connect()).rejects.toThrow();
-    const boot = await tryConnect(broker.url, { clientId: bootUsername('s3'), username: bootUsername('s3'), password: bootPassword(suite, keys.get('s3')!, 's3') });
+    const boot = await tryConnect(broker.url, { clientId: bootUsername('s3'), username: bootUsername('s3'), password: bootPassword(suite, deriveDeviceKeys(suite, keys.get('s3')!, 's3').authKey, 's3') });
     boot.client?.end(true);
     expect(boot.code).not.toBe(0);
   }, 30_000);

@@ -15,9 +15,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { utf8Decode, utf8Encode } from '../../firmware/core/utf8.js';
 import { MemoryStorage } from '../../firmware/core/memory-storage.js';
 import { DeviceSecureSession } from '../../firmware/secure/device.js';
+import { deriveDeviceKeys } from '../../firmware/secure/key-schedule.js';
 import { toTextForm } from '../../firmware/secure/messages.js';
 import { bootPassword, bootUsername, downTopic, upTopic } from '../../firmware/secure/stock.js';
-import { MemoryKeyServiceStore } from '../../broker/keyservice/store.js';
+import { SqliteKeyServiceStore } from '../../broker/keyservice/store.js';
 import { Registry } from '../../broker/registry/registry.js';
 import { SqliteTicketStore } from '../../broker/registry/ticket-store.js';
 import { HttpAuthKeyService } from '../../broker/stock/http-auth-key-service.js';
@@ -64,6 +65,7 @@ run('key service as the HTTP auth backend of stock RabbitMQ (§15.9)', () => {
   let rabbit: RunningRabbitmq;
   let dir: string;
   let registry: Registry;
+  let ksStore: SqliteKeyServiceStore;
   let ks: HttpAuthKeyService;
   const keys = new Map<string, Uint8Array>();
 
@@ -76,6 +78,8 @@ run('key service as the HTTP auth backend of stock RabbitMQ (§15.9)', () => {
   beforeAll(async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'mqsec-stock-rmq-'));
     registry = Registry.open(dir);
+    // provisioning writes each K_ks into the key service's store of this data dir (§14.2)
+    ksStore = SqliteKeyServiceStore.open(dir);
     registry.addRole('stocksensor');
     registry.addRule('stocksensor', 'publish', 'sensors/%u/#', 'e2e');
     registry.addRule('stocksensor', 'subscribe', 'cmd/%u/#');
@@ -91,9 +95,9 @@ run('key service as the HTTP auth backend of stock RabbitMQ (§15.9)', () => {
       serviceUser: 'mqsec-keyservice',
       servicePassword: Buffer.from(suite.randomBytes(18)).toString('base64url'),
       suite,
-      source: registrySource(registry),
+      source: registrySource(registry, ksStore),
       tickets: new SqliteTicketStore(registry),
-      keyStore: new MemoryKeyServiceStore(),
+      keyStore: ksStore,
       log: process.env.KS_DEBUG ? { debug() {}, info() {}, warn: (m: string, d?: unknown) => console.log('KS', m, d), error: (m: string, d?: unknown) => console.log('KS', m, d) } as never : undefined,
     });
     await ks.listen();
@@ -106,6 +110,7 @@ run('key service as the HTTP auth backend of stock RabbitMQ (§15.9)', () => {
     await ks?.stop();
     await rabbit?.stop();
     registry?.close();
+    ksStore?.close();
     if (dir) await rm(dir, { recursive: true, force: true });
   }, 60_000);
 
@@ -178,13 +183,13 @@ run('key service as the HTTP auth backend of stock RabbitMQ (§15.9)', () => {
       { clientId: 's3', username: 's3', password: 'password' },
       { clientId: 's3', username: 's3', password: '' },
       { clientId: 'x' },
-      { clientId: 'other', username: bootUsername('s3'), password: bootPassword(suite, keys.get('s3')!, 's3') },
+      { clientId: 'other', username: bootUsername('s3'), password: bootPassword(suite, deriveDeviceKeys(suite, keys.get('s3')!, 's3').authKey, 's3') },
     ]) {
       const r = await tryConnect(rabbit.url, o);
       r.client?.end(true);
       expect(r.code, JSON.stringify(o.username)).not.toBe(0);
     }
-    const boot = await tryConnect(rabbit.url, { clientId: bootUsername('s3'), username: bootUsername('s3'), password: bootPassword(suite, keys.get('s3')!, 's3') });
+    const boot = await tryConnect(rabbit.url, { clientId: bootUsername('s3'), username: bootUsername('s3'), password: bootPassword(suite, deriveDeviceKeys(suite, keys.get('s3')!, 's3').authKey, 's3') });
     expect(boot.code).toBe(0);
     expect(await subscribeRefused(boot.client!, 'sensors/#')).toBe(true);
     boot.client!.end(true);
@@ -232,7 +237,7 @@ run('key service as the HTTP auth backend of stock RabbitMQ (§15.9)', () => {
     registry.revokeDevice('s3');
     await ks.revoke('s3');
     await expect(s.connect()).rejects.toThrow();
-    const boot = await tryConnect(rabbit.url, { clientId: bootUsername('s3'), username: bootUsername('s3'), password: bootPassword(suite, keys.get('s3')!, 's3') });
+    const boot = await tryConnect(rabbit.url, { clientId: bootUsername('s3'), username: bootUsername('s3'), password: bootPassword(suite, deriveDeviceKeys(suite, keys.get('s3')!, 's3').authKey, 's3') });
     boot.client?.end(true);
     expect(boot.code).not.toBe(0);
   }, 60_000);
