@@ -27,6 +27,8 @@ export interface OutboxPublishOptions {
   immediate?: boolean;
   /** A group envelope with a channel trailer (§14.5): on resend it keeps the envelope and gets a new trailer. */
   e2e?: boolean;
+  /** For e2e: the plaintext, to seal afresh if the envelope's epoch is gone before the PUBACK. */
+  plaintext?: Uint8Array;
 }
 
 interface Entry {
@@ -34,6 +36,7 @@ interface Entry {
   envelope: Uint8Array;
   retain: boolean;
   e2e: boolean;
+  plaintext: Uint8Array | undefined;
   /** The connection (link generation) this copy was last sent on. */
   sentOn: number;
   /** Connections it went out on without a PUBACK coming back. */
@@ -74,7 +77,7 @@ export class Outbox {
   ): Promise<void> {
     const mqttOpts = { qos: opts.qos, retain: opts.retain, immediate: opts.immediate };
     if (opts.qos !== 1 || opts.immediate || topic.startsWith('$mqsec/')) return client.publish(topic, payload, mqttOpts);
-    const entry: Entry = { topic, envelope: payload, retain: opts.retain ?? false, e2e: opts.e2e ?? false, sentOn: generation, attempts: 1 };
+    const entry: Entry = { topic, envelope: payload, retain: opts.retain ?? false, e2e: opts.e2e ?? false, plaintext: opts.plaintext, sentOn: generation, attempts: 1 };
     this.add(entry);
     await client.publish(topic, payload, mqttOpts);
     this.remove(entry);
@@ -87,7 +90,7 @@ export class Outbox {
    * trailer), or null to send it as is; it throws when the message cannot be
    * recovered (dropped and counted).
    */
-  resend(client: OutboxPublisher, generation: number, reseal: (topic: string, envelope: Uint8Array, e2e: boolean) => Uint8Array | null): void {
+  resend(client: OutboxPublisher, generation: number, reseal: (topic: string, envelope: Uint8Array, e2e: boolean, plaintext?: Uint8Array) => Uint8Array | null): void {
     for (const entry of [...this.entries]) {
       if (entry.sentOn === generation) continue;
       if (entry.attempts >= OUTBOX_MAX_ATTEMPTS) {
@@ -100,7 +103,7 @@ export class Outbox {
       entry.attempts++;
       let fresh: Uint8Array | null = null;
       try {
-        fresh = reseal(entry.topic, entry.envelope, entry.e2e);
+        fresh = reseal(entry.topic, entry.envelope, entry.e2e, entry.plaintext);
       } catch (e) {
         this.log.warn('outbox: cannot re-seal, dropping message', { topic: entry.topic });
         this.remove(entry);

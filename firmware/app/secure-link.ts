@@ -95,7 +95,7 @@ export class SecureMqttLink implements SecureLink {
         onReady: (phase) => {
           if (!current() || settled) return;
           // messages left unacknowledged by earlier connections go out first, under this session
-          if (this.client) this.outbox.resend(this.client, gen, (t, env, e2e) => glue.hooks.onResend({ topic: t, payload: env, e2e }));
+          if (this.client) this.outbox.resend(this.client, gen, (t, env, e2e, plaintext) => glue.hooks.onResend({ topic: t, payload: env, e2e, plaintext }));
           this.ready = true;
           for (const m of this.unsealed.splice(0)) glue.publish(m.topic, m.payload, { qos: 1 }).catch(() => {}); // now in the outbox
           settled = true;

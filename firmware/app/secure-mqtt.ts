@@ -31,7 +31,7 @@ import { CHANNEL_TRAILER_LENGTH, GK_TOPIC, type GroupKeyring } from '../secure/g
 /** What the glue needs from an MQTT client. The firmware MqttClient satisfies it as is. */
 export interface MqttClientLike {
   /** `e2e`: the payload is a group envelope with a channel trailer (§14.5), for the link's outbox; MQTT clients ignore it. */
-  publish(topic: string, payload: Uint8Array, opts: { qos?: 0 | 1; retain?: boolean; immediate?: boolean; e2e?: boolean }): Promise<void>;
+  publish(topic: string, payload: Uint8Array, opts: { qos?: 0 | 1; retain?: boolean; immediate?: boolean; e2e?: boolean; plaintext?: Uint8Array }): Promise<void>;
   subscribe(filter: string, qos?: 0 | 1): Promise<unknown>;
   /** Firmware client with holdAfterConnect: lets queued traffic go once keys are in place. */
   release?(): void;
@@ -72,8 +72,8 @@ export interface SecureHooks {
   onConnect(connack?: { returnCode?: number }): void;
   onMessage(packet: { topic: string; payload: Uint8Array }): void;
   onClose(error?: { returnCode?: number } | unknown): void;
-  /** `e2e` as given to publish (undefined: judged by the topic's current mode). */
-  onResend(msg: { topic: string; payload: Uint8Array; e2e?: boolean }): Uint8Array | null;
+  /** `e2e` and `plaintext` as given to publish (e2e undefined: judged by the topic's current mode). */
+  onResend(msg: { topic: string; payload: Uint8Array; e2e?: boolean; plaintext?: Uint8Array }): Uint8Array | null;
 }
 
 export class SecureMqttClient {
@@ -105,7 +105,7 @@ export class SecureMqttClient {
       onConnect: (connack) => this.enqueue(() => this.connected(connack?.returnCode ?? 0)),
       onMessage: (packet) => this.enqueue(() => this.incoming(packet.topic, packet.payload)),
       onClose: (error) => this.enqueue(() => this.closed(error)),
-      onResend: (msg) => this.resendPayload(msg.topic, msg.payload, msg.e2e),
+      onResend: (msg) => this.resendPayload(msg.topic, msg.payload, msg.e2e, msg.plaintext),
     };
   }
 
@@ -144,7 +144,12 @@ export class SecureMqttClient {
       // The trailer is made right before the write: it is valid on this connection only.
       const wire = this.session.wrapChannel(topic, kr.seal(topic, plaintext));
       this.stats.e2eSealed++;
-      return client.publish(topic, wire, { qos: opts.qos ?? 0, retain: opts.retain ?? false, e2e: true });
+      const qos = opts.qos ?? 0;
+      // the outbox keeps the plaintext of an e2e QoS 1 message: resealed if its epoch is gone before it is acknowledged
+      const sent = client.publish(topic, wire, { qos, retain: opts.retain ?? false, e2e: true, plaintext: qos === 1 ? plaintext.slice() : undefined });
+      // §14.4: three quarters of the range used: ask for the next one on this connection, go on sealing meanwhile
+      if (kr.wantsRange && !this.requestOut) this.enqueue(() => this.requestKeys());
+      return sent;
     }
     const env = this.session.seal(topic, plaintext);
     this.stats.hopSealed++;
@@ -156,11 +161,13 @@ export class SecureMqttClient {
    * re-sealed). End to end (§14.5): the group envelope is kept (a copy that had
    * arrived is dropped by the readers' replay windows) and gets this
    * connection's trailer, as long as readers can still open it (current or
-   * previous epoch of its group, which resealing is checked against); an
-   * envelope of an older epoch, or of a topic whose mode changed, cannot be
-   * recovered and is dropped (throws; the outbox counts it).
+   * previous epoch of its group, which re-opening it checks). An envelope of
+   * an older epoch is sealed afresh under the current one from the kept
+   * plaintext (readers may then see it twice if the first copy had arrived:
+   * QoS 1 is at least once). A message of a topic whose mode changed cannot be
+   * sent as it was and is dropped (throws; the outbox counts it).
    */
-  private resendPayload(topic: string, payload: Uint8Array, e2e: boolean | undefined): Uint8Array | null {
+  private resendPayload(topic: string, payload: Uint8Array, e2e: boolean | undefined, plaintext?: Uint8Array): Uint8Array | null {
     const kr = this.keyring;
     const covered = !!kr && kr.covers(topic);
     const wasE2e = e2e ?? covered;
@@ -172,9 +179,13 @@ export class SecureMqttClient {
     if (payload.length <= CHANNEL_TRAILER_LENGTH) fail('TRUNCATED', 'queued message shorter than its trailer');
     const genv = payload.subarray(0, payload.length - CHANNEL_TRAILER_LENGTH);
     const pt = kr.reopenOwn(topic, genv);
-    if (!pt) fail('UNKNOWN_SESSION', 'group epoch of the queued message is gone');
-    pt.fill(0);
-    return this.session.wrapChannel(topic, genv.slice());
+    if (pt) {
+      pt.fill(0);
+      return this.session.wrapChannel(topic, genv.slice());
+    }
+    if (!plaintext) fail('UNKNOWN_SESSION', 'group epoch of the queued message is gone');
+    this.stats.e2eSealed++;
+    return this.session.wrapChannel(topic, kr.seal(topic, plaintext));
   }
 
   subscribe(filter: string, qos: 0 | 1 = 0): Promise<unknown> {

@@ -43,7 +43,25 @@ describe('device end to end (§14) under Node', () => {
     expect(r.outboxDropped).toBe(0);
   });
 
-  it('a used-up sequence range (NONCE_EXHAUSTED) makes the node reconnect at once for a new one: nothing lost, no sequence number twice', async () => {
+  it('at three quarters of its sequence range the device asks for the next one on the same connection: no reconnect, no sequence number twice', async () => {
+    const r = await e2eScenarios.rangeRenewed();
+    expect(r.connections).toBe(1);
+    expect(r.opened).toBe(r.published);
+    expect(r.opened).toBeGreaterThanOrEqual(12); // three ranges of 4 and more
+    expect(r.distinctSeqs).toBe(r.opened);
+    expect(r.keyRequests).toBeGreaterThanOrEqual(1 + Math.ceil(r.opened / 4)); // the app's, the first, then one per range
+    expect(r.failures).toBe(0);
+  });
+
+  it('a reading whose group moved on by two epochs before it was acknowledged is sealed afresh under the current epoch from the kept plaintext', async () => {
+    const r = await e2eScenarios.resealAfterTwoRekeys();
+    expect(r.opened).toEqual(['0@1', '1@3', '2@3']);
+    expect(r.appDropped).toEqual([]);
+    expect(r.channelRefused).toBe(0);
+    expect(r.outboxDropped).toBe(0);
+  });
+
+  it('a used-up sequence range (the answer with the next one lost: NONCE_EXHAUSTED) makes the node reconnect at once for a new one: nothing lost, no sequence number twice', async () => {
     const r = await e2eScenarios.rangeExhausted();
     expect(r.seqs).toEqual(Array.from({ length: r.seqs.length }, (_, i) => i));
     expect(r.opened).toBe(r.distinctReadings);

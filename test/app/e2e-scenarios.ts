@@ -75,6 +75,8 @@ export class E2eLoopbackBroker {
   fault: Fault = 'none';
   /** Pushes to the device are lost (the device misses a re-key). */
   losePushesToDevice = false;
+  /** Answers to a device's later requests on one connection (for its next sequence range, §14.4) are lost. */
+  loseLaterAnswers = false;
   readonly app: GroupKeyring;
   private readonly ksKeys = new Map<string, Uint8Array>();
   private readonly answers = new Map<string, DeliverySender>();
@@ -188,6 +190,7 @@ export class E2eLoopbackBroker {
     let pending: PendingPhase1 | undefined;
     let session: ServerSession | undefined;
     let devId = '';
+    let requests = 0;
     const close = () => {
       if (closed) return;
       closed = true;
@@ -222,6 +225,8 @@ export class E2eLoopbackBroker {
           return;
         }
         if (topic === GK_TOPIC) {
+          requests++;
+          if (requests > 1 && broker.loseLaterAnswers) return;
           const answer = broker.answer(devId, payload);
           Promise.resolve().then(() => deliver(GK_TOPIC, answer));
           return;
@@ -420,13 +425,42 @@ export async function resendAcrossDrops() {
 }
 
 /**
- * A connection's publisher sequence range used up (§14.4): sealing fails with
- * NONCE_EXHAUSTED, the reading is kept, the node reconnects at once for a new
- * range, and the reading goes out under it. Sequence numbers never repeat.
+ * §14.4: at three quarters of its sequence range the device asks for the next
+ * one on the same connection and goes on sealing: a node that stays connected
+ * never runs out and never reconnects for sequence numbers.
+ */
+export async function rangeRenewed() {
+  const keys = keysFor();
+  const broker = new E2eLoopbackBroker(keys, seededRandom(0x0e2e0051), 4);
+  const r = startNode(broker, keys.get(DEV)!, seededRandom(0x0e2e0052), new MapStorage(), ['temperature', 'humidity']);
+  for (let i = 0; i < 6; i++) {
+    await r.timer.runUntil(() => r.node.state === 'waiting', 30_000, 10);
+    await r.timer.advance(10_000);
+  }
+  await r.timer.runUntil(() => r.node.state === 'waiting' && r.link.unacknowledged() === 0, 30_000, 10);
+  await r.node.stop();
+  await r.done;
+  const seqs = broker.forwardedEnvelopes.map((e) => parseGroupEnvelope(e.genv).seq);
+  return {
+    published: r.node.stats.published,
+    opened: broker.appReadings.length,
+    distinctSeqs: new Set(seqs).size,
+    keyRequests: broker.counts.keyRequests,
+    connections: broker.counts.connections,
+    failures: r.node.stats.failures,
+  };
+}
+
+/**
+ * A connection's publisher sequence range used up (§14.4) because the answer
+ * with the next one was lost: sealing fails with NONCE_EXHAUSTED, the reading
+ * is kept, the node reconnects at once for a new range, and the reading goes
+ * out under it. Sequence numbers never repeat.
  */
 export async function rangeExhausted() {
   const keys = keysFor();
   const broker = new E2eLoopbackBroker(keys, seededRandom(0x0e2e0021), 3);
+  broker.loseLaterAnswers = true;
   const r = startNode(broker, keys.get(DEV)!, seededRandom(0x0e2e0022), new MapStorage(), ['temperature', 'humidity']);
   for (let i = 0; i < 4; i++) {
     await r.timer.runUntil(() => r.node.state === 'waiting', 30_000, 10);
@@ -445,6 +479,33 @@ export async function rangeExhausted() {
     connections: broker.counts.connections,
     failures: r.node.stats.failures,
     backoffs: r.states.filter((s) => s.startsWith('backoff')).length,
+  };
+}
+
+/**
+ * A reading lost with its connection while its group moved on by two epochs
+ * (the device missed both pushes): the envelope's epoch is gone for every
+ * reader, so the device seals it afresh under the current epoch from the
+ * plaintext its outbox kept. Nothing lost.
+ */
+export async function resealAfterTwoRekeys() {
+  const keys = keysFor();
+  const broker = new E2eLoopbackBroker(keys, seededRandom(0x0e2e0061));
+  const r = startNode(broker, keys.get(DEV)!, seededRandom(0x0e2e0062));
+  await r.timer.runUntil(() => r.node.state === 'waiting', 10_000, 10);
+  broker.fault = 'lose-before-broker';
+  await r.timer.advance(10_000);
+  await r.timer.runUntil(() => r.node.state === 'backoff' || r.node.state === 'connecting', 10_000, 10);
+  broker.rekey(READINGS);
+  broker.rekey(READINGS);
+  await r.timer.runUntil(() => r.node.state === 'waiting' && r.link.unacknowledged() === 0, 30_000, 10);
+  await r.node.stop();
+  await r.done;
+  return {
+    opened: broker.appReadings.map((x) => `${nOf(x)}${x.slice(x.lastIndexOf('@'))}`),
+    appDropped: broker.appDropped,
+    channelRefused: broker.counts.channelRefused,
+    outboxDropped: r.link.outbox.dropped,
   };
 }
 
@@ -477,4 +538,4 @@ export function overheadFor(size: number) {
   return { genv: genv.length - size, trailer: CHANNEL_TRAILER_LENGTH };
 }
 
-export const e2eScenarios = { readingsAndCommands, resendAcrossDrops, rangeExhausted, noGroupsMeansHop };
+export const e2eScenarios = { readingsAndCommands, resendAcrossDrops, rangeRenewed, rangeExhausted, resealAfterTwoRekeys, noGroupsMeansHop };
