@@ -14,8 +14,21 @@ export const DEMO_INTERVAL_S = 5;
 const READINGS_PER_WAKE = 2;
 
 /** What the demo prints once its broker is up: how to watch, how to command a node, what the numbers mean. */
-export function demoBanner(info: StartedInfo, devices: number): string[] {
+export function demoBanner(info: StartedInfo, devices: number, e2e = false): string[] {
   const login = `-h ${info.host} -p ${info.port} -u ${info.appUser} -P '${info.appPassword}'`;
+  if (e2e)
+    return [
+      `mqsec demo (end to end): broker on mqtt://${info.host}:${info.port} (data in ${info.dataDir})`,
+      ...(info.console ? [`operator console: ${info.console.url}`, ...(info.console.admin ? [`  log in as ${info.console.admin.name} with password ${info.console.admin.password} (shown once)`] : [])] : []),
+      `${devices} simulated ESP32 nodes wake every ${DEMO_INTERVAL_S} s, ask the key service for their group keys, publish ${READINGS_PER_WAKE} readings`,
+      'sealed end to end (QoS 1), listen briefly for commands, deep-sleep again.',
+      '',
+      'readings (sensors/<node>/#) and commands (cmd/<node>/#) are end to end (docs/protocol.md §14): the broker checks a',
+      'channel MAC and forwards what it cannot read. Password accounts get no group keys, so mosquitto_sub sees nothing there;',
+      'the verifying backend is an app principal on the SDK. The view shows each topic rule\'s mode and group epochs.',
+      'Ctrl-C stops the demo and prints a summary.',
+      '',
+    ];
   return [
     `mqsec demo: broker on mqtt://${info.host}:${info.port} (data in ${info.dataDir})`,
     ...(info.console
@@ -35,6 +48,8 @@ export function demoBanner(info: StartedInfo, devices: number): string[] {
     `  (clear it afterwards: mosquitto_pub ${login} -q 1 -r -n -t cmd/node-0001/interval)`,
     '',
     'reading the view:',
+    '  topic modes: the protection mode of each device topic rule: hop (sealed per hop, the broker re-seals, so this account',
+    '    reads it) or e2e (group keys; `mqsec acl add ... --mode e2e`, or `mqsec demo --e2e`).',
     '  attacks rejected: an attacker records the logins it sees on the wire and replays them, forges them (one byte changed),',
     '    tries a registered device id with a plain password, or claims a live device id; the broker must refuse every one.',
     "  a reading's number n jumps by 32 at every wake (0, 1, 32, 33, 64, ...): nodes reserve numbers in flash in blocks of 32",
@@ -46,7 +61,7 @@ export function demoBanner(info: StartedInfo, devices: number): string[] {
 }
 
 export async function runDemo(
-  o: { devices: number; port: number; durationS?: number; console?: FleetOptions['console'] },
+  o: { devices: number; port: number; durationS?: number; console?: FleetOptions['console']; e2e?: boolean },
   io: CliIo,
   onStarted?: (info: StartedInfo) => void,
 ) {
@@ -62,6 +77,7 @@ export async function runDemo(
       sleepMode: 'deep',
       port: o.port,
       logLevel: 'silent',
+      e2e: o.e2e,
     },
     io,
     {
@@ -69,7 +85,7 @@ export async function runDemo(
       bootSpreadS: DEMO_INTERVAL_S,
       console: o.console,
       onStarted: (info) => {
-        for (const line of demoBanner(info, o.devices)) io.out(line);
+        for (const line of demoBanner(info, o.devices, o.e2e)) io.out(line);
         onStarted?.(info);
       },
     },
@@ -86,10 +102,11 @@ export const demoCommand: CommandModule = {
       .option('--port <n>', 'broker port (default 1883, or a free port if taken)', wholeNumber('--port', 0, 65535))
       .option('--console-port <n>', 'operator console port (default 8080, or a free port if taken)', wholeNumber('--console-port', 0, 65535))
       .option('--no-console', 'do not serve the operator console')
-      .action(async (o: { devices: number; port?: number; consolePort?: number; console: boolean }) => {
+      .option('--e2e', 'readings and commands end to end (group keys, docs/protocol.md §14) instead of hop by hop')
+      .action(async (o: { devices: number; port?: number; consolePort?: number; console: boolean; e2e?: boolean }) => {
         const port = o.port ?? (await pickPort(1883));
         const consolePort = o.consolePort ?? (await pickPort(8080));
-        await runDemo({ devices: o.devices, port, console: o.console ? { port: consolePort } : undefined }, io);
+        await runDemo({ devices: o.devices, port, console: o.console ? { port: consolePort } : undefined, e2e: o.e2e }, io);
       });
   },
 };

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { DEVICES_PER_WORKER, runFleet, type FleetOptions, type FleetResult } from '../../host-sim/fleet/fleet.js';
 import { LiveView, summaryTable } from '../../host-sim/fleet/live-view.js';
+import { formatTopicModes } from '../../host-sim/fleet/topic-modes.js';
 import { CliError, decimalNumber, wholeNumber, type CliIo, type CommandModule } from '../command.js';
 import { deviceKeyBytes, parseDeviceConfig } from '../../firmware/app/device-config.js';
 import { isMqsecError } from '../../firmware/core/errors.js';
@@ -52,6 +53,8 @@ export interface SimCliOptions {
   cluster?: string;
   killNode?: string[];
   restartAfter?: number;
+  /** End-to-end mode for the device topics (docs/protocol.md §14). */
+  e2e?: boolean;
 }
 
 /** `--kill-node N@T`: node N (1-based) at T seconds. */
@@ -79,6 +82,9 @@ export function printSummary(io: CliIo, r: FleetResult): void {
       ['unacked at power cut', r.lost_to_power_cuts],
       ['routed twice by the broker', r.ingest_duplicates],
       ['duplicates at backend', `${r.duplicates} (of which MQTT redeliveries after a broker restart: ${r.backend_redeliveries})`],
+      ...(r.mode === 'e2e'
+        ? ([['e2e dropped by the backend', Object.keys(r.e2e_dropped).length ? Object.entries(r.e2e_dropped).map(([k, v]) => `${k} ${v}`).join(', ') + ' (REPLAY: copies of readings it had)' : 0]] as [string, string | number][])
+        : []),
       ['out of order', r.out_of_order],
       ['errors (retried)', r.errors],
       ['handshake p50 / p99 ms', `${r.handshake_ms_p50 ?? '-'} / ${r.handshake_ms_p99 ?? '-'}`],
@@ -99,6 +105,10 @@ export function printSummary(io: CliIo, r: FleetResult): void {
         : []),
     ]),
   );
+  if (r.topic_modes.length) {
+    io.out(`  protection mode of the device topics (${r.mode === 'e2e' ? 'run with --e2e' : 'hop by hop unless a rule says e2e'}):`);
+    for (const l of formatTopicModes(r.topic_modes)) io.out(`    ${l}`);
+  }
   if (r.worker_failures.length) io.out(`  worker failures: ${r.worker_failures.join('; ')}`);
   if (r.missing_sample.length) io.out(`  missing (sample): ${r.missing_sample.join(', ')}`);
 }
@@ -186,6 +196,7 @@ export async function runSimCommand(o: SimCliOptions, io: CliIo, extra: Partial<
       powerCut: o.powerCut,
       attackers: o.attackers,
       workers: o.workers,
+      e2e: o.e2e,
       logger,
       stopSignal,
       onTick: (s) => view?.update(s),
@@ -240,6 +251,7 @@ export const simCommand: CommandModule = {
       .option('--cluster <redis-url>', 'the Redis the nodes of --nodes run over (redis://HOST:PORT)')
       .option('--kill-node <N@T...>', 'kill node N (1-based, of --nodes) with SIGKILL at T seconds; it is started again --restart-after seconds later (repeatable)')
       .option('--restart-after <s>', 'seconds a killed node stays down (default 5)', decimalNumber('--restart-after', 0, 3600))
+      .option('--e2e', 'end-to-end mode (docs/protocol.md §14): device topics under group keys, the verifying backend an app principal on the SDK')
       .option('--json', 'print one JSON object at the end instead of tables')
       .option('--log-level <level>', 'pino log level for broker and devices (stderr)', 'silent')
       .action(async (opts: SimCliOptions) => {

@@ -33,6 +33,7 @@ import { AttackerPool, ConnectCapture, type AttackStats } from './attackers.js';
 import { LatencySample, type FleetSummary } from './stats.js';
 import type { LiveSnapshot } from './live-view.js';
 import type { SimNode } from './cluster-nodes.js';
+import { deviceTopicModes, type TopicModeRow } from './topic-modes.js';
 
 export interface FleetOptions {
   /** Nodes the fleet provisions itself (fresh ids and keys). */
@@ -92,6 +93,14 @@ export interface FleetOptions {
   onStarted?: (info: StartedInfo) => void;
   /** Resolves early stop (Ctrl-C): the run quiesces and summarises at once. */
   stopSignal?: Promise<void>;
+  /**
+   * End-to-end mode (docs/protocol.md §14): the embedded broker's device topic
+   * rules (`sensors/%u/#` publish, `cmd/%u/#` subscribe) are set to `e2e`, the
+   * nodes ask for group keys and follow each topic's mode, and the verifying
+   * backend is an app principal on the SDK. Against an external broker its own
+   * rules decide; the run adds the app principal (removed again at the end).
+   */
+  e2e?: boolean;
 }
 
 export interface StartedInfo {
@@ -140,6 +149,14 @@ export interface FleetResult extends FleetSummary {
   held_by_revoked: number;
   /** Commands (cmd/<node>/...) the nodes received and applied. */
   commands_applied: number;
+  /** 'e2e' with --e2e: group keys, SDK backend. */
+  mode: 'hop' | 'e2e';
+  /** Protection mode of each device topic rule at the end (embedded broker, or read from the registry). */
+  topic_modes: TopicModeRow[];
+  /** End-to-end messages the backend refused by its checks, by code (REPLAY: a copy of one it had). */
+  e2e_dropped: Record<string, number>;
+  /** The SDK backend's connection events (e2e mode): when it went offline and came back. */
+  backend_events: string[];
 }
 
 /** Nodes one thread comfortably runs next to its share of handshake crypto. */
@@ -203,10 +220,22 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
   const brokerOptions = { dataDir, host: '127.0.0.1', logger: brokerLog, revisionPollMs: 250, persistence, console: o.console };
   // What the broker routes from devices (plaintext, after the envelope was opened): counts
   // duplicates on the device -> broker leg apart from backend redeliveries.
+  // End to end the broker routes group envelopes it cannot read: counted by their AEAD tag
+  // (unique per envelope), so a copy routed twice (a resend after a lost PUBACK, which the
+  // backend then drops as REPLAY) is visible here too. Bounded for endless runs.
+  const e2eRouted = { total: 0, copies: 0, seen: new Set<string>() };
   const observeIngest = (b: RunningBroker) =>
     b.aedes.on('publish', (packet: { topic: string; payload: Buffer | string }, client: unknown) => {
       if (!client || !packet.topic.startsWith('sensors/')) return;
       const p = packet.payload;
+      if (o.e2e) {
+        if (typeof p === 'string' || p.length < 16) return;
+        const id = `${packet.topic}|${p.subarray(p.length - 16).toString('base64')}`;
+        e2eRouted.total++;
+        if (e2eRouted.seen.has(id)) e2eRouted.copies++;
+        else if (e2eRouted.seen.size < 1_000_000) e2eRouted.seen.add(id);
+        return;
+      }
       ingestSink.verifier?.recordIngested(packet.topic, typeof p === 'string' ? new TextEncoder().encode(p) : new Uint8Array(p));
     });
   const ingestSink: { verifier?: Verifier } = {};
@@ -245,6 +274,17 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
       }
       await registry.addAccount(appUser, 'app', appPassword);
       created.account = true;
+      if (o.e2e) {
+        if (embedded) {
+          // §14.1: readings and commands end to end (hop stays the default elsewhere)
+          registry.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
+          registry.addRule('sensor', 'subscribe', 'cmd/%u/#', 'e2e');
+        }
+        // the verifying backend joins as an app principal: only members get group keys
+        const appId = `${appUser}-e2e`;
+        verifier.asApp = { id: appId, key: registry.addDevice(appId, 'app').key };
+        created.devices.push(appId);
+      }
     } finally {
       if (!embedded) registry.close();
     }
@@ -292,6 +332,7 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
     workDir,
     intervalS,
     sleepMode: o.sleepMode ?? 'deep',
+    groupKeys: o.e2e ?? false,
     devices,
     faults: { dropProbability: o.drop ?? 0, latencyMs: o.latencyMs ?? 0, powerCut: o.powerCut ?? 0 },
     nodes: cluster?.nodes,
@@ -348,6 +389,22 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
 
   const attackers = new AttackerPool(o.attackers ?? 0, () => ({ host, port }), capture, ids);
 
+  // Which mode each device topic uses: the policy's rules, and the key service's groups behind
+  // the e2e ones (embedded broker); read from the registry once for an external broker.
+  let externalModes: TopicModeRow[] | undefined;
+  const topicModes = (): TopicModeRow[] => {
+    if (broker) return deviceTopicModes([...broker.context.roles.values()], broker.context.keyService?.list() ?? []);
+    if (!externalModes) {
+      const r = Registry.open(dataDir);
+      try {
+        externalModes = deviceTopicModes(r.listRoles());
+      } finally {
+        r.close();
+      }
+    }
+    return externalModes;
+  };
+
   const snapshot = (): LiveSnapshot => {
     const v = verifier.snapshot();
     return {
@@ -368,6 +425,8 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
       intervalS: (o.sleepMode ?? 'deep') === 'deep' ? intervalS : undefined,
       commandsApplied,
       lastCommand,
+      topicModes: topicModes(),
+      e2eDropped: o.e2e ? { ...verifier.e2eDropped } : undefined,
     };
   };
 
@@ -477,6 +536,7 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
     while (verifier.snapshot().lost > 0 && Date.now() < settleUntil) await sleep(100);
     const final = snapshot();
     const v = verifier.snapshot();
+    const modes = topicModes();
     await verifier.stop();
     if (broker) await broker.stop();
     removeCreated();
@@ -494,10 +554,11 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
       handshake_ms_p99: final.p99,
       connected_at_end: readyAfterQuiesce.size,
       lost_to_power_cuts: v.forgiven,
-      ingested: v.ingested,
-      ingest_duplicates: v.ingestDuplicates,
-      lost_before_broker: embedded ? v.notIngested : null,
-      backend_redeliveries: Math.max(0, v.duplicates - v.ingestDuplicates),
+      ingested: o.e2e ? e2eRouted.total : v.ingested,
+      ingest_duplicates: o.e2e ? e2eRouted.copies : v.ingestDuplicates,
+      // end to end the broker cannot tell which reading an envelope holds: the backend's count is the check
+      lost_before_broker: embedded && !o.e2e ? v.notIngested : null,
+      backend_redeliveries: o.e2e ? 0 : Math.max(0, v.duplicates - v.ingestDuplicates),
       out_of_order: v.outOfOrder,
       malformed: v.malformed,
       broker_restarts: brokerRestarts,
@@ -518,6 +579,10 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
             nodes: { ...nodeEvents, cpu_ms: Object.fromEntries((cluster.control ?? []).map((n) => [n.id, Math.round(n.cpuMs())])) },
           }
         : {}),
+      mode: o.e2e ? 'e2e' : 'hop',
+      topic_modes: modes,
+      e2e_dropped: { ...verifier.e2eDropped },
+      backend_events: verifier.backendEvents.slice(),
     };
   }
 }

@@ -3,6 +3,7 @@
  * a TTY, periodic single log lines otherwise (CI logs, pipes).
  */
 import { WindowedRate } from './stats.js';
+import { formatTopicModes, type TopicModeRow } from './topic-modes.js';
 
 export interface LiveSnapshot {
   elapsedS: number;
@@ -26,6 +27,10 @@ export interface LiveSnapshot {
   commandsApplied?: number;
   /** The last one, e.g. "node-0001 interval=10 at t=42s". */
   lastCommand?: string;
+  /** Protection mode of each device topic rule (docs/protocol.md §14.1). */
+  topicModes?: TopicModeRow[];
+  /** End-to-end messages the backend refused (REPLAY copies, ...), by code. */
+  e2eDropped?: Record<string, number>;
 }
 
 export interface LiveViewOptions {
@@ -70,6 +75,12 @@ export class LiveView {
         (s.attacksRejected !== undefined ? `   attacks rejected ${s.attacksRejected}` : ''),
     ];
     if (s.commandsApplied !== undefined) lines.push(`commands     applied ${s.commandsApplied}${s.lastCommand ? `   last: ${s.lastCommand}` : ''}`);
+    if (s.topicModes?.length) {
+      const modes = formatTopicModes(s.topicModes);
+      lines.push(`topic modes  ${modes[0]}`, ...modes.slice(1).map((m) => `             ${m}`));
+    }
+    if (s.e2eDropped && Object.keys(s.e2eDropped).length)
+      lines.push(`backend      e2e copies and refusals dropped by its checks: ${Object.entries(s.e2eDropped).map(([k, v]) => `${k} ${v}`).join(', ')}`);
     return lines;
   }
 

@@ -5,11 +5,27 @@
  * and in order per device and sensor (a node that loses power may lose the
  * readings it had not yet got acknowledged; those are counted apart).
  *
+ * With `--e2e` (docs/protocol.md §14) the backend is an app principal on the
+ * SDK (connectApp) instead: it holds the group keys, opens every reading
+ * itself (the broker cannot) and drops copies by its replay windows (counted
+ * by code in `e2eDropped`, never as duplicates). Its session is persistent
+ * too, and the SDK reconnects by itself and keeps the previous epoch's keys,
+ * so readings queued across a broker restart (which re-keys every group)
+ * still open.
+ *
  * Readings carry the node's persistent reading sequence `n`
  * (firmware/app/commands.ts encodeReading), which is what makes loss,
  * duplication and reordering visible from outside.
  */
 import mqtt, { type MqttClient } from 'mqtt';
+import { MemoryStorage } from '../../firmware/core/memory-storage.js';
+import { connectApp, type MqsecApp } from '../../sdk/index.js';
+
+/** The verifying backend as an mqsec app principal (end-to-end mode). */
+export interface VerifierApp {
+  id: string;
+  key: Uint8Array;
+}
 
 export interface VerifierCounts {
   received: number;
@@ -62,6 +78,9 @@ function parseReading(payload: Uint8Array): { n: number; v: number } | undefined
 
 export class Verifier {
   private client: MqttClient | undefined;
+  private app: MqsecApp | undefined;
+  /** End-to-end messages refused by the backend's receiver checks, by code (REPLAY: a copy). */
+  readonly e2eDropped: Record<string, number> = {};
   private readonly streams = new Map<string, StreamState>();
   private counts = { received: 0, duplicates: 0, outOfOrder: 0, malformed: 0 };
   private subscribed = false;
@@ -76,6 +95,8 @@ export class Verifier {
     private readonly password: string,
     /** Several broker nodes: on a lost connection MQTT.js moves on to the next one (its `servers` option). */
     private readonly servers?: { host: string; port: number }[],
+    /** Set (before start): verify as this app principal on the SDK (end-to-end topics) instead of the password account. */
+    public asApp?: VerifierApp,
   ) {}
 
   private stream(topic: string): StreamState {
@@ -88,6 +109,7 @@ export class Verifier {
   }
 
   async start(): Promise<void> {
+    if (this.asApp) return this.startApp(this.asApp);
     const client = mqtt.connect(this.url, {
       ...(this.servers && this.servers.length > 1 ? { servers: this.servers } : {}),
       username: this.username,
@@ -113,7 +135,33 @@ export class Verifier {
     this.subscribed = true;
   }
 
+  private async startApp(a: VerifierApp): Promise<void> {
+    const app = await connectApp({
+      url: this.url,
+      id: a.id,
+      key: a.key,
+      storage: new MemoryStorage(), // counter and ticket across its reconnects (phase 2)
+      persistent: true, // readings routed while it reconnects are queued for it, as for the password backend
+      reconnect: { initialMs: 100, maxMs: 1000 },
+    });
+    this.app = app;
+    app.on('message', (topic, payload) => this.onMessage(topic, new Uint8Array(payload)));
+    app.on('dropped', (_topic, e) => (this.e2eDropped[e.code] = (this.e2eDropped[e.code] ?? 0) + 1));
+    app.on('offline', (e) => this.noteBackend(`offline ${e.code}`));
+    app.on('online', (i) => this.noteBackend(`online phase ${i.phase}`));
+    app.on('close', (e) => this.noteBackend(`closed ${e?.code ?? ''}`));
+    await app.subscribe('sensors/#', 1);
+    this.subscribed = true;
+  }
+
+  /** The SDK backend's connection events, for the summary (bounded). */
+  readonly backendEvents: string[] = [];
+  private noteBackend(what: string): void {
+    if (this.backendEvents.length < 50) this.backendEvents.push(`${new Date().toISOString().slice(11, 23)} ${what}`);
+  }
+
   get isConnected(): boolean {
+    if (this.app) return this.app.state === 'online' && this.subscribed;
     return Boolean(this.client?.connected) && this.subscribed;
   }
 
@@ -148,6 +196,7 @@ export class Verifier {
    * be recognised by the replay window, not routed again.
    */
   recordIngested(topic: string, payload: Uint8Array): void {
+    if (this.asApp) return; // end to end: the broker routes envelopes it cannot read (the fleet counts them itself)
     const r = parseReading(payload);
     if (!r) return;
     const s = this.stream(topic);
@@ -209,6 +258,9 @@ export class Verifier {
   }
 
   async stop(): Promise<void> {
+    const a = this.app;
+    this.app = undefined;
+    if (a) await a.end().catch(() => {});
     const c = this.client;
     this.client = undefined;
     if (c) await c.endAsync(true).catch(() => {});

@@ -38,6 +38,24 @@ describe('live view', () => {
     expect(text).toMatch(/rates over 10 s/);
     expect(text).toMatch(/commands\s+applied 1\s+last: node-0001 interval=10 at t=23s/);
   });
+
+  it('shows the protection mode of each device topic rule, with the group epochs behind the e2e ones', () => {
+    const text = new LiveView({ tty: true })
+      .render(
+        snap({
+          topicModes: [
+            { action: 'publish', filter: 'sensors/<node>/#', mode: 'e2e', groups: 20, epochs: [2, 3] },
+            { action: 'subscribe', filter: 'cmd/<node>/#', mode: 'hop' },
+          ],
+          e2eDropped: { REPLAY: 2 },
+        }),
+        0,
+      )
+      .join('\n');
+    expect(text).toMatch(/topic modes\s+publish\s+sensors\/<node>\/#\s+e2e .*cannot read it \(20 groups, epoch 2-3\)/);
+    expect(text).toMatch(/\n\s+subscribe cmd\/<node>\/#\s+hop  sealed per hop/);
+    expect(text).toMatch(/REPLAY 2/);
+  });
 });
 
 describe.runIf(existsSync('/usr/bin/mosquitto_pub'))('mqsec demo', () => {
@@ -61,6 +79,12 @@ describe.runIf(existsSync('/usr/bin/mosquitto_pub'))('mqsec demo', () => {
       const last = snapshots.at(-1)!;
       expect(last.commandsApplied).toBeGreaterThanOrEqual(1);
       expect(new LiveView({ tty: true }).render(last, Date.now()).join('\n')).toMatch(/commands\s+applied \d+\s+last: node-0001 interval=10/);
+      // which mode each device topic uses, from the broker's policy (hop by hop by default)
+      expect(last.topicModes).toEqual([
+        { action: 'publish', filter: 'sensors/<node>/#', mode: 'hop' },
+        { action: 'subscribe', filter: 'cmd/<node>/#', mode: 'hop' },
+      ]);
+      expect(new LiveView({ tty: true }).render(last, Date.now()).join('\n')).toMatch(/topic modes\s+publish\s+sensors\/<node>\/#\s+hop  sealed per hop/);
       // first boots spread over the interval: never all nodes awake at once (lockstep would be)
       const running = snapshots.filter((s) => s.elapsedS > DEMO_INTERVAL_S + 1 && s.elapsedS < 16);
       expect(running.length).toBeGreaterThan(5);
