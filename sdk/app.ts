@@ -67,6 +67,13 @@ export interface ConnectAppOptions {
   reconnect?: ReconnectOptions | false;
   /** Messages waiting to be sent or acknowledged before `publish` refuses with QUEUE_FULL. Default 10,000. */
   maxQueued?: number;
+  /**
+   * Keep the MQTT session across connections (clean session off, client id =
+   * the app id): QoS 1 messages routed while the app is reconnecting, e.g.
+   * across a broker restart, are queued for it by the broker and delivered
+   * when it is back. Default off (a clean session per connection).
+   */
+  persistent?: boolean;
 }
 
 export type AppState = 'connecting' | 'online' | 'offline' | 'closed';
@@ -162,12 +169,13 @@ export class MqsecApp extends EventEmitter<AppEvents> {
   private readonly keyTimeoutMs: number;
   private readonly reconnectOpts: Required<ReconnectOptions> | false;
   private readonly maxQueued: number;
+  private readonly persistent: boolean;
 
   /** @internal use connectApp */
   constructor(
     readonly session: DeviceSecureSession,
     readonly keyring: GroupKeyring,
-    opts: Pick<ConnectAppOptions, 'url' | 'mqtt' | 'keyTimeoutMs' | 'reconnect' | 'maxQueued'>,
+    opts: Pick<ConnectAppOptions, 'url' | 'mqtt' | 'keyTimeoutMs' | 'reconnect' | 'maxQueued' | 'persistent'>,
   ) {
     super();
     this.url = opts.url;
@@ -175,6 +183,7 @@ export class MqsecApp extends EventEmitter<AppEvents> {
     this.keyTimeoutMs = opts.keyTimeoutMs ?? DEFAULT_KEY_TIMEOUT_MS;
     this.reconnectOpts = opts.reconnect === false ? false : { initialMs: opts.reconnect?.initialMs ?? 250, maxMs: opts.reconnect?.maxMs ?? 30_000 };
     this.maxQueued = opts.maxQueued ?? DEFAULT_MAX_QUEUED;
+    this.persistent = opts.persistent ?? false;
   }
 
   get id(): string {
@@ -297,7 +306,7 @@ export class MqsecApp extends EventEmitter<AppEvents> {
       keepalive: 60,
       connectTimeout: 10_000,
       ...this.mqttOptions,
-      clean: true,
+      clean: !this.persistent,
       reconnectPeriod: 0, // a one-time password must never be replayed by MQTT.js
       clientId: creds.clientId,
       username: creds.username,

@@ -74,9 +74,18 @@ export function createAuthorizeForward(ctx: BrokerContext): AuthorizeForwardHand
         client.close();
         return null;
       }
-      const copy = Object.assign(Object.create(Object.getPrototypeOf(packet)), packet);
-      copy.payload = Buffer.from(sealed.buffer, sealed.byteOffset, sealed.byteLength);
+      const payload = Buffer.from(sealed.buffer, sealed.byteOffset, sealed.byteLength);
       ctx.metrics.delivered.inc();
+      if (typeof (packet as { writeCallback?: unknown }).writeCallback === 'function') {
+        // Aedes replaying a persistent session's queue (lib/handlers/connect.js emptyQueue)
+        // writes the packet it asked about, not the one returned here. That packet is this
+        // delivery's own copy of the stored message (the store keeps the plaintext), so it is
+        // sealed in place: a queue never goes out in clear (test/broker/principal-session).
+        packet.payload = payload;
+        return packet;
+      }
+      const copy = Object.assign(Object.create(Object.getPrototypeOf(packet)), packet);
+      copy.payload = payload;
       return copy;
     }
     if (!principal.role.plaintext) return null;

@@ -19,13 +19,12 @@ export function createPreConnect(ctx: BrokerContext): PreConnectHandler {
       return;
     }
     if (!packet.clientId) ctx.emptyClientIds.add(client);
-    try {
-      if (!packet.clean && packet.clientId && ctx.registry.getDevice(packet.clientId)) packet.clean = true;
-    } catch (e) {
-      ctx.log.error({ err: e }, 'registry unavailable in preConnect');
-      callback(e as Error, false);
-      return;
-    }
+    // A principal (device or app with a key) may keep a persistent session, like a password
+    // account: the store keeps what the broker routed (the plaintext of a hop-by-hop topic, as
+    // for an account; the group envelope of an end-to-end one, which needs no sealing) and
+    // authorize-forward seals a hop-by-hop message for the connection that takes it, the
+    // replay of a queue included (test/broker/principal-session.test.ts). The firmware and the
+    // SDK's default use clean sessions.
     callback(null, true);
   };
 }
