@@ -47,6 +47,8 @@ export type ClientState =
       remote: string;
       /** Phase 2: the resume confirmation (docs/protocol.md §6.4), sent once right after CONNACK. */
       confirm?: { topic: string; payload: Uint8Array };
+      /** The confirmation is on the wire (written ahead of a replayed session queue, or at clientReady). */
+      confirmSent?: boolean;
     }
   /**
    * A KX1 with a valid MAC and a used counter (docs/protocol.md §5.5): the

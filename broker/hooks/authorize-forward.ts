@@ -21,6 +21,7 @@
  * connection, where this hook judges it again with the new state.
  */
 import type { AuthorizeForwardHandler } from 'aedes';
+import { encodePublish } from '../../firmware/mqtt/generate.js';
 import { isMqsecError } from '../../firmware/core/errors.js';
 import { KX_TOPIC } from '../../firmware/secure/constants.js';
 import { GK_TOPIC } from '../../firmware/secure/group.js';
@@ -81,6 +82,13 @@ export function createAuthorizeForward(ctx: BrokerContext): AuthorizeForwardHand
         // writes the packet it asked about, not the one returned here. That packet is this
         // delivery's own copy of the stored message (the store keeps the plaintext), so it is
         // sealed in place: a queue never goes out in clear (test/broker/principal-session).
+        // The replay runs between CONNACK and clientReady: a phase-2 client opens nothing before
+        // the resume confirmation (§6.4), so that goes out first, here, once.
+        if (state.confirm && !state.confirmSent && client.conn && !client.conn.destroyed) {
+          state.confirmSent = true;
+          const rc = encodePublish({ type: 'publish', topic: state.confirm.topic, payload: state.confirm.payload, qos: 0, dup: false, retain: false });
+          client.conn.write(Buffer.from(rc.buffer, rc.byteOffset, rc.byteLength));
+        }
         packet.payload = payload;
         return packet;
       }

@@ -54,7 +54,8 @@ function onReady(ctx: BrokerContext, client: Client): void {
       }
       setLiveDevice(ctx, state.devId, client);
       // §6.4: phase 2 proves the broker holds the session keys right after CONNACK.
-      if (state.confirm) {
+      if (state.confirm && !state.confirmSent) {
+        state.confirmSent = true;
         client.publish(
           { cmd: 'publish', topic: state.confirm.topic, payload: Buffer.from(state.confirm.payload), qos: 0, retain: false, dup: false },
           (err?: Error) => {

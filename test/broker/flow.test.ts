@@ -140,24 +140,26 @@ describe('broker end to end: devices (mqsec) and apps (plain MQTT.js)', () => {
     expect(broker.registry.listAudit({ kind: 'auth.fail' }).length).toBeGreaterThanOrEqual(4);
   });
 
-  it('device sessions are always clean (sealed QoS 1 messages are never replayed under new keys)', async () => {
+  it('a device that asks for a persistent session keeps its queue: a command queued while away arrives after the confirmation, sealed under the new keys', async () => {
     const d = device('dev1', key1);
     await d.connect({ clean: false });
-    expect(d.sessionPresent).toBe(false);
     await d.subscribe('cmd/dev1/#');
     await d.end();
     const app = await TestApp.connect(broker, 'backend', 'backend-password');
     await app.client.publishAsync('cmd/dev1/offline', 'while-away', { qos: 1 });
     const again = device('dev1', key1);
     await again.connect({ clean: false });
-    expect(again.sessionPresent).toBe(false);
-    await again.subscribe('cmd/dev1/#');
+    expect(again.sessionPresent).toBe(true);
     await app.client.publishAsync('cmd/dev1/online', 'now', { qos: 1 });
     await waitFor(() => again.received.some((m) => m.payload === 'now'));
     // (the retained cmd/dev1/mode from an earlier test may arrive too)
-    expect(again.received.map((m) => m.payload).filter((p) => p !== 'eco')).toEqual(['now']);
+    expect(again.received.map((m) => m.payload).filter((p) => p !== 'eco')).toEqual(['while-away', 'now']);
     expect(again.dropped).toEqual([]);
     await Promise.all([again.end(), app.end()]);
+    // back to a clean session for the tests that follow
+    const clean = device('dev1', key1);
+    await clean.connect({ clean: true });
+    await clean.end();
   });
 
   it('a grant removed while subscribed stops delivery at once (policy re-checked at forward time)', async () => {

@@ -5,9 +5,8 @@
  * the group envelope of an end-to-end topic (docs/protocol.md §14), forwarded
  * unchanged, and the plaintext of a hop-by-hop topic, which the forward hook
  * seals for the connection that takes it, the replay of the queue included:
- * a queued message never goes out in clear. (It arrives before the phase-2
- * confirmation, so a client cannot open a queued hop-by-hop message: persistent
- * principal sessions are for end-to-end topics.)
+ * a queued message never goes out in clear, and the phase-2 confirmation goes
+ * out ahead of the replay, so the client opens it.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type mqttPacket from 'mqtt-packet';
@@ -45,7 +44,7 @@ describe('persistent session of a principal', () => {
     dir.remove();
   });
 
-  it('the queue of an app principal that asked for it survives its absence: the group envelope arrives unchanged, the hop-by-hop message sealed, never in clear', async () => {
+  it('the queue of an app principal that asked for it survives its absence: the group envelope arrives unchanged, the hop-by-hop message sealed for the new connection (never in clear) after the confirmation', async () => {
     expect((await app.connect({ clean: false })).ok).toBe(true);
     expect(await app.subscribe('status/#')).toBe(1);
     expect(await app.subscribe('sensors/#')).toBe(1);
@@ -69,5 +68,12 @@ describe('persistent session of a principal', () => {
     const hop = down().find((p) => p.topic === 'status/ps-dev1')!;
     expect(Buffer.from(hop.payload as Buffer).includes(Buffer.from('queued while away'))).toBe(false);
     expect(hop.payload.length).toBe(Buffer.byteLength(text) + 18); // an envelope (§8.1), not the plaintext
+    // the confirmation went out ahead of the replayed queue, so the client opened the queued message
+    const order = down().map((p) => p.topic);
+    expect(order.indexOf('$mqsec/kx')).toBeGreaterThanOrEqual(0);
+    expect(order.indexOf('$mqsec/kx')).toBeLessThan(order.indexOf('status/ps-dev1'));
+    expect(order.filter((t) => t === '$mqsec/kx')).toHaveLength(1); // once
+    await waitFor(() => app.received.length === 1, 2000, 'opened');
+    expect(app.received).toEqual([{ topic: 'status/ps-dev1', payload: text }]);
   }, 20_000);
 });
