@@ -48,7 +48,7 @@ import { GuardedSocket } from './limits/guarded-socket.js';
 import { RateLimiter } from './limits/rate-limit.js';
 import { BrokerMetrics } from './metrics.js';
 import { acquireDirLock, type DirLock } from './registry/lock.js';
-import { Registry } from './registry/registry.js';
+import { GROUP_ROTATE, Registry } from './registry/registry.js';
 import { SqliteTicketStore } from './registry/ticket-store.js';
 import type { ConsoleOptions, RunningConsole } from './console/server.js';
 import { EventEmitter } from 'node:events';
@@ -401,8 +401,11 @@ async function openBroker(
     const rev = registry.revision();
     if (rev === lastRevision) return;
     lastRevision = rev;
+    // operator group rotations since the last poll (`mqsec group rotate`), oldest first
+    const rotations = registry.listAudit({ kind: GROUP_ROTATE, source: 'admin', afterSeq: lastAdminSeq, limit: 1000 }).reverse();
     lastAdminSeq = logAdminChanges(ctx, lastAdminSeq);
     applyRegistryChanges(ctx);
+    for (const r of rotations) if (r.subject) ctx.keyLink.rotate(r.subject);
     registryEvents.emit('change', rev);
   };
   const poll = setInterval(() => {

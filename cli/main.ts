@@ -20,9 +20,10 @@ import { deviceCheckCommand } from './commands/device-check.js';
 import { hilCommand } from './commands/hil.js';
 import { keyserviceCommand } from './commands/keyservice.js';
 import { statusCommand } from './commands/status.js';
+import { groupCommand } from './commands/group.js';
 
 /** Every sub-command, in help order. Add new command modules here. */
-export const COMMANDS: CommandModule[] = [brokerCommand, deviceCommand, appCommand, subCommand, pubCommand, userCommand, roleCommand, aclCommand, auditCommand, simCommand, demoCommand, benchCommand, deviceDesktopCommand, deviceCheckCommand, hilCommand, keyserviceCommand, statusCommand];
+export const COMMANDS: CommandModule[] = [brokerCommand, deviceCommand, appCommand, subCommand, pubCommand, userCommand, roleCommand, aclCommand, auditCommand, simCommand, demoCommand, benchCommand, deviceDesktopCommand, deviceCheckCommand, hilCommand, keyserviceCommand, statusCommand, groupCommand];
 
 export const processIo: CliIo = {
   out: (line) => process.stdout.write(line + '\n'),

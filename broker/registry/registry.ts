@@ -100,6 +100,9 @@ export interface RegistryOptions {
   memberKeys?: MemberKeySink | null;
 }
 
+/** Audit kind of an operator's group rotation (read back by the broker). */
+export const GROUP_ROTATE = 'group.rotate';
+
 /** meta key: 'external' once a broker of this registry ran with an external key service. */
 const META_KEY_SERVICE = 'keyservice';
 
@@ -373,6 +376,18 @@ export class Registry {
       this.auditRow('acl.remove', role, `allow ${action} ${filter}`, 'admin');
       this.bump();
       return true;
+    }).immediate();
+  }
+
+  /**
+   * Operator rotation of one end-to-end group (docs/protocol.md §14.3): an
+   * audit row of kind `group.rotate`; a running broker hands it to the key
+   * service at its next poll, which moves the group to a new epoch.
+   */
+  rotateGroup(filter: string): void {
+    this.db.transaction(() => {
+      this.auditRow(GROUP_ROTATE, filter, null, 'admin');
+      this.bump();
     }).immediate();
   }
 

@@ -10,6 +10,7 @@
  *   removed, a device whose key is rotated: the group moves to a new epoch
  *   within 1 s and the removed member (which ignores every push from then on)
  *   cannot open what is sealed after (real messages captured at a reader).
+ * - Operator rotation (`mqsec group rotate`) reaches the key service.
  * - Restart: a new key service process continues the epochs and sequence
  *   ranges of the old one; members it never answered are sent to ask again.
  * - Curious broker: everything the broker received and sent, every file in
@@ -327,6 +328,24 @@ describe('key service in its own process', () => {
     expect(got[0].text).toBe(c);
     expect(epochOf(oldDev, 'cmd/dev1/#')).toBe(before);
     expect(['UNKNOWN_SESSION', 'DECRYPT_FAILED']).toContain(tryOpen(oldDev, 'cmd/dev1/interval', raw[0]));
+  });
+
+  it('an operator rotation (`mqsec group rotate`) reaches the key service process: connected members get the new epoch within 1 s', async () => {
+    const app1 = open[1];
+    const dev = open[open.length - 1];
+    const before = epochOf(app1, 'sensors/dev1/#');
+    await expect(run(['group', 'rotate', 'sensors/nobody/#', '--data', brokerDir])).rejects.toThrow(/no end-to-end group/);
+    const t0 = Date.now();
+    expect(await run(['group', 'rotate', 'sensors/dev1/#', '--data', brokerDir])).toMatch(/rotation requested/);
+    await waitFor(() => epochOf(app1, 'sensors/dev1/#') === before + 1 && epochOf(dev, 'sensors/dev1/#') === before + 1, 1000, 'members re-keyed');
+    expect((rekeyMs.groupRotate = Date.now() - t0)).toBeLessThan(1000);
+    expect(epochOf(app1, 'cmd/dev1/#')).toBeGreaterThan(0); // other groups untouched
+    const got = received(app1);
+    const m = `MARKER-${randomBytes(8).toString('hex')}`;
+    markers.push(m);
+    await dev.publish('sensors/dev1/reading', m, { qos: 1 });
+    await waitFor(() => got.length === 1, 5000, 'reading under the rotated key');
+    expect(got[0].text).toBe(m);
   });
 
   it('a restarted key service continues the epochs and sequence ranges; members answered by the old process are sent to ask again', async () => {
