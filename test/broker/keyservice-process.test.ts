@@ -37,6 +37,9 @@ import { MemoryStorage } from '../../firmware/core/memory-storage.js';
 import { createNodeCryptoSuite } from '../../platform-node/crypto-suite.js';
 import { KS_IN_TOPIC } from '../../broker/keyservice/link.js';
 import { scanProcessMemory } from './fixtures/memscan.js';
+import Database from 'better-sqlite3';
+import { MASTER_KEY_FILE, openDeviceKey } from '../../broker/registry/secrets.js';
+import { splitPrincipalKey } from '../../broker/registry/principal-keys.js';
 import { tempDir, waitFor } from './helpers.js';
 
 const BIN = resolve(import.meta.dirname, '../../cli/bin.mjs');
@@ -96,9 +99,12 @@ class Proxy {
   private readonly sockets = new Set<net.Socket>();
   private server!: net.Server;
   port = 0;
+  /** The broker's port: changed when the broker is restarted on another port. */
+  target = 0;
   async start(target: number): Promise<void> {
+    this.target = target;
     this.server = net.createServer((c) => {
-      const up = net.connect(target, '127.0.0.1');
+      const up = net.connect(this.target, '127.0.0.1');
       this.sockets.add(c).add(up);
       c.on('data', (d) => (this.toBroker.push(Buffer.from(d)), up.write(d)));
       up.on('data', (d) => (this.fromBroker.push(Buffer.from(d)), c.write(d)));
@@ -180,6 +186,20 @@ describe('key service in its own process', () => {
   const rekeyMs: Record<string, number> = {};
   let broker: Child;
   let ks: Child;
+  /** Memory scan of the first broker process, taken just before it is restarted (it saw every case above). */
+  let firstBrokerScan: { found: string[]; bytes: number } | undefined;
+  /** Every secret the broker must not meet: reading markers, group keys learnt from members, each member's K_ks and K. */
+  const needlesNow = () => {
+    const needles = new Map<string, Uint8Array>();
+    for (const m of markers) needles.set(`reading:${m}`, Buffer.from(m));
+    learntKeys.forEach((k, i) => needles.set(`group key:${i}`, k));
+    for (const [id, hex] of keys) {
+      const k = fromHex(hex);
+      needles.set(`K_ks:${id}`, deriveKeyServiceKey(suite, k, id));
+      needles.set(`K:${id}`, k);
+    }
+    return needles;
+  };
   let brokerPort = 0;
 
   const provision = async (id: string, role: string) => {
@@ -372,15 +392,33 @@ describe('key service in its own process', () => {
     expect(got[0].text).toBe(m);
   });
 
+  it('a restarted broker: the key service links again by itself, members reconnect and get the same epochs from it', async () => {
+    const app1 = open[open.length - 2];
+    const dev = open[open.length - 1];
+    const epochs = app1.groups().map((g) => [g.filter, g.epoch] as const);
+    const closed = Promise.all([app1, dev].map((a) => new Promise<void>((r) => a.client.once('close', () => r()))));
+    const scan = scanProcessMemory(broker.proc.pid!, needlesNow());
+    firstBrokerScan = { found: [...scan.found], bytes: scan.bytes };
+    await broker.stop();
+    await closed;
+    broker = Child.start(['broker', '--data', brokerDir, '--port', '0', '--keyservice', 'external', '--log-level', 'warn']);
+    proxy.target = Number((await broker.line(/listening on mqtt:\/\/127\.0\.0\.1:(\d+)/))[1]);
+    // members' key requests wait at the broker until the key service (reconnecting every 500 ms) is linked again
+    const app1b = await member('app1');
+    const devb = await member('dev1');
+    // the key service kept running: the restarted broker's policy is the same, so the groups keep their epochs (never go back)
+    for (const [f, e] of epochs) expect(epochOf(app1b, f)).toBe(e);
+    const got = received(app1b);
+    await app1b.subscribe('sensors/#');
+    const m = `MARKER-${randomBytes(8).toString('hex')}`;
+    markers.push(m);
+    await devb.publish('sensors/dev1/reading', m, { qos: 1 });
+    await waitFor(() => got.length === 1, 5000, 'reading after the broker restart');
+    expect(got[0].text).toBe(m);
+  }, 60_000);
+
   it('curious broker: nothing it received, stored or holds in memory contains a reading, a group key or K_ks', async () => {
-    const needles = new Map<string, Uint8Array>();
-    for (const m of markers) needles.set(`reading:${m}`, Buffer.from(m));
-    learntKeys.forEach((k, i) => needles.set(`group key:${i}`, k));
-    for (const [id, hex] of keys) {
-      const k = fromHex(hex);
-      needles.set(`K_ks:${id}`, deriveKeyServiceKey(suite, k, id));
-      needles.set(`K:${id}`, k);
-    }
+    const needles = needlesNow();
     expect(markers.length).toBeGreaterThanOrEqual(6);
     expect(learntKeys.length).toBeGreaterThanOrEqual(8);
     const wire = proxy.all();
@@ -391,7 +429,20 @@ describe('key service in its own process', () => {
     expect(f.inWire).toEqual([]);
     expect(f.inFiles).toEqual([]);
     expect(f.inMemory).toEqual([]);
-    console.info(`curious broker: ${needles.size} secrets looked for in ${wire.length} B of traffic, ${f.files} files, ${f.memoryBytes} B of broker memory: none found; re-key after change (ms): ${JSON.stringify(rekeyMs)}`);
+    // what its data directory can open with its own master key: K_auth|K_psk per principal, no K, no key service store
+    expect(filesUnder(brokerDir).map((x) => x.slice(brokerDir.length + 1)).filter((n) => !/^(registry\.db(-wal|-shm)?|master\.key|broker\.lock)$/.test(n))).toEqual([]);
+    const master = readFileSync(join(brokerDir, MASTER_KEY_FILE));
+    const db = new Database(join(brokerDir, 'registry.db'), { readonly: true });
+    for (const row of db.prepare('SELECT id, key_version, key_sealed, hs_sealed FROM devices').all() as { id: string; key_version: number; key_sealed: Buffer; hs_sealed: Buffer }[]) {
+      expect(row.key_sealed.length).toBe(0);
+      const hs = openDeviceKey(master, `hs|${row.id}`, row.key_version, row.hs_sealed);
+      expect(Buffer.from(hs).equals(Buffer.from(splitPrincipalKey(fromHex(keys.get(row.id)!), row.id).handshake))).toBe(true);
+    }
+    db.close();
+    // and the first broker process, which saw every case before its restart
+    expect(firstBrokerScan!.bytes).toBeGreaterThan(10 * 1024 * 1024);
+    expect(firstBrokerScan!.found).toEqual([]);
+    console.info(`curious broker: ${needles.size} secrets looked for in ${wire.length} B of traffic, ${f.files} files, ${firstBrokerScan!.bytes} + ${f.memoryBytes} B of memory of the broker before and after its restart: none found; re-key after change (ms): ${JSON.stringify(rekeyMs)}`);
     // the scan does find what is there: the key service process holds the current group keys and K_ks
     const inKs = scanProcessMemory(ks.proc.pid!, needles).found;
     expect([...inKs].map(kind)).toContain('group key');
