@@ -140,6 +140,7 @@ export const brokerCommand: CommandModule = {
             if (broker.context.cluster) io.out(`cluster node ${broker.context.cluster.state.nodeId} (pid ${process.pid}) over ${o.cluster}`);
             if (broker.tls) io.out(`TLS on mqtts://${broker.tls.host}:${broker.tls.port} (certificate ${broker.tls.certPath}, SHA-256 ${broker.tls.fingerprint})`);
             if (broker.metricsPort !== undefined) io.out(`metrics on http://${broker.host}:${broker.metricsPort}/metrics`);
+            if (o.keyservice === 'external') io.out('key service: external (waiting for `mqsec keyservice` to log in as an account of role keyservice)');
             if (broker.console) await announceConsole(io, broker.registry, broker.console);
           }
           await stopRequested;

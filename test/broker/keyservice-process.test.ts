@@ -491,3 +491,58 @@ describe('the same curious-broker scan with the embedded key service (split undo
     return got;
   }
 });
+
+describe('the key service link over TLS, and while the key service is away', () => {
+  const dir = tempDir('mqsec-ksp-tls-');
+  const brokerDir = join(dir.path, 'broker');
+  const ksDir = join(dir.path, 'keyservice');
+  const pwFile = join(dir.path, 'ks.password');
+  let broker: Child;
+  let ks: Child | undefined;
+  const open: MqsecApp[] = [];
+  afterAll(async () => {
+    for (const a of open) await a.end().catch(() => {});
+    await ks?.stop();
+    await broker?.stop();
+    dir.remove();
+  });
+
+  it('a member that connects before the key service is linked gets its keys once it is; plain TCP refused off the local addresses, mqtts with --ca linked; mqsec_keyservice_linked follows', async () => {
+    await run(['keyservice', 'account', '--data', brokerDir, '--password-file', pwFile]);
+    const admin = Registry.open(brokerDir, { memberKeys: null });
+    admin.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
+    admin.close();
+    const out = await run(['device', 'add', 'app1', '--role', 'app', '--data', brokerDir, '--keyservice-data', ksDir, '--json', '--config', join(dir.path, 'app1.json')]);
+    await run(['device', 'add', 'dev1', '--role', 'sensor', '--data', brokerDir, '--keyservice-data', ksDir, '--json', '--config', join(dir.path, 'dev1.json')]);
+    const appKey = (JSON.parse(out) as { key: string }).key;
+    // loopback is not a local address here: a password login needs TLS
+    broker = Child.start(['broker', '--data', brokerDir, '--port', '0', '--tls-port', '0', '--metrics-port', '0', '--local-addresses', '192.0.2.0/24', '--keyservice', 'external', '--log-level', 'warn']);
+    const port = Number((await broker.line(/listening on mqtt:\/\/127\.0\.0\.1:(\d+)/))[1]);
+    const [, tlsPort, cert] = await broker.line(/TLS on mqtts:\/\/127\.0\.0\.1:(\d+) \(certificate (\S+),/);
+    const metricsUrl = (await broker.line(/metrics on (http:\S+)/))[1];
+    const linkedGauge = async () => Number((await (await fetch(metricsUrl)).text()).match(/^mqsec_keyservice_linked (\d+)/m)?.[1]);
+    expect(await linkedGauge()).toBe(0);
+
+    const early = connectApp({ url: `mqtt://127.0.0.1:${port}`, id: 'app1', key: appKey, keyTimeoutMs: 30_000 });
+    early.then((a) => open.push(a), () => {});
+    // over plain TCP from a non-local address the key service's login is refused, and it says so
+    const plain = Child.start(['keyservice', '--broker', `mqtt://127.0.0.1:${port}`, '--data', join(dir.path, 'other'), '--password-file', pwFile, '--log-level', 'warn']);
+    expect(await plain.exited).not.toBe(0);
+    expect(plain.stderr()).toMatch(/refused the key service login/);
+    expect(await linkedGauge()).toBe(0);
+    // over TLS with the broker's certificate
+    ks = Child.start(['keyservice', '--broker', `mqtts://127.0.0.1:${tlsPort}`, '--ca', cert, '--data', ksDir, '--password-file', pwFile, '--log-level', 'warn']);
+    await ks.line(/key service linked/);
+    const app1 = await early; // its key request waited at the broker
+    expect(app1.groups()).toEqual([expect.objectContaining({ filter: 'sensors/dev1/#', reader: true })]);
+    expect(await linkedGauge()).toBe(1);
+    await ks.stop();
+    ks = undefined;
+    let g = 1;
+    for (let i = 0; i < 50 && g !== 0; i++) {
+      g = await linkedGauge();
+      if (g !== 0) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(g).toBe(0);
+  }, 90_000);
+});
