@@ -20,7 +20,7 @@ import { isMqsecError } from '../firmware/core/errors.js';
 import { GK_TOPIC } from '../firmware/secure/group.js';
 import type { BrokerContext } from './context.js';
 import { audit } from './context.js';
-import { KS_IN_TOPIC, decodeFrame, encodeFrame, type KeyServicePort, type LinkFrame, type MemberPort, type PolicySnapshot } from './keyservice/link.js';
+import { KS_IN_TOPIC, MAX_POLICY_BYTES, decodeFrame, encodeFrame, type KeyServicePort, type LinkFrame, type MemberPort, type PolicySnapshot } from './keyservice/link.js';
 
 export function createMemberPort(ctx: Pick<BrokerContext, 'liveDevices' | 'metrics'>): MemberPort {
   return {
@@ -92,6 +92,8 @@ export class ExternalKeyService implements KeyServicePort {
   }
 
   private hello(client: Client, instance: string): void {
+    // the policy frame grows with the fleet: the link is not held to a subscriber's outgoing bound
+    (client.conn as unknown as { raiseOutgoingBound?(n: number): void }).raiseOutgoingBound?.(MAX_POLICY_BYTES + 1024 * 1024);
     const previous = this.client;
     this.client = client;
     if (previous && previous !== client) previous.close();

@@ -87,6 +87,16 @@ export class GuardedSocket extends Duplex {
    * Graceful shutdown: read nothing more from this client, while what was
    * already read is still processed and answered (PUBACKs flushed).
    */
+  /**
+   * Raises the slow-consumer bound of this one connection: the key service's
+   * link (broker/keyservice-link.ts) is sent the whole policy in one frame,
+   * which grows with the fleet, and it is a privileged peer, not a subscriber
+   * that might stall the broker.
+   */
+  raiseOutgoingBound(bytes: number): void {
+    this.opts.maxOutgoingBytes = Math.max(this.opts.maxOutgoingBytes, bytes);
+  }
+
   stopInput(): void {
     this.inputStopped = true;
     this.socket.pause();
