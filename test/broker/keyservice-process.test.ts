@@ -208,7 +208,7 @@ describe('key service in its own process', () => {
   };
   const member = async (id: string, key = keys.get(id)!): Promise<MqsecApp> => {
     if (!flash.has(id)) flash.set(id, new MemoryStorage());
-    const a = await connectApp({ url: `mqtt://127.0.0.1:${proxy.port}`, id, key, storage: flash.get(id), keyTimeoutMs: 10_000 });
+    const a = await connectApp({ url: `mqtt://127.0.0.1:${proxy.port}`, id, key, storage: flash.get(id), keyTimeoutMs: 10_000, reconnect: false });
     open.push(a);
     learntKeys.push(...groupKeysOf(a));
     a.on('keys', () => learntKeys.push(...groupKeysOf(a)));
@@ -226,11 +226,18 @@ describe('key service in its own process', () => {
     a.client.on('message', (t, p) => t === topic && raw.push(new Uint8Array(p)));
     return raw;
   };
-  /** From now on `a` ignores every key push (including "forget this group"): only the re-key can keep it out. */
+  /**
+   * From now on `a` ignores every key push (including "forget this group") and
+   * keeps its keys when its connection is closed (the SDK would wipe them):
+   * only the re-key can keep it out.
+   */
   const turnHostile = (a: MqsecApp) => {
     const h = a as unknown as { incoming(t: string, p: Uint8Array): void };
     const orig = h.incoming.bind(a);
     h.incoming = (t, p) => (t === GK_TOPIC ? undefined : orig(t, p));
+    const k = a.keyring as unknown as { destroy(): void; onConnectionLost(): void };
+    k.destroy = () => {};
+    k.onConnectionLost = () => {};
   };
 
   beforeAll(async () => {
@@ -304,7 +311,7 @@ describe('key service in its own process', () => {
     expect(got[0].text).toBe(m);
     expect(app2.groups()).toContainEqual(expect.objectContaining({ filter: 'sensors/dev1/#', epoch: before })); // what it kept
     expect(['UNKNOWN_SESSION', 'DECRYPT_FAILED']).toContain(tryOpen(app2, 'sensors/dev1/reading', raw[0]));
-    await expect(connectApp({ url: `mqtt://127.0.0.1:${proxy.port}`, id: 'app2', key: keys.get('app2')!, keyTimeoutMs: 1000 })).rejects.toThrow();
+    await expect(connectApp({ url: `mqtt://127.0.0.1:${proxy.port}`, id: 'app2', key: keys.get('app2')!, keyTimeoutMs: 1000, reconnect: false })).rejects.toThrow();
   });
 
   it("a rule removed: the auditor leaves the group within 1 s and cannot open what is sealed after", async () => {
@@ -469,8 +476,8 @@ describe('the same curious-broker scan with the embedded key service (split undo
     broker = Child.start(['broker', '--data', dir.path, '--port', '0', '--log-level', 'warn']);
     const port = Number((await broker.line(/listening on mqtt:\/\/127\.0\.0\.1:(\d+)/))[1]);
     const url = `mqtt://127.0.0.1:${port}`;
-    const dev = await connectApp({ url, id: 'dev1', key: keys.get('dev1')!, keyTimeoutMs: 10_000 });
-    const app1 = await connectApp({ url, id: 'app1', key: keys.get('app1')!, keyTimeoutMs: 10_000 });
+    const dev = await connectApp({ url, id: 'dev1', key: keys.get('dev1')!, keyTimeoutMs: 10_000, reconnect: false });
+    const app1 = await connectApp({ url, id: 'app1', key: keys.get('app1')!, keyTimeoutMs: 10_000, reconnect: false });
     open.push(dev, app1);
     const got = received(app1);
     await app1.subscribe('sensors/#');
@@ -523,7 +530,7 @@ describe('the key service link over TLS, and while the key service is away', () 
     const linkedGauge = async () => Number((await (await fetch(metricsUrl)).text()).match(/^mqsec_keyservice_linked (\d+)/m)?.[1]);
     expect(await linkedGauge()).toBe(0);
 
-    const early = connectApp({ url: `mqtt://127.0.0.1:${port}`, id: 'app1', key: appKey, keyTimeoutMs: 30_000 });
+    const early = connectApp({ url: `mqtt://127.0.0.1:${port}`, id: 'app1', key: appKey, keyTimeoutMs: 30_000, reconnect: false });
     early.then((a) => open.push(a), () => {});
     // over plain TCP from a non-local address the key service's login is refused, and it says so
     const plain = Child.start(['keyservice', '--broker', `mqtt://127.0.0.1:${port}`, '--data', join(dir.path, 'other'), '--password-file', pwFile, '--log-level', 'warn']);
