@@ -55,6 +55,12 @@ export class BrokerMetrics {
   });
   readonly pending = new Gauge({ name: 'mqsec_pending_sessions', help: 'Phase-1 sessions awaiting KX3', registers: [this.registry] });
   readonly sessions = new Gauge({ name: 'mqsec_device_sessions', help: 'Authenticated device sessions', registers: [this.registry] });
+  readonly registryOps = new Counter({
+    name: 'mqsec_registry_ops_total',
+    help: 'Registry operations of the handshake by op (device_key lookup, get_counter, advance_counter, get_ticket, put_ticket, delete_ticket, ...)',
+    labelNames: ['op'] as const,
+    registers: [this.registry],
+  });
   readonly clusterUp = new Gauge({
     name: 'mqsec_cluster_store_up',
     help: 'Cluster node: 1 while every connection to the shared Redis is ready (logins accepted), 0 while it is not',

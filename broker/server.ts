@@ -22,7 +22,7 @@ import { createServer as createTlsServer, type Server as TlsServer } from 'node:
 import { loadOrCreateTlsCert, type TlsFiles } from './tls-cert.js';
 import type { Server as HttpServer } from 'node:http';
 import { pino, type Logger } from 'pino';
-import { ServerHandshake } from '../firmware/secure/index.js';
+import { ServerHandshake, type TicketRecord, type TicketStore } from '../firmware/secure/index.js';
 import { join } from 'node:path';
 import { KeyServiceAgent } from './keyservice/agent.js';
 import { GroupDirectory } from './keyservice/membership.js';
@@ -206,9 +206,10 @@ async function openBroker(
   const handshake = new ServerHandshake({
     suite: opts.suite ?? createSodiumSuite(),
     clock: { now: () => Date.now() },
-    ticketStore,
+    ticketStore: countedTicketStore(ticketStore, metrics),
     ticketLifetimeMs: opts.ticketLifetimeMs,
     lookupDevice: (devId: string) => {
+      metrics.registryOps.inc({ op: 'device_key' });
       // §14.2: the registry holds K_auth and K_psk only (never K, so never K_ks)
       const k = registry.handshakeKeys(devId);
       // §10: an unknown or revoked id is looked up with decoy keys nobody holds, so its
@@ -539,6 +540,27 @@ function applyRegistryChanges(ctx: BrokerContext): void {
       client.close();
     }
   }
+}
+
+/**
+ * The handshake's TicketStore with every call counted by operation
+ * (mqsec_registry_ops_total): what a handshake costs the shared registry, the
+ * figure a cluster's database is sized by (bench/cluster.ts).
+ */
+function countedTicketStore(store: TicketStore, metrics: BrokerMetrics): TicketStore {
+  const count = <A extends unknown[], R>(op: string, f: (...a: A) => Promise<R>) => (...a: A) => {
+    metrics.registryOps.inc({ op });
+    return f(...a);
+  };
+  return {
+    getCounter: count('get_counter', (d: string) => store.getCounter(d)),
+    advanceCounter: count('advance_counter', (d: string, v: number) => store.advanceCounter(d, v)),
+    getTicket: count('get_ticket', (d: string, sid: Uint8Array) => store.getTicket(d, sid)),
+    putTicket: count('put_ticket', (t: TicketRecord) => store.putTicket(t)),
+    deleteTicket: count('delete_ticket', (d: string, sid: Uint8Array) => store.deleteTicket(d, sid)),
+    revokeDevice: count('revoke_device', (d: string) => store.revokeDevice(d)),
+    resetDevice: count('reset_device', (d: string) => store.resetDevice(d)),
+  };
 }
 
 /** A node id as part of a file name. */
