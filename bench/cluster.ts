@@ -41,6 +41,9 @@ const arg = (name: string, dflt: number) => {
 const N = arg('devices', 300);
 const M = arg('messages', 5);
 const JSON_OUT = process.argv.includes('--json');
+/** Seconds of the 1-node vs 3-node throughput comparison (0: skip it). */
+const TP_S = arg('throughput-seconds', 20);
+const TP_DEVICES = arg('throughput-devices', 60);
 const log = (s: string) => (JSON_OUT ? process.stderr.write(s + '\n') : process.stdout.write(s + '\n'));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -76,13 +79,28 @@ async function scrape(port: number, name: string): Promise<number> {
   return n;
 }
 
+let refusedBusy = 0;
+
 class Dev {
   client!: MqttClient;
   session: DeviceSecureSession;
   constructor(readonly id: string, key: Uint8Array, private readonly port: number) {
     this.session = new DeviceSecureSession({ suite: createNodeCryptoSuite(), devId: id, deviceKey: key, storage: new MemoryStorage(), storageKey: 'mqsecstate' });
   }
+  /** Connects; a CONNACK 3 (the broker's per-address phase-1 rate limit: every device here is 127.0.0.1) is retried as a device would. */
   async connect(): Promise<1 | 2> {
+    for (let i = 0; ; i++) {
+      try {
+        return await this.connectOnce();
+      } catch (e) {
+        if ((e as { code?: number }).code !== 3 || i > 50) throw e;
+        refusedBusy++;
+        this.client.end(true);
+        await sleep(250);
+      }
+    }
+  }
+  private async connectOnce(): Promise<1 | 2> {
     const creds = await this.session.connectCredentials();
     this.client = mqtt.connect({ host: '127.0.0.1', port: this.port, clientId: creds.clientId, username: creds.username, password: Buffer.from(creds.password) as unknown as string, protocolVersion: 4, clean: true, keepalive: 60, reconnectPeriod: 0 });
     return new Promise((resolve, reject) => {
@@ -112,6 +130,51 @@ async function pool<T>(items: T[], width: number, f: (x: T) => Promise<unknown>)
   await Promise.all(Array.from({ length: width }, async () => {
     while (i < items.length) await f(items[i++]!);
   }));
+}
+
+/**
+ * Throughput of `count` nodes on this machine: TP_DEVICES devices spread round
+ * robin over the nodes, each publishing QoS 1 readings back to back (next one
+ * when the PUBACK arrived) for TP_S seconds, one persistent backend on node 1.
+ * Readings delivered to the backend per second, and each node's CPU.
+ */
+async function throughput(count: number, redisUrl: string, dir: string, round: number): Promise<{ nodes: number; readings_per_s: number; node_cpu_s: Record<string, number>; node_cpu_per_reading_ms: number }> {
+  const dataDir = path.join(dir, `tp-${round}`);
+  const reg = Registry.open(dataDir);
+  const keys = Array.from({ length: TP_DEVICES }, (_, i) => ({ id: `tp${count}-${i}`, key: reg.addDevice(`tp${count}-${i}`, 'sensor').key }));
+  await reg.addAccount('backend', 'app', 'backend-password');
+  reg.close();
+  const nodes = await startSimNodes({ count, redisUrl, dataDir });
+  try {
+    let received = 0;
+    const backend = mqtt.connect({ host: '127.0.0.1', port: nodes[0]!.port, clientId: `backend/tp${round}`, username: 'backend', password: 'backend-password', clean: false, protocolVersion: 4, reconnectPeriod: 0 });
+    await new Promise((r) => backend.once('connect', r));
+    backend.on('message', () => received++);
+    await backend.subscribeAsync('sensors/#', { qos: 1 });
+    const devs = keys.map((k, i) => new Dev(k.id, k.key, nodes[i % count]!.port));
+    await pool(devs, 16, (d) => d.connect());
+    await sleep(1000);
+    const cpu0 = nodes.map((n) => procStat(n.pid()!).cpuMs);
+    const r0 = received;
+    const t0 = performance.now();
+    const until = Date.now() + TP_S * 1000;
+    await Promise.all(devs.map(async (d) => {
+      for (let i = 0; Date.now() < until; i++) await d.publish(i);
+    }));
+    const seconds = (performance.now() - t0) / 1000;
+    const got = received - r0;
+    const cpu = nodes.map((n, i) => procStat(n.pid()!).cpuMs - cpu0[i]!);
+    await pool(devs, 32, (d) => d.end());
+    backend.end();
+    return {
+      nodes: count,
+      readings_per_s: Math.round(got / seconds),
+      node_cpu_s: Object.fromEntries(nodes.map((n, i) => [n.id, +(cpu[i]! / 1000).toFixed(1)])),
+      node_cpu_per_reading_ms: +(cpu.reduce((a, b) => a + b, 0) / Math.max(1, got)).toFixed(3),
+    };
+  } finally {
+    await Promise.all(nodes.map((n) => n.stop()));
+  }
 }
 
 async function main(): Promise<void> {
@@ -190,7 +253,12 @@ async function main(): Promise<void> {
       // what stays per device in Redis once the readings are delivered: its shared grace record (Aedes' queues are empty)
       redis_bytes_per_device: Math.round(((await redisMem()) - memBase) / N),
     };
-    if (JSON_OUT) process.stdout.write(JSON.stringify(out) + '\n');
+    const tp = [];
+    if (TP_S > 0) {
+      await node!.stop();
+      for (const [round, count] of [1, 3, 1, 3].entries()) tp.push(await throughput(count, redisUrl, dir, round)); // interleaved: the machine's load drifts
+    }
+    if (JSON_OUT) process.stdout.write(JSON.stringify({ ...out, throughput: tp }) + '\n');
     else {
       log(`one cluster node, ${N} devices, ${total} QoS 1 readings (to one persistent backend)`);
       log(`  node RSS at start ${out.node_rss_base_mb} MB; per live device session ${out.rss_per_session_kb} KB`);
@@ -198,6 +266,9 @@ async function main(): Promise<void> {
         log(`  per ${k.padEnd(7)}: node CPU ${out[k].cpu_ms} ms, Redis commands ${out[k].redis_cmds}, registry operations ${out[k].registry_ops}`);
       }
       log(`  Redis memory per device (after delivery): ${out.redis_bytes_per_device} B`);
+      if (refusedBusy) log(`  (${refusedBusy} logins got CONNACK 3 from the per-address phase-1 rate limit and were retried)`);
+      if (tp.length) log(`throughput, ${TP_DEVICES} devices publishing QoS 1 back to back for ${TP_S} s, backend on node1, same machine:`);
+      for (const t of tp) log(`  ${t.nodes} node(s): ${t.readings_per_s} readings/s; node CPU s ${JSON.stringify(t.node_cpu_s)}; ${t.node_cpu_per_reading_ms} ms node CPU per reading`);
     }
   } finally {
     await node!.stop();
