@@ -4,13 +4,19 @@
  * (refused, timed out: a killed node), moves on to the next one in the same
  * connect call, as a device with a list of broker addresses does. The
  * firmware under test is untouched: it asks for its one endpoint and gets a
- * connection to whichever node is up. Each device starts on its own node
- * (round robin over the fleet), so the fleet is spread over the nodes.
+ * connection to whichever node is up. Each device has a home node (round
+ * robin over the fleet), so the fleet is spread over the nodes; after a move
+ * it stays where it got in, and tries its home node first again once
+ * `homeRetryMs` have passed, so a restarted node gets its devices back as
+ * they reconnect (a device that always tried home first would pay a connect
+ * timeout on every connection while its home node is down).
  */
 import type { Connection, Endpoint, Transport, TransportEvents } from '../../firmware/core/platform.js';
 
 export class FailoverTransport implements Transport {
   private current: number;
+  private readonly home: number;
+  private movedAt = 0;
 
   constructor(
     private readonly inner: Transport,
@@ -18,9 +24,17 @@ export class FailoverTransport implements Transport {
     first: number,
     /** Told each time the device moves to another node (index of the new one). */
     private readonly onMove?: (to: number) => void,
+    private readonly homeRetryMs = 30_000,
+    private readonly now: () => number = Date.now,
   ) {
     if (nodes.length === 0) throw new Error('FailoverTransport: no nodes');
-    this.current = first % nodes.length;
+    this.current = this.home = first % nodes.length;
+  }
+
+  private move(): void {
+    this.current = (this.current + 1) % this.nodes.length;
+    this.movedAt = this.now();
+    this.onMove?.(this.current);
   }
 
   /** The node the next connection goes to first. */
@@ -29,6 +43,7 @@ export class FailoverTransport implements Transport {
   }
 
   connect(_endpoint: Endpoint, events: TransportEvents): Connection {
+    if (this.current !== this.home && this.now() - this.movedAt >= this.homeRetryMs) this.current = this.home;
     let tries = 0;
     let conn: Connection | undefined;
     let closed = false;
@@ -45,14 +60,10 @@ export class FailoverTransport implements Transport {
           if (closed) return;
           if (!connected && error && tries < this.nodes.length) {
             // that node is not there: the next one, at once
-            this.current = (this.current + 1) % this.nodes.length;
-            this.onMove?.(this.current);
+            this.move();
             return attempt();
           }
-          if (!connected && error) {
-            this.current = (this.current + 1) % this.nodes.length; // start elsewhere next time
-            this.onMove?.(this.current);
-          }
+          if (!connected && error) this.move(); // start elsewhere next time
           closed = true;
           events.onClose(error);
         },
