@@ -97,6 +97,7 @@ export function printSummary(io: CliIo, r: FleetResult): void {
       ...(r.reconnects
         ? ([
             ['reconnects phase 1 / phase 2', `${r.reconnects.phase1} / ${r.reconnects.phase2} (phase-2 share ${shareOf(r.reconnects.phase2, r.reconnects.phase1 + r.reconnects.phase2)})`],
+            ['reconnect p50 / p99 ms', `${r.reconnects.ms_p50 ?? '-'} / ${r.reconnects.ms_p99 ?? '-'}`],
           ] as [string, string][])
         : []),
       ...(r.nodes ? ([['nodes killed / restarted', `${r.nodes.kills} / ${r.nodes.restarts}`], ['node CPU s', Object.entries(r.nodes.cpu_ms).map(([id, ms]) => `${id} ${(ms / 1000).toFixed(1)}`).join(', ')]] as [string, string][]) : []),

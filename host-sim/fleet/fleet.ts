@@ -116,7 +116,7 @@ export interface StartedInfo {
 
 export interface FleetResult extends FleetSummary {
   /** Cluster runs: secure sessions of devices that had one before, by phase (a node kill should cost phase 2 only). */
-  reconnects?: { phase1: number; phase2: number };
+  reconnects?: { phase1: number; phase2: number; ms_p50: number | null; ms_p99: number | null };
   /** Cluster runs: node kills and restarts done, and each node's CPU time (ms) when the run started them. */
   nodes?: { kills: number; restarts: number; cpu_ms: Record<string, number> };
   connected_at_end: number;
@@ -314,12 +314,15 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
   const readyAfterQuiesce = new Set<string>();
   const hadSession = new Set<string>();
   const reconnects = { phase1: 0, phase2: 0 };
+  const reconnectMs = new LatencySample();
   const nodeEvents = { kills: 0, restarts: 0 };
   const workerFailures: string[] = [];
   const capture = new ConnectCapture();
 
   // staggered boot: a fleet powering up together should not be one burst
-  const bootSpreadMs = o.bootSpreadS !== undefined ? o.bootSpreadS * 1000 : Math.min(3000, o.devices * 20);
+  // (a cluster's nodes each take 50 phase-1 logins/s from one address, and every simulated device is on this host)
+  const bootSpreadMs =
+    o.bootSpreadS !== undefined ? o.bootSpreadS * 1000 : cluster ? Math.ceil((o.devices / (40 * cluster.nodes.length)) * 1000) : Math.min(3000, o.devices * 20);
   const groupDevices: GroupDevice[] = ids.map((id, i) => ({
     id,
     key: keys.get(id)!,
@@ -350,7 +353,10 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
       ready: (devId, phase, ms, afterQuiesce) => {
         if (phase === 1) phase1++;
         else phase2++;
-        if (hadSession.has(devId)) reconnects[phase === 1 ? 'phase1' : 'phase2']++;
+        if (hadSession.has(devId)) {
+          reconnects[phase === 1 ? 'phase1' : 'phase2']++;
+          reconnectMs.add(ms);
+        }
         else hadSession.add(devId);
         handshakes.add(ms);
         if (afterQuiesce) readyAfterQuiesce.add(devId);
@@ -575,7 +581,7 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
       held_by_revoked: v.heldByRevoked,
       ...(cluster
         ? {
-            reconnects,
+            reconnects: { ...reconnects, ms_p50: reconnectMs.percentile(50), ms_p99: reconnectMs.percentile(99) },
             nodes: { ...nodeEvents, cpu_ms: Object.fromEntries((cluster.control ?? []).map((n) => [n.id, Math.round(n.cpuMs())])) },
           }
         : {}),
