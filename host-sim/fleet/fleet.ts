@@ -117,6 +117,8 @@ export interface StartedInfo {
 export interface FleetResult extends FleetSummary {
   /** Cluster runs: secure sessions of devices that had one before, by phase (a node kill should cost phase 2 only). */
   reconnects?: { phase1: number; phase2: number; ms_p50: number | null; ms_p99: number | null };
+  /** Cluster runs: the device-side errors (each retried) by the code the node reported. */
+  errors_by_code?: Record<string, number>;
   /** Cluster runs: node kills and restarts done, and each node's CPU time (ms) when the run started them. */
   nodes?: { kills: number; restarts: number; cpu_ms: Record<string, number> };
   connected_at_end: number;
@@ -315,6 +317,7 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
   const hadSession = new Set<string>();
   const reconnects = { phase1: 0, phase2: 0 };
   const reconnectMs = new LatencySample();
+  const errorCodes = new Map<string, number>();
   const nodeEvents = { kills: 0, restarts: 0 };
   const workerFailures: string[] = [];
   const capture = new ConnectCapture();
@@ -361,7 +364,10 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
         handshakes.add(ms);
         if (afterQuiesce) readyAfterQuiesce.add(devId);
       },
-      error: () => errors++,
+      error: (_devId: string, code?: string) => {
+        errors++;
+        if (cluster) errorCodes.set(code ?? '?', (errorCodes.get(code ?? '?') ?? 0) + 1);
+      },
       drop: () => dropsInjected++,
       powerCut: () => powerCuts++,
       command: (devId, name, value) => {
@@ -582,6 +588,7 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
       ...(cluster
         ? {
             reconnects: { ...reconnects, ms_p50: reconnectMs.percentile(50), ms_p99: reconnectMs.percentile(99) },
+            errors_by_code: Object.fromEntries(errorCodes),
             nodes: { ...nodeEvents, cpu_ms: Object.fromEntries((cluster.control ?? []).map((n) => [n.id, Math.round(n.cpuMs())])) },
           }
         : {}),

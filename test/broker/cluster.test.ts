@@ -171,6 +171,8 @@ run('broker nodes over Redis', () => {
     await waitFor(() => [...app.received, ...back.received].some((m) => m.payload === 'during'), 10_000, 'reading delivered');
     expect(await newcomer.connect()).toMatchObject({ ok: true });
     expect(await b.metrics.value('mqsec_cluster_store_up')).toBe(1);
+    // every metric of a node carries its id
+    expect(await b.metrics.registry.metrics()).toMatch(/mqsec_cluster_store_up\{node="node-b"\} 1/);
     await newcomer.end();
     await live.end();
     await back.end();

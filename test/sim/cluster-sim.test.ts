@@ -1,9 +1,10 @@
 /**
  * `mqsec sim --nodes 3 --cluster redis://...`: three real `mqsec broker
  * --cluster` processes over a real redis-server, devices spread over them, and
- * one node killed with SIGKILL under load (`--kill-node 2@T`) and started
+ * one node killed with SIGKILL under load (`--kill-node 1@T`) and started
  * again. Its devices come back on the other nodes through phase 2 only, the
- * verifying backend (which fails over too) sees every QoS 1 reading, and
+ * verifying backend (a persistent session on node 1, so it fails over too and
+ * finds its queue in Redis) sees every QoS 1 reading, and
  * `mqsec status` shows the cluster view.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -23,7 +24,7 @@ run('sim over broker nodes, one killed', () => {
   });
 
   it('kill -9 of a node under load: phase 2 only on the way back, sent = verified, nothing lost; the node rejoins', async () => {
-    const sim = startCli(['sim', '--nodes', '3', '--cluster', redis.url, '--devices', '24', '--rate', '24', '--duration', '16', '--kill-node', '2@5', '--restart-after', '6', '--json']);
+    const sim = startCli(['sim', '--nodes', '3', '--cluster', redis.url, '--devices', '24', '--rate', '24', '--duration', '16', '--kill-node', '1@5', '--restart-after', '6', '--json']);
     let done = false;
     const code = sim.exited.then((c) => ((done = true), c));
     // while the run goes on: the cluster view (the command once, then the directory it reads)
@@ -41,11 +42,11 @@ run('sim over broker nodes, one killed', () => {
         }
         sawThree = true;
       }
-      if (nodes.some((n) => n.id === 'node2' && !n.up)) sawDown = true;
-      else if (sawDown && nodes.some((n) => n.id === 'node2' && n.up)) sawBack = true;
+      if (nodes.some((n) => n.id === 'node1' && !n.up)) sawDown = true;
+      else if (sawDown && nodes.some((n) => n.id === 'node1' && n.up)) sawBack = true;
     }
     expect(statusText).toMatch(/3 of 3 nodes up; \d+ device sessions, 1 account sessions/);
-    expect(statusText).toMatch(/node2\s+up\s+127\.0\.0\.1:\d+/);
+    expect(statusText).toMatch(/node1\s+up\s+127\.0\.0\.1:\d+/);
     expect(await code, sim.err()).toBe(0);
     const line = sim.out().trim().split('\n').at(-1)!;
     const r = JSON.parse(line) as { sent: number; verified: number; lost: number; devices: number; detail: { reconnects: { phase1: number; phase2: number }; nodes: { kills: number; restarts: number; cpu_ms: Record<string, number> }; connected_at_end: number } };
