@@ -405,7 +405,7 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
   // the e2e ones (embedded broker); read from the registry once for an external broker.
   let externalModes: TopicModeRow[] | undefined;
   const topicModes = (): TopicModeRow[] => {
-    if (broker) return deviceTopicModes([...broker.context.roles.values()], broker.context.keyService?.list() ?? []);
+    if (broker) return deviceTopicModes([...broker.context.roles.values()], broker.context.keyService?.list());
     if (!externalModes) {
       const r = Registry.open(dataDir);
       try {

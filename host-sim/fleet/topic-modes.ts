@@ -23,12 +23,13 @@ function ruleMatcher(filter: string): RegExp {
   return new RegExp(`^${parts.join('[^/#+]+')}$`);
 }
 
-export function deviceTopicModes(roles: Role[], groups: { filter: string; epoch: number }[] = [], roleName = 'sensor'): TopicModeRow[] {
+/** `groups`: the key service's groups, when known (an embedded one); without them e2e rows carry no group count. */
+export function deviceTopicModes(roles: Role[], groups?: { filter: string; epoch: number }[], roleName = 'sensor'): TopicModeRow[] {
   const role = roles.find((r) => r.name === roleName);
   if (!role) return [];
   return role.rules.map((rule) => {
     const row: TopicModeRow = { action: rule.action, filter: rule.filter.split('%u').join('<node>'), mode: rule.mode === 'e2e' ? 'e2e' : 'hop' };
-    if (row.mode === 'e2e') {
+    if (row.mode === 'e2e' && groups) {
       const m = ruleMatcher(rule.filter);
       const epochs = groups.filter((g) => m.test(g.filter)).map((g) => g.epoch);
       row.groups = epochs.length;

@@ -34,11 +34,13 @@ describe('simulated fleet', () => {
       // Delivery is at least once: the broker keeps one previous epoch (also across its
       // graceful restarts, broker/grace-store.ts), so a reading whose PUBACK was lost can be
       // routed again if its node needs several connections to get back in; and the backend's
-      // persistent session, resumed by Aedes after the restart, may get a copy or miss a
-      // message routed while it was resuming (plain MQTT, not mqsec: docs/threat-model.md §8).
-      // Both must stay rare; the test below runs without restarts.
+      // persistent session, resumed by Aedes after the restart, may get a copy of a message
+      // routed while it was resuming (plain MQTT, not mqsec: docs/threat-model.md §8). Copies
+      // must stay rare; the test below runs without restarts. Nothing is lost: a delivery to
+      // the backend's connection Aedes closed meanwhile stays queued for its next one
+      // (broker/hooks/authorize-forward.ts, test/broker/forward-gone.test.ts).
       expect(r.duplicates).toBeLessThanOrEqual(Math.ceil(r.sent / 200));
-      expect(r.lost).toBeLessThanOrEqual(Math.ceil(r.sent / 200));
+      expect(r.lost).toBe(0);
       expect(r.malformed).toBe(0);
       expect(r.verified).toBe(r.sent - r.lost);
       expect(r.connected_at_end).toBe(100);

@@ -155,3 +155,43 @@ describe('sim against an operator\'s broker', () => {
     }
   }, 60_000);
 });
+
+describe('sim --e2e against an operator\'s broker', () => {
+  it('its rules decide the modes; the run verifies as an app principal on the SDK and removes it at the end', async () => {
+    const d = tempDir();
+    dirs.push(d);
+    const broker = await testBroker(d.path, { revisionPollMs: 50 });
+    broker.registry.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
+    broker.syncRegistry();
+    try {
+      let during: string[] = [];
+      const io = captureIo();
+      const r = await runSimCommand({ ...baseSim, devices: 2, duration: 3, e2e: true, broker: `mqtt://127.0.0.1:${broker.port}`, data: d.path, json: false }, io, {
+        onStarted: () => {
+          const reg = Registry.open(d.path);
+          during = reg.listDevices().map((x) => x.id);
+          reg.close();
+        },
+      });
+      expect(r.mode).toBe('e2e');
+      expect(r.sent).toBeGreaterThan(0);
+      expect(r.verified).toBe(r.sent); // opened by the SDK backend: the broker could not have handed it plaintext
+      expect(r.lost).toBe(0);
+      expect(r.duplicates).toBe(0);
+      expect(during.filter((id) => /^verifier-[0-9a-f]+-e2e$/.test(id))).toHaveLength(1);
+      // the operator's policy as it stands: readings e2e, commands hop by hop
+      expect(r.topic_modes).toEqual([
+        { action: 'publish', filter: 'sensors/<node>/#', mode: 'e2e' }, // the key service's groups are not known from outside
+        { action: 'subscribe', filter: 'cmd/<node>/#', mode: 'hop' },
+      ]);
+      const summary = io.lines.join('\n');
+      expect(summary).toMatch(/protection mode of the device topics \(run with --e2e\):\n\s+publish\s+sensors\/<node>\/#\s+e2e /);
+      expect(summary).toMatch(/subscribe cmd\/<node>\/#\s+hop /);
+      const after = Registry.open(d.path);
+      expect(after.listDevices()).toEqual([]);
+      after.close();
+    } finally {
+      await broker.stop();
+    }
+  }, 60_000);
+});
