@@ -92,6 +92,13 @@ export interface BrokerContext {
   accounts: AccountPolicy;
   /** Clients that sent an empty client id (MQTT 3.1.1 §3.1.3.1): an account gets `name/<random>`. */
   emptyClientIds: WeakSet<Client>;
+  /**
+   * May a principal keep a persistent session? Only with a store that keeps the routed message
+   * apart from the copy each delivery was made with (Aedes' in-memory store records only the
+   * message id of a delivery). The Redis store of `--cluster` writes the delivered copy back
+   * over the shared message, a sealed copy included, so principal sessions stay clean there.
+   */
+  persistentPrincipals: boolean;
   roles: Map<string, Role>;
   phase1ByAddress: RateLimiter;
   phase1ByDevice: RateLimiter;

@@ -297,6 +297,7 @@ async function openBroker(
     graceKeys,
     pendingCount: { value: 0 },
     roles: new Map(),
+    persistentPrincipals: !cluster,
     phase1ByAddress: new RateLimiter(limits.phase1PerAddress),
     phase1ByDevice: new RateLimiter(limits.phase1PerDevice),
     authByAddress: new RateLimiter(limits.authPerAddress),

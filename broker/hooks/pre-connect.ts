@@ -24,7 +24,17 @@ export function createPreConnect(ctx: BrokerContext): PreConnectHandler {
     // for an account; the group envelope of an end-to-end one, which needs no sealing) and
     // authorize-forward seals a hop-by-hop message for the connection that takes it, the
     // replay of a queue included (test/broker/principal-session.test.ts). The firmware and the
-    // SDK's default use clean sessions.
+    // SDK's default use clean sessions. Not with a store that keeps delivered copies
+    // (ctx.persistentPrincipals): there a sealed copy would replace the routed message.
+    if (!ctx.persistentPrincipals) {
+      try {
+        if (!packet.clean && packet.clientId && ctx.registry.getDevice(packet.clientId)) packet.clean = true;
+      } catch (e) {
+        ctx.log.error({ err: e }, 'registry unavailable in preConnect');
+        callback(e as Error, false);
+        return;
+      }
+    }
     callback(null, true);
   };
 }

@@ -11,6 +11,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type mqttPacket from 'mqtt-packet';
 import type { RunningBroker } from '../../broker/server.js';
+import type { BrokerContext } from '../../broker/context.js';
+import { createPreConnect } from '../../broker/hooks/pre-connect.js';
 import { MemoryStorage } from '../../firmware/core/memory-storage.js';
 import { CHANNEL_TRAILER_LENGTH } from '../../firmware/secure/group.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
@@ -76,4 +78,28 @@ describe('persistent session of a principal', () => {
     await waitFor(() => app.received.length === 1, 2000, 'opened');
     expect(app.received).toEqual([{ topic: 'status/ps-dev1', payload: text }]);
   }, 20_000);
+});
+
+describe('principal sessions and the message store', () => {
+  /** pre-connect's decision for one CONNECT. */
+  function clean(persistentPrincipals: boolean, clientId: string): boolean {
+    const ctx = {
+      persistentPrincipals,
+      registry: { getDevice: (id: string) => (id === 'ps-principal' ? { id } : undefined) },
+      metrics: { connects: { inc() {} }, rejects: { inc() {} } },
+      limits: { maxKeepaliveSec: 120 },
+      emptyClientIds: new WeakSet(),
+      log: { info() {}, error() {} },
+    } as unknown as BrokerContext;
+    const packet = { cmd: 'connect', clientId, clean: false, keepalive: 30 } as Parameters<ReturnType<typeof createPreConnect>>[1];
+    let ok: boolean | undefined;
+    createPreConnect(ctx)({} as never, packet, (_e, success) => (ok = success));
+    expect(ok).toBe(true);
+    return packet.clean === true;
+  }
+  it('a store that writes delivered copies back (the Redis store of --cluster) keeps principal sessions clean; accounts keep theirs', () => {
+    expect(clean(true, 'ps-principal')).toBe(false);
+    expect(clean(false, 'ps-principal')).toBe(true);
+    expect(clean(false, 'an-account')).toBe(false);
+  });
 });
