@@ -73,7 +73,7 @@ export class HttpAuthKeyService {
 
   /** Serves the HTTP checks (the broker needs them before anyone can log in). */
   async listen(): Promise<void> {
-    this.syncPolicy();
+    await this.syncPolicy();
     const srv = http.createServer((req, res) => this.handle(req, res));
     await new Promise<void>((resolve, reject) => {
       srv.once('error', reject);
@@ -89,10 +89,16 @@ export class HttpAuthKeyService {
     await this.core.listenUp();
   }
 
-  /** The policy changed: forget cached decisions, re-key groups whose membership changed. */
-  syncPolicy(): void {
+  /** The policy changed: forget cached decisions, revoke tickets of principals gone, re-key groups whose membership changed. */
+  async syncPolicy(): Promise<void> {
+    const before = this.principals;
     this.principals = new Map(this.o.source.principals().map((p) => [p.id, p]));
     this.decisions = new Map();
+    for (const id of before.keys()) {
+      if (this.principals.has(id)) continue;
+      this.rcs.delete(id);
+      await this.core.hs.revokeDevice(id);
+    }
     this.core.updateMembership();
   }
 
@@ -102,7 +108,7 @@ export class HttpAuthKeyService {
       await this.core.hs.revokeDevice(id);
       this.rcs.delete(id);
     });
-    this.syncPolicy();
+    await this.syncPolicy();
   }
 
   async stop(): Promise<void> {

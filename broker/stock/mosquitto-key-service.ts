@@ -27,6 +27,7 @@ import {
   createRoleCommands,
   defaultAccessCommand,
   isCleanup,
+  principalAcls,
   principalCommands,
   revokeCommands,
   serviceAcls,
@@ -68,7 +69,8 @@ export class MosquittoKeyService {
   private readonly creds = new Map<string, Credential>();
   private readonly waiting = new Map<string, Waiter>();
   private nextCorrelation = 1;
-  private known = new Set<string>();
+  /** Principals mirrored into dynamic security, with what they were mirrored from. */
+  private known = new Map<string, string>();
 
   constructor(private readonly o: MosquittoKeyServiceOptions) {
     this.core = new StockCore(o, {
@@ -109,25 +111,40 @@ export class MosquittoKeyService {
     await this.core.listenUp();
   }
 
-  /** Re-reads the principals: every one gets fresh clients and role (§15.6), groups are re-keyed where membership changed. */
+  /**
+   * Re-reads the principals (§15.6): a new principal, or one whose role
+   * rules or key changed, gets fresh clients and role (which ends its
+   * connection; with a new key its next connect is a phase 1); a principal
+   * gone or revoked is revoked (§15.5); unchanged ones are left alone. Groups
+   * are re-keyed where membership changed.
+   */
   async syncPolicy(): Promise<void> {
     const principals = this.o.source.principals();
     const commands: DynsecCommand[] = [];
-    const now = new Set<string>();
+    const now = new Map<string, string>();
+    const changed: string[] = [];
     for (const p of principals) {
-      now.add(p.id);
       const keys = this.o.source.handshakeKeys(p.id);
       if (!keys) continue;
       const boot = bootPassword(this.o.suite, keys.authKey, p.id);
       keys.authKey.fill(0);
       keys.pskKey.fill(0);
+      const fingerprint = JSON.stringify(principalAcls(p)) + '\n' + boot;
+      now.set(p.id, fingerprint);
+      if (this.known.get(p.id) === fingerprint) continue;
       // a password nobody knows until the first phase 1 installs a token
       commands.push(...principalCommands(p, boot, toHex(this.o.suite.randomBytes(24))));
-      this.creds.delete(p.id);
+      changed.push(p.id);
     }
-    for (const id of this.known) if (!now.has(id)) commands.push(...revokeCommands(id));
-    this.known = now;
+    const gone = [...this.known.keys()].filter((id) => !now.has(id));
+    for (const id of gone) commands.push(...revokeCommands(id));
     await this.control(commands);
+    for (const id of changed) this.creds.delete(id);
+    for (const id of gone) {
+      this.creds.delete(id);
+      await this.core.hs.revokeDevice(id);
+    }
+    this.known = now;
     this.core.updateMembership();
   }
 

@@ -13,6 +13,7 @@ import { startKeyServiceProcess } from '../../broker/keyservice/mqtt-link.js';
 import { createSodiumSuite } from '../../platform-node/sodium-suite.js';
 import { CliError, DEFAULT_DATA_DIR, wholeNumber, type CommandModule } from '../command.js';
 import { withRegistry } from './shared.js';
+import { STOCK_FLAVOURS, runStockKeyService, type StockFlavourName } from './keyservice-stock.js';
 
 export const keyserviceCommand: CommandModule = {
   name: 'keyservice',
@@ -31,8 +32,22 @@ export const keyserviceCommand: CommandModule = {
       .option('--rekey-interval <seconds>', 'periodic re-key of every group', wholeNumber('--rekey-interval', 1), 24 * 3600)
       .option('--seq-block <n>', 'publisher sequence numbers handed out per connection', wholeNumber('--seq-block', 1, 1 << 21), 4096)
       .option('--log-level <level>', 'pino log level (logs go to stderr)', 'info')
-      .action(async (o: { broker?: string; data: string; username: string; passwordFile?: string; ca?: string; rekeyInterval: number; seqBlock: number; logLevel: string }) => {
+      .option('--flavour <name>', `the broker: mqsec (default), or a stock broker (docs/protocol.md §15): ${STOCK_FLAVOURS.join(', ')}; then --data is the mqsec data directory devices are provisioned into`, 'mqsec')
+      .option('--http-host <addr>', 'http-auth: address the broker reaches the HTTP checks on', '127.0.0.1')
+      .option('--http-port <port>', 'http-auth: port of the HTTP checks (paths /auth/user, /auth/vhost, /auth/resource, /auth/topic)', wholeNumber('--http-port', 0, 65535), 8089)
+      .action(async (o: { broker?: string; data: string; username: string; passwordFile?: string; ca?: string; rekeyInterval: number; seqBlock: number; logLevel: string; flavour: string; httpHost: string; httpPort: number }) => {
         if (!o.broker) throw new CliError('give the broker with --broker mqtt://HOST:PORT');
+        if (o.flavour !== 'mqsec') {
+          if (!(STOCK_FLAVOURS as readonly string[]).includes(o.flavour)) throw new CliError(`--flavour must be mqsec, ${STOCK_FLAVOURS.join(' or ')}`);
+          if (!o.passwordFile) throw new CliError('give the broker login password with --password-file FILE (passwords never go on the command line)');
+          let wakeStock: () => void = () => {};
+          const stopStock = new Promise<void>((r) => (wakeStock = r));
+          process.once('SIGINT', () => wakeStock());
+          process.once('SIGTERM', () => wakeStock());
+          const password = readFileSync(o.passwordFile, 'utf8').split(/\r?\n/)[0] ?? '';
+          await runStockKeyService({ flavour: o.flavour as StockFlavourName, broker: o.broker, data: o.data, username: o.username, password, httpHost: o.httpHost, httpPort: o.httpPort, logLevel: o.logLevel }, io, stopStock);
+          return;
+        }
         if (!/^mqtts?:\/\//.test(o.broker)) throw new CliError('--broker must be mqtt://HOST:PORT or mqtts://HOST:PORT');
         if (!o.passwordFile) throw new CliError('give the account password with --password-file FILE (passwords never go on the command line)');
         const password = readFileSync(o.passwordFile, 'utf8').split(/\r?\n/)[0] ?? '';
