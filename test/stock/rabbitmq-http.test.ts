@@ -7,7 +7,7 @@
  * because of what the key service answered. RabbitMQ takes seconds to start:
  * once for the whole file.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import mqtt from 'mqtt';
@@ -26,6 +26,7 @@ import { registrySource } from '../../broker/stock/registry-source.js';
 import { createNodeCryptoSuite } from '../../platform-node/crypto-suite.js';
 import { StockDevice } from '../../host-sim/stock-device.js';
 import { hasRabbitmq, startRabbitmq, type RunningRabbitmq } from '../helpers/rabbitmq.js';
+import { startCli } from '../helpers/cli-process.js';
 
 const suite = createNodeCryptoSuite();
 const run = hasRabbitmq() ? describe : describe.skip;
@@ -241,4 +242,28 @@ run('key service as the HTTP auth backend of stock RabbitMQ (§15.9)', () => {
     boot.client?.end(true);
     expect(boot.code).not.toBe(0);
   }, 60_000);
+
+  it('`mqsec keyservice --flavour http-auth` takes over the same checks as its own process', async () => {
+    const port = Number(new URL(ks.baseUrl).port);
+    const password = (ks as unknown as { o: { servicePassword: string } }).o.servicePassword;
+    await ks.stop();
+    const pwFile = path.join(dir, 'ks-password');
+    await writeFile(pwFile, password + '\n', { mode: 0o600 });
+    const proc = startCli(['keyservice', '--flavour', 'http-auth', '--broker', rabbit.url, '--http-port', String(port), '--data', dir, '--username', 'mqsec-keyservice', '--password-file', pwFile]);
+    try {
+      await until(() => proc.out().includes('linked to'), 30_000).catch((e) => {
+        throw new Error(`${(e as Error).message}\n${proc.out()}\n${proc.err()}`);
+      });
+      // the process reads the same data directory (registry, tickets, K_ks)
+      const s = device('s2');
+      const first = await s.connect();
+      expect(first.phase1).toBe(true); // a fresh session object (no stored ticket): phase 1 over PUBLISH first
+      await s.end();
+      expect((await s.connect()).phase1).toBe(false);
+      await s.end();
+    } finally {
+      proc.child.kill('SIGTERM');
+      expect(await proc.exited).toBe(0);
+    }
+  }, 90_000);
 });
