@@ -76,6 +76,9 @@ function waitConnect(c: MqttClient): Promise<{ sessionPresent: boolean }> {
   });
 }
 
+/** How long after CONNACK a device waits for RC before asking for it again (§15.3). */
+const RC_ASK_AGAIN_MS = 1000;
+
 export class StockDevice {
   private client: MqttClient | undefined;
   readonly keyring: GroupKeyring;
@@ -204,7 +207,16 @@ export class StockDevice {
         await c.subscribeAsync(downTopic(id), { qos: 1 });
         await c.publishAsync(upTopic(id), Buffer.from(token), { qos: 0 });
       }
-      await confirmed;
+      // RC can miss this connection (QoS 0 behind a dropped link; on a broker that queues it before the
+      // login completes, an older connection of the same client id may take it): ask once more
+      const again = setTimeout(() => {
+        if (c.connected) c.publish(upTopic(id), Buffer.from(token), { qos: 0 });
+      }, RC_ASK_AGAIN_MS);
+      try {
+        await confirmed;
+      } finally {
+        clearTimeout(again);
+      }
     } catch (e) {
       const rc = (e as { returnCode?: number }).returnCode;
       if (rc !== undefined) await this.serialise(() => session.onConnack(rc));

@@ -49,8 +49,6 @@ export function dynsecConfigLines(plugin: string, configFile: string): string[] 
     'log_dest topic',
     'log_type notice',
     'log_type subscribe',
-    // persistent sessions carry the key service's RC to a reconnecting device without a SUBSCRIBE (§15.3)
-    'max_queued_messages 1000',
   ];
 }
 

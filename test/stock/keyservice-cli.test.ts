@@ -4,7 +4,8 @@
  * Mosquitto with dynamic security, devices provisioned with `mqsec device
  * add` into its data directory while it runs, a fleet waking several times
  * with readings end to end (nothing lost, an app reads them all), revocation
- * with `mqsec device revoke` reaching the broker, a clean stop.
+ * with `mqsec device revoke` reaching the broker, `mqsec sim --flavour stock`,
+ * a clean stop.
  */
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -150,6 +151,18 @@ run('mqsec keyservice --flavour mosquitto-dynsec (its own process)', () => {
     await Promise.race([closed, sleep(10_000).then(() => Promise.reject(new Error('not disconnected')))]);
     await expect(device('f0').connect()).rejects.toThrow();
   }, 60_000);
+
+  it('`mqsec sim --flavour stock` runs a fleet through the broker and the key service: nothing lost', async () => {
+    const out = await cli(['sim', '--flavour', 'stock', '--broker', broker.url, '--data', path.join(dir, 'data'), '--devices', '6', '--duration', '6', '--json']);
+    const r = JSON.parse(out.trim().split('\n').pop()!) as { devices: number; wakes: number; phase1: number; sent: number; verified: number; duplicates: number; lost: number };
+    expect(r.devices).toBe(6);
+    expect(r.wakes).toBeGreaterThanOrEqual(12); // every node woke more than once: phase 2 after phase 1
+    expect(r.phase1).toBeGreaterThanOrEqual(6);
+    expect(r.sent).toBe(r.wakes * 2);
+    expect(r.verified).toBe(r.sent);
+    expect(r.lost).toBe(0);
+    expect(r.duplicates).toBe(0);
+  }, 90_000);
 
   it('stops cleanly on SIGTERM', async () => {
     ks.child.kill('SIGTERM');

@@ -261,6 +261,14 @@ run('key service as the HTTP auth backend of stock RabbitMQ (§15.9)', () => {
       await s.end();
       expect((await s.connect()).phase1).toBe(false);
       await s.end();
+      // and a fleet through it: `mqsec sim --flavour stock`
+      const sim = startCli(['sim', '--flavour', 'stock', '--broker', rabbit.url, '--data', dir, '--devices', '5', '--duration', '5', '--json']);
+      expect(await sim.exited).toBe(0);
+      const r = JSON.parse(sim.out().trim().split('\n').pop()!) as { wakes: number; sent: number; verified: number; lost: number; duplicates: number };
+      expect(r.wakes).toBeGreaterThanOrEqual(10);
+      expect(r.verified).toBe(r.sent);
+      expect(r.lost).toBe(0);
+      expect(r.duplicates).toBe(0);
     } finally {
       proc.child.kill('SIGTERM');
       expect(await proc.exited).toBe(0);

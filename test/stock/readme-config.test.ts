@@ -1,0 +1,44 @@
+/**
+ * The broker configuration README "Use your existing broker" gives is the one
+ * the stock-broker tests run: every line the test harnesses put in
+ * mosquitto.conf and rabbitmq.conf (apart from where they listen) is in the
+ * README's blocks, and the commands it shows are flags `mqsec` accepts.
+ */
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { dynsecConfigLines } from '../helpers/mosquitto-dynsec.js';
+import { rabbitConfigLines } from '../helpers/rabbitmq.js';
+import { buildProgram } from '../../cli/main.js';
+
+const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+const section = readme.slice(readme.indexOf('## Use your existing broker'), readme.indexOf('\n## ', readme.indexOf('## Use your existing broker') + 5));
+const blocks = [...section.matchAll(/```[a-z]*\n([\s\S]*?)```/g)].map((m) => m[1]);
+const lines = (b: string) => b.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+
+describe('README: use your existing broker', () => {
+  it('has the Mosquitto lines the tests run with', () => {
+    const conf = blocks.find((b) => b.includes('plugin_opt_config_file'))!;
+    expect(conf).toBeDefined();
+    const want = dynsecConfigLines('/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so', '/etc/mosquitto/dynamic-security.json');
+    for (const l of want) expect(lines(conf)).toContain(l);
+    expect(lines(conf)).toContain('allow_anonymous false');
+  });
+
+  it('has the RabbitMQ lines the tests run with', () => {
+    const conf = blocks.find((b) => b.includes('auth_backends.1 = http'))!;
+    expect(conf).toBeDefined();
+    const want = rabbitConfigLines(1883, { baseUrl: 'http://127.0.0.1:8089/auth' }).map((l) => l.replace('127.0.0.1:1883', '1883'));
+    for (const l of want) expect(lines(conf)).toContain(l);
+    expect(section).toContain('[rabbitmq_mqtt,rabbitmq_auth_backend_http].');
+  });
+
+  it('shows keyservice commands with flags mqsec accepts', () => {
+    const cmds = blocks.flatMap((b) => b.replace(/\\\n\s*/g, ' ').split('\n')).filter((l) => l.startsWith('mqsec keyservice'));
+    expect(cmds.length).toBe(2);
+    const program = buildProgram({ out: () => {}, err: () => {} } as never);
+    const ks = program.commands.find((c) => c.name() === 'keyservice')!;
+    const known = new Set(ks.options.map((o) => o.long));
+    for (const c of cmds) for (const flag of c.match(/--[a-z-]+/g) ?? []) expect(known.has(flag), flag).toBe(true);
+    expect(cmds.map((c) => /--flavour (\S+)/.exec(c)?.[1])).toEqual(['mosquitto-dynsec', 'http-auth']);
+  });
+});
