@@ -31,12 +31,29 @@ export function bootRole(id: string): string {
   return BOOT_ROLE_PREFIX + id;
 }
 
-/** The protocol topics of one principal (§15.2): send on its up topic, read its down topic. */
+/** Priorities (dynamic security checks higher first, the first match decides). */
+const OWN = 100;
+const FENCE = 90;
+
+/**
+ * The protocol topics of one principal (§15.2): send on its up topic, read
+ * its down topic; then a fence: nothing else under `mqsec/`, `$CONTROL/` or
+ * `$SYS/`, whatever wildcard a policy rule has (dynamic security lets a
+ * `subscribePattern #` cover `$SYS/#` and `$CONTROL/#` subscriptions).
+ */
 function protocolAcls(id: string): DynsecAcl[] {
+  const fence = (topic: string): DynsecAcl[] => [
+    { acltype: 'publishClientSend', topic, allow: false, priority: FENCE },
+    { acltype: 'subscribePattern', topic, allow: false, priority: FENCE },
+    { acltype: 'publishClientReceive', topic, allow: false, priority: FENCE },
+  ];
   return [
-    { acltype: 'publishClientSend', topic: upTopic(id), allow: true },
-    { acltype: 'subscribePattern', topic: downTopic(id), allow: true },
-    { acltype: 'publishClientReceive', topic: downTopic(id), allow: true },
+    { acltype: 'publishClientSend', topic: upTopic(id), allow: true, priority: OWN },
+    { acltype: 'subscribePattern', topic: downTopic(id), allow: true, priority: OWN },
+    { acltype: 'publishClientReceive', topic: downTopic(id), allow: true, priority: OWN },
+    ...fence('mqsec/#'),
+    ...fence('$CONTROL/#'),
+    ...fence('$SYS/#'),
   ];
 }
 

@@ -17,9 +17,10 @@ import { asMqsecError } from '../../firmware/core/errors.js';
 import { utf8Encode } from '../../firmware/core/utf8.js';
 import { MSG_RESUME } from '../../firmware/secure/constants.js';
 import { fromTextForm } from '../../firmware/secure/messages.js';
-import { BOOT_PREFIX, bootPassword, downTopic, upTopic } from '../../firmware/secure/stock.js';
+import { BOOT_PREFIX, STOCK_ROOT, bootPassword, downTopic, upTopic } from '../../firmware/secure/stock.js';
 import type { KeyService } from '../keyservice/key-service.js';
 import { canPublish, canSubscribe, type Principal } from '../policy/policy.js';
+import { filtersOverlap } from '../policy/topics.js';
 import { StockCore, UP_FILTER, type StockCounters, type StockOptions } from './stock-core.js';
 
 export interface HttpAuthKeyServiceOptions extends StockOptions {
@@ -249,6 +250,9 @@ export class HttpAuthKeyService {
     if (perm === 'write' && topic === upTopic(id)) return true;
     if (perm === 'read' && topic === downTopic(id)) return true;
     if (who.kind === 'boot') return false;
+    // the protocol tree is nobody's but its owner's (§15.6): the broker checks a subscription once and
+    // routes every match after, so a wildcard that reaches into it (`#`, `+/up/+`) is refused
+    if (filtersOverlap(topic, `${STOCK_ROOT}/#`)) return false;
     return perm === 'write' ? canPublish(who.principal, topic) : canSubscribe(who.principal, topic);
   }
 }

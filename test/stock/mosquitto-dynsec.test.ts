@@ -90,7 +90,7 @@ run('key service beside stock Mosquitto with dynamic security (§15)', () => {
     registry.addRule('reader', 'subscribe', 'sensors/#');
     registry.addRole('nosy');
     registry.addRule('nosy', 'subscribe', 'weather/#');
-    for (const [id, role] of [['s1', 'stocksensor'], ['s2', 'stocksensor'], ['s3', 'stocksensor'], ['app1', 'reader'], ['nosy1', 'nosy'], ['sensor01', 'stocksensor']] as const) {
+    for (const [id, role] of [['s1', 'stocksensor'], ['s2', 'stocksensor'], ['s3', 'stocksensor'], ['app1', 'reader'], ['nosy1', 'nosy'], ['sensor01', 'stocksensor'], ['root1', 'admin']] as const) {
       keys.set(id, registry.addDevice(id, role).key);
     }
     ks = new MosquittoKeyService({
@@ -250,6 +250,28 @@ run('key service beside stock Mosquitto with dynamic security (§15)', () => {
     expect(owned.code).not.toBe(0);
     await s.end();
     await app.end();
+  }, 30_000);
+
+  it("a role with '#' rules still cannot touch dynamic security, the broker's \$SYS or other principals' protocol topics", async () => {
+    const root = device('root1');
+    await root.connect();
+    const raw = root.raw!;
+    expect(await grants(raw, ['$CONTROL/dynamic-security/#', '$SYS/#', downTopic('s1'), 'mqsec/#'])).toEqual([128, 128, 128, 128]);
+    const seen: string[] = [];
+    raw.on('message', (t) => seen.push(t));
+    expect(await grants(raw, ['#'])).toEqual([1]);
+    await raw.publishAsync('$CONTROL/dynamic-security/v1', JSON.stringify({ commands: [{ command: 'setClientPassword', username: 's2', password: 'owned' }] }), { qos: 1 });
+    // a device's handshake and key traffic meanwhile: none of it reaches the '#' subscriber
+    const s = device('s2');
+    await s.connect();
+    await s.publish('sensors/s2/temp', utf8Encode('x'), 1);
+    await s.end();
+    await sleep(300);
+    expect(seen).toEqual(['sensors/s2/temp']);
+    const owned = await tryConnect(broker.url, { clientId: 's2', username: 's2', password: 'owned' });
+    owned.client?.end(true);
+    expect(owned.code).not.toBe(0);
+    await root.end();
   }, 30_000);
 
   it('an app reads only what its policy grants: no subscription, no group key', async () => {

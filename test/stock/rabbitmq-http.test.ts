@@ -88,7 +88,7 @@ run('key service as the HTTP auth backend of stock RabbitMQ (§15.9)', () => {
     registry.addRule('reader', 'subscribe', 'sensors/#');
     registry.addRole('nosy');
     registry.addRule('nosy', 'subscribe', 'weather/#');
-    for (const [id, role] of [['s1', 'stocksensor'], ['s2', 'stocksensor'], ['s3', 'stocksensor'], ['app1', 'reader'], ['nosy1', 'nosy'], ['sensor01', 'stocksensor']] as const) {
+    for (const [id, role] of [['s1', 'stocksensor'], ['s2', 'stocksensor'], ['s3', 'stocksensor'], ['app1', 'reader'], ['nosy1', 'nosy'], ['sensor01', 'stocksensor'], ['root1', 'admin']] as const) {
       keys.set(id, registry.addDevice(id, role).key);
     }
     ks = new HttpAuthKeyService({
@@ -221,6 +221,19 @@ run('key service as the HTTP auth backend of stock RabbitMQ (§15.9)', () => {
     expect(seen).toEqual([]);
     await bad.end();
     await app.end();
+  }, 90_000);
+
+  it("a role with '#' rules gets no wildcard into the protocol topics and no $-topic", async () => {
+    for (const f of ['#', 'mqsec/#', '+/down/+', downTopic('s1'), '$SYS/#']) {
+      const root = device('root1');
+      await root.connect();
+      expect(await subscribeRefused(root.raw!, f), f).toBe(true);
+      await root.end();
+    }
+    const root = device('root1');
+    await root.connect();
+    expect(await root.subscribe('sensors/#')).toBe(1);
+    await root.end();
   }, 90_000);
 
   it('an app reads only what its policy grants: no subscription, no group key', async () => {

@@ -2,6 +2,7 @@ import { exposeToHost, hostRandom } from '../guest.js';
 import { createNobleSuite } from '../../../firmware/crypto/noble.js';
 import { bootPassword, bootUsername, downTopic, idOfUpTopic, isUpMessage, protocolTopicOfDown, upTopic } from '../../../firmware/secure/stock.js';
 import { parseDeviceConfig } from '../../../firmware/app/device-config.js';
+import { connectorScenario } from '../../stock/connector-scenario.js';
 
 const suite = createNobleSuite(hostRandom);
 
@@ -20,4 +21,5 @@ exposeToHost({
   route: (b: Uint8Array) => protocolTopicOfDown(b) ?? null,
   isUp: (b: Uint8Array) => isUpMessage(b),
   config: (c: unknown) => codeOf(() => parseDeviceConfig(c)),
+  connectorScenario: (k1: Uint8Array, k2: Uint8Array) => connectorScenario(suite, k1, k2),
 });
