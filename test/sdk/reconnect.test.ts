@@ -64,7 +64,7 @@ let broker: RunningBroker;
 let link: LossyLink;
 let dev: MqsecApp;
 let reader: MqsecApp;
-const got: { text: string; epoch?: number }[] = [];
+const got: { text: string; epoch?: number; mode?: string }[] = [];
 const dropped: string[] = [];
 const devEvents: string[] = [];
 const readerEvents: string[] = [];
@@ -76,6 +76,8 @@ beforeAll(async () => {
   broker = await testBroker(dir.path, { port, revisionPollMs: 50 });
   const r = broker.registry;
   r.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
+  r.addRule('sensor', 'publish', 'status/%u'); // hop by hop
+  r.addRule('app', 'subscribe', 'status/#');
   const devKey = r.addDevice('dev1', 'sensor').key;
   const appKey = r.addDevice('backend', 'app').key;
   broker.syncRegistry();
@@ -90,9 +92,10 @@ beforeAll(async () => {
     a.on('online', (i) => ev.push(`online phase ${i.phase}`));
     a.on('offline', () => ev.push('offline'));
   }
-  reader.on('message', (_t, p, info) => got.push({ text: p.toString(), epoch: info.epoch }));
+  reader.on('message', (_t, p, info) => got.push({ text: p.toString(), epoch: info.epoch, mode: info.mode }));
   reader.on('dropped', (_t, e) => dropped.push(e.code));
   await reader.subscribe('sensors/#');
+  await reader.subscribe('status/#');
 }, 60_000);
 
 afterAll(async () => {
@@ -143,6 +146,21 @@ describe('QoS 1 across a lost connection', () => {
   });
 });
 
+describe('QoS 1 on a hop-by-hop topic across a lost connection (§8.5)', () => {
+  it('PUBACKs lost: resent unchanged under the previous connection keys; the broker opens them with its grace keys and its window drops the copies', async () => {
+    reset();
+    link.dropDown = true;
+    const sent = [0, 1, 2].map((i) => dev.publish('status/dev1', `hop-${i}`, { qos: 1 }));
+    await waitFor(() => got.length === 3, 5000, 'the reader got the three');
+    link.cut();
+    link.dropDown = false;
+    await Promise.all(sent);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(got.map((m) => `${m.mode} ${m.text}`)).toEqual(['hop hop-0', 'hop hop-1', 'hop hop-2']);
+    expect(dropped).toEqual([]); // the broker dropped the copies: the reader never saw them
+  });
+});
+
 describe('broker restart', () => {
   it('both apps reconnect by themselves (phase 2), subscribe again, take the new epochs; a publish made while the broker is down is acknowledged after', async () => {
     reset();
@@ -179,7 +197,7 @@ describe('re-key', () => {
     expect(pushed).toEqual([['sensors/dev1/#']]);
     await dev.publish(TOPIC, 'new-epoch', { qos: 1 });
     await waitFor(() => got.length === 1, 5000, 'reading');
-    expect(got).toEqual([{ text: 'new-epoch', epoch: e0 + 1 }]);
+    expect(got).toEqual([{ text: 'new-epoch', epoch: e0 + 1, mode: 'e2e' }]);
   });
 
   it('a reader that missed the push holds the reading, asks again and opens it: nothing lost', async () => {
@@ -196,7 +214,7 @@ describe('re-key', () => {
     await dev.publish(TOPIC, 'sealed-under-the-missed-epoch', { qos: 1 });
     await waitFor(() => got.length === 1, 5000, 'the reading, after the reader asked again');
     r.incoming = orig;
-    expect(got).toEqual([{ text: 'sealed-under-the-missed-epoch', epoch: e0 + 1 }]);
+    expect(got).toEqual([{ text: 'sealed-under-the-missed-epoch', epoch: e0 + 1, mode: 'e2e' }]);
     expect(dropped).toEqual([]);
     expect(epochOf(reader)).toBe(e0 + 1);
   });
@@ -235,6 +253,23 @@ describe('sequence ranges (§14.4)', () => {
       await b.stop();
       small.remove();
     }
+  });
+});
+
+describe('refused for good', () => {
+  it('an app revoked while connected stops retrying: close with CONNECTION_REFUSED, keys wiped', async () => {
+    const key = broker.registry.addDevice('short-lived', 'app').key;
+    broker.syncRegistry();
+    const a = await connectApp({ url: `mqtt://127.0.0.1:${port}`, id: 'short-lived', key, reconnect: { initialMs: 20, maxMs: 100 } });
+    const events: string[] = [];
+    a.on('offline', () => events.push('offline'));
+    a.on('online', () => events.push('online'));
+    const closed = new Promise<string | undefined>((r) => a.on('close', (e) => r(e?.code)));
+    broker.registry.revokeDevice('short-lived');
+    expect(await closed).toBe('CONNECTION_REFUSED');
+    expect(events).toEqual(['offline']);
+    expect(a.state).toBe('closed');
+    expect(a.groups()).toEqual([]);
   });
 });
 
