@@ -122,8 +122,6 @@ interface Outgoing {
   mode?: 'e2e' | 'hop';
   /** Number of the connection it was last written to (0 = never written). */
   sentOn: number;
-  /** Times it was written; a hop-by-hop message lost twice is sealed afresh (§8.5, after a broker crash). */
-  writes: number;
   resolve(): void;
   reject(e: MqsecError): void;
 }
@@ -220,7 +218,7 @@ export class MqsecApp extends EventEmitter<AppEvents> {
       const plaintext = typeof payload === 'string' ? new TextEncoder().encode(payload) : payload.slice();
       const qos = opts.qos ?? 1;
       if (qos !== 0 && qos !== 1) return reject(new MqsecError('MALFORMED', 'qos must be 0 or 1'));
-      const m: Outgoing = { topic, plaintext, qos, retain: opts.retain ?? false, sentOn: 0, writes: 0, resolve, reject };
+      const m: Outgoing = { topic, plaintext, qos, retain: opts.retain ?? false, sentOn: 0, resolve, reject };
       this.queue.push(m);
       if (this._state === 'online') this.send(m);
     });
@@ -442,7 +440,6 @@ export class MqsecApp extends EventEmitter<AppEvents> {
     }
     const no = this.connNo;
     m.sentOn = no;
-    m.writes++;
     client.publish(m.topic, Buffer.from(wire.buffer, wire.byteOffset, wire.byteLength), { qos: m.qos, retain: m.retain }, (err) => {
       // an error here is the connection going away: the message stays queued for the next one
       if (err || m.sentOn !== no) return;
@@ -473,9 +470,10 @@ export class MqsecApp extends EventEmitter<AppEvents> {
       else m.sealed = this.keyring.seal(m.topic, m.plaintext);
       return this.session.wrapChannel(m.topic, m.sealed);
     }
-    // §8.5: resend unchanged under the current or previous connection's keys (the broker's grace keys and
-    // window deduplicate); re-seal what is older, or what was already lost once (a broker that crashed has no grace keys)
-    const again = m.writes >= 2 ? this.session.seal(m.topic, m.plaintext) : this.session.resealForResend(m.topic, m.sealed);
+    // §8.5: resend unchanged under the previous connection's keys (the broker's grace keys and window
+    // deduplicate); what is older is re-sealed under the current keys. After a broker crash (no grace
+    // keys) the unchanged copy is refused with the connection, and the next connection re-seals it.
+    const again = this.session.resealForResend(m.topic, m.sealed);
     if (again) m.sealed = again;
     return m.sealed;
   }
