@@ -48,7 +48,7 @@ function edges(folder: string): Edge[] {
   return out;
 }
 
-const LOCAL = new Set(['firmware', 'platform-node', 'host-sim', 'broker', 'cli', 'bench', 'tools', 'test', 'boards', 'docs']);
+const LOCAL = new Set(['firmware', 'platform-node', 'host-sim', 'broker', 'cli', 'bench', 'tools', 'test', 'boards', 'docs', 'sdk']);
 const localEdgesOutside = (folder: string, allowed: string[]) =>
   edges(folder).filter((e) => LOCAL.has(e.target) && e.target !== folder && !allowed.includes(e.target));
 
@@ -65,6 +65,11 @@ describe('folder dependencies', () => {
 
   it('platform-node implements firmware interfaces and imports nothing else of the project', () => {
     expect(localEdgesOutside('platform-node', ['firmware'])).toEqual([]);
+  });
+
+  it('the app SDK (the package export) imports the firmware protocol and platform-node only, nothing of the broker, CLI or simulator', () => {
+    expect(localEdgesOutside('sdk', ['firmware', 'platform-node'])).toEqual([]);
+    expect(edges('sdk').length).toBeGreaterThan(0);
   });
 
   it('the broker imports the firmware protocol and platform-node, nothing of the simulator, CLI, bench or tools', () => {

@@ -73,6 +73,7 @@ describe('mqsec app add', () => {
     expect(cfg).toEqual({ id: 'ops', key: printed.key, broker: { host: '127.0.0.1', port: broker.port } });
     expect(statSync(printed.config).mode & 0o777).toBe(0o600);
     expect(broker.registry.getDevice('ops')).toMatchObject({ role: 'app', status: 'active' });
+    expect((await run(['device', 'list', '--data', data])).out).toMatch(/^ops\s+app\s+active/m);
     const again = await run(['app', 'add', 'ops', '--data', data]);
     expect(again.code).toBe(1);
     expect(again.err).toMatch(/already exists/);
