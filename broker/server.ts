@@ -24,6 +24,7 @@ import type { Server as HttpServer } from 'node:http';
 import { pino, type Logger } from 'pino';
 import { ServerHandshake, type TicketRecord, type TicketStore } from '../firmware/secure/index.js';
 import { join } from 'node:path';
+import { existsSync } from 'node:fs';
 import { KeyServiceAgent } from './keyservice/agent.js';
 import { GroupDirectory } from './keyservice/membership.js';
 import { KEY_SERVICE_DB_FILE, SqliteKeyServiceStore } from './keyservice/store.js';
@@ -243,6 +244,14 @@ async function openBroker(
   const memberPort = createMemberPort({ liveDevices: liveDevicesRef, metrics });
   let agent: KeyServiceAgent | undefined;
   let keyServiceStore: SqliteKeyServiceStore | undefined;
+  // §14.12: the key service's state lives in one place; starting the other way round would
+  // hand out epochs from 1 again and know no member's K_ks
+  if (!external && registry.keyServiceMode() === 'external') {
+    throw new Error(`the key service of ${registry.dataDir} runs as its own process (\`mqsec keyservice migrate\` moved its state out): start the broker with --keyservice external`);
+  }
+  if (external && existsSync(join(registry.dataDir, KEY_SERVICE_DB_FILE))) {
+    throw new Error(`${join(registry.dataDir, KEY_SERVICE_DB_FILE)} holds the embedded key service's state: move it to the key service's own directory first (\`mqsec keyservice migrate --from ${registry.dataDir} --data <dir>\`)`);
+  }
   registry.setKeyServiceMode(external ? 'external' : 'embedded');
   if (!external) {
     const store = new SqliteKeyServiceStore(join(registry.dataDir, KEY_SERVICE_DB_FILE));

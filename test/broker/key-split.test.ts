@@ -21,6 +21,7 @@ import { decodeFrame, encodeFrame, FRAME_POLICY, type LinkFrame } from '../../br
 import { isMqsecError } from '../../firmware/core/errors.js';
 import { main } from '../../cli/main.js';
 import type { CliIo } from '../../cli/command.js';
+import { startBroker } from '../../broker/server.js';
 import { tempDir } from './helpers.js';
 
 const dirs: ReturnType<typeof tempDir>[] = [];
@@ -132,6 +133,21 @@ describe('registry split on disk', () => {
     expect(ks2.memberKey('d3')!.key).toEqual(splitPrincipalKey(k3, 'd3').keyService);
     ks2.close();
     expect(existsSync(join(dir, KEY_SERVICE_DB_FILE))).toBe(false);
+    // the broker now starts only with the external key service
+    await expect(startBroker({ dataDir: dir, port: 0, logLevel: 'silent' })).rejects.toThrow(/start the broker with --keyservice external/);
+    const b = await startBroker({ dataDir: dir, port: 0, logLevel: 'silent', keyService: 'external' });
+    await b.stop();
+    expect(existsSync(join(dir, KEY_SERVICE_DB_FILE))).toBe(false);
+  });
+
+  it('a broker with an external key service refuses a data directory that still holds the embedded one (not migrated)', async () => {
+    const dir = fresh();
+    const r = Registry.open(dir);
+    r.addDevice('d1', 'sensor'); // K_ks into the embedded store
+    r.close();
+    await expect(startBroker({ dataDir: dir, port: 0, logLevel: 'silent', keyService: 'external' })).rejects.toThrow(/mqsec keyservice migrate --from/);
+    const b = await startBroker({ dataDir: dir, port: 0, logLevel: 'silent' }); // still fine embedded
+    await b.stop();
   });
 
   it('migrate refuses while the broker holds its data directory', async () => {
