@@ -8,6 +8,13 @@
  * Each process start draws a new instance id and says HELLO with it after
  * every (re)connect: the broker tells a reconnect of the same process (it
  * still holds its delivery answers) from a restarted one (it does not).
+ *
+ * Broker nodes of a cluster (`mqsec broker --cluster`) share the registry but
+ * not their clients: the key service links to every node (one MQTT client
+ * each) and answers a member through the node its latest GKREQ came from;
+ * a "connection ended" counts only from that node (the member may already
+ * have asked again through another). One key service, so one key per group
+ * epoch for the whole cluster.
  */
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { randomBytes } from 'node:crypto';
@@ -20,8 +27,8 @@ import { INSTANCE_LENGTH, KS_IN_TOPIC, KS_OUT_TOPIC, decodeFrame, encodeFrame, t
 import { SqliteKeyServiceStore } from './store.js';
 
 export interface KeyServiceProcessOptions {
-  /** mqtt://host:port or mqtts://host:port of the mqsec broker. */
-  brokerUrl: string;
+  /** mqtt://host:port or mqtts://host:port of the mqsec broker: one, or every node of a cluster. */
+  brokerUrls: string[];
   username: string;
   password: string;
   /** CA certificate (PEM) for mqtts:// with a certificate the system does not trust. */
@@ -35,8 +42,8 @@ export interface KeyServiceProcessOptions {
 
 export interface RunningKeyService {
   agent: KeyServiceAgent;
-  client: MqttClient;
-  /** Resolves at the first successful login (rejects if the broker refuses the credential). */
+  clients: MqttClient[];
+  /** Resolves once logged in to every broker (rejects if one refuses the credential). */
   linked: Promise<void>;
   stop(): Promise<void>;
 }
@@ -62,70 +69,89 @@ export function startKeyServiceProcess(o: KeyServiceProcessOptions): RunningKeyS
     queueQoSZero: false,
     ca: o.ca,
   };
-  const client = mqtt.connect(o.brokerUrl, opts);
-  const send = (f: LinkFrame) => {
+  if (o.brokerUrls.length === 0) throw new Error('no broker to link to');
+  /** The node each member's latest GKREQ came through: its answers and pushes go back there. */
+  const route = new Map<string, MqttClient>();
+  const send = (client: MqttClient, f: LinkFrame) => {
     if (!client.connected) return;
     client.publish(KS_OUT_TOPIC, Buffer.from(encodeFrame(f)), { qos: 0 });
   };
   const agent = new KeyServiceAgent({
     suite: o.suite,
     store,
-    members: { deliver: (id, gkdel) => send({ type: 'deliver', id, payload: gkdel }) },
+    members: {
+      deliver: (id, gkdel) => {
+        const via = route.get(id);
+        if (via) send(via, { type: 'deliver', id, payload: gkdel });
+      },
+    },
     rekeyIntervalMs: o.rekeyIntervalMs,
     seqBlock: o.seqBlock,
     onRekey: (filter, epoch, reason) => o.log.info({ group: filter, epoch, reason }, 'group re-keyed'),
     onRefused: (id, code) => o.log.info({ subject: id, code }, 'group key request refused'),
   });
-  let firstLink: (() => void) | undefined;
-  let firstFail: ((e: Error) => void) | undefined;
-  const linked = new Promise<void>((res, rej) => ((firstLink = res), (firstFail = rej)));
-  client.on('connect', () => {
-    send({ type: 'hello', instance });
-    o.log.info({ broker: o.brokerUrl }, 'key service linked to the broker');
-    firstLink?.();
-    firstLink = firstFail = undefined;
-  });
-  client.on('error', (e) => {
-    o.log.warn({ err: e.message }, 'broker link error');
-    // a refused login does not get better by retrying (5: not authorised, 4: bad credentials)
-    const code = (e as { code?: number }).code;
-    if (firstFail && (code === 4 || code === 5)) {
-      firstFail(new Error(`the broker refused the key service login (CONNACK ${code})`));
+  // one client id per node (an account's own name, or name/...): cluster nodes take over a client id from each other
+  const clients = o.brokerUrls.map((url, i) => linkTo(url, o.brokerUrls.length > 1 ? `${o.username}/node${i + 1}` : o.username));
+  const linked = Promise.all(clients.map((c) => c.linked)).then(() => undefined);
+  linked.catch(() => {});
+
+  function linkTo(url: string, clientId: string): MqttClient & { linked: Promise<void> } {
+    const client = mqtt.connect(url, { ...opts, clientId });
+    let firstLink: (() => void) | undefined;
+    let firstFail: ((e: Error) => void) | undefined;
+    const linkedOne = new Promise<void>((res, rej) => ((firstLink = res), (firstFail = rej)));
+    client.on('connect', () => {
+      send(client, { type: 'hello', instance });
+      o.log.info({ broker: url }, 'key service linked to the broker');
+      firstLink?.();
       firstLink = firstFail = undefined;
-      client.end(true);
-    }
-  });
-  client.on('close', () => o.log.debug('broker link closed'));
-  client.on('message', (topic, payload) => {
-    if (topic !== KS_IN_TOPIC) return;
-    let f: LinkFrame;
-    try {
-      f = decodeFrame(new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength));
-    } catch (e) {
-      o.log.warn({ code: isMqsecError(e) ? e.code : String(e) }, 'bad link frame from the broker');
-      return;
-    }
-    switch (f.type) {
-      case 'request':
-        return agent.request(f.id, f.payload);
-      case 'left':
-        return agent.left(f.id);
-      case 'policy':
-        return agent.policy(f.policy);
-      case 'rotate':
-        return agent.rotate(f.filter);
-      default:
-        o.log.warn({ type: f.type }, 'unexpected link frame from the broker');
-    }
-  });
+    });
+    client.on('error', (e) => {
+      o.log.warn({ broker: url, err: e.message }, 'broker link error');
+      // a refused login does not get better by retrying (5: not authorised, 4: bad credentials)
+      const code = (e as { code?: number }).code;
+      if (firstFail && (code === 4 || code === 5)) {
+        firstFail(new Error(`the broker ${url} refused the key service login (CONNACK ${code})`));
+        firstLink = firstFail = undefined;
+        client.end(true);
+      }
+    });
+    client.on('close', () => o.log.debug({ broker: url }, 'broker link closed'));
+    client.on('message', (topic, payload) => {
+      if (topic !== KS_IN_TOPIC) return;
+      let f: LinkFrame;
+      try {
+        f = decodeFrame(new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength));
+      } catch (e) {
+        o.log.warn({ broker: url, code: isMqsecError(e) ? e.code : String(e) }, 'bad link frame from the broker');
+        return;
+      }
+      switch (f.type) {
+        case 'request':
+          route.set(f.id, client);
+          return agent.request(f.id, f.payload);
+        case 'left':
+          if (route.get(f.id) !== client) return; // it asked again through another node since
+          route.delete(f.id);
+          return agent.left(f.id);
+        case 'policy':
+          return agent.policy(f.policy);
+        case 'rotate':
+          return agent.rotate(f.filter);
+        default:
+          o.log.warn({ broker: url, type: f.type }, 'unexpected link frame from the broker');
+      }
+    });
+    return Object.assign(client, { linked: linkedOne });
+  }
   let stopped: Promise<void> | undefined;
   const stop = () =>
     (stopped ??= (async () => {
-      await new Promise<void>((r) => client.end(false, {}, () => r()));
+      await Promise.all(clients.map((c) => new Promise<void>((r) => c.end(false, {}, () => r()))));
       agent.close();
       store.close();
       lock.release();
       instance.fill(0);
     })());
-  return { agent, client, linked, stop };
+  return { agent, clients, linked, stop };
 }

@@ -24,7 +24,7 @@ export const keyserviceCommand: CommandModule = {
       .command('keyservice')
       .enablePositionalOptions()
       .description('run the key service of end-to-end topics as its own process, linked to an mqsec broker started with --keyservice external')
-      .option('--broker <url>', 'the broker: mqtt://HOST:PORT (loopback) or mqtts://HOST:PORT')
+      .option('--broker <url>', 'the broker: mqtt://HOST:PORT (loopback) or mqtts://HOST:PORT; repeat it for every node of a cluster', (v: string, prev: string[] = []) => [...prev, v])
       .option('--data <dir>', "the key service's own data directory (never the broker's)", '.mqsec-keyservice')
       .option('--username <name>', 'its account on the broker (see `mqsec keyservice account`)', 'keyservice')
       .option('--password-file <file>', 'file holding the account password (first line)')
@@ -35,25 +35,26 @@ export const keyserviceCommand: CommandModule = {
       .option('--flavour <name>', `the broker: mqsec (default), or a stock broker (docs/protocol.md §15): ${STOCK_FLAVOURS.join(', ')}; then --data is the mqsec data directory devices are provisioned into`, 'mqsec')
       .option('--http-host <addr>', 'http-auth: address the broker reaches the HTTP checks on', '127.0.0.1')
       .option('--http-port <port>', 'http-auth: port of the HTTP checks (paths /auth/user, /auth/vhost, /auth/resource, /auth/topic)', wholeNumber('--http-port', 0, 65535), 8089)
-      .action(async (o: { broker?: string; data: string; username: string; passwordFile?: string; ca?: string; rekeyInterval: number; seqBlock: number; logLevel: string; flavour: string; httpHost: string; httpPort: number }) => {
-        if (!o.broker) throw new CliError('give the broker with --broker mqtt://HOST:PORT');
+      .action(async (o: { broker?: string[]; data: string; username: string; passwordFile?: string; ca?: string; rekeyInterval: number; seqBlock: number; logLevel: string; flavour: string; httpHost: string; httpPort: number }) => {
+        if (!o.broker?.length) throw new CliError('give the broker with --broker mqtt://HOST:PORT');
         if (o.flavour !== 'mqsec') {
           if (!(STOCK_FLAVOURS as readonly string[]).includes(o.flavour)) throw new CliError(`--flavour must be mqsec, ${STOCK_FLAVOURS.join(' or ')}`);
+          if (o.broker.length > 1) throw new CliError(`--flavour ${o.flavour} links to one broker (give --broker once)`);
           if (!o.passwordFile) throw new CliError('give the broker login password with --password-file FILE (passwords never go on the command line)');
           let wakeStock: () => void = () => {};
           const stopStock = new Promise<void>((r) => (wakeStock = r));
           process.once('SIGINT', () => wakeStock());
           process.once('SIGTERM', () => wakeStock());
           const password = readFileSync(o.passwordFile, 'utf8').split(/\r?\n/)[0] ?? '';
-          await runStockKeyService({ flavour: o.flavour as StockFlavourName, broker: o.broker, data: o.data, username: o.username, password, httpHost: o.httpHost, httpPort: o.httpPort, logLevel: o.logLevel }, io, stopStock);
+          await runStockKeyService({ flavour: o.flavour as StockFlavourName, broker: o.broker[0]!, data: o.data, username: o.username, password, httpHost: o.httpHost, httpPort: o.httpPort, logLevel: o.logLevel }, io, stopStock);
           return;
         }
-        if (!/^mqtts?:\/\//.test(o.broker)) throw new CliError('--broker must be mqtt://HOST:PORT or mqtts://HOST:PORT');
+        for (const b of o.broker) if (!/^mqtts?:\/\//.test(b)) throw new CliError('--broker must be mqtt://HOST:PORT or mqtts://HOST:PORT');
         if (!o.passwordFile) throw new CliError('give the account password with --password-file FILE (passwords never go on the command line)');
         const password = readFileSync(o.passwordFile, 'utf8').split(/\r?\n/)[0] ?? '';
         const log = pino({ level: o.logLevel, base: { svc: 'mqsec-keyservice' } }, pino.destination(2));
         const running = startKeyServiceProcess({
-          brokerUrl: o.broker,
+          brokerUrls: o.broker,
           username: o.username,
           password,
           ca: o.ca ? readFileSync(o.ca) : undefined,
@@ -69,7 +70,7 @@ export const keyserviceCommand: CommandModule = {
         process.once('SIGTERM', () => wake());
         try {
           await Promise.race([running.linked, stop]);
-          io.out(`mqsec key service linked to ${o.broker} (data ${o.data})`);
+          io.out(`mqsec key service linked to ${o.broker.join(', ')} (data ${o.data})`);
           await stop;
         } finally {
           await running.stop();

@@ -41,6 +41,7 @@ import Database from 'better-sqlite3';
 import { MASTER_KEY_FILE, openDeviceKey } from '../../broker/registry/secrets.js';
 import { splitPrincipalKey } from '../../broker/registry/principal-keys.js';
 import { tempDir, waitFor } from './helpers.js';
+import { hasRedis, startRedis, type RunningRedis } from '../helpers/redis.js';
 
 const BIN = resolve(import.meta.dirname, '../../cli/bin.mjs');
 const suite = createNodeCryptoSuite();
@@ -159,6 +160,12 @@ function curiousBrokerFindings(pid: number, dataDir: string, wire: Buffer, needl
 }
 
 const kind = (name: string) => name.split(':')[0];
+const epochOf = (a: MqsecApp, filter: string) => a.groups().find((g) => g.filter === filter)?.epoch ?? 0;
+function received(a: MqsecApp) {
+  const got: { topic: string; text: string; publisher?: string }[] = [];
+  a.on('message', (topic, payload, info) => got.push({ topic, text: payload.toString('utf8'), publisher: info.publisher }));
+  return got;
+}
 
 /** Opens `raw` with a keyring; the error code if it does not open. */
 function tryOpen(app: MqsecApp, topic: string, raw: Uint8Array): string {
@@ -213,12 +220,6 @@ describe('key service in its own process', () => {
     learntKeys.push(...groupKeysOf(a));
     a.on('keys', () => learntKeys.push(...groupKeysOf(a)));
     return a;
-  };
-  const epochOf = (a: MqsecApp, filter: string) => a.groups().find((g) => g.filter === filter)?.epoch ?? 0;
-  const received = (a: MqsecApp) => {
-    const got: { topic: string; text: string; publisher?: string }[] = [];
-    a.on('message', (topic, payload, info) => got.push({ topic, text: payload.toString('utf8'), publisher: info.publisher }));
-    return got;
   };
   /** Raw group envelopes as the broker forwards them to `a`. */
   const rawAt = (a: MqsecApp, topic: string) => {
@@ -551,5 +552,66 @@ describe('the key service link over TLS, and while the key service is away', () 
       if (g !== 0) await new Promise((r) => setTimeout(r, 100));
     }
     expect(g).toBe(0);
+  }, 90_000);
+});
+
+describe('one key service for the nodes of a cluster', () => {
+  const dir = tempDir('mqsec-ksp-cl-');
+  const brokerDir = join(dir.path, 'broker');
+  const ksDir = join(dir.path, 'keyservice');
+  const pwFile = join(dir.path, 'ks.password');
+  let redis: RunningRedis | undefined;
+  const nodes: Child[] = [];
+  let ks: Child | undefined;
+  const open: MqsecApp[] = [];
+  afterAll(async () => {
+    for (const a of open) await a.end().catch(() => {});
+    await ks?.stop();
+    for (const n of nodes) await n.stop();
+    await redis?.stop();
+    dir.remove();
+  });
+
+  it.skipIf(!hasRedis())('members on two nodes get the same group keys from one key service linked to both; a revocation on the shared registry re-keys both within 1 s', async () => {
+    redis = await startRedis();
+    await run(['keyservice', 'account', '--data', brokerDir, '--password-file', pwFile]);
+    const admin = Registry.open(brokerDir, { memberKeys: null });
+    admin.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
+    admin.close();
+    const keys = new Map<string, string>();
+    for (const [id, role] of [['dev1', 'sensor'], ['app1', 'app'], ['app2', 'app']]) {
+      const out = await run(['device', 'add', id, '--role', role, '--data', brokerDir, '--keyservice-data', ksDir, '--json', '--config', join(dir.path, `${id}.json`)]);
+      keys.set(id, (JSON.parse(out) as { key: string }).key);
+    }
+    const ports: number[] = [];
+    for (const id of ['n1', 'n2']) {
+      const n = Child.start(['broker', '--data', brokerDir, '--port', '0', '--cluster', redis.url, '--node-id', id, '--keyservice', 'external', '--log-level', 'warn']);
+      nodes.push(n);
+      ports.push(Number((await n.line(/listening on mqtt:\/\/127\.0\.0\.1:(\d+)/))[1]));
+    }
+    ks = Child.start(['keyservice', ...ports.flatMap((p) => ['--broker', `mqtt://127.0.0.1:${p}`]), '--data', ksDir, '--password-file', pwFile, '--log-level', 'warn']);
+    await ks.line(/key service linked/);
+    const at = (i: number, id: string) => connectApp({ url: `mqtt://127.0.0.1:${ports[i]}`, id, key: keys.get(id)!, keyTimeoutMs: 10_000, reconnect: false }).then((a) => (open.push(a), a));
+    const dev = await at(1, 'dev1');
+    const app1 = await at(0, 'app1');
+    const app2 = await at(1, 'app2');
+    const key = (a: MqsecApp) => Buffer.from(groupKeysOf(a)[0]!).toString('hex');
+    expect(key(app1)).toBe(key(dev)); // one key per group epoch across the nodes
+    expect(key(app2)).toBe(key(dev));
+    const got = received(app1);
+    await app1.subscribe('sensors/#');
+    await dev.publish('sensors/dev1/reading', 'across nodes', { qos: 1 });
+    await waitFor(() => got.length === 1, 5000, 'reading from node 2 at node 1');
+    expect(got[0]).toMatchObject({ text: 'across nodes', publisher: 'dev1' });
+    const before = epochOf(app1, 'sensors/dev1/#');
+    const t0 = Date.now();
+    await run(['device', 'revoke', 'app2', '--data', brokerDir, '--keyservice-data', ksDir]);
+    await waitFor(() => epochOf(app1, 'sensors/dev1/#') > before && epochOf(dev, 'sensors/dev1/#') > before, 1000, 'both nodes re-keyed');
+    const took = Date.now() - t0;
+    expect(took).toBeLessThan(1000);
+    expect(key(app1)).toBe(key(dev));
+    await dev.publish('sensors/dev1/reading', 'after the revocation', { qos: 1 });
+    await waitFor(() => got.length === 2, 5000, 'reading after the revocation');
+    expect(got[1].text).toBe('after the revocation');
   }, 90_000);
 });
