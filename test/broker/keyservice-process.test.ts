@@ -609,6 +609,9 @@ describe('one key service for the nodes of a cluster', () => {
     await waitFor(() => epochOf(app1, 'sensors/dev1/#') > before && epochOf(dev, 'sensors/dev1/#') > before, 1000, 'both nodes re-keyed');
     const took = Date.now() - t0;
     expect(took).toBeLessThan(1000);
+    // both nodes sent the new policy: the group moved one epoch, not one per node
+    await new Promise((r) => setTimeout(r, 600));
+    expect(epochOf(app1, 'sensors/dev1/#')).toBe(before + 1);
     expect(key(app1)).toBe(key(dev));
     await dev.publish('sensors/dev1/reading', 'after the revocation', { qos: 1 });
     await waitFor(() => got.length === 2, 5000, 'reading after the revocation');
