@@ -47,12 +47,16 @@ interface Answer {
   sender: DeliverySender;
   seqBase: number;
   seqLimit: number;
+  /** Size of the range handed out with this answer. */
+  block: number;
   /** Groups this connection was told about (to send "forget" entries on removal). */
   told: Set<string>;
 }
 
 export const DEFAULT_REKEY_INTERVAL_MS = 24 * 3600 * 1000;
 export const DEFAULT_SEQ_BLOCK = 4096;
+/** Largest range one refill hands out (§14.4): 32 of them use up an epoch's sequence space. */
+export const MAX_REFILL_BLOCK = 65_536;
 const TOPIC_CACHE_MAX = 10_000;
 
 export class KeyService {
@@ -157,22 +161,27 @@ export class KeyService {
     const ks = this.keyServiceKey(id);
     if (!ks) fail('NOT_AUTHORIZED', 'not an active principal');
     const sender = DeliverySender.answer(this.suite, ks, id, request);
+    // §14.4: a writer asking again on the same connection is refilling its range, so it is a
+    // busy one: each refill doubles its range (up to MAX_REFILL_BLOCK), which keeps its durable
+    // allocations rare; a new connection (memberLeft in between) starts at seqBlock again.
+    const previous = this.answers.get(id);
+    const block = previous && previous.seqLimit > 0 ? Math.min(previous.block * 2, Math.max(this.seqBlock, MAX_REFILL_BLOCK)) : this.seqBlock;
     this.dropAnswer(id);
     let seqBase = 0;
     let seqLimit = 0;
     if (this.writesAny(id)) {
-      seqBase = this.store.allocateSeq(id, this.seqBlock);
-      if (seqBase + this.seqBlock > GROUP_SEQ_LIMIT) {
+      seqBase = this.store.allocateSeq(id, block);
+      if (seqBase + block > GROUP_SEQ_LIMIT) {
         // §14.4: the allocation restarts only together with new keys for every group it writes
         const written = [...this.groups.values()].filter((g) => g.writers.has(id)).map((g) => g.members.filter);
         for (const f of written) this.rekey(f, this.groups.get(f)!.members, 'sequence space');
         this.store.resetSeq(id);
-        seqBase = this.store.allocateSeq(id, this.seqBlock);
+        seqBase = this.store.allocateSeq(id, block);
         this.pushAll(written, id);
       }
-      seqLimit = seqBase + this.seqBlock;
+      seqLimit = seqBase + block;
     }
-    const answer: Answer = { sender, seqBase, seqLimit, told: new Set() };
+    const answer: Answer = { sender, seqBase, seqLimit, block, told: new Set() };
     this.answers.set(id, answer);
     const all = [...this.groups.keys()].filter((f) => this.isMember(id, f));
     return this.seal(id, answer, all);

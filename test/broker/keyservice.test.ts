@@ -134,11 +134,29 @@ describe('key service', () => {
     d1.acceptDelivery(ks.handleRequest('d1', d1.request()));
     expect(d1.list().map((g) => g.filter)).toEqual(['cmd/d1/#', 'sensors/d1/#']);
     expect(d1.sequence).toEqual({ next: 0, limit: 4096 });
+    ks.memberLeft('d1');
     const again = member('d1');
     again.acceptDelivery(ks.handleRequest('d1', again.request()));
     expect(again.sequence).toEqual({ next: 4096, limit: 8192 }); // a new connection never reuses a range
     expect(() => ks.handleRequest('zz', member('a1').request())).toThrow(/not an active principal/);
     expect(() => ks.handleRequest('a1', member('d1').request())).toThrow(/tag/);
+  });
+
+  it('refills on one connection double the range up to 65,536; a new connection starts at 4,096 again; ranges never overlap', () => {
+    const { ks, member } = service();
+    const d1 = member('d1');
+    const ranges: [number, number][] = [];
+    for (let i = 0; i < 7; i++) {
+      d1.acceptDelivery(ks.handleRequest('d1', d1.request()));
+      ranges.push([d1.sequence.next, d1.sequence.limit]);
+    }
+    expect(ranges.map(([b, l]) => l - b)).toEqual([4096, 8192, 16384, 32768, 65536, 65536, 65536]);
+    for (let i = 1; i < ranges.length; i++) expect(ranges[i][0]).toBe(ranges[i - 1][1]);
+    ks.memberLeft('d1');
+    const next = member('d1');
+    next.acceptDelivery(ks.handleRequest('d1', next.request()));
+    expect(next.sequence.limit - next.sequence.next).toBe(4096);
+    expect(next.sequence.next).toBe(ranges[6][1]);
   });
 
   it('sequence space used up: every group the writer writes is re-keyed before the range restarts at 0', () => {
