@@ -19,8 +19,8 @@ import mqtt from 'mqtt';
 import { MemoryStorage } from '../firmware/core/memory-storage.js';
 import { DeviceSecureSession, ServerHandshake } from '../firmware/secure/index.js';
 import { createNodeCryptoSuite } from '../platform-node/crypto-suite.js';
-import { Registry } from './registry/registry.js';
-import { SqliteTicketStore } from './registry/ticket-store.js';
+import { SqliteRegistry } from './registry/registry.js';
+import { RegistryTicketStore } from './registry/ticket-store.js';
 import { startBroker } from './server.js';
 
 export interface HandshakeRates {
@@ -39,15 +39,15 @@ function device(devId: string, key: Uint8Array): DeviceSecureSession {
 
 async function brokerSide(n: number): Promise<{ p1: number; p2: number }> {
   const dir = mkdtempSync(join(tmpdir(), 'mqsec-bench-'));
-  const registry = Registry.open(dir);
+  const registry = SqliteRegistry.open(dir);
   try {
-    const { key } = registry.addDevice('bench1', 'sensor');
+    const { key } = await registry.addDevice('bench1', 'sensor');
     const server = new ServerHandshake({
       suite: createNodeCryptoSuite(),
       clock: { now: () => Date.now() },
-      ticketStore: new SqliteTicketStore(registry),
-      lookupDevice: (id) => {
-        const k = registry.handshakeKeys(id);
+      ticketStore: new RegistryTicketStore(registry),
+      lookupDevice: async (id) => {
+        const k = await registry.handshakeKeys(id);
         return k && { keys: { authKey: k.authKey, pskKey: k.pskKey }, status: 'active' as const };
       },
     });
@@ -81,7 +81,7 @@ async function brokerSide(n: number): Promise<{ p1: number; p2: number }> {
     }
     return { p1: (n * 1000) / p1, p2: (n * 1000) / p2 };
   } finally {
-    registry.close();
+    await registry.close();
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -95,7 +95,7 @@ async function endToEnd(n: number): Promise<{ p1: number; p2: number }> {
     limits: { phase1PerDevice: { ratePerSec: 1e6, burst: 1e6 }, phase1PerAddress: { ratePerSec: 1e6, burst: 1e6 }, authPerAddress: { ratePerSec: 1e6, burst: 1e6 } },
   });
   try {
-    const { key } = broker.registry.addDevice('bench2', 'sensor');
+    const { key } = await broker.registry.addDevice('bench2', 'sensor');
     const dev = device('bench2', key);
     const once = async (phase: 1 | 2): Promise<number> => {
       if (phase === 1) await dev.forgetTicket();

@@ -10,7 +10,7 @@ import type { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { PendingPhase1, ServerHandshake, ServerSession } from '../firmware/secure/index.js';
 import type { Principal, Role } from './policy/policy.js';
-import type { Registry } from './registry/registry.js';
+import type { Registry } from './registry/store.js';
 import type { BrokerMetrics } from './metrics.js';
 import type { RetainedBudget } from './limits/retained-budget.js';
 import type { RateLimiter } from './limits/rate-limit.js';
@@ -166,19 +166,17 @@ export function audit(ctx: BrokerContext, kind: string, subject: string | null, 
   }
   b.used++;
   ctx.log.info({ event: kind, subject: subject?.slice(0, 64) ?? null, detail: detail?.slice(0, 160) ?? null, remote: source }, EVENT_MESSAGES[kind] ?? kind);
-  try {
-    ctx.registry.audit(kind, subject, detail, source);
-  } catch (e) {
-    ctx.log.error({ err: e }, 'audit write failed');
-  }
+  // not awaited: a security event never waits on (or fails with) the audit write
+  ctx.registry.audit(kind, subject, detail, source).catch((e: unknown) => ctx.log.error({ err: e }, 'audit write failed'));
 }
 
-export function reloadRoles(ctx: BrokerContext): void {
-  ctx.roles = new Map(ctx.registry.listRoles().map((r) => [r.name, r]));
+export async function reloadRoles(ctx: BrokerContext): Promise<void> {
+  const [roles, devices] = await Promise.all([ctx.registry.listRoles(), ctx.registry.listDevices()]);
+  ctx.roles = new Map(roles.map((r) => [r.name, r]));
   // §14.3: groups and members follow the policy; the key service re-keys changed groups and pushes now
   const principals: Principal[] = [];
   const snapshot: PolicySnapshot = { principals: [], roles: [...ctx.roles.values()] };
-  for (const d of ctx.registry.listDevices()) {
+  for (const d of devices) {
     const role = ctx.roles.get(d.role);
     if (d.status !== 'active' || !role) continue;
     principals.push({ id: d.id, kind: 'device', role });

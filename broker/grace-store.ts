@@ -18,7 +18,7 @@ import { ByteReader, concatBytes, u16be, u32be, zeroize } from '../firmware/core
 import { asMqsecError, fail } from '../firmware/core/errors.js';
 import type { GraceRecord, ServerHandshake } from '../firmware/secure/server.js';
 import type { RxSnapshot } from '../firmware/secure/envelope.js';
-import type { Registry } from './registry/registry.js';
+import type { Registry } from './registry/store.js';
 
 const KEY_LEN = 32;
 const IV_LEN = 12;
@@ -45,7 +45,7 @@ export function decodeRxSnapshot(b: Uint8Array): RxSnapshot {
 const label = (devId: string) => `grace:${devId}`;
 
 /** At a graceful stop, after the connections closed: writes every device's grace state, sealed. Returns the count. */
-export function saveGraceState(registry: Registry, handshake: ServerHandshake): number {
+export async function saveGraceState(registry: Registry, handshake: ServerHandshake): Promise<number> {
   const records = handshake.exportGrace();
   const sealed = records.map((g) => {
     const plain = encodeRxSnapshot(g.rx);
@@ -53,14 +53,14 @@ export function saveGraceState(registry: Registry, handshake: ServerHandshake): 
     zeroize(plain, g.rx.key, g.rx.iv);
     return out;
   });
-  registry.saveGrace(sealed);
+  await registry.saveGrace(sealed);
   return sealed.length;
 }
 
 /** At start: reads back (and deletes) the grace state of the last graceful stop. Unreadable records are skipped. Returns the device ids read back. */
-export function restoreGraceState(registry: Registry, handshake: ServerHandshake, now: number, warn: (msg: string, detail: object) => void): string[] {
+export async function restoreGraceState(registry: Registry, handshake: ServerHandshake, now: number, warn: (msg: string, detail: object) => void): Promise<string[]> {
   const records: GraceRecord[] = [];
-  for (const row of registry.takeGrace(now)) {
+  for (const row of await registry.takeGrace(now)) {
     try {
       const plain = registry.openSecret(label(row.devId), row.sealed);
       records.push({ devId: row.devId, until: row.until, rx: decodeRxSnapshot(plain) });

@@ -4,8 +4,10 @@
  * of Aedes, the SQLite registry, Prometheus metrics and pino logs.
  *
  * Revocation reaches a running broker through the registry: admin commands
- * bump a revision counter in SQLite, and the broker polls it every
- * `revisionPollMs` (250 ms by default; a single-row read). On a change it
+ * bump a revision counter in the registry, and the broker polls it every
+ * `revisionPollMs` (250 ms by default; a single-row read). With a registry
+ * in PostgreSQL shared by several nodes, each change is also pushed to every
+ * node at commit (LISTEN/NOTIFY, broker/registry/pg-registry.ts). On a change it
  * reloads roles and rules and closes every session whose device was revoked
  * or re-keyed, or whose account was disabled or changed role. Chosen over an
  * admin channel because it needs no extra listener or credential and works
@@ -49,8 +51,10 @@ import { GuardedSocket } from './limits/guarded-socket.js';
 import { RateLimiter } from './limits/rate-limit.js';
 import { BrokerMetrics } from './metrics.js';
 import { acquireDirLock, type DirLock } from './registry/lock.js';
-import { GROUP_ROTATE, Registry } from './registry/registry.js';
-import { SqliteTicketStore } from './registry/ticket-store.js';
+import { GROUP_ROTATE } from './registry/registry.js';
+import { openRegistry } from './registry/open.js';
+import type { Registry } from './registry/store.js';
+import { RegistryTicketStore } from './registry/ticket-store.js';
 import type { ConsoleOptions, RunningConsole } from './console/server.js';
 import { EventEmitter } from 'node:events';
 import { ClusterState, HEARTBEAT_MS } from './cluster/redis-state.js';
@@ -63,6 +67,8 @@ export { KEY_SERVICE_DB_FILE };
 
 export interface BrokerOptions {
   dataDir: string;
+  /** A postgres:// URL: the registry in PostgreSQL, shared with other nodes; absent: SQLite in dataDir. */
+  db?: string;
   /** 0 picks a free port. */
   port?: number;
   host?: string;
@@ -140,8 +146,8 @@ export interface RunningBroker {
   metrics: BrokerMetrics;
   /** Internal state, for tests and tools. */
   context: BrokerContext;
-  /** Applies registry changes now instead of at the next poll. */
-  syncRegistry(): void;
+  /** Applies registry changes now instead of at the next poll (resolves once applied). */
+  syncRegistry(): Promise<void>;
   /** Emits 'change' after a registry change was applied (revocations enforced). */
   registryEvents: EventEmitter;
   /** The operator console, when served. */
@@ -153,20 +159,20 @@ export async function startBroker(opts: BrokerOptions): Promise<RunningBroker> {
   const log = opts.logger ?? pino({ level: opts.logLevel ?? 'info', base: { svc: 'mqsec-broker' } });
   const external = opts.keyService === 'external';
   // §14.2: with an external key service this process never opens a key service store
-  const registry = Registry.open(opts.dataDir, external ? { memberKeys: null } : {});
+  const registry = await openRegistry({ dataDir: opts.dataDir, db: opts.db, memberKeys: external ? null : undefined });
   let lock: DirLock;
   try {
     // nodes of a cluster on one host may share the data directory's registry (SQLite is
     // multi-process safe); each still locks its own node name, so no id runs twice
     lock = acquireDirLock(registry.dataDir, opts.cluster ? `broker-${nodeFileName(opts.cluster.nodeId)}.lock` : undefined);
   } catch (e) {
-    registry.close();
+    await registry.close();
     throw e;
   }
   // Everything opened from here on registers how to close it: a start-up failure
   // (a port taken, an address this machine does not have) closes it all in reverse
   // order and releases the lock, so the process can exit and a supervisor restart it.
-  const opened: (() => void | Promise<void>)[] = [() => (registry.close(), lock.release())];
+  const opened: (() => void | Promise<void>)[] = [async () => (await registry.close(), lock.release())];
   try {
     return await openBroker(opts, log, registry, lock, opened);
   } catch (e) {
@@ -203,16 +209,16 @@ async function openBroker(
   }
   const decoyKey = new Uint8Array(randomBytes(32));
   opened.push(() => void decoyKey.fill(0));
-  const ticketStore = new SqliteTicketStore(registry);
+  const ticketStore = new RegistryTicketStore(registry);
   const handshake = new ServerHandshake({
     suite: opts.suite ?? createSodiumSuite(),
     clock: { now: () => Date.now() },
     ticketStore: countedTicketStore(ticketStore, metrics),
     ticketLifetimeMs: opts.ticketLifetimeMs,
-    lookupDevice: (devId: string) => {
+    lookupDevice: async (devId: string) => {
       metrics.registryOps.inc({ op: 'device_key' });
       // §14.2: the registry holds K_auth and K_psk only (never K, so never K_ks)
-      const k = registry.handshakeKeys(devId);
+      const k = await registry.handshakeKeys(devId);
       // §10: an unknown or revoked id is looked up with decoy keys nobody holds, so its
       // KX1 fails exactly like a wrong key (one HMAC, BAD_MAC, CONNACK 4) and a refusal
       // does not tell which ids are registered. (A RESUME finds no ticket either way.)
@@ -225,10 +231,10 @@ async function openBroker(
   const graceKeys = new Map<string, string>();
   // a cluster node's grace state is in Redis (cluster/shared-grace.ts), read per device as it arrives
   if (!cluster) try {
-    const restored = restoreGraceState(registry, handshake, Date.now(), (msg, detail) => log.warn(detail, msg));
+    const restored = await restoreGraceState(registry, handshake, Date.now(), (msg, detail) => log.warn(detail, msg));
     // Revoke, rotate and remove delete a device's stored grace row in their own transaction,
     // so what was restored belongs to the key the registry holds now.
-    const devices = registry.deviceKeyStates();
+    const devices = await registry.deviceKeyStates();
     for (const devId of restored) {
       const d = devices.get(devId);
       if (d?.status === 'active') graceKeys.set(devId, keyIdentity(d));
@@ -246,13 +252,13 @@ async function openBroker(
   let keyServiceStore: SqliteKeyServiceStore | undefined;
   // §14.12: the key service's state lives in one place; starting the other way round would
   // hand out epochs from 1 again and know no member's K_ks
-  if (!external && registry.keyServiceMode() === 'external') {
+  if (!external && (await registry.keyServiceMode()) === 'external') {
     throw new Error(`the key service of ${registry.dataDir} runs as its own process (\`mqsec keyservice migrate\` moved its state out): start the broker with --keyservice external`);
   }
   if (external && existsSync(join(registry.dataDir, KEY_SERVICE_DB_FILE))) {
     throw new Error(`${join(registry.dataDir, KEY_SERVICE_DB_FILE)} holds the embedded key service's state: move it to the key service's own directory first (\`mqsec keyservice migrate --from ${registry.dataDir} --data <dir>\`)`);
   }
-  registry.setKeyServiceMode(external ? 'external' : 'embedded');
+  await registry.setKeyServiceMode(external ? 'external' : 'embedded');
   if (!external) {
     const store = new SqliteKeyServiceStore(join(registry.dataDir, KEY_SERVICE_DB_FILE));
     keyServiceStore = store;
@@ -331,7 +337,7 @@ async function openBroker(
     ctx.keyLink = ctx.externalKeyService;
     metrics.keyServiceLinked.set(0);
   }
-  reloadRoles(ctx);
+  await reloadRoles(ctx);
   aedes.preConnect = createPreConnect(ctx);
   aedes.authenticate = createAuthenticate(ctx);
   const authorizePublish = drain.wrapAuthorizePublish(createAuthorizePublish(ctx));
@@ -405,29 +411,48 @@ async function openBroker(
     opened.push(() => closeServer(m.server));
   }
 
-  let lastRevision = registry.revision();
+  let lastRevision = await registry.revision();
   const registryEvents = new EventEmitter();
-  let lastAdminSeq = registry.listAudit({ limit: 1 })[0]?.seq ?? 0;
-  const syncRegistry = () => {
-    const rev = registry.revision();
+  let lastAdminSeq = (await registry.listAudit({ limit: 1 }))[0]?.seq ?? 0;
+  const syncOnce = async () => {
+    const rev = await registry.revision();
     if (rev === lastRevision) return;
     lastRevision = rev;
     // operator group rotations since the last poll (`mqsec group rotate`), oldest first
-    const rotations = registry.listAudit({ kind: GROUP_ROTATE, source: 'admin', afterSeq: lastAdminSeq, limit: 1000 }).reverse();
-    lastAdminSeq = logAdminChanges(ctx, lastAdminSeq);
-    applyRegistryChanges(ctx);
+    const rotations = (await registry.listAudit({ kind: GROUP_ROTATE, source: 'admin', afterSeq: lastAdminSeq, limit: 1000 })).reverse();
+    lastAdminSeq = await logAdminChanges(ctx, lastAdminSeq);
+    await applyRegistryChanges(ctx);
     for (const r of rotations) if (r.subject) ctx.keyLink.rotate(r.subject);
     registryEvents.emit('change', rev);
   };
-  const poll = setInterval(() => {
-    try {
-      syncRegistry();
-    } catch (e) {
-      log.error({ err: e }, 'registry poll failed');
+  // One sync at a time; a request during one runs once more after it (a change may have landed meanwhile).
+  let syncing: Promise<void> | undefined;
+  let again = false;
+  const syncRegistry = (): Promise<void> => {
+    if (syncing) {
+      again = true;
+      return syncing;
     }
-  }, opts.revisionPollMs ?? 250);
+    syncing = (async () => {
+      try {
+        do {
+          again = false;
+          await syncOnce();
+        } while (again);
+      } finally {
+        syncing = undefined;
+      }
+    })();
+    return syncing;
+  };
+  const syncLogged = () =>
+    syncRegistry().catch((e: unknown) => log.error({ err: e }, 'registry sync failed'));
+  // Pushed changes (PostgreSQL LISTEN/NOTIFY from any node) apply at once; the poll is the safety net.
+  const unwatch = registry.watch?.(() => void syncLogged());
+  opened.push(() => unwatch?.());
+  const poll = setInterval(() => void syncLogged(), opts.revisionPollMs ?? 250);
   poll.unref();
-  const purge = setInterval(() => registry.purgeExpiredTickets(), 3_600_000);
+  const purge = setInterval(() => void registry.purgeExpiredTickets().catch((e: unknown) => log.warn({ err: e }, 'ticket purge failed')), 3_600_000);
   purge.unref();
   let heartbeat: NodeJS.Timeout | undefined;
   if (cluster) heartbeat = startClusterDuties(ctx, cluster, { host, port, metricsPort });
@@ -451,11 +476,8 @@ async function openBroker(
       // the devices live here now get their grace counted from this stop, on whatever node they move to
       const liveAtStop = [...ctx.liveDevices.keys()];
       await consoleServer?.close();
-      try {
-        syncRegistry(); // a revocation since the last poll must not reach the grace state written below
-      } catch (e) {
-        log.error({ err: e }, 'registry poll failed');
-      }
+      unwatch?.();
+      await syncLogged(); // a revocation since the last poll must not reach the grace state written below
       const closed = Promise.all([server, tlsServer].map((srv) => srv && new Promise<void>((r) => srv.close(() => r()))));
       const drainMs = opts.drainMs ?? 3000;
       draining = true;
@@ -484,16 +506,15 @@ async function openBroker(
         await cluster!.withdraw().catch(() => {});
         cluster!.disconnect();
       } else try {
-        const saved = saveGraceState(registry, handshake);
+        const saved = await saveGraceState(registry, handshake);
         log.info({ devices: saved }, 'QoS 1 grace state saved');
       } catch (e) {
         log.warn({ err: e }, 'QoS 1 grace state not saved: a message whose PUBACK was lost may be routed twice after the restart');
       }
       agent?.close();
       keyServiceStore?.close();
-      // writes still queued for the next group commit (a handshake cut off by the stop) go to disk first
-      ticketStore.commits.flush();
-      registry.close();
+      // writes still queued (a handshake cut off by the stop) are committed by close
+      await registry.close();
       lock.release();
       log.info('mqsec broker stopped');
     })();
@@ -509,35 +530,36 @@ async function openBroker(
  * has not seen yet at info, so its log tells who changed what (at most 100 per
  * poll, the rest counted). Returns the newest sequence number seen.
  */
-function logAdminChanges(ctx: BrokerContext, afterSeq: number): number {
-  const rows = ctx.registry.listAudit({ source: 'admin', afterSeq, limit: 101 }).reverse();
+async function logAdminChanges(ctx: BrokerContext, afterSeq: number): Promise<number> {
+  const rows = (await ctx.registry.listAudit({ source: 'admin', afterSeq, limit: 101 })).reverse();
   for (const r of rows.slice(0, 100)) ctx.log.info({ event: r.kind, subject: r.subject, detail: r.detail }, 'admin change');
   if (rows.length > 100) ctx.log.info({ more: true }, 'more admin changes than logged: see mqsec audit');
-  const newest = ctx.registry.listAudit({ limit: 1 })[0]?.seq ?? afterSeq;
+  const newest = (await ctx.registry.listAudit({ limit: 1 }))[0]?.seq ?? afterSeq;
   return Math.max(afterSeq, newest);
 }
 
 /** Re-read roles, close every session the registry no longer allows, forget revoked or re-keyed devices' grace keys. */
-function applyRegistryChanges(ctx: BrokerContext): void {
-  reloadRoles(ctx);
-  if (ctx.graceKeys.size > 0) {
-    const devices = ctx.registry.deviceKeyStates();
-    for (const devId of [...ctx.graceKeys.keys()]) forgetStaleGrace(ctx, devId, devices.get(devId));
-  }
+async function applyRegistryChanges(ctx: BrokerContext): Promise<void> {
+  await reloadRoles(ctx);
+  // one read of every device and account, then the sessions are checked against it
+  const [deviceList, accountList] = await Promise.all([ctx.registry.listDevices(), ctx.registry.listAccounts()]);
+  const devices = new Map(deviceList.map((d) => [d.id, d]));
+  const accounts = new Map(accountList.map((a) => [a.name, a]));
+  for (const devId of [...ctx.graceKeys.keys()]) forgetStaleGrace(ctx, devId, devices.get(devId));
   const clients = Object.values(aedesClients(ctx));
   for (const client of clients) {
     const s = ctx.states.get(client);
     if (!s) continue;
     let reason: string | undefined;
     if (s.kind === 'device' || s.kind === 'pending' || s.kind === 'hint') {
-      const d = ctx.registry.getDevice(s.devId);
+      const d = devices.get(s.devId);
       if (!d) reason = 'removed';
       else if (d.status !== 'active') reason = 'revoked';
       // the key's identity, not just its version: removed and added again is version 1 again
       else if (!sameDeviceKey(d, s)) reason = d.keyVersion !== s.keyVersion ? 'key rotated' : 'removed and added again';
       else if (s.kind === 'device' && d.role !== s.roleName) s.roleName = d.role;
     } else {
-      const a = ctx.registry.getAccount(s.name);
+      const a = accounts.get(s.name);
       if (!a) reason = 'account removed';
       else if (a.status !== 'active') reason = 'account disabled';
       else if (a.role !== s.roleName) s.roleName = a.role;

@@ -151,10 +151,10 @@ export async function runDesktop(o: DesktopRunOptions, io: Io, env: NodeJS.Proce
   try {
     broker = await startBroker({ dataDir, port: 0, host: '127.0.0.1', logLevel: 'warn' });
     const port = broker.port;
-    const { key } = broker.registry.addDevice(id, 'sensor');
+    const { key } = await broker.registry.addDevice(id, 'sensor');
     const appPassword = toHex(crypto.getRandomValues(new Uint8Array(16)));
     await broker.registry.addAccount('desk-app', 'app', appPassword);
-    broker.syncRegistry();
+    await broker.syncRegistry();
     const configDir = join(work, 'config');
     writeDeviceConfigModule({ id, key: toHex(key), broker: { host: '127.0.0.1', port } }, configDir);
     key.fill(0);
@@ -271,7 +271,7 @@ export async function runDesktop(o: DesktopRunOptions, io: Io, env: NodeJS.Proce
     const counts = async (): Promise<BrokerCounts> => ({
       phase1Ok: await b2.metrics.value('mqsec_auth_total', { kind: 'phase1', result: 'ok' }),
       hints: await b2.metrics.value('mqsec_drops_total', { reason: 'counter-hint' }),
-      counter: b2.registry.getCounter(id),
+      counter: await b2.registry.getCounter(id),
     });
     await sim.kill('SIGKILL');
     const beforeWipe = await counts();

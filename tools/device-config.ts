@@ -43,7 +43,7 @@ export async function deviceConfigMain(argv: string[]): Promise<number> {
       );
     }
     if (o.data) {
-      const check = checkConfigAgainstRegistry(config, o.data);
+      const check = await checkConfigAgainstRegistry(config, o.data);
       if (!check.ok) throw new Error(check.reason);
     }
     const file = writeDeviceConfigModule(config, o.out);

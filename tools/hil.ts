@@ -94,10 +94,10 @@ export async function runHil(o: HilOptions, io: Io, env: NodeJS.ProcessEnv = pro
   try {
     broker = await startBroker({ dataDir, port: o.brokerPort ?? 0, host: o.brokerHost!, logLevel: 'warn' });
     const port = broker.port;
-    const { key } = broker.registry.addDevice(id, 'sensor');
+    const { key } = await broker.registry.addDevice(id, 'sensor');
     const appPassword = toHex(crypto.getRandomValues(new Uint8Array(16)));
     await broker.registry.addAccount('hil-app', 'app', appPassword);
-    broker.syncRegistry();
+    await broker.syncRegistry();
     const configDir = join(work, 'config');
     const wifi = env.MQSEC_WIFI_PASSWORD ? { ssid: o.ssid!, password: env.MQSEC_WIFI_PASSWORD } : { ssid: o.ssid! };
     writeDeviceConfigModule({ id, key: toHex(key), broker: { host: o.brokerHost!, port }, wifi }, configDir);
@@ -147,8 +147,8 @@ export async function runHil(o: HilOptions, io: Io, env: NodeJS.ProcessEnv = pro
     if ((await b.metrics.value('mqsec_auth_total', { kind: 'phase1', result: 'ok' })) !== 0) throw new Error('fell back to phase 1');
     step('phase 2 after broker restart ok');
 
-    b.registry.revokeDevice(id);
-    b.syncRegistry();
+    await b.registry.revokeDevice(id);
+    await b.syncRegistry();
     const seen = readings.length;
     await until('the revoked board being refused', timeoutMs, async () => (await b.metrics.value('mqsec_auth_total', { kind: 'phase2', result: 'fail' })) + (await b.metrics.value('mqsec_auth_total', { kind: 'phase1', result: 'fail' })) >= 1);
     await new Promise((r) => setTimeout(r, 3000));

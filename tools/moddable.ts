@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { parseDeviceConfig, type DeviceConfig } from '../firmware/app/device-config.js';
 import { constantTimeEqual, fromHex } from '../firmware/core/bytes.js';
 import { splitPrincipalKey } from '../broker/registry/principal-keys.js';
-import { Registry } from '../broker/registry/registry.js';
+import { SqliteRegistry } from '../broker/registry/registry.js';
 
 export const REPO_ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
 export const APP_MANIFEST = join(REPO_ROOT, 'manifest.json');
@@ -65,14 +65,14 @@ export function isLoopbackHost(host: string): boolean {
  * A config left from before `mqsec device rotate`, or for a revoked or removed
  * device, builds firmware that can never log in. Compared in constant time.
  */
-export function checkConfigAgainstRegistry(config: DeviceConfig, dataDir: string): { ok: true } | { ok: false; reason: string } {
-  const registry = Registry.open(dataDir);
+export async function checkConfigAgainstRegistry(config: DeviceConfig, dataDir: string): Promise<{ ok: true } | { ok: false; reason: string }> {
+  const registry = SqliteRegistry.open(dataDir);
   try {
-    const d = registry.getDevice(config.id);
+    const d = await registry.getDevice(config.id);
     if (!d) return { ok: false, reason: `device "${config.id}" is not in the registry in ${dataDir} (removed, or another registry)` };
     if (d.status !== 'active') return { ok: false, reason: `device "${config.id}" is revoked: \`mqsec device rotate ${config.id}\` issues a new key and config` };
     // the registry keeps K_auth only (docs/protocol.md §14.2): compare what the config's key derives
-    const current = registry.handshakeKeys(config.id);
+    const current = await registry.handshakeKeys(config.id);
     const given = fromHex(config.key);
     const derived = splitPrincipalKey(given, config.id);
     const same = current !== undefined && constantTimeEqual(current.authKey, derived.handshake.subarray(0, 32));
@@ -84,7 +84,7 @@ export function checkConfigAgainstRegistry(config: DeviceConfig, dataDir: string
     if (!same) return { ok: false, reason: `the key in this config is not the one the registry accepts for "${config.id}" (key v${d.keyVersion}): it was rotated; use the config \`mqsec device rotate\` wrote` };
     return { ok: true };
   } finally {
-    registry.close();
+    await registry.close();
   }
 }
 

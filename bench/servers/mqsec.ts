@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Registry } from '../../broker/registry/registry.js';
+import { SqliteRegistry } from '../../broker/registry/registry.js';
 import { startChildBroker, type ChildBroker } from './spawn.js';
 import { removeOnExit } from '../net.js';
 
@@ -46,30 +46,30 @@ export type BenchPrincipal = string | { id: string; role: string };
 export async function provisionMqsecBroker(principals: BenchPrincipal[]): Promise<MqsecBrokerSetup> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'mqsec-bench-broker-'));
   const cleanup = removeOnExit(dataDir, (d) => fs.rmSync(d, { recursive: true, force: true }));
-  const registry = Registry.open(dataDir);
+  const registry = SqliteRegistry.open(dataDir);
   const devices: ProvisionedDevice[] = [];
   const app = { name: 'benchapp', password: 'bench-app-password' };
   try {
-    registry.addRole(BENCH_ROLE);
-    registry.addRule(BENCH_ROLE, 'publish', 'sensors/%u/#');
-    registry.addRule(BENCH_ROLE, 'subscribe', 'sensors/#');
+    await registry.addRole(BENCH_ROLE);
+    await registry.addRule(BENCH_ROLE, 'publish', 'sensors/%u/#');
+    await registry.addRule(BENCH_ROLE, 'subscribe', 'sensors/#');
     for (const r of Object.values(E2E_ROLES)) {
-      registry.addRole(r.name);
-      if ('publish' in r) registry.addRule(r.name, 'publish', r.publish, 'e2e');
-      else registry.addRule(r.name, 'subscribe', r.subscribe);
+      await registry.addRole(r.name);
+      if ('publish' in r) await registry.addRule(r.name, 'publish', r.publish, 'e2e');
+      else await registry.addRule(r.name, 'subscribe', r.subscribe);
     }
     for (const p of principals) {
       const { id, role } = typeof p === 'string' ? { id: p, role: BENCH_ROLE } : p;
-      const { key } = registry.addDevice(id, role);
+      const { key } = await registry.addDevice(id, role);
       devices.push({ id, key });
     }
     await registry.addAccount(app.name, 'app', app.password);
   } catch (e) {
-    registry.close();
+    await registry.close();
     cleanup();
     throw e;
   }
-  registry.close();
+  await registry.close();
   return {
     dataDir,
     devices,

@@ -10,9 +10,9 @@ import type { Registry } from '../registry/registry.js';
 import { ADMIN_ROLE } from './sessions.js';
 
 export async function ensureAdminAccount(registry: Registry, name = 'admin'): Promise<{ name: string; password: string } | undefined> {
-  if (registry.listAccounts().some((a) => a.role === ADMIN_ROLE && a.status === 'active')) return undefined;
+  if ((await registry.listAccounts()).some((a) => a.role === ADMIN_ROLE && a.status === 'active')) return undefined;
   let account = name;
-  for (let i = 2; registry.getAccount(account) || registry.getDevice(account); i++) account = `${name}${i}`;
+  for (let i = 2; (await registry.getAccount(account)) || (await registry.getDevice(account)); i++) account = `${name}${i}`;
   const password = randomBytes(15).toString('base64url');
   await registry.addAccount(account, ADMIN_ROLE, password);
   return { name: account, password };

@@ -81,11 +81,11 @@ export interface DeviceQuery {
   state?: DeviceState;
 }
 
-export function listDeviceRows(ctx: BrokerContext, feed: ConsoleFeed, q: DeviceQuery = {}): DeviceRow[] {
-  const activity = ctx.registry.deviceActivity();
+export async function listDeviceRows(ctx: BrokerContext, feed: ConsoleFeed, q: DeviceQuery = {}): Promise<DeviceRow[]> {
+  const [activity, devices] = await Promise.all([ctx.registry.deviceActivity(), ctx.registry.listDevices()]);
   const needle = q.search?.toLowerCase();
   const out: DeviceRow[] = [];
-  for (const d of ctx.registry.listDevices()) {
+  for (const d of devices) {
     if (needle && !d.id.toLowerCase().includes(needle) && !d.role.toLowerCase().includes(needle)) continue;
     const row = rowOf(ctx, feed, d, activity.get(d.id));
     if (q.state && row.state !== q.state) continue;
@@ -94,15 +94,15 @@ export function listDeviceRows(ctx: BrokerContext, feed: ConsoleFeed, q: DeviceQ
   return out;
 }
 
-export function deviceRow(ctx: BrokerContext, feed: ConsoleFeed, id: string): DeviceRow | undefined {
-  const d = ctx.registry.getDevice(id);
-  return d && rowOf(ctx, feed, d, ctx.registry.deviceActivity().get(id));
+export async function deviceRow(ctx: BrokerContext, feed: ConsoleFeed, id: string): Promise<DeviceRow | undefined> {
+  const d = await ctx.registry.getDevice(id);
+  return d && rowOf(ctx, feed, d, (await ctx.registry.deviceActivity()).get(id));
 }
 
-export function deviceDetail(ctx: BrokerContext, feed: ConsoleFeed, id: string): DeviceDetail | undefined {
-  const d = ctx.registry.getDevice(id);
+export async function deviceDetail(ctx: BrokerContext, feed: ConsoleFeed, id: string): Promise<DeviceDetail | undefined> {
+  const d = await ctx.registry.getDevice(id);
   if (!d) return undefined;
-  const a = ctx.registry.deviceActivity().get(id);
+  const a = (await ctx.registry.deviceActivity()).get(id);
   const row = rowOf(ctx, feed, d, a);
   const client = ctx.liveDevices.get(id);
   const state = client ? ctx.states.get(client) : undefined;
@@ -118,11 +118,11 @@ export function deviceDetail(ctx: BrokerContext, feed: ConsoleFeed, id: string):
     ticketAgeMs: a?.lastTicketAt != null ? Date.now() - a.lastTicketAt : null,
     ticketExpiresAt: a?.ticketExpiresAt ?? null,
     groupKeyEpoch: null,
-    audit: ctx.registry.listAudit({ subject: id, limit: 200 }),
+    audit: await ctx.registry.listAudit({ subject: id, limit: 200 }),
   };
 }
 
 /** Roles with their rules, for the read-only rules page. */
-export function rolesView(ctx: BrokerContext): Role[] {
+export async function rolesView(ctx: BrokerContext): Promise<Role[]> {
   return ctx.registry.listRoles();
 }

@@ -71,7 +71,7 @@ export interface ConsoleBroker {
   host: string;
   port: number;
   /** Apply registry changes now (close revoked sessions) instead of at the next poll. */
-  syncRegistry(): void;
+  syncRegistry(): Promise<void>;
   /** Emits 'change' after the broker applied a registry change (from here or the CLI). */
   registryEvents: EventEmitter;
 }
@@ -205,7 +205,7 @@ export async function startConsole(broker: ConsoleBroker, opts: ConsoleOptions):
   app.use('/api/*', bodyLimit({ maxSize: 8 * 1024, onError: (c) => c.json({ error: 'body too large' }, 413) }));
   app.use('/api/*', async (c, next) => {
     if (c.req.path === '/api/login') return next();
-    const session = sessions.lookup(getCookie(c, SESSION_COOKIE));
+    const session = await sessions.lookup(getCookie(c, SESSION_COOKIE));
     if (!session) return c.json({ error: 'not logged in' }, 401);
     if (c.req.method !== 'GET' && c.req.method !== 'HEAD') {
       const bad = sameOriginJson(c);
@@ -235,7 +235,7 @@ export async function startConsole(broker: ConsoleBroker, opts: ConsoleOptions):
       if (r.reason === 'rate-limited') return c.json({ error: 'too many login attempts; wait a minute' }, 429);
       return c.json({ error: 'wrong account name or password, or not an admin account' }, 401);
     }
-    ctx.registry.audit('console.login', r.session.name, null, remote);
+    await ctx.registry.audit('console.login', r.session.name, null, remote);
     ctx.log.info({ name: r.session.name, remote }, 'console login');
     c.header('Set-Cookie', cookie(r.token, Math.floor((DEFAULT_SESSION_LIMITS.absoluteMs) / 1000)));
     c.header('Cache-Control', 'no-store');
@@ -247,38 +247,38 @@ export async function startConsole(broker: ConsoleBroker, opts: ConsoleOptions):
     return c.json({ name: s.name, csrf: s.csrf, https: !!tls });
   });
 
-  app.post('/api/logout', (c) => {
+  app.post('/api/logout', async (c) => {
     sessions.logout(getCookie(c, SESSION_COOKIE));
-    ctx.registry.audit('console.logout', c.get('session').name, null, c.get('remote'));
+    await ctx.registry.audit('console.logout', c.get('session').name, null, c.get('remote'));
     c.header('Set-Cookie', cookie('', 0));
     return c.json({ ok: true });
   });
 
   app.get('/api/overview', (c) => c.json({ totals: feed.currentTotals(), series: feed.series(), health: feed.health() }));
 
-  app.get('/api/devices', (c) => {
+  app.get('/api/devices', async (c) => {
     const state = c.req.query('state');
     if (state && !DEVICE_STATES.includes(state as DeviceState)) return c.json({ error: `state must be one of ${DEVICE_STATES.join(', ')}` }, 400);
     const search = c.req.query('search')?.slice(0, 64);
-    const rows = listDeviceRows(ctx, feed, { search, state: state as DeviceState | undefined });
-    return c.json({ devices: rows, roles: ctx.registry.listRoles().map((r) => r.name) });
+    const rows = await listDeviceRows(ctx, feed, { search, state: state as DeviceState | undefined });
+    return c.json({ devices: rows, roles: (await ctx.registry.listRoles()).map((r) => r.name) });
   });
 
-  app.get('/api/devices/:id', (c) => {
-    const d = deviceDetail(ctx, feed, c.req.param('id'));
+  app.get('/api/devices/:id', async (c) => {
+    const d = await deviceDetail(ctx, feed, c.req.param('id'));
     return d ? c.json(d) : c.json({ error: 'unknown device' }, 404);
   });
 
   /** The one response that ever carries this key: JSON the page shows and offers as a file, then forgets. */
-  const keyResponse = (c: Context<Env>, id: string, key: Uint8Array, status: 200 | 201) => {
+  const keyResponse = async (c: Context<Env>, id: string, key: Uint8Array, status: 200 | 201) => {
     const config = { id, key: toHex(key), broker: deviceBroker };
     key.fill(0);
-    return c.json({ device: deviceRow(ctx, feed, id), config }, status);
+    return c.json({ device: await deviceRow(ctx, feed, id), config }, status);
   };
 
-  const adminAction = (c: Context<Env>, kind: string, subject: string, detail: string | null) => {
+  const adminAction = async (c: Context<Env>, kind: string, subject: string, detail: string | null) => {
     const s = c.get('session');
-    ctx.registry.audit(`console.${kind}`, subject, `by ${s.name}${detail ? ` ${detail}` : ''}`, c.get('remote'));
+    await ctx.registry.audit(`console.${kind}`, subject, `by ${s.name}${detail ? ` ${detail}` : ''}`, c.get('remote'));
     ctx.log.info({ admin: s.name, subject, action: kind }, 'console action'); // never the key
   };
 
@@ -292,9 +292,9 @@ export async function startConsole(broker: ConsoleBroker, opts: ConsoleOptions):
     const id = typeof body?.id === 'string' ? body.id : '';
     const role = typeof body?.role === 'string' ? body.role : 'sensor';
     try {
-      const { key } = ctx.registry.addDevice(id, role);
-      adminAction(c, 'device.add', id, `role=${role}`);
-      broker.syncRegistry();
+      const { key } = await ctx.registry.addDevice(id, role);
+      await adminAction(c, 'device.add', id, `role=${role}`);
+      await broker.syncRegistry();
       return keyResponse(c, id, key, 201);
     } catch (e) {
       return registryError(c, e);
@@ -312,31 +312,31 @@ export async function startConsole(broker: ConsoleBroker, opts: ConsoleOptions):
     const id = await confirmed(c);
     if (!id) return c.json({ error: 'confirm by sending {"confirm": "<device id>"}' }, 400);
     try {
-      ctx.registry.revokeDevice(id);
+      await ctx.registry.revokeDevice(id);
     } catch (e) {
       return registryError(c, e);
     }
-    adminAction(c, 'device.revoke', id, null);
-    broker.syncRegistry(); // its live session closes now, not at the next poll
-    return c.json({ device: deviceRow(ctx, feed, id) });
+    await adminAction(c, 'device.revoke', id, null);
+    await broker.syncRegistry(); // its live session closes now, not at the next poll
+    return c.json({ device: await deviceRow(ctx, feed, id) });
   });
 
   app.post('/api/devices/:id/rotate', async (c) => {
     const id = await confirmed(c);
     if (!id) return c.json({ error: 'confirm by sending {"confirm": "<device id>"}' }, 400);
     try {
-      const { device, key } = ctx.registry.rotateDevice(id);
-      adminAction(c, 'device.rotate', id, `key_version=${device.keyVersion}`);
-      broker.syncRegistry();
+      const { device, key } = await ctx.registry.rotateDevice(id);
+      await adminAction(c, 'device.rotate', id, `key_version=${device.keyVersion}`);
+      await broker.syncRegistry();
       return keyResponse(c, id, key, 200);
     } catch (e) {
       return registryError(c, e);
     }
   });
 
-  app.get('/api/roles', (c) => c.json({ roles: rolesView(ctx) }));
+  app.get('/api/roles', async (c) => c.json({ roles: await rolesView(ctx) }));
 
-  app.get('/api/health', (c) =>
+  app.get('/api/health', async (c) =>
     c.json({
       nodes: [
         {
@@ -347,7 +347,7 @@ export async function startConsole(broker: ConsoleBroker, opts: ConsoleOptions):
           connections: Object.keys(aedesClients(ctx)).length, // now, not at the last 2 s sample
         },
       ],
-      registry: { dataDir: ctx.registry.dataDir, schemaVersion: ctx.registry.schemaVersion(), revision: ctx.registry.revision() },
+      registry: { backend: ctx.registry.backend, dataDir: ctx.registry.dataDir, schemaVersion: await ctx.registry.schemaVersion(), revision: await ctx.registry.revision() },
       consoleSessions: sessions.size,
     }),
   );
@@ -370,7 +370,7 @@ export async function startConsole(broker: ConsoleBroker, opts: ConsoleOptions):
       feed.on('devices', onDevices);
       // a session that ends (logout, expiry, account disabled) ends its stream
       const check = setInterval(() => {
-        if (!sessions.lookup(token)) stream.abort();
+        sessions.lookup(token).then((s) => s || stream.abort(), () => {});
       }, 15_000);
       await new Promise<void>((resolve) => stream.onAbort(() => resolve()));
       clearInterval(check);

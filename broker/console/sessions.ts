@@ -82,13 +82,13 @@ export class ConsoleSessions {
   }
 
   /** The live session for a cookie value, refreshed; undefined if unknown, expired or its account lost admin rights. */
-  lookup(token: string | undefined): ConsoleSession | undefined {
+  async lookup(token: string | undefined): Promise<ConsoleSession | undefined> {
     if (!token || token.length > 128) return undefined;
     const key = digest(token);
     const s = this.sessions.get(key);
     if (!s) return undefined;
     const t = this.now();
-    const account = this.registry.getAccount(s.name);
+    const account = await this.registry.getAccount(s.name);
     if (t - s.lastAt > this.limits.idleMs || t - s.createdAt > this.limits.absoluteMs || !account || account.status !== 'active' || account.role !== ADMIN_ROLE) {
       this.sessions.delete(key);
       return undefined;

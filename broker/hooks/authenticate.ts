@@ -37,6 +37,7 @@ import { isMqsecError } from '../../firmware/core/errors.js';
 import { parsePassword } from '../../firmware/secure/messages.js';
 import { connackCodeFor } from '../../firmware/secure/server.js';
 import type { BrokerContext, ClientState } from '../context.js';
+import { RegistryUnavailableError } from '../registry/store.js';
 import { audit, dropLiveDevice, forgetStaleGrace, keyIdentity, noteGraceKey, releasePendingSlot, remoteOf, sameDeviceKey } from '../context.js';
 
 /** MQTT 3.1.1 CONNACK return codes. */
@@ -55,6 +56,15 @@ function refusal(returnCode: number, message: string, refusalClass: string): Ref
   return e;
 }
 
+/**
+ * A refusal as thrown; the registry unreachable (its backend down) becomes
+ * CONNACK 3, server unavailable, so the client retries later.
+ */
+function asRefusal(e: unknown): Refusal {
+  if (e instanceof RegistryUnavailableError) return refusal(RC_SERVER_UNAVAILABLE, 'server unavailable', 'UNAVAILABLE');
+  return e as Refusal;
+}
+
 let pendingSerial = 0;
 
 export function createAuthenticate(ctx: BrokerContext): AuthenticateHandler {
@@ -68,7 +78,9 @@ export function createAuthenticate(ctx: BrokerContext): AuthenticateHandler {
         else conn.once('close', () => forgetClient(ctx, client));
         callback(null, true);
       },
-      (err: Refusal) => {
+      (e: unknown) => {
+        const err = asRefusal(e);
+        if (err.refusalClass === 'UNAVAILABLE') ctx.log.warn({ err: e }, 'login refused: registry unavailable');
         ctx.metrics.refusals.inc({ class: err.refusalClass ?? 'INTERNAL' });
         callback(err, false);
       },
@@ -107,7 +119,7 @@ async function authenticate(
   if (username !== undefined) return authenticateAccount(ctx, client, username, password, remote);
   const clientId = client.id;
   ctx.metrics.auth.inc({ kind: 'account', result: 'fail' });
-  const downgrade = ctx.registry.getDevice(clientId) !== undefined;
+  const downgrade = (await ctx.registry.getDevice(clientId)) !== undefined;
   audit(ctx, 'auth.fail', clientId || null, downgrade ? 'DOWNGRADE (no mqsec password)' : 'no credentials', remote);
   throw refusal(RC_BAD_CREDENTIALS, 'bad user name or password', downgrade ? 'DOWNGRADE' : 'BAD_PASSWORD');
 }
@@ -139,7 +151,7 @@ async function authenticateDevice(
 
   // Read before the handshake: if the device is revoked or re-keyed while the
   // handshake runs, the ticket it writes must not survive (checked below).
-  const before = clientId ? ctx.registry.getDevice(clientId) : undefined;
+  const before = clientId ? await ctx.registry.getDevice(clientId) : undefined;
   if (before) {
     // Grace keys of a revoked or re-keyed device must not become this session's
     // previous epoch (the poll may not have run yet); a session made now is under
@@ -172,11 +184,11 @@ async function authenticateDevice(
   }
 
   const devId = result.kind === 'phase2' ? result.session.devId : clientId;
-  const device = ctx.registry.getDevice(devId);
+  const device = await ctx.registry.getDevice(devId);
   if (!device || devId !== clientId || !before || !sameDeviceKey(device, { keyVersion: before.keyVersion, keyCreatedAt: before.createdAt })) {
     if (result.kind === 'phase2') {
-      ctx.registry.deleteTicketRow(devId, result.session.sidHex);
       result.session.close();
+      await ctx.registry.deleteTicketRow(devId, result.session.sidHex);
     } else if (result.kind === 'phase1') result.pending.discard();
     ctx.metrics.auth.inc({ kind: `phase${result.kind === 'phase2' ? 2 : 1}`, result: 'fail' });
     audit(ctx, 'auth.fail', devId, 'device inactive or client id mismatch', remote);
@@ -273,14 +285,14 @@ async function authenticateAccount(
   const account = await ctx.registry.verifyAccount(name, password ? password.toString('utf8') : '');
   if (!account) {
     ctx.metrics.auth.inc({ kind: 'account', result: 'fail' });
-    const downgrade = ctx.registry.getDevice(name) !== undefined || ctx.registry.getDevice(client.id) !== undefined;
+    const downgrade = (await ctx.registry.getDevice(name)) !== undefined || (await ctx.registry.getDevice(client.id)) !== undefined;
     audit(ctx, 'auth.fail', name.slice(0, 64), downgrade ? 'DOWNGRADE (plain password for a device id)' : 'bad password or disabled', remote);
     throw refusal(RC_BAD_CREDENTIALS, 'bad user name or password', downgrade ? 'DOWNGRADE' : 'BAD_PASSWORD');
   }
   // Only now, with the password verified, is the client id judged: a refusal here tells
   // nothing to someone who does not know the password.
   const id = accountClientId(ctx, client, name);
-  if (id === undefined || id.startsWith('$') || ctx.registry.getDevice(id)) {
+  if (id === undefined || id.startsWith('$') || (await ctx.registry.getDevice(id))) {
     ctx.metrics.auth.inc({ kind: 'account', result: 'fail' });
     audit(ctx, 'auth.fail', name, `client id not owned by the account: ${client.id.slice(0, 64)}`, remote);
     throw refusal(RC_IDENTIFIER_REJECTED, 'client id not owned by this account', 'CLIENT_ID_NOT_OWNED');

@@ -23,7 +23,7 @@ import { isMqsecError } from '../../firmware/core/errors.js';
 import { KX_TOPIC } from '../../firmware/secure/constants.js';
 import { GK_TOPIC } from '../../firmware/secure/group.js';
 import { KEYSERVICE_ROLE, KS_OUT_TOPIC, MAX_GK_MESSAGE } from '../keyservice/link.js';
-import { canPublish } from '../policy/policy.js';
+import { canPublish, type Principal } from '../policy/policy.js';
 import type { BrokerContext, ClientState } from '../context.js';
 import { aedesClients, audit, keyIdentity, principalOf, releasePendingSlot, sameDeviceKey, setLiveDevice } from '../context.js';
 
@@ -163,28 +163,46 @@ export function createAuthorizePublish(ctx: BrokerContext): AuthorizePublishHand
 
     // plain account
     if (state.roleName === KEYSERVICE_ROLE) return keyServiceFrame(ctx, client, state, packet, isWill, callback);
-    if (isWill && ctx.registry.getAccount(state.name)?.status !== 'active') {
+    if (isWill) {
       // A will is published when the connection ends, typically just after a registry change
       // disabled or removed the account and closed its session: that account may publish nothing.
-      audit(ctx, 'publish.drop', state.name, `will of a disabled or removed account: ${packet.topic.slice(0, 128)}`, state.remote);
-      return callback(new Error('account no longer active'));
+      ctx.registry.getAccount(state.name).then(
+        (account) => {
+          if (account?.status === 'active') return authorizeAccountPublish(ctx, state, principal, packet, true, callback);
+          audit(ctx, 'publish.drop', state.name, `will of a disabled or removed account: ${packet.topic.slice(0, 128)}`, state.remote);
+          callback(new Error('account no longer active'));
+        },
+        () => callback(new Error('registry unavailable: will not published')),
+      );
+      return;
     }
-    if (ctx.groups.groupOf(packet.topic) !== undefined) {
-      // an account holds no group key: whatever it sent, no reader could open it (§14.1)
-      if (isWill) return callback(new Error('will on an end-to-end topic'));
-      drop(ctx, packet, 'e2e-topic', state.name, state.remote);
-      return callback(null);
-    }
-    if (!canPublish(principal, packet.topic)) {
-      if (isWill) return callback(new Error('will not authorized'));
-      drop(ctx, packet, 'not-authorized', state.name, state.remote);
-      return callback(null);
-    }
-    admitRetained(ctx, packet, `account:${state.name}`, state.name, state.remote);
-    ctx.metrics.messages.inc();
-    callback(null);
+    authorizeAccountPublish(ctx, state, principal, packet, false, callback);
   };
   return authorizePublish;
+}
+
+function authorizeAccountPublish(
+  ctx: BrokerContext,
+  state: Extract<ClientState, { kind: 'account' }>,
+  principal: Principal,
+  packet: PublishPacket,
+  isWill: boolean,
+  callback: (error?: Error | null) => void,
+): void {
+  if (ctx.groups.groupOf(packet.topic) !== undefined) {
+    // an account holds no group key: whatever it sent, no reader could open it (§14.1)
+    if (isWill) return callback(new Error('will on an end-to-end topic'));
+    drop(ctx, packet, 'e2e-topic', state.name, state.remote);
+    return callback(null);
+  }
+  if (!canPublish(principal, packet.topic)) {
+    if (isWill) return callback(new Error('will not authorized'));
+    drop(ctx, packet, 'not-authorized', state.name, state.remote);
+    return callback(null);
+  }
+  admitRetained(ctx, packet, `account:${state.name}`, state.name, state.remote);
+  ctx.metrics.messages.inc();
+  callback(null);
 }
 
 async function completePhase1(
@@ -208,10 +226,20 @@ async function completePhase1(
   // Revoked or re-keyed while KX3 was in flight: the ticket just stored was
   // made under the old key and must not outlive it. (A change committed after
   // this check deletes the ticket itself.)
-  const device = ctx.registry.getDevice(state.devId);
-  if (!device || !sameDeviceKey(device, state)) {
-    ctx.registry.deleteTicketRow(state.devId, session.sidHex);
+  let device;
+  try {
+    device = await ctx.registry.getDevice(state.devId);
+  } catch (e) {
+    // cannot tell whether the device is still allowed: no session (the ticket stays: it is the device's)
     session.close();
+    ctx.states.delete(client);
+    ctx.metrics.auth.inc({ kind: 'phase1', result: 'fail' });
+    audit(ctx, 'auth.fail', state.devId, 'registry unavailable after KX3', state.remote);
+    throw new Error(`phase 1 failed: ${(e as Error).message}`);
+  }
+  if (!device || !sameDeviceKey(device, state)) {
+    session.close();
+    await ctx.registry.deleteTicketRow(state.devId, session.sidHex).catch(() => {}); // best effort: revoke/rotate also delete it
     ctx.states.delete(client);
     ctx.metrics.auth.inc({ kind: 'phase1', result: 'fail' });
     audit(ctx, 'auth.fail', state.devId, 'revoked or rotated during phase 1', state.remote);

@@ -46,23 +46,33 @@ function onReady(ctx: BrokerContext, client: Client): void {
       return;
     }
     if (state.kind === 'device') {
-      const d = ctx.registry.getDevice(state.devId);
-      if (!sameDeviceKey(d, state)) {
-        audit(ctx, 'session.revoked', state.devId, 'revoked during login', state.remote);
-        client.close();
-        return;
-      }
-      setLiveDevice(ctx, state.devId, client);
-      // §6.4: phase 2 proves the broker holds the session keys right after CONNACK.
-      if (state.confirm && !state.confirmSent) {
-        state.confirmSent = true;
-        client.publish(
-          { cmd: 'publish', topic: state.confirm.topic, payload: Buffer.from(state.confirm.payload), qos: 0, retain: false, dup: false },
-          (err?: Error) => {
-            if (err) ctx.log.debug({ err, devId: state.devId }, 'resume confirmation not sent');
-          },
-        );
-      }
+      // the registry may have changed between authentication and now (revoked during login)
+      ctx.registry.getDevice(state.devId).then(
+        (d) => {
+          if (client.closed || ctx.states.get(client) !== state) return;
+          if (!sameDeviceKey(d, state)) {
+            audit(ctx, 'session.revoked', state.devId, 'revoked during login', state.remote);
+            client.close();
+            return;
+          }
+          setLiveDevice(ctx, state.devId, client);
+          // §6.4: phase 2 proves the broker holds the session keys right after CONNACK.
+          if (state.confirm && !state.confirmSent) {
+            state.confirmSent = true;
+            client.publish(
+              { cmd: 'publish', topic: state.confirm.topic, payload: Buffer.from(state.confirm.payload), qos: 0, retain: false, dup: false },
+              (err?: Error) => {
+                if (err) ctx.log.debug({ err, devId: state.devId }, 'resume confirmation not sent');
+              },
+            );
+          }
+        },
+        (e: unknown) => {
+          // cannot tell whether the device is still allowed: close, it reconnects (CONNACK 3 while unavailable)
+          ctx.log.warn({ err: e, devId: state.devId }, 'registry unavailable after login: session closed');
+          client.close();
+        },
+      );
     }
   }
 }

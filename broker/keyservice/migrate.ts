@@ -11,7 +11,7 @@
 import { existsSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { acquireDirLock } from '../registry/lock.js';
-import { Registry } from '../registry/registry.js';
+import { SqliteRegistry } from '../registry/registry.js';
 import { KEY_SERVICE_DB_FILE, KEY_SERVICE_KEY_FILE, SqliteKeyServiceStore } from './store.js';
 
 export interface MigrationReport {
@@ -23,7 +23,7 @@ export interface MigrationReport {
   split: number;
 }
 
-export function migrateToExternalKeyService(brokerDir: string, keyServiceDir: string): MigrationReport {
+export async function migrateToExternalKeyService(brokerDir: string, keyServiceDir: string): Promise<MigrationReport> {
   const from = resolve(brokerDir);
   const to = resolve(keyServiceDir);
   if (from === to) throw new Error('the key service needs a directory of its own, not the broker\'s');
@@ -45,12 +45,12 @@ export function migrateToExternalKeyService(brokerDir: string, keyServiceDir: st
         embedded.close();
       }
     }
-    const registry = Registry.open(from, { memberKeys: target });
+    const registry = SqliteRegistry.open(from, { memberKeys: target });
     const split = registry.splitAtOpen;
     try {
-      registry.setKeyServiceMode('external');
+      await registry.setKeyServiceMode('external');
     } finally {
-      registry.close();
+      await registry.close();
     }
     for (const f of [KEY_SERVICE_DB_FILE, `${KEY_SERVICE_DB_FILE}-wal`, `${KEY_SERVICE_DB_FILE}-shm`, KEY_SERVICE_KEY_FILE]) rmSync(join(from, f), { force: true });
     return { groups, moved, split };

@@ -1,5 +1,7 @@
 /**
- * The device and account registry on SQLite (better-sqlite3, WAL mode).
+ * The registry on SQLite (better-sqlite3, WAL mode): the default for one
+ * broker node (the storage interface and the PostgreSQL implementation for
+ * several nodes: broker/registry/store.ts, pg-registry.ts).
  *
  * Every admin mutation bumps `meta.revision` in the same transaction; a
  * running broker polls that one row (cheap) and reloads roles and re-checks
@@ -7,27 +9,26 @@
  * separate process, reaches a running broker without an admin channel.
  *
  * Principal keys are split at provisioning (docs/protocol.md §14.2,
- * principal-keys.ts): the registry keeps K_auth | K_psk sealed under the
+ * provisioning.ts): the registry keeps K_auth | K_psk sealed under the
  * master key, K_ks goes to the key service's store (a `MemberKeySink`), and K
  * is returned to the caller once and never stored. Registries from before
  * the split are split when opened (schema 4).
+ *
+ * better-sqlite3 is synchronous: each method does its work at once and
+ * returns a settled promise (the interface is async for the network
+ * backend). The phase-2 writes (counters, tickets) go through the group
+ * commit: the writes of one event-loop turn share one transaction.
  */
 import Database from 'better-sqlite3';
-import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import {
-  BUILTIN_ROLES,
-  isValidPrincipalId,
-  isValidRoleName,
-  validateRuleFilter,
-  type Action,
-  type ProtectionMode,
-  type Role,
-} from '../policy/policy.js';
+import { BUILTIN_ROLES, type Action, type ProtectionMode, type Role } from '../policy/policy.js';
+import { checkAccountArgs, checkDeviceId, checkRoleName, checkRuleArgs, rolesFrom, type RuleRow } from './checks.js';
+import type { MemberKeySink } from '../keyservice/store.js';
+import { splitPrincipalKey } from './principal-keys.js';
+import { MemberKeys, META_KEY_SERVICE, openHandshake, provisionKey, sealHandshake, type KeyServiceMode } from './provisioning.js';
+import { GroupCommit } from './group-commit.js';
 import { MIGRATIONS } from './schema.js';
-import { SqliteKeyServiceStore, type MemberKeySink } from '../keyservice/store.js';
-import { handshakeKeysOf, splitPrincipalKey } from './principal-keys.js';
 import {
   hashPassword,
   loadOrCreateMasterKey,
@@ -36,55 +37,36 @@ import {
   sealDeviceKey,
   verifyPassword,
 } from './secrets.js';
+import {
+  GROUP_ROTATE,
+  RegistryError,
+  type AccountRecord,
+  type AuditEntry,
+  type AuditQuery,
+  type DeviceActivity,
+  type DeviceKeyStateRow,
+  type DeviceRecord,
+  type DeviceStatus,
+  type GraceRow,
+  type HandshakeKeys,
+  type Registry,
+} from './store.js';
+
+export {
+  GROUP_ROTATE,
+  RegistryError,
+  RegistryUnavailableError,
+  type AccountRecord,
+  type AuditEntry,
+  type DeviceActivity,
+  type DeviceRecord,
+  type DeviceStatus,
+  type HandshakeKeys,
+  type Registry,
+} from './store.js';
+export { DEVICE_KEY_LENGTH } from './checks.js';
 
 export const DB_FILE = 'registry.db';
-export const DEVICE_KEY_LENGTH = 32;
-
-export type DeviceStatus = 'active' | 'revoked';
-
-export interface DeviceRecord {
-  id: string;
-  role: string;
-  status: DeviceStatus;
-  keyVersion: number;
-  createdAt: number;
-  updatedAt: number;
-}
-
-export interface AccountRecord {
-  name: string;
-  role: string;
-  status: 'active' | 'disabled';
-  createdAt: number;
-}
-
-/** What the registry knows of a device's use (Registry.deviceActivity). */
-export interface DeviceActivity {
-  /** Stored phase-2 tickets (resumable sessions). */
-  tickets: number;
-  /** When a ticket was last written (each phase 1 and phase 2 writes one), Unix ms. */
-  lastTicketAt: number | null;
-  /** When the latest-expiring ticket expires, Unix ms. */
-  ticketExpiresAt: number | null;
-  /** Highest phase-2 counter accepted; -1 none. */
-  counter: number;
-}
-
-export interface AuditEntry {
-  seq: number;
-  at: number;
-  kind: string;
-  subject: string | null;
-  detail: string | null;
-  source: string | null;
-}
-
-export class RegistryError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'RegistryError';
-  }
-}
 
 export interface RegistryOptions {
   /** Wall clock in ms (tests inject one). */
@@ -100,12 +82,6 @@ export interface RegistryOptions {
   memberKeys?: MemberKeySink | null;
 }
 
-/** Audit kind of an operator's group rotation (read back by the broker). */
-export const GROUP_ROTATE = 'group.rotate';
-
-/** meta key: 'external' once a broker of this registry ran with an external key service. */
-const META_KEY_SERVICE = 'keyservice';
-
 interface DeviceRow {
   id: string;
   role: string;
@@ -117,8 +93,10 @@ interface DeviceRow {
   updated_at: number;
 }
 
-export class Registry {
+export class SqliteRegistry implements Registry {
+  readonly backend = 'sqlite' as const;
   readonly dataDir: string;
+  readonly location: string;
   private readonly db: Database.Database;
   private readonly master: Buffer;
   private readonly now: () => number;
@@ -129,22 +107,23 @@ export class Registry {
    * statement held open by an iterator, so sharing one is safe).
    */
   private readonly statements = new Map<string, Database.Statement>();
-  private readonly memberKeysOption: MemberKeySink | null | undefined;
-  private ownSink?: SqliteKeyServiceStore;
+  /** Batches the phase-2 writes of one event-loop turn into one transaction; each resolves after the commit. */
+  readonly commits: GroupCommit;
+  private readonly memberKeys: MemberKeys;
   /** Principal keys split by this open (schema 4 migration of a registry from before the split). */
   splitAtOpen = 0;
 
   /** Opens (creating on first use) the registry in `dataDir`. */
-  static open(dataDir: string, opts: RegistryOptions = {}): Registry {
+  static open(dataDir: string, opts: RegistryOptions = {}): SqliteRegistry {
     const dir = resolve(dataDir);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
-    return new Registry(dir, opts);
+    return new SqliteRegistry(dir, opts);
   }
 
   private constructor(dir: string, opts: RegistryOptions) {
     this.dataDir = dir;
+    this.location = join(dir, DB_FILE);
     this.now = opts.now ?? Date.now;
-    this.memberKeysOption = opts.memberKeys;
     this.master = loadOrCreateMasterKey(join(dir, MASTER_KEY_FILE));
     this.db = new Database(join(dir, DB_FILE));
     this.db.pragma('journal_mode = WAL');
@@ -152,6 +131,8 @@ export class Registry {
     this.db.pragma('busy_timeout = 5000');
     // overwritten or deleted key material is zeroed in the file, not left in free pages
     this.db.pragma('secure_delete = ON');
+    this.memberKeys = new MemberKeys(opts.memberKeys, dir);
+    this.commits = new GroupCommit((body) => this.db.transaction(body).immediate());
     try {
       this.migrate();
       if (this.legacyKeyCount() > 0) {
@@ -163,42 +144,21 @@ export class Registry {
         this.splitLegacyKeys();
       }
     } catch (e) {
-      this.close();
+      this.shut();
       throw e;
     }
   }
 
-  /** The sink for K_ks, opening the embedded key service's store on first use. */
-  private memberKeys(): MemberKeySink {
-    if (this.memberKeysOption) return this.memberKeysOption;
-    if (this.memberKeysOption === null) {
-      throw new RegistryError('this broker uses an external key service: provision with --keyservice-data <its data directory>');
-    }
-    if (this.keyServiceMode() === 'external') {
-      throw new RegistryError(`the broker of ${this.dataDir} uses an external key service: provision with --keyservice-data <its data directory>`);
-    }
-    this.ownSink ??= SqliteKeyServiceStore.open(this.dataDir);
-    return this.ownSink;
-  }
-
-  /**
-   * Deletes K_ks where this registry can reach it. An external key service
-   * this process cannot reach refuses the principal anyway: the policy it is
-   * sent no longer lists it as active under that key.
-   */
-  private forgetMemberKey(id: string): void {
-    if (this.memberKeysOption === null) return;
-    if (this.memberKeysOption === undefined && this.keyServiceMode() === 'external') return;
-    this.memberKeys().deleteMemberKey(id);
-  }
-
-  /** 'external' once a broker of this registry ran with an external key service, else 'embedded'. */
-  keyServiceMode(): 'embedded' | 'external' {
+  private mode(): KeyServiceMode {
     const r = this.stmt('SELECT value FROM meta WHERE key = ?').get(META_KEY_SERVICE) as { value: string } | undefined;
     return r?.value === 'external' ? 'external' : 'embedded';
   }
 
-  setKeyServiceMode(mode: 'embedded' | 'external'): void {
+  async keyServiceMode(): Promise<KeyServiceMode> {
+    return this.mode();
+  }
+
+  async setKeyServiceMode(mode: KeyServiceMode): Promise<void> {
     this.stmt('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run(META_KEY_SERVICE, mode);
   }
 
@@ -212,7 +172,7 @@ export class Registry {
    * rebuilt and the WAL truncated, so no page image keeps it).
    */
   private splitLegacyKeys(): void {
-    const sink = this.memberKeys();
+    const sink = this.memberKeys.sink(this.mode());
     const rows = this.stmt('SELECT * FROM devices WHERE length(key_sealed) > 0').all() as DeviceRow[];
     this.db.transaction(() => {
       for (const r of rows) {
@@ -220,7 +180,7 @@ export class Registry {
         const split = splitPrincipalKey(key, r.id);
         key.fill(0);
         if (r.status === 'active') sink.putMemberKey(r.id, `${r.created_at}/${r.key_version}`, split.keyService);
-        this.stmt("UPDATE devices SET hs_sealed = ?, key_sealed = X'' WHERE id = ?").run(this.sealHandshake(r.id, r.key_version, split.handshake), r.id);
+        this.stmt("UPDATE devices SET hs_sealed = ?, key_sealed = X'' WHERE id = ?").run(sealHandshake(this.master, r.id, r.key_version, split.handshake), r.id);
         split.handshake.fill(0);
         split.keyService.fill(0);
       }
@@ -231,23 +191,6 @@ export class Registry {
     // rebuild the file, then empty the WAL, so none survives on disk
     this.db.exec('VACUUM');
     this.db.pragma('wal_checkpoint(TRUNCATE)');
-  }
-
-  private sealHandshake(id: string, keyVersion: number, handshake: Uint8Array): Buffer {
-    return sealDeviceKey(this.master, `hs|${id}`, keyVersion, handshake);
-  }
-
-  /** A fresh K for `id`: K_auth | K_psk sealed for the registry row, K_ks handed to the key service's store. */
-  private provision(id: string, createdAt: number, keyVersion: number): { key: Uint8Array; hsSealed: Buffer } {
-    const key = new Uint8Array(randomBytes(DEVICE_KEY_LENGTH));
-    const split = splitPrincipalKey(key, id);
-    try {
-      this.memberKeys().putMemberKey(id, `${createdAt}/${keyVersion}`, split.keyService);
-      return { key, hsSealed: this.sealHandshake(id, keyVersion, split.handshake) };
-    } finally {
-      split.handshake.fill(0);
-      split.keyService.fill(0);
-    }
   }
 
   private stmt(sql: string): Database.Statement {
@@ -282,22 +225,24 @@ export class Registry {
     }
   }
 
-  /**
-   * Runs `body` in one IMMEDIATE transaction (committed when it returns,
-   * rolled back if it throws): the group commit of the ticket store
-   * (broker/registry/group-commit.ts) batches its writes through this.
-   */
-  inTransaction(body: () => void): void {
-    this.db.transaction(body).immediate();
+  /** One IMMEDIATE transaction (committed when `body` returns, rolled back if it throws). */
+  private tx<T>(body: () => T): T {
+    return this.db.transaction(body).immediate();
   }
 
-  schemaVersion(): number {
+  async schemaVersion(): Promise<number> {
     return this.db.pragma('user_version', { simple: true }) as number;
   }
 
-  close(): void {
-    this.ownSink?.close();
-    this.ownSink = undefined;
+  async close(): Promise<void> {
+    if (!this.db.open) return;
+    // writes still queued for the next group commit (a handshake cut off by a stop) go to disk first
+    this.commits.flush();
+    this.shut();
+  }
+
+  private shut(): void {
+    this.memberKeys.close();
     this.master.fill(0);
     this.statements.clear();
     if (this.db.open) this.db.close();
@@ -305,7 +250,7 @@ export class Registry {
 
   // ---- revision ---------------------------------------------------------
 
-  revision(): number {
+  async revision(): Promise<number> {
     const row = this.stmt("SELECT value FROM meta WHERE key = 'revision'").get() as { value: string };
     return Number(row.value);
   }
@@ -316,48 +261,38 @@ export class Registry {
 
   // ---- roles and rules --------------------------------------------------
 
-  listRoles(): Role[] {
-    const roles = this.stmt('SELECT name, plaintext FROM roles ORDER BY name').all() as {
-      name: string;
-      plaintext: number;
-    }[];
-    const rules = this.stmt('SELECT role, action, filter, mode FROM rules ORDER BY rowid').all() as {
-      role: string;
-      action: Action;
-      filter: string;
-      mode: ProtectionMode;
-    }[];
-    return roles.map((r) => ({
-      name: r.name,
-      plaintext: r.plaintext === 1,
-      rules: rules
-        .filter((x) => x.role === r.name)
-        .map((x) => (x.mode === 'e2e' ? { action: x.action, filter: x.filter, mode: x.mode } : { action: x.action, filter: x.filter })),
-    }));
+  private roles(): Role[] {
+    const roles = this.stmt('SELECT name, plaintext FROM roles ORDER BY name').all() as { name: string; plaintext: number }[];
+    const rules = this.stmt('SELECT role, action, filter, mode FROM rules ORDER BY rowid').all() as RuleRow[];
+    return rolesFrom(roles.map((r) => ({ name: r.name, plaintext: r.plaintext === 1 })), rules);
   }
 
-  getRole(name: string): Role | undefined {
-    return this.listRoles().find((r) => r.name === name);
+  private roleExists(name: string): boolean {
+    return this.stmt('SELECT 1 FROM roles WHERE name = ?').get(name) !== undefined;
   }
 
-  addRole(name: string, opts: { plaintext?: boolean } = {}): void {
-    if (!isValidRoleName(name)) throw new RegistryError(`invalid role name "${name}" (a-z, 0-9, _ and -, max 32)`);
-    this.db.transaction(() => {
-      if (this.getRole(name)) throw new RegistryError(`role "${name}" already exists`);
+  async listRoles(): Promise<Role[]> {
+    return this.roles();
+  }
+
+  async getRole(name: string): Promise<Role | undefined> {
+    return this.roles().find((r) => r.name === name);
+  }
+
+  async addRole(name: string, opts: { plaintext?: boolean } = {}): Promise<void> {
+    checkRoleName(name);
+    this.tx(() => {
+      if (this.roleExists(name)) throw new RegistryError(`role "${name}" already exists`);
       this.stmt('INSERT INTO roles (name, plaintext) VALUES (?, ?)').run(name, opts.plaintext ? 1 : 0);
       this.auditRow('role.add', name, opts.plaintext ? 'plaintext' : null, 'admin');
       this.bump();
-    }).immediate();
+    });
   }
 
-  /** Adds a rule, or changes the protection mode of an existing one (docs/protocol.md §14.1). */
-  addRule(role: string, action: Action, filter: string, mode: ProtectionMode = 'hop'): void {
-    if (action !== 'publish' && action !== 'subscribe') throw new RegistryError(`action must be publish or subscribe`);
-    if (mode !== 'hop' && mode !== 'e2e') throw new RegistryError(`mode must be hop or e2e`);
-    const bad = validateRuleFilter(filter);
-    if (bad) throw new RegistryError(`invalid filter "${filter}": ${bad}`);
-    this.db.transaction(() => {
-      if (!this.getRole(role)) throw new RegistryError(`unknown role "${role}"`);
+  async addRule(role: string, action: Action, filter: string, mode: ProtectionMode = 'hop'): Promise<void> {
+    checkRuleArgs(action, filter, mode);
+    this.tx(() => {
+      if (!this.roleExists(role)) throw new RegistryError(`unknown role "${role}"`);
       this.stmt('INSERT INTO rules (role, action, filter, mode) VALUES (?, ?, ?, ?) ON CONFLICT (role, action, filter) DO UPDATE SET mode = excluded.mode').run(
         role,
         action,
@@ -366,17 +301,17 @@ export class Registry {
       );
       this.auditRow('acl.add', role, `allow ${action} ${filter}${mode === 'e2e' ? ' (e2e)' : ''}`, 'admin');
       this.bump();
-    }).immediate();
+    });
   }
 
-  removeRule(role: string, action: Action, filter: string): boolean {
-    return this.db.transaction(() => {
+  async removeRule(role: string, action: Action, filter: string): Promise<boolean> {
+    return this.tx(() => {
       const r = this.stmt('DELETE FROM rules WHERE role = ? AND action = ? AND filter = ?').run(role, action, filter);
       if (r.changes === 0) return false;
       this.auditRow('acl.remove', role, `allow ${action} ${filter}`, 'admin');
       this.bump();
       return true;
-    }).immediate();
+    });
   }
 
   /**
@@ -384,11 +319,11 @@ export class Registry {
    * audit row of kind `group.rotate`; a running broker hands it to the key
    * service at its next poll, which moves the group to a new epoch.
    */
-  rotateGroup(filter: string): void {
-    this.db.transaction(() => {
+  async rotateGroup(filter: string): Promise<void> {
+    this.tx(() => {
       this.auditRow(GROUP_ROTATE, filter, null, 'admin');
       this.bump();
-    }).immediate();
+    });
   }
 
   // ---- devices ------------------------------------------------------------
@@ -399,16 +334,15 @@ export class Registry {
       throw new RegistryError(`"${id}" is already an account name`);
   }
 
-  /** Registers a device and returns its fresh 32-byte key (shown once, stored only encrypted). */
-  addDevice(id: string, role: string): { device: DeviceRecord; key: Uint8Array } {
-    if (!isValidPrincipalId(id)) throw new RegistryError(`invalid device id "${id}" (A-Z a-z 0-9 _ . -, 1 to 23 chars)`);
+  async addDevice(id: string, role: string): Promise<{ device: DeviceRecord; key: Uint8Array }> {
+    checkDeviceId(id);
     let key!: Uint8Array;
-    this.db.transaction(() => {
-      if (!this.getRole(role)) throw new RegistryError(`unknown role "${role}"`);
+    this.tx(() => {
+      if (!this.roleExists(role)) throw new RegistryError(`unknown role "${role}"`);
       this.requireFreeName(id);
       const t = this.now();
       // K_ks is written first: if that fails, nothing is registered
-      const p = this.provision(id, t, 1);
+      const p = provisionKey(this.master, this.memberKeys.sink(this.mode()), id, t, 1);
       key = p.key;
       this.stmt(
           "INSERT INTO devices (id, role, status, key_version, key_sealed, hs_sealed, created_at, updated_at) VALUES (?, ?, ?, 1, X'', ?, ?, ?)",
@@ -416,67 +350,57 @@ export class Registry {
         .run(id, role, 'active', p.hsSealed, t, t);
       this.auditRow('device.add', id, `role=${role}`, 'admin');
       this.bump();
-    }).immediate();
-    return { device: this.getDevice(id)!, key };
+    });
+    return { device: toDevice(this.deviceRow(id)!), key };
   }
 
   private deviceRow(id: string): DeviceRow | undefined {
     return this.stmt('SELECT * FROM devices WHERE id = ?').get(id) as DeviceRow | undefined;
   }
 
-  getDevice(id: string): DeviceRecord | undefined {
+  async getDevice(id: string): Promise<DeviceRecord | undefined> {
     const r = this.deviceRow(id);
     return r && toDevice(r);
   }
 
-  listDevices(): DeviceRecord[] {
+  async listDevices(): Promise<DeviceRecord[]> {
     return (this.stmt('SELECT * FROM devices ORDER BY id').all() as DeviceRow[]).map(toDevice);
   }
 
-  /** Status and key version of every device (one query; the broker checks its grace keys against it). */
-  deviceKeyStates(): Map<string, { status: DeviceStatus; keyVersion: number; createdAt: number }> {
+  async deviceKeyStates(): Promise<Map<string, DeviceKeyStateRow>> {
     const rows = this.stmt('SELECT id, status, key_version, created_at FROM devices').all() as { id: string; status: DeviceStatus; key_version: number; created_at: number }[];
     return new Map(rows.map((r) => [r.id, { status: r.status, keyVersion: r.key_version, createdAt: r.created_at }]));
   }
 
-  /**
-   * K_auth and K_psk of an active principal (§4.1), or undefined (unknown or
-   * revoked). All the broker needs for phases 1 and 2; K_ks cannot be
-   * computed from them. Caller zeroises.
-   */
-  handshakeKeys(id: string): { authKey: Uint8Array; pskKey: Uint8Array; keyVersion: number } | undefined {
+  async handshakeKeys(id: string): Promise<HandshakeKeys | undefined> {
     const r = this.deviceRow(id);
     if (!r || r.status !== 'active' || !r.hs_sealed) return undefined;
-    const hs = openDeviceKey(this.master, `hs|${r.id}`, r.key_version, r.hs_sealed);
-    const keys = handshakeKeysOf(hs);
-    hs.fill(0);
-    return { ...keys, keyVersion: r.key_version };
+    return openHandshake(this.master, r.id, r.key_version, r.hs_sealed);
   }
 
-  revokeDevice(id: string): DeviceRecord {
-    this.db.transaction(() => {
+  async revokeDevice(id: string): Promise<DeviceRecord> {
+    this.tx(() => {
       const r = this.deviceRow(id);
       if (!r) throw new RegistryError(`unknown device "${id}"`);
       this.stmt("UPDATE devices SET status = 'revoked', updated_at = ? WHERE id = ?").run(this.now(), id);
       // a revoked principal comes back only with a new key (rotate): its K_ks is of no further use
-      this.forgetMemberKey(id);
+      this.memberKeys.forget(id, this.mode());
       this.stmt('DELETE FROM tickets WHERE device_id = ?').run(id);
       // grace keys written at a graceful stop (§8.5) die with the device's keys
       this.stmt('DELETE FROM grace WHERE device_id = ?').run(id);
       this.auditRow('device.revoke', id, null, 'admin');
       this.bump();
-    }).immediate();
-    return this.getDevice(id)!;
+    });
+    return toDevice(this.deviceRow(id)!);
   }
 
-  /** New key, key version + 1, all tickets dropped; also re-activates a revoked device. */
-  rotateDevice(id: string): { device: DeviceRecord; key: Uint8Array } {
+  async rotateDevice(id: string): Promise<{ device: DeviceRecord; key: Uint8Array }> {
     let key!: Uint8Array;
-    this.db.transaction(() => {
+    this.tx(() => {
       const r = this.deviceRow(id);
       if (!r) throw new RegistryError(`unknown device "${id}"`);
       const v = r.key_version + 1;
-      const p = this.provision(id, r.created_at, v);
+      const p = provisionKey(this.master, this.memberKeys.sink(this.mode()), id, r.created_at, v);
       key = p.key;
       this.stmt("UPDATE devices SET key_version = ?, key_sealed = X'', hs_sealed = ?, status = 'active', updated_at = ? WHERE id = ?")
         .run(v, p.hsSealed, this.now(), id);
@@ -486,8 +410,8 @@ export class Registry {
       this.stmt('DELETE FROM counters WHERE device_id = ?').run(id);
       this.auditRow('device.rotate', id, `key_version=${v}`, 'admin');
       this.bump();
-    }).immediate();
-    return { device: this.getDevice(id)!, key };
+    });
+    return { device: toDevice(this.deviceRow(id)!), key };
   }
 
   /**
@@ -495,107 +419,111 @@ export class Registry {
    * running broker closes its sessions at the next poll. The id may be used
    * again: a device added under it gets a new key, so its counters start over.
    */
-  removeDevice(id: string): void {
-    this.db.transaction(() => {
+  async removeDevice(id: string): Promise<void> {
+    this.tx(() => {
       if (!this.deviceRow(id)) throw new RegistryError(`unknown device "${id}"`);
       this.stmt('DELETE FROM tickets WHERE device_id = ?').run(id);
       this.stmt('DELETE FROM counters WHERE device_id = ?').run(id);
       this.stmt('DELETE FROM grace WHERE device_id = ?').run(id);
       this.stmt('DELETE FROM devices WHERE id = ?').run(id);
-      this.forgetMemberKey(id);
+      this.memberKeys.forget(id, this.mode());
       this.auditRow('device.remove', id, null, 'admin');
       this.bump();
-    }).immediate();
+    });
   }
 
   // ---- accounts -----------------------------------------------------------
 
   async addAccount(name: string, role: string, password: string): Promise<AccountRecord> {
-    if (!isValidPrincipalId(name)) throw new RegistryError(`invalid account name "${name}" (A-Z a-z 0-9 _ . -, 1 to 23 chars)`);
-    if (password.length < 8) throw new RegistryError('password must be at least 8 characters');
-    if (!this.getRole(role)) throw new RegistryError(`unknown role "${role}"`);
+    checkAccountArgs(name, password);
+    if (!this.roleExists(role)) throw new RegistryError(`unknown role "${role}"`);
     const { salt, hash } = await hashPassword(password);
-    this.db.transaction(() => {
+    this.tx(() => {
+      if (!this.roleExists(role)) throw new RegistryError(`unknown role "${role}"`);
       this.requireFreeName(name);
       this.stmt('INSERT INTO accounts (name, role, status, salt, hash, created_at) VALUES (?, ?, ?, ?, ?, ?)')
         .run(name, role, 'active', salt, hash, this.now());
       this.auditRow('account.add', name, `role=${role}`, 'admin');
       this.bump();
-    }).immediate();
-    return this.getAccount(name)!;
+    });
+    return this.account(name)!;
   }
 
-  getAccount(name: string): AccountRecord | undefined {
+  private account(name: string): AccountRecord | undefined {
     const r = this.stmt('SELECT name, role, status, created_at FROM accounts WHERE name = ?').get(name) as
       | { name: string; role: string; status: 'active' | 'disabled'; created_at: number }
       | undefined;
     return r && { name: r.name, role: r.role, status: r.status, createdAt: r.created_at };
   }
 
-  listAccounts(): AccountRecord[] {
-    return (this.stmt('SELECT name FROM accounts ORDER BY name').all() as { name: string }[]).map(
-      (r) => this.getAccount(r.name)!,
-    );
+  async getAccount(name: string): Promise<AccountRecord | undefined> {
+    return this.account(name);
   }
 
-  setAccountStatus(name: string, status: 'active' | 'disabled'): void {
-    this.db.transaction(() => {
+  async listAccounts(): Promise<AccountRecord[]> {
+    return (this.stmt('SELECT name FROM accounts ORDER BY name').all() as { name: string }[]).map((r) => this.account(r.name)!);
+  }
+
+  async setAccountStatus(name: string, status: 'active' | 'disabled'): Promise<void> {
+    this.tx(() => {
       const r = this.stmt('UPDATE accounts SET status = ? WHERE name = ?').run(status, name);
       if (r.changes === 0) throw new RegistryError(`unknown account "${name}"`);
       this.auditRow(status === 'active' ? 'account.enable' : 'account.disable', name, null, 'admin');
       this.bump();
-    }).immediate();
+    });
   }
 
   /** Removes an account; its live sessions are closed by a running broker (and their wills discarded). */
-  removeAccount(name: string): void {
-    this.db.transaction(() => {
+  async removeAccount(name: string): Promise<void> {
+    this.tx(() => {
       const r = this.stmt('DELETE FROM accounts WHERE name = ?').run(name);
       if (r.changes === 0) throw new RegistryError(`unknown account "${name}"`);
       this.auditRow('account.remove', name, null, 'admin');
       this.bump();
-    }).immediate();
+    });
   }
 
-  /** The account if the password is right and the account active; constant time in the password. */
   async verifyAccount(name: string, password: string): Promise<AccountRecord | undefined> {
     const r = this.stmt('SELECT salt, hash, status FROM accounts WHERE name = ?').get(name) as
       | { salt: Buffer; hash: Buffer; status: string }
       | undefined;
     const ok = await verifyPassword(password, r ? { salt: r.salt, hash: r.hash } : undefined);
     if (!ok || r?.status !== 'active') return undefined;
-    return this.getAccount(name);
+    return this.account(name);
   }
 
   // ---- phase-2 state (raw rows; broker/registry/ticket-store.ts adapts them) ----
+  // Writes go through the group commit: durable when they resolve.
 
-  getCounter(deviceId: string): number {
+  async getCounter(deviceId: string): Promise<number> {
     const r = this.stmt('SELECT counter FROM counters WHERE device_id = ?').get(deviceId) as
       | { counter: number }
       | undefined;
     return r ? r.counter : -1;
   }
 
-  /** Sets the counter to `value` iff strictly greater than the stored one (one statement: atomic). */
-  advanceCounter(deviceId: string, value: number): boolean {
-    const r = this.stmt(
+  /** One statement, run inside the group's transaction in queue order: a concurrent equal or lower value loses. */
+  advanceCounter(deviceId: string, value: number): Promise<boolean> {
+    return this.commits.run(() => {
+      const r = this.stmt(
         `INSERT INTO counters (device_id, counter) VALUES (?, ?)
          ON CONFLICT(device_id) DO UPDATE SET counter = excluded.counter WHERE excluded.counter > counters.counter`,
-      )
-      .run(deviceId, value);
-    return r.changes === 1;
+      ).run(deviceId, value);
+      return r.changes === 1;
+    });
   }
 
-  putTicketRow(deviceId: string, sid: string, record: Uint8Array, expiresAt: number): void {
-    this.stmt(
+  putTicketRow(deviceId: string, sid: string, record: Uint8Array, expiresAt: number): Promise<void> {
+    return this.commits.run(() => {
+      this.stmt(
         `INSERT INTO tickets (device_id, sid, record_sealed, expires_at, updated_at) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT(device_id, sid) DO UPDATE SET record_sealed = excluded.record_sealed,
            expires_at = excluded.expires_at, updated_at = excluded.updated_at`,
-      )
-      .run(deviceId, sid, Buffer.from(record), expiresAt, this.now());
+      ).run(deviceId, sid, Buffer.from(record), expiresAt, this.now());
+    });
   }
 
-  getTicketRow(deviceId: string, sid: string): { record: Uint8Array; expiresAt: number } | undefined {
+  async getTicketRow(deviceId: string, sid: string): Promise<{ record: Uint8Array; expiresAt: number } | undefined> {
     const r = this.stmt('SELECT record_sealed, expires_at FROM tickets WHERE device_id = ? AND sid = ?').get(
       deviceId,
       sid,
@@ -603,19 +531,19 @@ export class Registry {
     return r && { record: new Uint8Array(r.record_sealed), expiresAt: r.expires_at };
   }
 
-  deleteTicketRow(deviceId: string, sid: string): void {
-    this.stmt('DELETE FROM tickets WHERE device_id = ? AND sid = ?').run(deviceId, sid);
+  deleteTicketRow(deviceId: string, sid: string): Promise<void> {
+    return this.commits.run(() => void this.stmt('DELETE FROM tickets WHERE device_id = ? AND sid = ?').run(deviceId, sid));
   }
 
-  deleteTicketsOf(deviceId: string): void {
-    this.stmt('DELETE FROM tickets WHERE device_id = ?').run(deviceId);
+  deleteTicketsOf(deviceId: string): Promise<void> {
+    return this.commits.run(() => void this.stmt('DELETE FROM tickets WHERE device_id = ?').run(deviceId));
   }
 
-  resetCounter(deviceId: string): void {
-    this.stmt('DELETE FROM counters WHERE device_id = ?').run(deviceId);
+  resetCounter(deviceId: string): Promise<void> {
+    return this.commits.run(() => void this.stmt('DELETE FROM counters WHERE device_id = ?').run(deviceId));
   }
 
-  ticketCount(deviceId?: string): number {
+  async ticketCount(deviceId?: string): Promise<number> {
     const r = (
       deviceId
         ? this.stmt('SELECT COUNT(*) AS n FROM tickets WHERE device_id = ?').get(deviceId)
@@ -629,7 +557,7 @@ export class Registry {
    * written (each phase 1 and phase 2 writes one) and the highest counter.
    * One grouped read for the whole fleet (the operator console's device list).
    */
-  deviceActivity(): Map<string, DeviceActivity> {
+  async deviceActivity(): Promise<Map<string, DeviceActivity>> {
     const out = new Map<string, DeviceActivity>();
     const rows = this.stmt(
       'SELECT device_id, COUNT(*) AS n, MAX(updated_at) AS last, MAX(expires_at) AS expires FROM tickets GROUP BY device_id',
@@ -643,31 +571,29 @@ export class Registry {
     return out;
   }
 
-  // ---- grace state across a graceful restart (§8.5) ---------------------------
-
-  /** Replaces the stored grace state with these sealed records (one transaction). */
-  saveGrace(records: { devId: string; until: number; sealed: Uint8Array }[]): void {
-    this.db.transaction(() => {
-      this.stmt('DELETE FROM grace').run();
-      const ins = this.stmt('INSERT INTO grace (device_id, until, record_sealed) VALUES (?, ?, ?)');
-      for (const r of records) ins.run(r.devId, r.until, Buffer.from(r.sealed));
-    }).immediate();
-  }
-
-  /** Reads and deletes the stored grace state: it is used once, at start. Expired records are dropped unread. */
-  takeGrace(now: number): { devId: string; until: number; sealed: Uint8Array }[] {
-    return this.db.transaction(() => {
-      const rows = this.stmt('SELECT device_id, until, record_sealed FROM grace WHERE until > ?').all(now) as { device_id: string; until: number; record_sealed: Buffer }[];
-      this.stmt('DELETE FROM grace').run();
-      return rows.map((r) => ({ devId: r.device_id, until: r.until, sealed: new Uint8Array(r.record_sealed) }));
-    }).immediate();
-  }
-
-  purgeExpiredTickets(): number {
+  async purgeExpiredTickets(): Promise<number> {
     return this.stmt('DELETE FROM tickets WHERE expires_at <= ?').run(this.now()).changes;
   }
 
-  /** Master-key AEAD for other at-rest secrets (tickets), bound to a label. */
+  // ---- grace state across a graceful restart (§8.5) ---------------------------
+
+  async saveGrace(records: GraceRow[]): Promise<void> {
+    this.tx(() => {
+      const ins = this.stmt(
+        'INSERT INTO grace (device_id, until, record_sealed) VALUES (?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET until = excluded.until, record_sealed = excluded.record_sealed',
+      );
+      for (const r of records) ins.run(r.devId, r.until, Buffer.from(r.sealed));
+    });
+  }
+
+  async takeGrace(now: number): Promise<GraceRow[]> {
+    return this.tx(() => {
+      const rows = this.stmt('SELECT device_id, until, record_sealed FROM grace WHERE until > ?').all(now) as { device_id: string; until: number; record_sealed: Buffer }[];
+      this.stmt('DELETE FROM grace').run();
+      return rows.map((r) => ({ devId: r.device_id, until: r.until, sealed: new Uint8Array(r.record_sealed) }));
+    });
+  }
+
   sealSecret(label: string, data: Uint8Array): Uint8Array {
     return new Uint8Array(sealDeviceKey(this.master, label, 0, data));
   }
@@ -683,11 +609,11 @@ export class Registry {
       .run(this.now(), kind, subject, detail, source);
   }
 
-  audit(kind: string, subject: string | null, detail: string | null = null, source: string | null = null): void {
+  async audit(kind: string, subject: string | null, detail: string | null = null, source: string | null = null): Promise<void> {
     this.auditRow(kind, subject, detail, source);
   }
 
-  listAudit(opts: { limit?: number; kind?: string; subject?: string; source?: string; afterSeq?: number } = {}): AuditEntry[] {
+  async listAudit(opts: AuditQuery = {}): Promise<AuditEntry[]> {
     const where: string[] = [];
     const args: unknown[] = [];
     if (opts.afterSeq !== undefined) {
@@ -721,4 +647,3 @@ function toDevice(r: DeviceRow): DeviceRecord {
     updatedAt: r.updated_at,
   };
 }
-

@@ -5,8 +5,9 @@ import { ensureAdminAccount } from '../../broker/console/admin.js';
 import { DEFAULT_LIMITS } from '../../broker/limits/config.js';
 import { CliError, DEFAULT_DATA_DIR, parsePort, wholeNumber, type CliIo, type CommandModule } from '../command.js';
 import type { ConsoleOptions } from '../../broker/console/server.js';
-import type { Registry } from '../../broker/registry/registry.js';
+import type { Registry } from '../../broker/registry/store.js';
 import { parseRedisUrl } from '../../broker/cluster/redis-state.js';
+import { DB_OPTION_HELP, registryCliError } from './shared.js';
 
 export interface ConsoleCliOptions {
   consolePort?: string;
@@ -42,6 +43,7 @@ export const brokerCommand: CommandModule = {
       .command('broker')
       .description('run the mqsec broker (Aedes) in the foreground; stops cleanly on SIGINT/SIGTERM; exits non-zero if it cannot start')
       .option('--data <dir>', 'data directory (created on first start)', DEFAULT_DATA_DIR)
+      .option('--db <url>', DB_OPTION_HELP)
       .option('--port <n>', 'MQTT port (0 = any free port)', '1883')
       .option('--host <addr>', 'address to listen on', '127.0.0.1')
       .option('--metrics-port <n>', 'serve Prometheus metrics on this port')
@@ -67,7 +69,7 @@ export const brokerCommand: CommandModule = {
       .option('--retained-total <n>', 'retained messages in the whole broker', wholeNumber('--retained-total', 0), DEFAULT_LIMITS.retainedTotal)
       .option('--retained-bytes-total <n>', 'bytes (topic + payload) of all retained messages in the broker', wholeNumber('--retained-bytes-total', 0), DEFAULT_LIMITS.retainedBytesTotal)
       .action(async (o: {
-        data: string; port: string; host: string; metricsPort?: string; logLevel: string;
+        data: string; db?: string; port: string; host: string; metricsPort?: string; logLevel: string;
         tlsPort?: string; tlsHost?: string; tlsCert?: string; tlsKey?: string; tlsName?: string;
         allowPlainAccounts?: boolean; localAddresses: string; useUsernameAsClientid?: boolean; keyservice: string;
         retainedPerAccount: number; retainedBytesPerAccount: number; retainedTotal: number; retainedBytesTotal: number;
@@ -131,7 +133,9 @@ export const brokerCommand: CommandModule = {
                 throw new CliError((e as Error).message);
               }
             }
-            broker = await startBroker({ dataDir: o.data, port, host: o.host, metricsPort, logger, console: consoleOptions, limits, keyService: o.keyservice, cluster, ...security });
+            broker = await startBroker({ dataDir: o.data, db: o.db, port, host: o.host, metricsPort, logger, console: consoleOptions, limits, keyService: o.keyservice, cluster, ...security }).catch((e: unknown) => {
+              throw registryCliError(e);
+            });
           } finally {
             logger.flush();
           }

@@ -3,12 +3,13 @@ import { existsSync, readFileSync } from 'node:fs';
 import { toHex } from '../../firmware/core/bytes.js';
 import { isLoopbackHost } from '../../tools/moddable.js';
 import { CliError, DEFAULT_DATA_DIR, parsePort, type CommandModule } from '../command.js';
-import { deviceLine, provisionPrincipal, rotatePrincipal, withRegistry, writeDeviceConfig } from './shared.js';
+import { deviceLine, provisionPrincipal, rotatePrincipal, withRegistry, writeDeviceConfig, DB_OPTION_HELP } from './shared.js';
 
 const KS_DATA_HELP = 'data directory of a key service run as its own process (`mqsec keyservice --data`): K_ks is written there, never to --data';
 
 interface KeyOutputOpts {
   data: string;
+  db?: string;
   keyserviceData?: string;
   json?: boolean;
   config?: string;
@@ -65,6 +66,7 @@ export const deviceCommand: CommandModule = {
       .requiredOption('--role <role>', 'role (built in: sensor, app, admin)')
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
       .option('--keyservice-data <dir>', KS_DATA_HELP)
+      .option('--db <url>', DB_OPTION_HELP)
       .option('--json', 'print {"id","key"} as JSON and write the device config file')
       .option('--config <file>', 'device config file to write (default with --json: device-config-<id>.json)')
       .option('--broker-host <host>', 'broker host as the device reaches it (default 127.0.0.1: simulator only)')
@@ -80,9 +82,10 @@ export const deviceCommand: CommandModule = {
       .command('list')
       .description('list devices')
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+      .option('--db <url>', DB_OPTION_HELP)
       .option('--json', 'JSON output')
-      .action(async (o: { data: string; json?: boolean }) => {
-        const list = await withRegistry(o.data, (r) => r.listDevices(), { create: false });
+      .action(async (o: { data: string; db?: string; json?: boolean }) => {
+        const list = await withRegistry(o, (r) => r.listDevices(), { create: false });
         if (o.json) io.out(JSON.stringify(list));
         else for (const d of list) io.out(deviceLine(d));
       });
@@ -91,12 +94,13 @@ export const deviceCommand: CommandModule = {
       .command('show <id>')
       .description('show one device (never its key)')
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+      .option('--db <url>', DB_OPTION_HELP)
       .option('--json', 'JSON output')
-      .action(async (id: string, o: { data: string; json?: boolean }) => {
-        const info = await withRegistry(o.data, (r) => {
-          const d = r.getDevice(id);
+      .action(async (id: string, o: { data: string; db?: string; json?: boolean }) => {
+        const info = await withRegistry(o, async (r) => {
+          const d = await r.getDevice(id);
           if (!d) throw new CliError(`unknown device "${id}"`);
-          return { ...d, tickets: r.ticketCount(id), counter: r.getCounter(id) };
+          return { ...d, tickets: await r.ticketCount(id), counter: await r.getCounter(id) };
         }, { create: false });
         if (o.json) io.out(JSON.stringify(info));
         else {
@@ -110,10 +114,11 @@ export const deviceCommand: CommandModule = {
       .description('revoke a device: a running broker closes its sessions within a second; tickets die')
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
       .option('--keyservice-data <dir>', KS_DATA_HELP)
-      .action(async (id: string, o: { data: string; keyserviceData?: string }) => {
-        await withRegistry(o.data, (r) => {
-          if (!r.getDevice(id)) throw new CliError(`unknown device "${id}"`);
-          r.revokeDevice(id);
+      .option('--db <url>', DB_OPTION_HELP)
+      .action(async (id: string, o: { data: string; db?: string; keyserviceData?: string }) => {
+        await withRegistry(o, async (r) => {
+          if (!(await r.getDevice(id))) throw new CliError(`unknown device "${id}"`);
+          await r.revokeDevice(id);
         }, { create: false, keyServiceData: o.keyserviceData });
         io.out(`device ${id} revoked`);
       });
@@ -123,10 +128,11 @@ export const deviceCommand: CommandModule = {
       .description('delete a device and its key, tickets and counter (a running broker closes its sessions within a second)')
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
       .option('--keyservice-data <dir>', KS_DATA_HELP)
-      .action(async (id: string, o: { data: string; keyserviceData?: string }) => {
-        await withRegistry(o.data, (r) => {
-          if (!r.getDevice(id)) throw new CliError(`unknown device "${id}"`);
-          r.removeDevice(id);
+      .option('--db <url>', DB_OPTION_HELP)
+      .action(async (id: string, o: { data: string; db?: string; keyserviceData?: string }) => {
+        await withRegistry(o, async (r) => {
+          if (!(await r.getDevice(id))) throw new CliError(`unknown device "${id}"`);
+          await r.removeDevice(id);
         }, { create: false, keyServiceData: o.keyserviceData });
         io.out(`device ${id} removed`);
       });
@@ -139,6 +145,7 @@ export const deviceCommand: CommandModule = {
       )
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
       .option('--keyservice-data <dir>', KS_DATA_HELP)
+      .option('--db <url>', DB_OPTION_HELP)
       .option('--json', 'print {"id","key"} as JSON and write the device config file')
       .option('--config <file>', 'device config file to rewrite (default: device-config-<id>.json if it exists, or with --json)')
       .option('--broker-host <host>', 'broker host for the config file (default: the one already in it)')

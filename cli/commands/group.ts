@@ -6,11 +6,11 @@ import { CliError, DEFAULT_DATA_DIR, type CommandModule } from '../command.js';
 import { withRegistry } from './shared.js';
 
 /** Groups and members as the broker and the key service compute them from this registry's policy. */
-function membershipOf(r: Registry): Membership {
-  const roles = r.listRoles();
+async function membershipOf(r: Registry): Promise<Membership> {
+  const [roles, devices] = await Promise.all([r.listRoles(), r.listDevices()]);
   const byName = new Map(roles.map((x) => [x.name, x]));
   const principals: Principal[] = [];
-  for (const d of r.listDevices()) {
+  for (const d of devices) {
     const role = byName.get(d.role);
     if (d.status === 'active' && role) principals.push({ id: d.id, kind: 'device', role });
   }
@@ -40,9 +40,9 @@ export const groupCommand: CommandModule = {
       .action(async (filter: string, o: { data: string }) => {
         await withRegistry(
           o.data,
-          (r) => {
-            if (!membershipOf(r).groups.has(filter)) throw new CliError(`no end-to-end group "${filter}" (see \`mqsec group list\`)`);
-            r.rotateGroup(filter);
+          async (r) => {
+            if (!(await membershipOf(r)).groups.has(filter)) throw new CliError(`no end-to-end group "${filter}" (see \`mqsec group list\`)`);
+            await r.rotateGroup(filter);
           },
           { create: false },
         );

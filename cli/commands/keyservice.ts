@@ -87,8 +87,8 @@ export const keyserviceCommand: CommandModule = {
       .action(async (o: { data: string; name: string; passwordFile: string }) => {
         const password = randomBytes(32).toString('base64url');
         await withRegistry(o.data, async (r) => {
-          if (!r.getRole(KEYSERVICE_ROLE)) r.addRole(KEYSERVICE_ROLE);
-          if (r.getAccount(o.name)) r.removeAccount(o.name);
+          if (!(await r.getRole(KEYSERVICE_ROLE))) await r.addRole(KEYSERVICE_ROLE);
+          if (await r.getAccount(o.name)) await r.removeAccount(o.name);
           await r.addAccount(o.name, KEYSERVICE_ROLE, password);
         });
         writeFileSync(o.passwordFile, password + '\n', { mode: 0o600 });
@@ -100,7 +100,7 @@ export const keyserviceCommand: CommandModule = {
       .requiredOption('--from <dir>', "the broker's data directory (broker stopped)")
       .requiredOption('--data <dir>', "the key service's own data directory")
       .action(async (o: { from: string; data: string }) => {
-        const r = migrateToExternalKeyService(o.from, o.data);
+        const r = await migrateToExternalKeyService(o.from, o.data);
         io.out(`moved ${r.groups} group epochs and ${r.moved} member keys, split ${r.split} stored principal keys; the broker's directory keeps no key service state`);
         io.out(`start the broker with --keyservice external, then: mqsec keyservice --broker mqtt://HOST:PORT --data ${o.data} --password-file FILE`);
       });

@@ -1,6 +1,6 @@
 /** `mqsec role list|add`. */
 import { DEFAULT_DATA_DIR, type CommandModule } from '../command.js';
-import { withRegistry } from './shared.js';
+import { withRegistry, DB_OPTION_HELP } from './shared.js';
 
 export const roleCommand: CommandModule = {
   name: 'role',
@@ -9,9 +9,10 @@ export const roleCommand: CommandModule = {
     role
       .command('list')
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+      .option('--db <url>', DB_OPTION_HELP)
       .option('--json', 'JSON output')
-      .action(async (o: { data: string; json?: boolean }) => {
-        const roles = await withRegistry(o.data, (r) => r.listRoles());
+      .action(async (o: { data: string; db?: string; json?: boolean }) => {
+        const roles = await withRegistry(o, (r) => r.listRoles());
         if (o.json) return io.out(JSON.stringify(roles));
         for (const r of roles) {
           io.out(`${r.name}${r.plaintext ? ' (receives plaintext)' : ''}`);
@@ -23,8 +24,9 @@ export const roleCommand: CommandModule = {
       .description('add a role with no rules (deny everything until `mqsec acl add`)')
       .option('--plaintext', 'plain MQTT clients of this role receive decrypted device payloads')
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
-      .action(async (name: string, o: { data: string; plaintext?: boolean }) => {
-        await withRegistry(o.data, (r) => r.addRole(name, { plaintext: o.plaintext }));
+      .option('--db <url>', DB_OPTION_HELP)
+      .action(async (name: string, o: { data: string; db?: string; plaintext?: boolean }) => {
+        await withRegistry(o, (r) => r.addRole(name, { plaintext: o.plaintext }));
         io.out(`role ${name} added`);
       });
   },

@@ -1,41 +1,69 @@
 /** Helpers shared by the admin commands (registry access, config files). */
 import { existsSync, writeFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
-import { DB_FILE, Registry, type DeviceRecord } from '../../broker/registry/registry.js';
+import { DB_FILE, type DeviceRecord } from '../../broker/registry/registry.js';
 import { SqliteKeyServiceStore } from '../../broker/keyservice/store.js';
+import { openRegistry, isPostgresUrl } from '../../broker/registry/open.js';
+import { RegistryError, RegistryUnavailableError, type Registry } from '../../broker/registry/store.js';
 import { CliError } from '../command.js';
 import { toHex } from '../../firmware/core/bytes.js';
 
+export const DB_OPTION_HELP = 'registry in PostgreSQL (postgres://user@host:port/db, shared by several broker nodes) instead of SQLite in the data directory';
+
+/** sysexits.h EX_UNAVAILABLE: the registry's database could not be reached. */
+export const EXIT_UNAVAILABLE = 69;
+
 /**
- * Opens the registry in `dataDir` for one command. Commands that only read or
- * change existing entries pass `create: false`, so a mistyped --data is an
- * error instead of a new empty registry.
+ * Opens the registry for one command: SQLite in `o.data`, or PostgreSQL at
+ * `o.db` (the data directory then holds only the master key). Commands that
+ * only read or change existing entries pass `create: false`, so a mistyped
+ * --data is an error instead of a new empty registry. A bad URL or an
+ * unreachable database is one line and a non-zero exit code.
  */
 export async function withRegistry<T>(
-  dataDir: string,
+  o: string | { data: string; db?: string },
   f: (r: Registry) => T | Promise<T>,
   opts: { create?: boolean; keyServiceData?: string } = {},
 ): Promise<T> {
-  if (opts.create === false && !existsSync(join(dataDir, DB_FILE))) {
+  const { data: dataDir, db } = typeof o === 'string' ? { data: o, db: undefined } : o;
+  if (opts.create === false && !isPostgresUrl(db) && !existsSync(join(dataDir, DB_FILE))) {
     throw new CliError(`no mqsec registry in ${dataDir} (create one with \`mqsec device add\` or \`mqsec broker\`)`);
   }
   // §14.2: K_ks goes to the key service's own directory when it runs as its own process
   const ks = opts.keyServiceData !== undefined ? SqliteKeyServiceStore.open(opts.keyServiceData) : undefined;
   try {
-    const r = Registry.open(dataDir, ks ? { memberKeys: ks } : {});
+    let r: Registry;
+    try {
+      r = await openRegistry({ dataDir, db, memberKeys: ks });
+    } catch (e) {
+      throw registryCliError(e);
+    }
     try {
       return await f(r);
+    } catch (e) {
+      throw registryCliError(e);
     } finally {
-      r.close();
+      await r.close();
     }
   } finally {
     ks?.close();
   }
 }
 
-/** Where provisioning writes: the broker's data directory, and the key service's when it runs on its own. */
+/** A registry failure as the CLI prints it: one line, exit 69 when the database is unreachable. */
+export function registryCliError(e: unknown): unknown {
+  if (e instanceof RegistryUnavailableError) return new CliError(oneLine(e.message), EXIT_UNAVAILABLE);
+  if (e instanceof RegistryError) return new CliError(oneLine(e.message));
+  return e;
+}
+
+const oneLine = (s: string) => s.replace(/\s*\n\s*/g, ' ');
+
+/** Where provisioning writes: the broker's registry, and the key service's directory when it runs on its own. */
 export interface ProvisioningTarget {
   data: string;
+  /** The registry in PostgreSQL (several broker nodes); omitted: SQLite in `data`. */
+  db?: string;
   /** The key service's data directory (`mqsec keyservice --data`); omitted: the embedded key service's store in `data`. */
   keyserviceData?: string;
 }
@@ -47,15 +75,15 @@ export interface ProvisioningTarget {
  * returned to be shown once / written to the device config, never stored.
  */
 export function provisionPrincipal(t: ProvisioningTarget, id: string, role: string): Promise<{ key: Uint8Array; device: DeviceRecord }> {
-  return withRegistry(t.data, (r) => r.addDevice(id, role), { keyServiceData: t.keyserviceData });
+  return withRegistry(t, (r) => r.addDevice(id, role), { keyServiceData: t.keyserviceData });
 }
 
 /** A new K for an existing principal (`mqsec device rotate`), split the same way; the old one stops working. */
 export function rotatePrincipal(t: ProvisioningTarget, id: string): Promise<{ key: Uint8Array; device: DeviceRecord }> {
   return withRegistry(
-    t.data,
-    (r) => {
-      if (!r.getDevice(id)) throw new CliError(`unknown device "${id}"`);
+    t,
+    async (r) => {
+      if (!(await r.getDevice(id))) throw new CliError(`unknown device "${id}"`);
       return r.rotateDevice(id);
     },
     { create: false, keyServiceData: t.keyserviceData },

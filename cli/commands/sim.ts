@@ -16,7 +16,7 @@ import { CliError, decimalNumber, wholeNumber, type CliIo, type CommandModule } 
 import { deviceKeyBytes, parseDeviceConfig } from '../../firmware/app/device-config.js';
 import { isMqsecError } from '../../firmware/core/errors.js';
 import { startSimNodes, type SimNode } from '../../host-sim/fleet/cluster-nodes.js';
-import { Registry } from '../../broker/registry/registry.js';
+import { SqliteRegistry } from '../../broker/registry/registry.js';
 
 /** Upper bounds of the fleet flags (the demo shares them). */
 export const MAX_DEVICES = 100_000;
@@ -201,7 +201,7 @@ export async function runSimCommand(o: SimCliOptions, io: CliIo, extra: Partial<
     } else if (o.nodes !== undefined) {
       const dataDir = join(workDir, 'cluster');
       mkdirSync(dataDir);
-      Registry.open(dataDir).close(); // the master key and schema exist before the nodes open them together
+      await SqliteRegistry.open(dataDir).close(); // the master key and schema exist before the nodes open them together
       simNodes = [];
       for (const n of await startSimNodes({ count: o.nodes, redisUrl: o.cluster!, dataDir, logLevel: o.logLevel === 'silent' ? undefined : o.logLevel })) simNodes.push(n);
       io.err(`started ${o.nodes} broker nodes: ${simNodes.map((n) => `${n.id} mqtt://${n.host}:${n.port} pid ${n.pid()}`).join(', ')}`);

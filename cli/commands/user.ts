@@ -1,6 +1,6 @@
 /** `mqsec user add|list|disable|enable|remove`: password accounts for backend applications. */
 import { CliError, DEFAULT_DATA_DIR, type CommandModule } from '../command.js';
-import { withRegistry } from './shared.js';
+import { withRegistry, DB_OPTION_HELP } from './shared.js';
 
 export const userCommand: CommandModule = {
   name: 'user',
@@ -12,18 +12,20 @@ export const userCommand: CommandModule = {
       .requiredOption('--role <role>', 'role (built in: app, admin, sensor)')
       .option('--password-stdin', 'read the password from stdin (required: passwords never go on the command line)')
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
-      .action(async (name: string, o: { role: string; passwordStdin?: boolean; data: string }) => {
+      .option('--db <url>', DB_OPTION_HELP)
+      .action(async (name: string, o: { role: string; passwordStdin?: boolean; data: string; db?: string }) => {
         if (!o.passwordStdin) throw new CliError('give the password on stdin with --password-stdin');
         const password = (await io.readStdin()).split(/\r?\n/)[0] ?? '';
-        await withRegistry(o.data, (r) => r.addAccount(name, o.role, password));
+        await withRegistry(o, (r) => r.addAccount(name, o.role, password));
         io.out(`account ${name} added (role ${o.role})`);
       });
     user
       .command('list')
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+      .option('--db <url>', DB_OPTION_HELP)
       .option('--json', 'JSON output')
-      .action(async (o: { data: string; json?: boolean }) => {
-        const list = await withRegistry(o.data, (r) => r.listAccounts(), { create: false });
+      .action(async (o: { data: string; db?: string; json?: boolean }) => {
+        const list = await withRegistry(o, (r) => r.listAccounts(), { create: false });
         if (o.json) io.out(JSON.stringify(list));
         else for (const a of list) io.out(`${a.name.padEnd(24)} ${a.role.padEnd(12)} ${a.status}`);
       });
@@ -31,8 +33,9 @@ export const userCommand: CommandModule = {
       .command('remove <name>')
       .description('delete an account (a running broker closes its sessions within a second)')
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
-      .action(async (name: string, o: { data: string }) => {
-        await withRegistry(o.data, (r) => r.removeAccount(name), { create: false });
+      .option('--db <url>', DB_OPTION_HELP)
+      .action(async (name: string, o: { data: string; db?: string }) => {
+        await withRegistry(o, (r) => r.removeAccount(name), { create: false });
         io.out(`account ${name} removed`);
       });
     for (const [verb, status] of [
@@ -43,8 +46,9 @@ export const userCommand: CommandModule = {
         .command(`${verb} <name>`)
         .description(`${verb} an account (a running broker applies it within a second)`)
         .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
-        .action(async (name: string, o: { data: string }) => {
-          await withRegistry(o.data, (r) => r.setAccountStatus(name, status), { create: false });
+        .option('--db <url>', DB_OPTION_HELP)
+        .action(async (name: string, o: { data: string; db?: string }) => {
+          await withRegistry(o, (r) => r.setAccountStatus(name, status), { create: false });
           io.out(`account ${name} ${status}`);
         });
     }

@@ -23,7 +23,7 @@ import type { Logger } from 'pino';
 import { pino } from 'pino';
 import memoryPersistence from 'aedes-persistence';
 import { startBroker, type RunningBroker } from '../../broker/server.js';
-import { Registry } from '../../broker/registry/registry.js';
+import { SqliteRegistry } from '../../broker/registry/registry.js';
 import type { ConsoleOptions } from '../../broker/console/server.js';
 import { ensureAdminAccount } from '../../broker/console/admin.js';
 import { DeviceGroup, type FleetGroup, type GroupConfig, type GroupDevice, type GroupEvents } from './device-group.js';
@@ -90,7 +90,7 @@ export interface FleetOptions {
    */
   workers?: number;
   /** Called once the broker and verifier are up (the demo prints how to watch). */
-  onStarted?: (info: StartedInfo) => void;
+  onStarted?: (info: StartedInfo) => void | Promise<void>;
   /** Resolves early stop (Ctrl-C): the run quiesces and summarises at once. */
   stopSignal?: Promise<void>;
   /**
@@ -250,24 +250,24 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
   // What this run added to an operator's registry (external broker): removed again at the
   // end, so no simulated device or plaintext-reading account outlives the run.
   const created = { devices: [] as string[], account: false };
-  const removeCreated = () => {
+  const removeCreated = async () => {
     if (embedded || (created.devices.length === 0 && !created.account)) return;
-    const r = Registry.open(dataDir);
+    const r = SqliteRegistry.open(dataDir);
     try {
-      for (const id of created.devices.splice(0)) if (r.getDevice(id)) r.removeDevice(id);
-      if (created.account && r.getAccount(appUser)) r.removeAccount(appUser);
+      for (const id of created.devices.splice(0)) if (await r.getDevice(id)) await r.removeDevice(id);
+      if (created.account && (await r.getAccount(appUser))) await r.removeAccount(appUser);
       created.account = false;
     } finally {
-      r.close();
+      await r.close();
     }
   };
   const verifier = new Verifier(`mqtt://${host}:${port}`, appUser, appPassword, cluster?.nodes);
   try {
-    const registry = embedded ? broker!.registry : Registry.open(dataDir);
+    const registry = embedded ? broker!.registry : SqliteRegistry.open(dataDir);
     try {
       for (const id of fresh) {
-        if (registry.getDevice(id)) throw new Error(`device ${id} already exists in ${dataDir}: choose another id prefix`);
-        keys.set(id, registry.addDevice(id, 'sensor').key);
+        if (await registry.getDevice(id)) throw new Error(`device ${id} already exists in ${dataDir}: choose another id prefix`);
+        keys.set(id, (await registry.addDevice(id, 'sensor')).key);
         created.devices.push(id);
       }
       for (const p of provisioned) {
@@ -288,17 +288,17 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
         created.devices.push(appId);
       }
     } finally {
-      if (!embedded) registry.close();
+      if (!embedded) await registry.close();
     }
     const consoleInfo = broker?.console && { url: broker.console.url, certFile: broker.console.certFile, admin: await ensureAdminAccount(broker.registry) };
-    if (embedded) broker!.syncRegistry();
-    o.onStarted?.({ host, port, dataDir, appUser, appPassword, embedded, console: consoleInfo });
+    if (embedded) await broker!.syncRegistry();
+    await o.onStarted?.({ host, port, dataDir, appUser, appPassword, embedded, console: consoleInfo });
     ingestSink.verifier = verifier;
     await verifier.start();
   } catch (e) {
     await verifier.stop();
     await broker?.stop().catch(() => {});
-    removeCreated();
+    await removeCreated();
     throw e;
   }
 
@@ -390,7 +390,7 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
       await Promise.all(spawned.map((r) => (r.status === 'fulfilled' ? r.value.stop() : undefined)));
       await verifier.stop();
       if (broker) await broker.stop();
-      removeCreated();
+      await removeCreated();
       throw (failed as PromiseRejectedResult).reason;
     }
     groups = spawned.map((r) => (r as PromiseFulfilledResult<WorkerGroup>).value);
@@ -444,19 +444,19 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
 
   // Nodes revoked, removed or re-keyed by an operator while the run goes on (`mqsec device revoke`).
   const revoked = new Set<string>();
-  const noteRevoked = () => {
-    const r = embedded ? broker!.registry : Registry.open(dataDir);
+  const noteRevoked = async () => {
+    const r = embedded ? broker!.registry : SqliteRegistry.open(dataDir);
     try {
       for (const id of ids) {
         if (revoked.has(id)) continue;
-        const d = r.getDevice(id);
+        const d = await r.getDevice(id);
         if (!d || d.status !== 'active' || d.keyVersion !== 1) {
           revoked.add(id);
           verifier.markRevoked(id);
         }
       }
     } finally {
-      if (!embedded) r.close();
+      if (!embedded) await r.close();
     }
   };
 
@@ -470,7 +470,7 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
     await Promise.all(groups.map((g) => g.stop().catch(() => {})));
     await verifier.stop().catch(() => {});
     await broker?.stop().catch(() => {});
-    removeCreated();
+    await removeCreated();
     throw e;
   }
 
@@ -532,7 +532,7 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
       // every reading a worker's node sent so far is recorded before the verifier is asked
       await Promise.all(groups.map((g) => g.flush()));
       // a node the registry no longer accepts will not come back: wait for the others only
-      noteRevoked();
+      await noteRevoked();
       const v = verifier.snapshot();
       if ([...readyAfterQuiesce].filter((id) => !revoked.has(id)).length === o.devices - revoked.size && v.lost === 0) break;
       o.onTick?.(snapshot());
@@ -542,7 +542,7 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
     // PUBACKs) and reports its last events; then deliveries still on their way to the
     // backend settle, so `lost` counts only what really never arrived.
     await Promise.all(groups.map((g) => g.stop()));
-    noteRevoked();
+    await noteRevoked();
     const sentByGroup = [...groupSent];
     const settleUntil = Date.now() + 10_000;
     while (verifier.snapshot().lost > 0 && Date.now() < settleUntil) await sleep(100);
@@ -551,7 +551,7 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
     const modes = topicModes();
     await verifier.stop();
     if (broker) await broker.stop();
-    removeCreated();
+    await removeCreated();
 
     return {
       devices: o.devices,

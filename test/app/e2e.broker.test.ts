@@ -64,13 +64,13 @@ function devicePublishes(topic: string): mqttPacket.IPublishPacket[] {
 beforeAll(async () => {
   await startTheBroker();
   const r = broker.registry;
-  r.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
-  r.addRule('sensor', 'subscribe', 'cmd/%u/#', 'e2e');
-  r.addRule('sensor', 'publish', 'status/%u'); // hop by hop, for the comparison
-  r.addRule('app', 'subscribe', 'status/#');
-  devKey = r.addDevice(DEV, 'sensor').key;
-  appKey = r.addDevice('backend1', 'app').key;
-  broker.syncRegistry();
+  await r.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
+  await r.addRule('sensor', 'subscribe', 'cmd/%u/#', 'e2e');
+  await r.addRule('sensor', 'publish', 'status/%u'); // hop by hop, for the comparison
+  await r.addRule('app', 'subscribe', 'status/#');
+  devKey = (await r.addDevice(DEV, 'sensor')).key;
+  appKey = (await r.addDevice('backend1', 'app')).key;
+  await broker.syncRegistry();
   proxy = await TcpProxy.start(port);
   await startApp();
   await app.subscribe('status/#');
@@ -162,8 +162,8 @@ describe('device end to end (§14) against the real broker', () => {
     const epoch = () => app.groups().find((g) => g.filter === `sensors/${DEV}/#`)!.epoch;
     const before = epoch();
     const deliveries = glue!.stats.keyDeliveries;
-    broker.registry.addDevice('backend2', 'app');
-    broker.syncRegistry();
+    await broker.registry.addDevice('backend2', 'app');
+    await broker.syncRegistry();
     await waitFor(() => glue!.stats.keyDeliveries > deliveries && epoch() > before, 2000, 're-key push');
     await link.publish(`sensors/${DEV}/raw`, new TextEncoder().encode('after re-key'), 1);
     await waitFor(() => got.some((m) => m.text === 'after re-key'), 5000, 'reading after re-key');

@@ -33,7 +33,7 @@ const readings: string[] = [];
 beforeAll(async () => {
   broker = await startBroker({ dataDir: work.path, port: 0, host: '127.0.0.1', logLevel: 'silent' });
   await broker.registry.addAccount('onpath-app', 'app', 'onpath-app-pw');
-  broker.syncRegistry();
+  await broker.syncRegistry();
   app = await mqtt.connectAsync(`mqtt://127.0.0.1:${broker.port}`, { username: 'onpath-app', password: 'onpath-app-pw', clientId: 'onpath-app', reconnectPeriod: 0 });
   app.on('message', (_t, p) => readings.push(p.toString()));
   await app.subscribeAsync('sensors/#', { qos: 1 });
@@ -54,8 +54,8 @@ function events(): SecureLinkEvents & { downs: string[] } {
 
 describe('on-path attacker answering CONNACK 0 and PUBACKs itself', () => {
   it('the device treats nothing as delivered without the broker confirmation; the reading stays queued and arrives once; the held-back token is useless and later refused', async () => {
-    const key = broker.registry.addDevice(DEV, 'sensor').key;
-    broker.syncRegistry();
+    const key = (await broker.registry.addDevice(DEV, 'sensor')).key;
+    await broker.syncRegistry();
     const storage = new MemoryStorage();
     const platform = createNodePlatform({ storage });
     const session = new DeviceSecureSession({ suite: createNobleSuite(platform.random), devId: DEV, deviceKey: key, storage, storageKey: 'mqsec-state' });

@@ -133,7 +133,7 @@ beforeAll(async () => {
   broker = await startBroker({ dataDir: work.path, port: 0, host: '127.0.0.1', logLevel: 'silent' });
   port = broker.port;
   await broker.registry.addAccount('e2e-app', 'app', APP_PW);
-  broker.syncRegistry();
+  await broker.syncRegistry();
   app = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { username: 'e2e-app', password: APP_PW, clientId: 'e2e-app', reconnectPeriod: 100 });
   app.on('message', (topic, payload) => readings.push({ topic, body: JSON.parse(payload.toString()) }));
   await app.subscribeAsync('sensors/#', { qos: 1 });
@@ -160,8 +160,8 @@ describe.each(['firmware', 'stock'] as const)('sensor node through the %s MQTT c
   const mine = () => readings.filter((r) => r.topic.startsWith(`sensors/${devId}/`));
 
   it('phase 1, then sealed readings that the app account reads in plaintext', async () => {
-    key = broker.registry.addDevice(devId, 'sensor').key;
-    broker.syncRegistry();
+    key = (await broker.registry.addDevice(devId, 'sensor')).key;
+    await broker.syncRegistry();
     const p1 = await phaseCount('phase1');
     rig = startNode(broker, devId, key, storage, client);
     await waitFor(() => rig.node.state === 'waiting', 10_000, 'node waiting');
@@ -193,8 +193,8 @@ describe.each(['firmware', 'stock'] as const)('sensor node through the %s MQTT c
   });
 
   it('a revoked device is disconnected and refused; it backs off instead of hammering the broker', async () => {
-    broker.registry.revokeDevice(devId);
-    broker.syncRegistry();
+    await broker.registry.revokeDevice(devId);
+    await broker.syncRegistry();
     await waitFor(() => rig.node.state === 'backoff' && /gave up/.test(rig.states.at(-1) ?? ''), 15_000, 'give up after refusals');
     const refused = (await phaseCount('phase2', 'fail')) + (await phaseCount('phase1', 'fail'));
     expect(refused).toBeGreaterThanOrEqual(1);
@@ -211,8 +211,8 @@ describe.each(['firmware', 'stock'] as const)('sensor node through the %s MQTT c
 describe('a node whose flash was wiped comes back without an operator (docs/protocol.md §5.5)', () => {
   it('stale KX1 -> authenticated counter hint -> phase 1 past it; readings and commands flow; nothing accepted twice', async () => {
     const devId = 'e2e-wiped';
-    const key = broker.registry.addDevice(devId, 'sensor').key;
-    broker.syncRegistry();
+    const key = (await broker.registry.addDevice(devId, 'sensor')).key;
+    await broker.syncRegistry();
     const mine = () => readings.filter((r) => r.topic.startsWith(`sensors/${devId}/`));
     // first life: phase 1, then a reboot (phase 2 from the next counter block)
     const flash = new MemoryStorage();
@@ -222,7 +222,7 @@ describe('a node whose flash was wiped comes back without an operator (docs/prot
       await rig.node.stop();
       await rig.done;
     }
-    const highest = broker.registry.getCounter(devId);
+    const highest = await broker.registry.getCounter(devId);
     expect(highest).toBeGreaterThanOrEqual(32);
     const hints = (await broker.metrics.value('mqsec_drops_total', { reason: 'counter-hint' })) ?? 0;
     const p1 = await phaseCount('phase1');
@@ -235,7 +235,7 @@ describe('a node whose flash was wiped comes back without an operator (docs/prot
     expect(rig.node.stats.failures).toBeGreaterThanOrEqual(1);
     expect(rig.node.stats.phase1).toBe(1);
     expect(await phaseCount('phase1')).toBe(p1 + 1);
-    expect(broker.registry.getCounter(devId)).toBeGreaterThan(highest); // only ever forward
+    expect(await broker.registry.getCounter(devId)).toBeGreaterThan(highest); // only ever forward
     const before = mine().length;
     await app.publishAsync(`cmd/${devId}/sample`, '', { qos: 1 });
     await waitFor(() => mine().length > before, 5000, 'reading after the recovery');

@@ -35,8 +35,8 @@ describe('accounts: TLS, plain-TCP refusal, client-id binding, refusals', () => 
     });
     await broker.registry.addAccount('backend', 'app', 'backend-password');
     await broker.registry.addAccount('other', 'app', 'other-password');
-    deviceKey = broker.registry.addDevice('dev1', 'sensor').key;
-    broker.syncRegistry();
+    deviceKey = (await broker.registry.addDevice('dev1', 'sensor')).key;
+    await broker.syncRegistry();
     ca = readFileSync(broker.tls!.certPath);
   });
   afterAll(async () => {

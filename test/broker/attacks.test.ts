@@ -68,9 +68,9 @@ describe('attack suite', () => {
         maxOutgoingBytes: 64 * 1024,
       },
     });
-    key = broker.registry.addDevice('gen1', 'sensor').key;
-    broker.registry.addDevice('other', 'sensor');
-    for (let i = 0; i < 4; i++) pendingKeys.push(broker.registry.addDevice(`pc${i}`, 'sensor').key);
+    key = (await broker.registry.addDevice('gen1', 'sensor')).key;
+    await broker.registry.addDevice('other', 'sensor');
+    for (let i = 0; i < 4; i++) pendingKeys.push((await broker.registry.addDevice(`pc${i}`, 'sensor')).key);
     await broker.registry.addAccount('backend', 'app', 'backend-password');
     genuine = new TestDevice(broker, 'gen1', key, new MemoryStorage());
     expect((await genuine.connect()).ok).toBe(true);
@@ -224,7 +224,7 @@ describe('attack suite', () => {
     await root.client.publishAsync('sensors/gen1/fake', 'x', { qos: 1 }); // app may not publish sensor data
     await genuineIntact('publish to $mqsec/# and foreign topics', 'dropped + audited');
     expect(app.received.some((m) => m.payload === 'spoof' || m.topic.startsWith('$mqsec') || m.topic === 'sensors/gen1/fake')).toBe(false);
-    expect(broker.registry.listAudit({ kind: 'publish.drop' }).length).toBeGreaterThanOrEqual(4);
+    expect((await broker.registry.listAudit({ kind: 'publish.drop' })).length).toBeGreaterThanOrEqual(4);
     await root.end();
   });
 
@@ -249,9 +249,9 @@ describe('attack suite', () => {
     const kxStorage = new MemoryStorage();
     let root: TestApp;
     beforeAll(async () => {
-      kxKey = broker.registry.addDevice('kx3dev', 'sensor').key;
+      kxKey = (await broker.registry.addDevice('kx3dev', 'sensor')).key;
       await broker.registry.addAccount('kxroot', 'admin', 'kxroot-password');
-      broker.syncRegistry();
+      await broker.syncRegistry();
       root = await TestApp.connect(broker, 'kxroot', 'kxroot-password', 'kxroot');
       await root.subscribe('sensors/#');
     });
@@ -261,8 +261,8 @@ describe('attack suite', () => {
 
     /** Opens a pending phase 1 for kx3dev (its own KX1, KX3 held back), sends `kx3` instead, and checks that nothing was gained. */
     async function forgedKx3(attack: string, make: (genuineKx3: Uint8Array) => Uint8Array): Promise<void> {
-      const tickets = broker.registry.ticketCount('kx3dev');
-      const failsBefore = broker.registry.listAudit({ kind: 'auth.fail', subject: 'kx3dev', limit: 1000 }).filter((a) => a.detail === 'KX3 BAD_MAC').length;
+      const tickets = await broker.registry.ticketCount('kx3dev');
+      const failsBefore = (await broker.registry.listAudit({ kind: 'auth.fail', subject: 'kx3dev', limit: 1000 })).filter((a) => a.detail === 'KX3 BAD_MAC').length;
       const d = new TestDevice(broker, 'kx3dev', kxKey, kxStorage);
       await d.session.forgetTicket();
       d.holdKx3 = true;
@@ -271,9 +271,9 @@ describe('attack suite', () => {
       d.client.publish(held.topic, Buffer.from(make(held.payload)), { qos: 0 });
       d.client.publish('sensors/kx3dev/t', Buffer.from('after-forged-kx3'), { qos: 0 });
       await waitFor(() => d.closed, 5000, 'connection closed after the forged KX3');
-      expect(broker.registry.ticketCount('kx3dev')).toBe(tickets); // no ticket stored
+      expect(await broker.registry.ticketCount('kx3dev')).toBe(tickets); // no ticket stored
       expect(broker.context.liveDevices.has('kx3dev')).toBe(false);
-      const failsAfter = broker.registry.listAudit({ kind: 'auth.fail', subject: 'kx3dev', limit: 1000 }).filter((a) => a.detail === 'KX3 BAD_MAC').length;
+      const failsAfter = (await broker.registry.listAudit({ kind: 'auth.fail', subject: 'kx3dev', limit: 1000 })).filter((a) => a.detail === 'KX3 BAD_MAC').length;
       expect(failsAfter).toBe(failsBefore + 1);
       expect(root.received.some((m) => m.topic.startsWith('sensors/kx3dev'))).toBe(false);
       await genuineIntact(attack, 'closed, no ticket, no session');
@@ -314,7 +314,7 @@ describe('attack suite', () => {
     let root: TestApp;
     beforeAll(async () => {
       await broker.registry.addAccount('polroot', 'admin', 'polroot-password');
-      broker.syncRegistry();
+      await broker.syncRegistry();
       root = await TestApp.connect(broker, 'polroot', 'polroot-password', 'polroot');
       for (const f of ['sensors/other/#', 'cmd/gen1/#', 'lights/#']) await root.subscribe(f);
     });
@@ -339,8 +339,8 @@ describe('attack suite', () => {
   });
 
   it('a pending phase-1 client can do nothing but KX3', async () => {
-    broker.registry.addDevice('pend', 'sensor');
-    const { key: pk } = { key: broker.registry.rotateDevice('pend').key };
+    await broker.registry.addDevice('pend', 'sensor');
+    const { key: pk } = { key: (await broker.registry.rotateDevice('pend')).key };
     const p = new TestDevice(broker, 'pend', pk);
     p.holdKx3 = true;
     expect((await p.connect()).ok).toBe(true);

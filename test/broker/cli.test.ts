@@ -3,7 +3,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { main } from '../../cli/main.js';
 import type { CliIo } from '../../cli/command.js';
-import { Registry } from '../../broker/registry/registry.js';
+import { SqliteRegistry } from '../../broker/registry/registry.js';
 import { TestDevice, tempDir, testBroker, waitFor } from './helpers.js';
 import { fromHex } from '../../firmware/core/bytes.js';
 import { startCli } from '../helpers/cli-process.js';
@@ -65,10 +65,10 @@ describe('mqsec CLI (in process)', () => {
 
   it('user add reads the password from stdin; roles and acl', async () => {
     expect((await run(['user', 'add', 'svc', '--role', 'app', '--password-stdin', '--data', data], 'long-password\n')).code).toBe(0);
-    const reg = Registry.open(data);
+    const reg = SqliteRegistry.open(data);
     expect(await reg.verifyAccount('svc', 'long-password')).toMatchObject({ name: 'svc', role: 'app' });
     expect(await reg.verifyAccount('svc', 'long-passwore')).toBeUndefined();
-    reg.close();
+    await reg.close();
     expect((await run(['user', 'add', 'tmp', '--role', 'app', '--password-stdin', '--data', data], 'long-password\n')).code).toBe(0);
     expect((await run(['user', 'remove', 'tmp', '--data', data])).code).toBe(0);
     expect((await run(['user', 'list', '--json', '--data', data])).out).not.toContain('"tmp"');
@@ -105,17 +105,17 @@ describe('mqsec CLI (in process)', () => {
   it('device remove and user remove delete them (and close a live session); unknown names are one-line errors', async () => {
     const d2 = tempDir();
     const broker = await testBroker(d2.path);
-    const { key } = broker.registry.addDevice('gone1', 'sensor');
+    const { key } = await broker.registry.addDevice('gone1', 'sensor');
     await broker.registry.addAccount('olduser', 'app', 'old-password-1');
-    broker.syncRegistry();
+    await broker.syncRegistry();
     const dev = new TestDevice(broker, 'gone1', key);
     expect((await dev.connect()).ok).toBe(true);
     expect((await run(['device', 'remove', 'gone1', '--data', d2.path])).out).toBe('device gone1 removed');
     expect((await run(['user', 'remove', 'olduser', '--data', d2.path])).out).toBe('account olduser removed');
     await waitFor(() => dev.closed, 3000, 'removed device disconnected');
-    expect(broker.registry.getDevice('gone1')).toBeUndefined();
-    expect(broker.registry.getAccount('olduser')).toBeUndefined();
-    expect(broker.registry.listAudit({ kind: 'device.remove' })).toHaveLength(1);
+    expect(await broker.registry.getDevice('gone1')).toBeUndefined();
+    expect(await broker.registry.getAccount('olduser')).toBeUndefined();
+    expect(await broker.registry.listAudit({ kind: 'device.remove' })).toHaveLength(1);
     expect((await dev.connect()).ok).toBe(false);
     for (const args of [['device', 'remove', 'gone1'], ['user', 'remove', 'olduser']]) {
       const r = await run([...args, '--data', d2.path]);
@@ -131,7 +131,7 @@ describe('mqsec CLI (in process)', () => {
   it('revoke from the CLI reaches a running broker', async () => {
     const d2 = tempDir();
     const broker = await testBroker(d2.path);
-    const { key } = broker.registry.addDevice('live1', 'sensor');
+    const { key } = await broker.registry.addDevice('live1', 'sensor');
     const dev = new TestDevice(broker, 'live1', key);
     expect((await dev.connect()).ok).toBe(true);
     expect((await run(['device', 'revoke', 'live1', '--data', d2.path])).code).toBe(0);

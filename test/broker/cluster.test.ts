@@ -41,7 +41,7 @@ run('broker nodes over Redis', () => {
     b = await testBroker(dir.path, { cluster: { url: redis.url, nodeId: 'node-b' } });
     await a.registry.addAccount('backend', 'app', 'backend-password');
     a.syncRegistry();
-    b.syncRegistry();
+    await b.syncRegistry();
   }, 30_000);
 
   afterAll(async () => {
@@ -52,7 +52,7 @@ run('broker nodes over Redis', () => {
   });
 
   it('a reading published on node B reaches a backend on node A; phase 1 on A, phase 2 on B', async () => {
-    const { key } = a.registry.addDevice('c1', 'sensor');
+    const { key } = await a.registry.addDevice('c1', 'sensor');
     const app = await TestApp.connect(a, 'backend', 'backend-password');
     await app.subscribe('sensors/#');
     const storage = new MemoryStorage();
@@ -71,8 +71,8 @@ run('broker nodes over Redis', () => {
   });
 
   it('the QoS 1 grace state moves with the device: resent unchanged on the other node, routed once, its copy refused', async () => {
-    const { key } = a.registry.addDevice('c2', 'sensor');
-    b.syncRegistry();
+    const { key } = await a.registry.addDevice('c2', 'sensor');
+    await b.syncRegistry();
     const app = await TestApp.connect(b, 'backend', 'backend-password');
     await app.subscribe('sensors/#');
     const storage = new MemoryStorage();
@@ -98,8 +98,8 @@ run('broker nodes over Redis', () => {
   });
 
   it('the shared grace record is sealed: no key bytes in Redis, and a record of another key does not open', async () => {
-    const { key } = a.registry.addDevice('c3', 'sensor');
-    b.syncRegistry();
+    const { key } = await a.registry.addDevice('c3', 'sensor');
+    await b.syncRegistry();
     const storage = new MemoryStorage();
     const d = new TestDevice(a, 'c3', key, storage);
     await d.connect();
@@ -128,7 +128,7 @@ run('broker nodes over Redis', () => {
   });
 
   it('the node directory lists both nodes with their device sessions', async () => {
-    const { key } = a.registry.addDevice('c4', 'sensor');
+    const { key } = await a.registry.addDevice('c4', 'sensor');
     const d = new TestDevice(a, 'c4', key);
     await d.connect();
     await waitFor(() => false, 0).catch(() => {});
@@ -145,9 +145,9 @@ run('broker nodes over Redis', () => {
   });
 
   it('Redis away: new logins get CONNACK 3, a live session stays and its reading is acknowledged once Redis is back; logins work again', async () => {
-    const { key } = a.registry.addDevice('c5', 'sensor');
-    const { key: key6 } = a.registry.addDevice('c6', 'sensor');
-    b.syncRegistry();
+    const { key } = await a.registry.addDevice('c5', 'sensor');
+    const { key: key6 } = await a.registry.addDevice('c6', 'sensor');
+    await b.syncRegistry();
     // a backend as the simulator's verifier is one: a persistent session with a QoS 1 subscription
     const app = await persistentBackend(b);
     const live = new TestDevice(a, 'c5', key);

@@ -54,18 +54,18 @@ beforeAll(async () => {
   broker = await testBroker(dir.path, { revisionPollMs: 50 });
   const r = broker.registry;
   // sensor readings and commands end to end; status hop by hop, readable by a password account
-  r.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
-  r.addRule('sensor', 'subscribe', 'cmd/%u/#', 'e2e');
-  r.addRule('sensor', 'publish', 'status/%u');
-  r.addRule('app', 'subscribe', 'status/#');
+  await r.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
+  await r.addRule('sensor', 'subscribe', 'cmd/%u/#', 'e2e');
+  await r.addRule('sensor', 'publish', 'status/%u');
+  await r.addRule('app', 'subscribe', 'status/#');
   for (const [id, role] of [
     ['dev1', 'sensor'],
     ['app1', 'app'],
     ['app2', 'app'],
   ] as const)
-    keys.set(id, r.addDevice(id, role).key);
+    keys.set(id, (await r.addDevice(id, role)).key);
   await r.addAccount('viewer', 'app', 'viewer-password');
-  broker.syncRegistry();
+  await broker.syncRegistry();
   proxy = net.createServer((c) => {
     const up = net.connect(broker.port, '127.0.0.1');
     proxySockets.add(c).add(up);
@@ -134,7 +134,7 @@ describe('end-to-end topic keys on the broker', () => {
     const pushed: string[][] = [];
     a1.on('keys', (f) => pushed.push(f));
     const tAdd = Date.now();
-    keys.set('app3', broker.registry.addDevice('app3', 'app').key);
+    keys.set('app3', (await broker.registry.addDevice('app3', 'app')).key);
     await waitFor(() => epochOf(a1) === e0 + 1 && epochOf(a2) === e0 + 1, 1000, 'new reader re-keyed');
     expect(Date.now() - tAdd).toBeLessThan(1000);
     expect(pushed.flat()).toContain('sensors/dev1/#'); // and cmd/dev1/#: app3 is a new writer there
@@ -154,7 +154,7 @@ describe('end-to-end topic keys on the broker', () => {
     hostile.incoming = (t, p) => (t === GK_TOPIC ? undefined : orig(t, p));
     a2.keyring.destroy = () => {}; // and keeps its keys when the broker closes its connection
     const t0 = Date.now();
-    broker.registry.revokeDevice('app2');
+    await broker.registry.revokeDevice('app2');
     await waitFor(() => (a1.groups().find((g) => g.filter === 'sensors/dev1/#')?.epoch ?? 0) > epochBefore, 1000, 'app1 re-keyed');
     await waitFor(() => (dev.groups().find((g) => g.filter === 'sensors/dev1/#')?.epoch ?? 0) > epochBefore, 1000, 'dev1 re-keyed');
     expect(Date.now() - t0).toBeLessThan(1000);
@@ -188,13 +188,13 @@ describe('end-to-end topic keys on the broker', () => {
     await closed;
     await new Promise((r) => setTimeout(r, 200));
     expect(seen.got).toEqual([]);
-    const row = broker.registry.listAudit({ limit: 50 });
+    const row = await broker.registry.listAudit({ limit: 50 });
     expect(JSON.stringify(row)).toContain('channel bad_mac');
   });
 
   it('a password account cannot publish into an e2e topic', async () => {
-    broker.registry.addRule('app', 'publish', 'sensors/+/override');
-    broker.syncRegistry();
+    await broker.registry.addRule('app', 'publish', 'sensors/+/override');
+    await broker.syncRegistry();
     const [, a1] = open;
     const seen = messages(a1);
     const viewer = await TestApp.connect({ host: '127.0.0.1', port: broker.port }, 'viewer', 'viewer-password');

@@ -43,7 +43,7 @@ describe('firmware MQTT client + secure glue against the broker', () => {
 
   beforeAll(async () => {
     broker = await testBroker(dir.path);
-    key = broker.registry.addDevice('fw1', 'sensor').key;
+    key = (await broker.registry.addDevice('fw1', 'sensor')).key;
     await broker.registry.addAccount('backend', 'app', 'backend-password');
     app = await TestApp.connect(broker, 'backend', 'backend-password');
     await app.subscribe('sensors/#');
@@ -78,7 +78,7 @@ describe('firmware MQTT client + secure glue against the broker', () => {
   });
 
   it('host-sim glue over unmodified MQTT.js (text-form password): phase 1, then phase 2 on reconnect', async () => {
-    const { key: k } = broker.registry.addDevice('mj1', 'sensor');
+    const { key: k } = await broker.registry.addDevice('mj1', 'sensor');
     const st = new MemoryStorage();
     const session = new DeviceSecureSession({ suite: createNodeCryptoSuite(), devId: 'mj1', deviceKey: k, storage: st, storageKey: 'mqsecstate' });
     const dev = await connectSecureMqttJs(`mqtt://${broker.host}:${broker.port}`, session, { textPassword: true });

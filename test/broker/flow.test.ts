@@ -17,14 +17,14 @@ describe('broker end to end: devices (mqsec) and apps (plain MQTT.js)', () => {
 
   beforeAll(async () => {
     broker = await testBroker(dir.path);
-    key1 = broker.registry.addDevice('dev1', 'sensor').key;
-    key2 = broker.registry.addDevice('dev2', 'sensor').key;
+    key1 = (await broker.registry.addDevice('dev1', 'sensor')).key;
+    key2 = (await broker.registry.addDevice('dev2', 'sensor')).key;
     await broker.registry.addAccount('backend', 'app', 'backend-password');
     await broker.registry.addAccount('root', 'admin', 'root-password');
-    broker.registry.addRole('watcher'); // plaintext not allowed
-    broker.registry.addRule('watcher', 'subscribe', 'sensors/#');
+    await broker.registry.addRole('watcher'); // plaintext not allowed
+    await broker.registry.addRule('watcher', 'subscribe', 'sensors/#');
     await broker.registry.addAccount('watch', 'watcher', 'watch-password');
-    broker.syncRegistry();
+    await broker.syncRegistry();
   });
   afterAll(async () => {
     await broker.stop();
@@ -66,11 +66,11 @@ describe('broker end to end: devices (mqsec) and apps (plain MQTT.js)', () => {
   });
 
   it('device -> device: re-sealed per subscriber session (admin-defined rule)', async () => {
-    broker.registry.addRole('peer');
-    broker.registry.addRule('peer', 'subscribe', 'sensors/+/temp');
-    broker.registry.addRule('peer', 'publish', 'sensors/%u/#');
-    const k3 = broker.registry.addDevice('dev3', 'peer').key;
-    broker.syncRegistry();
+    await broker.registry.addRole('peer');
+    await broker.registry.addRule('peer', 'subscribe', 'sensors/+/temp');
+    await broker.registry.addRule('peer', 'publish', 'sensors/%u/#');
+    const k3 = (await broker.registry.addDevice('dev3', 'peer')).key;
+    await broker.syncRegistry();
     const d3 = device('dev3', k3);
     await d3.connect();
     expect(await d3.subscribe('sensors/+/temp')).toBe(1);
@@ -121,8 +121,8 @@ describe('broker end to end: devices (mqsec) and apps (plain MQTT.js)', () => {
     await waitFor(() => d1.received.length === 1);
     expect(d1.received).toEqual([{ topic: 'cmd/dev1/mode', payload: 'eco' }]);
     // the watcher role cannot read cmd/#, even retained
-    broker.registry.addRule('watcher', 'subscribe', 'cmd/dev2/#');
-    broker.syncRegistry();
+    await broker.registry.addRule('watcher', 'subscribe', 'cmd/dev2/#');
+    await broker.syncRegistry();
     const w = await TestApp.connect(broker, 'watch', 'watch-password');
     expect(await w.subscribe('cmd/dev2/#')).toBe(1);
     const app = await TestApp.connect(broker, 'backend', 'backend-password');
@@ -137,7 +137,7 @@ describe('broker end to end: devices (mqsec) and apps (plain MQTT.js)', () => {
     expect(await tryLogin(broker, { clientId: 'a2', username: 'ghost', password: 'whatever1' })).toBe(4);
     expect(await tryLogin(broker, { clientId: 'dev1', username: 'backend', password: 'backend-password' })).toBe(2);
     expect(await tryLogin(broker, { clientId: 'a3' })).toBe(4);
-    expect(broker.registry.listAudit({ kind: 'auth.fail' }).length).toBeGreaterThanOrEqual(4);
+    expect((await broker.registry.listAudit({ kind: 'auth.fail' })).length).toBeGreaterThanOrEqual(4);
   });
 
   it('a device that asks for a persistent session keeps its queue: a command queued while away arrives after the confirmation, sealed under the new keys', async () => {
@@ -163,18 +163,18 @@ describe('broker end to end: devices (mqsec) and apps (plain MQTT.js)', () => {
   });
 
   it('a grant removed while subscribed stops delivery at once (policy re-checked at forward time)', async () => {
-    broker.registry.addRole('temp', { plaintext: true });
-    broker.registry.addRule('temp', 'subscribe', 'sensors/+/temp');
+    await broker.registry.addRole('temp', { plaintext: true });
+    await broker.registry.addRule('temp', 'subscribe', 'sensors/+/temp');
     await broker.registry.addAccount('tmp', 'temp', 'temp-password');
-    broker.syncRegistry();
+    await broker.syncRegistry();
     const t = await TestApp.connect(broker, 'tmp', 'temp-password');
     expect(await t.subscribe('sensors/+/temp')).toBe(1);
     const d = device('dev1', key1);
     await d.connect();
     await d.publish('sensors/dev1/temp', 'before');
     await waitFor(() => t.received.length === 1);
-    expect(broker.registry.removeRule('temp', 'subscribe', 'sensors/+/temp')).toBe(true);
-    broker.syncRegistry();
+    expect(await broker.registry.removeRule('temp', 'subscribe', 'sensors/+/temp')).toBe(true);
+    await broker.syncRegistry();
     const app = await TestApp.connect(broker, 'backend', 'backend-password');
     await app.subscribe('sensors/#');
     await d.publish('sensors/dev1/temp', 'after');

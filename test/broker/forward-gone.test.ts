@@ -79,7 +79,7 @@ describe('delivery to a connection that is gone', () => {
 
   beforeAll(async () => {
     broker = await testBroker(dir.path);
-    const key = broker.registry.addDevice('fg1', 'sensor').key;
+    const key = (await broker.registry.addDevice('fg1', 'sensor')).key;
     await broker.registry.addAccount('backend', 'app', PASSWORD);
     device = new TestDevice(broker, 'fg1', key, new MemoryStorage());
     expect((await device.connect()).ok).toBe(true);

@@ -11,8 +11,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { MemoryStorage } from '../../firmware/core/memory-storage.js';
 import { DeviceSecureSession, ServerHandshake } from '../../firmware/secure/index.js';
 import { GroupCommit } from '../../broker/registry/group-commit.js';
-import { Registry } from '../../broker/registry/registry.js';
-import { SqliteTicketStore } from '../../broker/registry/ticket-store.js';
+import { SqliteRegistry } from '../../broker/registry/registry.js';
+import { RegistryTicketStore } from '../../broker/registry/ticket-store.js';
 import { createNodeCryptoSuite } from '../../platform-node/crypto-suite.js';
 import { tempDir } from './helpers.js';
 
@@ -71,14 +71,14 @@ describe('GroupCommit', () => {
   });
 
   it('on SQLite: concurrent counter raises are compare-and-set in queue order, and roll back with a failed commit', async () => {
-    const r = Registry.open(fresh());
+    const r = SqliteRegistry.open(fresh());
     cleanups.push(() => r.close());
-    r.addDevice('d1', 'sensor');
-    const store = new SqliteTicketStore(r);
+    await r.addDevice('d1', 'sensor');
+    const store = new RegistryTicketStore(r);
     // the same counter twice in one turn (a replayed CONNECT racing the original): exactly one wins
     expect(await Promise.all([store.advanceCounter('d1', 5), store.advanceCounter('d1', 5), store.advanceCounter('d1', 4), store.advanceCounter('d1', 7)])).toEqual([true, false, false, true]);
     expect(await store.getCounter('d1')).toBe(7);
-    expect(store.commits.groups).toBe(1);
+    expect(r.commits.groups).toBe(1);
     // a write that throws inside the group becomes STORAGE for its caller only
     const bad = { devId: 'd1', sid: new Uint8Array(8), suite: 1, authKey: new Uint8Array(32), chainStart: 8, chainIndex: 8, chainKey: new Uint8Array(32), expiresAt: Number.NaN };
     const [ok, failed] = await Promise.allSettled([store.advanceCounter('d1', 9), store.putTicket({ ...bad, expiresAt: undefined as unknown as number })]);
@@ -135,16 +135,16 @@ describe('crash safety of the group commit', () => {
     const dir = fresh();
     const devId = 'crash01';
     // provision and run phase 1 in this process: the device gets its ticket
-    const registry = Registry.open(dir);
-    const { key } = registry.addDevice(devId, 'sensor');
+    const registry = SqliteRegistry.open(dir);
+    const { key } = await registry.addDevice(devId, 'sensor');
     const suite = createNodeCryptoSuite();
-    const store = new SqliteTicketStore(registry);
+    const store = new RegistryTicketStore(registry);
     const server = new ServerHandshake({
       suite,
       clock: { now: () => Date.now() },
       ticketStore: store,
-      lookupDevice: (id) => {
-        const k = registry.handshakeKeys(id);
+      lookupDevice: async (id) => {
+        const k = await registry.handshakeKeys(id);
         return k && { keys: { authKey: k.authKey, pskKey: k.pskKey }, status: 'active' as const };
       },
     });
@@ -156,7 +156,7 @@ describe('crash safety of the group commit', () => {
     const kx3 = await device.handleIncoming(p1.reply.topic, p1.reply.payload);
     if (kx3.kind !== 'handshake') throw new Error('KX2 refused');
     (await server.completePhase1(p1.pending, kx3.reply.payload)).close();
-    registry.close();
+    await registry.close();
 
     // 60 RESUME tokens with increasing counters, as 60 reconnects would send them
     const tokens: Uint8Array[] = [];

@@ -29,9 +29,9 @@ export interface Received {
 }
 
 /** Resolves when `pred` holds, polling on the event loop; rejects after `ms` (a hang guard, not a timing assertion). */
-export async function waitFor(pred: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
+export async function waitFor(pred: () => boolean | Promise<boolean>, ms = 5000, what = 'condition'): Promise<void> {
   const start = Date.now();
-  while (!pred()) {
+  while (!(await pred())) {
     if (Date.now() - start > ms) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 5));
   }

@@ -13,7 +13,7 @@ import { describe, it, expect, afterAll } from 'vitest';
 import Database from 'better-sqlite3';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Registry } from '../../broker/registry/registry.js';
+import { SqliteRegistry } from '../../broker/registry/registry.js';
 import { MASTER_KEY_FILE, openDeviceKey, sealDeviceKey } from '../../broker/registry/secrets.js';
 import { splitPrincipalKey } from '../../broker/registry/principal-keys.js';
 import { KEY_SERVICE_DB_FILE, KEY_SERVICE_KEY_FILE, SqliteKeyServiceStore } from '../../broker/keyservice/store.js';
@@ -33,12 +33,12 @@ const fresh = () => {
 };
 
 /** A registry as schema 3 left it: K sealed in key_sealed, no hs_sealed column. Returns each device's K. */
-function legacyRegistry(dir: string): Map<string, Uint8Array> {
-  const r = Registry.open(dir);
-  r.addDevice('d1', 'sensor');
-  r.addDevice('d2', 'app');
-  r.revokeDevice('d2');
-  r.close();
+async function legacyRegistry(dir: string): Promise<Map<string, Uint8Array>> {
+  const r = SqliteRegistry.open(dir);
+  await r.addDevice('d1', 'sensor');
+  await r.addDevice('d2', 'app');
+  await r.revokeDevice('d2');
+  await r.close();
   const master = readFileSync(join(dir, MASTER_KEY_FILE));
   const db = new Database(join(dir, 'registry.db'));
   const keys = new Map<string, Uint8Array>();
@@ -64,18 +64,18 @@ async function run(args: string[]) {
 }
 
 describe('registry split on disk', () => {
-  it('a registry from before the split is split when opened: K erased from the file, K_auth|K_psk kept, K_ks to the key service store (active principals only)', () => {
+  it('a registry from before the split is split when opened: K erased from the file, K_auth|K_psk kept, K_ks to the key service store (active principals only)', async () => {
     const dir = fresh();
-    const keys = legacyRegistry(dir);
+    const keys = await legacyRegistry(dir);
     const master = readFileSync(join(dir, MASTER_KEY_FILE));
     const sealedBefore = (new Database(join(dir, 'registry.db'), { readonly: true }).prepare('SELECT key_sealed FROM devices').all() as { key_sealed: Buffer }[]).map((r) => r.key_sealed);
-    const r = Registry.open(dir);
-    expect(r.schemaVersion()).toBe(4);
+    const r = SqliteRegistry.open(dir);
+    expect(await r.schemaVersion()).toBe(4);
     expect(r.splitAtOpen).toBe(2);
-    const hs = r.handshakeKeys('d1')!;
+    const hs = (await r.handshakeKeys('d1'))!;
     expect(Buffer.concat([hs.authKey, hs.pskKey]).equals(Buffer.from(splitPrincipalKey(keys.get('d1')!, 'd1').handshake))).toBe(true);
-    const d1 = r.getDevice('d1')!;
-    r.close();
+    const d1 = (await r.getDevice('d1'))!;
+    await r.close();
     // no K left: neither the sealed rows of before nor anything that opens as K
     const db = readFileSync(join(dir, 'registry.db'));
     for (const s of sealedBefore) expect(db.includes(s)).toBe(false);
@@ -93,16 +93,16 @@ describe('registry split on disk', () => {
     ks.close();
   });
 
-  it('a broker with an external key service refuses to open an unsplit registry, naming the migration', () => {
+  it('a broker with an external key service refuses to open an unsplit registry, naming the migration', async () => {
     const dir = fresh();
-    legacyRegistry(dir);
-    expect(() => Registry.open(dir, { memberKeys: null })).toThrow(/mqsec keyservice migrate/);
+    await legacyRegistry(dir);
+    expect(() => SqliteRegistry.open(dir, { memberKeys: null })).toThrow(/mqsec keyservice migrate/);
   });
 
   it('mqsec keyservice migrate: epochs, ranges and K_ks move to the key service directory, nothing stays in the broker directory, and provisioning there is refused afterwards', async () => {
     const dir = fresh();
     const ksDir = join(fresh(), 'ks');
-    const keys = legacyRegistry(dir);
+    const keys = await legacyRegistry(dir);
     // the embedded key service had run: group epochs and a sequence range in the broker directory
     const embedded = SqliteKeyServiceStore.open(dir);
     for (let i = 0; i < 5; i++) embedded.nextEpoch('sensors/d1/#');
@@ -120,11 +120,11 @@ describe('registry split on disk', () => {
     expect(ks.memberKey('a9')!.key).toEqual(new Uint8Array(32).fill(9));
     expect(ks.memberKey('d1')!.key).toEqual(splitPrincipalKey(keys.get('d1')!, 'd1').keyService);
     ks.close();
-    const r = Registry.open(dir);
-    expect(r.keyServiceMode()).toBe('external');
-    expect(() => r.addDevice('d3', 'sensor')).toThrow(/external key service: provision with --keyservice-data/);
-    expect(r.getDevice('d3')).toBeUndefined();
-    r.close();
+    const r = SqliteRegistry.open(dir);
+    expect(await r.keyServiceMode()).toBe('external');
+    await expect(r.addDevice('d3', 'sensor')).rejects.toThrow(/external key service: provision with --keyservice-data/);
+    expect(await r.getDevice('d3')).toBeUndefined();
+    await r.close();
     // with the key service's directory given, provisioning writes K_ks there
     const add = await run(['device', 'add', 'd3', '--role', 'sensor', '--data', dir, '--keyservice-data', ksDir, '--json', '--config', join(ksDir, '..', 'd3.json')]);
     expect(add.code).toBe(0);

@@ -29,7 +29,7 @@ import { join, resolve } from 'node:path';
 import { connectApp, type MqsecApp } from '../../sdk/index.js';
 import { main } from '../../cli/main.js';
 import type { CliIo } from '../../cli/command.js';
-import { Registry } from '../../broker/registry/registry.js';
+import { SqliteRegistry } from '../../broker/registry/registry.js';
 import { GK_TOPIC, deriveKeyServiceKey } from '../../firmware/secure/group.js';
 import { fromHex } from '../../firmware/core/bytes.js';
 import { isMqsecError } from '../../firmware/core/errors.js';
@@ -243,12 +243,12 @@ describe('key service in its own process', () => {
 
   beforeAll(async () => {
     await run(['keyservice', 'account', '--data', brokerDir, '--password-file', pwFile]);
-    const admin = Registry.open(brokerDir, { memberKeys: null });
-    admin.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
-    admin.addRule('sensor', 'subscribe', 'cmd/%u/#', 'e2e');
-    admin.addRole('auditor');
-    admin.addRule('auditor', 'subscribe', 'sensors/#');
-    admin.close();
+    const admin = SqliteRegistry.open(brokerDir, { memberKeys: null });
+    await admin.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
+    await admin.addRule('sensor', 'subscribe', 'cmd/%u/#', 'e2e');
+    await admin.addRole('auditor');
+    await admin.addRule('auditor', 'subscribe', 'sensors/#');
+    await admin.close();
     for (const [id, role] of [['dev1', 'sensor'], ['app1', 'app'], ['app2', 'app'], ['aud1', 'auditor']]) await provision(id, role);
 
     broker = Child.start(['broker', '--data', brokerDir, '--port', '0', '--keyservice', 'external', '--log-level', 'warn']);
@@ -321,9 +321,9 @@ describe('key service in its own process', () => {
     const raw = rawAt(app1, 'sensors/dev1/reading');
     turnHostile(aud);
     const t0 = Date.now();
-    const admin = Registry.open(brokerDir, { memberKeys: null });
-    expect(admin.removeRule('auditor', 'subscribe', 'sensors/#')).toBe(true);
-    admin.close();
+    const admin = SqliteRegistry.open(brokerDir, { memberKeys: null });
+    expect(await admin.removeRule('auditor', 'subscribe', 'sensors/#')).toBe(true);
+    await admin.close();
     await waitFor(() => epochOf(app1, 'sensors/dev1/#') > before && epochOf(dev, 'sensors/dev1/#') > before, 1000, 'members re-keyed');
     expect((rekeyMs.ruleRemoved = Date.now() - t0)).toBeLessThan(1000);
     const m = `MARKER-${randomBytes(8).toString('hex')}`;
@@ -470,10 +470,10 @@ describe('the same curious-broker scan with the embedded key service (split undo
 
   it('finds the group keys and K_ks in the broker: the scan above fails when the key service runs inside the broker', async () => {
     const keys = new Map<string, string>();
-    const admin = Registry.open(dir.path);
-    admin.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
-    for (const [id, role] of [['dev1', 'sensor'], ['app1', 'app']]) keys.set(id, Buffer.from(admin.addDevice(id, role).key).toString('hex'));
-    admin.close();
+    const admin = SqliteRegistry.open(dir.path);
+    await admin.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
+    for (const [id, role] of [['dev1', 'sensor'], ['app1', 'app']]) keys.set(id, Buffer.from((await admin.addDevice(id, role)).key).toString('hex'));
+    await admin.close();
     broker = Child.start(['broker', '--data', dir.path, '--port', '0', '--log-level', 'warn']);
     const port = Number((await broker.line(/listening on mqtt:\/\/127\.0\.0\.1:(\d+)/))[1]);
     const url = `mqtt://127.0.0.1:${port}`;

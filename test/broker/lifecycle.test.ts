@@ -4,7 +4,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { MemoryStorage } from '../../firmware/core/memory-storage.js';
-import { Registry } from '../../broker/registry/registry.js';
+import { SqliteRegistry } from '../../broker/registry/registry.js';
 import type { RunningBroker } from '../../broker/server.js';
 import { TestApp, TestDevice, replayLogin, tempDir, testBroker, tryLogin, waitFor } from './helpers.js';
 import { MSG_COUNTER_HINT } from '../../firmware/secure/constants.js';
@@ -36,7 +36,7 @@ describe('revocation, rotation, restart', () => {
   });
 
   it('revoke from another registry handle (as the CLI does) during traffic: session closed, tickets dead, no re-login', async () => {
-    const { key } = broker.registry.addDevice('r1', 'sensor');
+    const { key } = await broker.registry.addDevice('r1', 'sensor');
     const storage = new MemoryStorage();
     const dev = new TestDevice(broker, 'r1', key, storage);
     expect((await dev.connect()).ok).toBe(true);
@@ -52,15 +52,15 @@ describe('revocation, rotation, restart', () => {
       }
     })();
     await waitFor(() => app.received.length >= 5, 5000, 'traffic flowing');
-    const admin = Registry.open(dir.path); // separate handle = separate process as far as SQLite is concerned
+    const admin = SqliteRegistry.open(dir.path); // separate handle = separate process as far as SQLite is concerned
     const t0 = Date.now();
-    admin.revokeDevice('r1');
+    await admin.revokeDevice('r1');
     await waitFor(() => dev.closed, 5000, 'revoked device disconnected');
     const ms = Date.now() - t0;
     await traffic;
     console.log(`revocation: live session closed ${ms} ms after the registry write`);
-    expect(admin.ticketCount('r1')).toBe(0);
-    admin.close();
+    expect(await admin.ticketCount('r1')).toBe(0);
+    await admin.close();
     const got = app.received.length;
     // phase 2 refused (ticket gone) -> device falls back to phase 1 -> refused (revoked)
     expect((await dev.connect()).ok).toBe(false);
@@ -68,7 +68,7 @@ describe('revocation, rotation, restart', () => {
     expect(dev.connackCode).toBe(4); // as for an unknown id (§10)
     expect(app.received.length).toBe(got);
     expect(await broker.metrics.value('mqsec_revocation_disconnects_total')).toBe(1);
-    expect(broker.registry.listAudit({ kind: 'session.revoked', subject: 'r1' })).toHaveLength(1);
+    expect(await broker.registry.listAudit({ kind: 'session.revoked', subject: 'r1' })).toHaveLength(1);
     await app.end();
   });
 
@@ -76,19 +76,19 @@ describe('revocation, rotation, restart', () => {
     // The broker polls the registry every 250 ms; 1 s leaves room for a loaded machine, and
     // four trials at random phases make a slower poll (e.g. 4 s) fail almost surely.
     const BOUND_MS = 1000;
-    const admin = Registry.open(dir.path);
+    const admin = SqliteRegistry.open(dir.path);
     const measured: number[] = [];
     for (let i = 0; i < 4; i++) {
-      const { key } = broker.registry.addDevice(`rb${i}`, 'sensor');
+      const { key } = await broker.registry.addDevice(`rb${i}`, 'sensor');
       const dev = new TestDevice(broker, `rb${i}`, key);
       expect((await dev.connect()).ok).toBe(true);
       await new Promise((r) => setTimeout(r, Math.random() * 300));
       const t0 = Date.now();
-      admin.revokeDevice(`rb${i}`);
+      await admin.revokeDevice(`rb${i}`);
       await waitFor(() => dev.closed, 10_000, 'revoked device disconnected');
       measured.push(Date.now() - t0);
     }
-    admin.close();
+    await admin.close();
     console.log(`revocation bound: live sessions closed ${measured.join(', ')} ms after the registry write (bound ${BOUND_MS} ms)`);
     for (const ms of measured) expect(ms).toBeLessThan(BOUND_MS);
   });
@@ -98,21 +98,21 @@ describe('revocation, rotation, restart', () => {
     broker = await testBroker(dir.path, { revisionPollMs: 3_600_000 }); // polls only when the test says so
     const app = await TestApp.connect(broker, 'backend', 'backend-password');
     await app.subscribe('sensors/#');
-    const { key } = broker.registry.addDevice('ra1', 'sensor');
-    broker.syncRegistry();
+    const { key } = await broker.registry.addDevice('ra1', 'sensor');
+    await broker.syncRegistry();
     const old = new TestDevice(broker, 'ra1', key);
     expect(await old.connect()).toMatchObject({ ok: true, phase: 1 });
     await old.publish('sensors/ra1/t', 'before');
     await waitFor(() => app.received.some((m) => m.payload === 'before'));
-    const admin = Registry.open(dir.path);
-    admin.removeDevice('ra1');
+    const admin = SqliteRegistry.open(dir.path);
+    await admin.removeDevice('ra1');
     await new Promise((r) => setTimeout(r, 2)); // a later creation time, as a separate CLI run has
-    const { key: newKey } = admin.addDevice('ra1', 'sensor'); // key version 1 again
-    admin.close();
+    const { key: newKey } = await admin.addDevice('ra1', 'sensor'); // key version 1 again
+    await admin.close();
     expect(old.closed).toBe(false); // no poll yet
-    broker.syncRegistry(); // the one poll that sees both changes
+    await broker.syncRegistry(); // the one poll that sees both changes
     await waitFor(() => old.closed, 5000, 'old session of the removed device closed');
-    expect(broker.registry.listAudit({ kind: 'session.revoked', subject: 'ra1' }).map((r) => r.detail)).toEqual(['removed and added again']);
+    expect((await broker.registry.listAudit({ kind: 'session.revoked', subject: 'ra1' })).map((r) => r.detail)).toEqual(['removed and added again']);
     const fresh = new TestDevice(broker, 'ra1', newKey); // the re-added device, new key
     expect(await fresh.connect()).toMatchObject({ ok: true, phase: 1 });
     await fresh.publish('sensors/ra1/t', 'after');
@@ -122,11 +122,11 @@ describe('revocation, rotation, restart', () => {
   });
 
   it('rotate: old key and tickets stop working, the new key works', async () => {
-    const { key: oldKey } = broker.registry.addDevice('k1', 'sensor');
+    const { key: oldKey } = await broker.registry.addDevice('k1', 'sensor');
     const oldStorage = new MemoryStorage();
     const dev = new TestDevice(broker, 'k1', oldKey, oldStorage);
     expect((await dev.connect()).ok).toBe(true);
-    const { key: newKey } = Registry.open(dir.path).rotateDevice('k1'); // handle leaks to process end: fine for a test
+    const { key: newKey } = await SqliteRegistry.open(dir.path).rotateDevice('k1'); // handle leaks to process end: fine for a test
     await waitFor(() => dev.closed, 5000, 'rotated device disconnected');
     const again = new TestDevice(broker, 'k1', oldKey, oldStorage);
     expect(await again.connect()).toMatchObject({ ok: false, phase: 2 });
@@ -137,7 +137,8 @@ describe('revocation, rotation, restart', () => {
   });
 
   it('broker restart: devices come back through phase 2 only, QoS 1 data flows', async () => {
-    const keys = ['s1', 's2', 's3'].map((id) => ({ id, key: broker.registry.addDevice(id, 'sensor').key, storage: new MemoryStorage() }));
+    const keys = [];
+    for (const id of ['s1', 's2', 's3']) keys.push({ id, key: (await broker.registry.addDevice(id, 'sensor')).key, storage: new MemoryStorage() });
     for (const k of keys) {
       const d = new TestDevice(broker, k.id, k.key, k.storage);
       expect((await d.connect()).phase).toBe(1);
@@ -165,7 +166,7 @@ describe('QoS 1 across a key change', () => {
     const dir = tempDir();
     const broker = await testBroker(dir.path);
     await broker.registry.addAccount('backend', 'app', 'backend-password');
-    const { key } = broker.registry.addDevice('q1', 'sensor');
+    const { key } = await broker.registry.addDevice('q1', 'sensor');
     const storage = new MemoryStorage();
     const app = await TestApp.connect(broker, 'backend', 'backend-password');
     await app.subscribe('sensors/#');
@@ -192,7 +193,7 @@ describe('QoS 1 across a graceful broker restart (grace state kept)', () => {
     const dir = tempDir();
     let broker = await testBroker(dir.path);
     await broker.registry.addAccount('backend', 'app', 'backend-password');
-    const { key } = broker.registry.addDevice('q3', 'sensor');
+    const { key } = await broker.registry.addDevice('q3', 'sensor');
     const storage = new MemoryStorage();
     let app = await TestApp.connect(broker, 'backend', 'backend-password');
     await app.subscribe('sensors/#');
@@ -205,7 +206,7 @@ describe('QoS 1 across a graceful broker restart (grace state kept)', () => {
     await app.end();
     await broker.stop();
     broker = await testBroker(dir.path);
-    expect(broker.registry.takeGrace(0)).toEqual([]); // read once at start, then deleted
+    expect(await broker.registry.takeGrace(0)).toEqual([]); // read once at start, then deleted
     app = await TestApp.connect(broker, 'backend', 'backend-password');
     await app.subscribe('sensors/#');
     const again = new TestDevice(broker, 'q3', key, storage); // same device (storage), new broker port
@@ -225,14 +226,14 @@ describe('QoS 1 across a graceful broker restart (grace state kept)', () => {
   it('the grace state at rest is sealed: no key bytes in the database, and a tampered record is skipped', async () => {
     const dir = tempDir();
     let broker = await testBroker(dir.path);
-    const { key } = broker.registry.addDevice('q4', 'sensor');
+    const { key } = await broker.registry.addDevice('q4', 'sensor');
     const storage = new MemoryStorage();
     const d = new TestDevice(broker, 'q4', key, storage);
     await d.connect();
     await d.end();
     await broker.stop();
-    const reg = Registry.open(dir.path);
-    const rows = reg.takeGrace(0);
+    const reg = SqliteRegistry.open(dir.path);
+    const rows = await reg.takeGrace(0);
     expect(rows).toHaveLength(1);
     const snapshot = decodeRxSnapshot(reg.openSecret('grace:q4', rows[0]!.sealed));
     const db = readFileSync(join(dir.path, 'registry.db'));
@@ -240,8 +241,8 @@ describe('QoS 1 across a graceful broker restart (grace state kept)', () => {
     // put it back with one byte flipped: the broker must skip it, not crash
     const bad = rows[0]!.sealed.slice();
     bad[bad.length - 1]! ^= 1;
-    reg.saveGrace([{ devId: 'q4', until: rows[0]!.until, sealed: bad }]);
-    reg.close();
+    await reg.saveGrace([{ devId: 'q4', until: rows[0]!.until, sealed: bad }]);
+    await reg.close();
     broker = await testBroker(dir.path);
     const again = new TestDevice(broker, 'q4', key, storage);
     expect(await again.connect()).toMatchObject({ ok: true, phase: 2 });
@@ -256,7 +257,7 @@ describe('QoS 1 across a broker crash (grace state lost)', () => {
     const dir = tempDir();
     let broker = await testBroker(dir.path);
     await broker.registry.addAccount('backend', 'app', 'backend-password');
-    const { key } = broker.registry.addDevice('q2', 'sensor');
+    const { key } = await broker.registry.addDevice('q2', 'sensor');
     const storage = new MemoryStorage();
     const d = new TestDevice(broker, 'q2', key, storage);
     await d.connect();
@@ -265,9 +266,9 @@ describe('QoS 1 across a broker crash (grace state lost)', () => {
     await d.end();
     await broker.stop();
     // a crash writes no grace state: remove what the graceful stop wrote
-    const reg = Registry.open(dir.path);
-    reg.takeGrace(0);
-    reg.close();
+    const reg = SqliteRegistry.open(dir.path);
+    await reg.takeGrace(0);
+    await reg.close();
     broker = await testBroker(dir.path);
     const app = await TestApp.connect(broker, 'backend', 'backend-password');
     await app.subscribe('sensors/#');
@@ -326,7 +327,7 @@ describe('client-id takeover', () => {
     dir = tempDir();
     broker = await testBroker(dir.path, { limits: { phase1TimeoutMs: 400 } });
     await broker.registry.addAccount('backend', 'app', 'backend-password');
-    key = broker.registry.addDevice('g1', 'sensor').key;
+    key = (await broker.registry.addDevice('g1', 'sensor')).key;
     storage = new MemoryStorage();
     genuine = new TestDevice(broker, 'g1', key, storage);
     expect((await genuine.connect()).ok).toBe(true);
@@ -410,16 +411,16 @@ describe('revoke and rotate drop the old receive keys (grace list) everywhere', 
     await broker.registry.addAccount('backend', 'app', 'backend-password');
     const app = await TestApp.connect(broker, 'backend', 'backend-password');
     await app.subscribe('sensors/#');
-    const { key } = broker.registry.addDevice('x1', 'sensor');
+    const { key } = await broker.registry.addDevice('x1', 'sensor');
     const old = new TestDevice(broker, 'x1', key);
     expect(await old.connect()).toMatchObject({ ok: true, phase: 1 }); // counter 0: epoch 0
     const forged = sealOld(old, 'sensors/x1/t', 'sealed-by-the-thief');
-    const admin = Registry.open(dir.path);
-    admin.revokeDevice('x1');
+    const admin = SqliteRegistry.open(dir.path);
+    await admin.revokeDevice('x1');
     await waitFor(() => old.closed, 5000, 'revoked device disconnected');
-    const { key: newKey } = admin.rotateDevice('x1');
-    admin.close();
-    broker.syncRegistry();
+    const { key: newKey } = await admin.rotateDevice('x1');
+    await admin.close();
+    await broker.syncRegistry();
     const fresh = new TestDevice(broker, 'x1', newKey); // re-provisioned: new key, counter starts over (epoch 0 again)
     expect(await fresh.connect()).toMatchObject({ ok: true, phase: 1 });
     await fresh.client.publishAsync('sensors/x1/t', forged, { qos: 1 }); // injected into the new connection
@@ -438,23 +439,23 @@ describe('revoke and rotate drop the old receive keys (grace list) everywhere', 
       const dir = tempDir();
       const broker = await testBroker(dir.path, { revisionPollMs: 3_600_000 });
       await broker.registry.addAccount('backend', 'app', 'backend-password');
-      broker.syncRegistry();
+      await broker.syncRegistry();
       const app = await TestApp.connect(broker, 'backend', 'backend-password');
       await app.subscribe('sensors/#');
-      const { key } = broker.registry.addDevice('x2', 'sensor');
+      const { key } = await broker.registry.addDevice('x2', 'sensor');
       const old = new TestDevice(broker, 'x2', key);
       expect(await old.connect()).toMatchObject({ ok: true, phase: 1 });
       const forged = sealOld(old, 'sensors/x2/t', 'sealed-by-the-thief');
       await old.end();
-      const admin = Registry.open(dir.path);
+      const admin = SqliteRegistry.open(dir.path);
       let newKey: Uint8Array;
-      if (change === 'rotate') newKey = admin.rotateDevice('x2').key;
+      if (change === 'rotate') newKey = (await admin.rotateDevice('x2')).key;
       else {
-        admin.removeDevice('x2');
+        await admin.removeDevice('x2');
         await new Promise((r) => setTimeout(r, 2)); // a later creation time, as a separate CLI run has
-        newKey = admin.addDevice('x2', 'sensor').key; // key version 1 again
+        newKey = (await admin.addDevice('x2', 'sensor')).key; // key version 1 again
       }
-      admin.close();
+      await admin.close();
       const fresh = new TestDevice(broker, 'x2', newKey);
       expect(await fresh.connect()).toMatchObject({ ok: true, phase: 1 });
       await fresh.client.publishAsync('sensors/x2/t', forged, { qos: 1 });
@@ -472,7 +473,8 @@ describe('revoke and rotate drop the old receive keys (grace list) everywhere', 
     const dir = tempDir();
     let broker = await testBroker(dir.path);
     await broker.registry.addAccount('backend', 'app', 'backend-password');
-    const devs = Object.fromEntries(['ra', 'rb', 'rc'].map((id) => [id, { key: broker.registry.addDevice(id, 'sensor').key, storage: new MemoryStorage() }]));
+    const devs: Record<string, { key: Uint8Array; storage: MemoryStorage }> = {};
+    for (const id of ['ra', 'rb', 'rc']) devs[id] = { key: (await broker.registry.addDevice(id, 'sensor')).key, storage: new MemoryStorage() };
     const sealed: Record<string, Buffer> = {};
     for (const id of ['ra', 'rb', 'rc']) {
       const d = new TestDevice(broker, id, devs[id]!.key, devs[id]!.storage);
@@ -480,17 +482,17 @@ describe('revoke and rotate drop the old receive keys (grace list) everywhere', 
       sealed[id] = sealOld(d, `sensors/${id}/t`, `in-flight-${id}`);
       await d.end();
     }
-    const admin = Registry.open(dir.path);
-    admin.revokeDevice('ra'); // while the broker runs: stop must not write ra's keys
-    admin.close();
+    const admin = SqliteRegistry.open(dir.path);
+    await admin.revokeDevice('ra'); // while the broker runs: stop must not write ra's keys
+    await admin.close();
     await broker.stop();
     const db = new Database(join(dir.path, 'registry.db'), { readonly: true });
     const stored = (db.prepare('SELECT device_id FROM grace ORDER BY device_id').all() as { device_id: string }[]).map((r) => r.device_id);
     db.close();
     expect(stored).toEqual(['rb', 'rc']);
-    const offline = Registry.open(dir.path);
-    const { key: rbNew } = offline.rotateDevice('rb'); // while the broker is stopped
-    offline.close();
+    const offline = SqliteRegistry.open(dir.path);
+    const { key: rbNew } = await offline.rotateDevice('rb'); // while the broker is stopped
+    await offline.close();
     broker = await testBroker(dir.path);
     const app = await TestApp.connect(broker, 'backend', 'backend-password');
     await app.subscribe('sensors/#');
@@ -533,10 +535,10 @@ describe('wills of accounts closed by a registry change', () => {
       });
     const clients = { gone1: await withWill('gone1'), gone2: await withWill('gone2'), stays: await withWill('stays') };
     const closed = (c: { connected: boolean }) => () => !c.connected;
-    const admin = Registry.open(dir.path);
-    admin.setAccountStatus('gone1', 'disabled');
-    admin.removeAccount('gone2');
-    admin.close();
+    const admin = SqliteRegistry.open(dir.path);
+    await admin.setAccountStatus('gone1', 'disabled');
+    await admin.removeAccount('gone2');
+    await admin.close();
     await waitFor(closed(clients.gone1), 5000, 'disabled account disconnected');
     await waitFor(closed(clients.gone2), 5000, 'removed account disconnected');
     clients.stays.stream.destroy(); // an active account's connection lost: its will is published

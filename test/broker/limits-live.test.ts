@@ -45,9 +45,9 @@ async function freshPhase1(b: RunningBroker, devId: string, key: Uint8Array, sto
 describe('live broker limits', () => {
   it('per-device phase-1 budget: spent only by valid KX1s, per device, audited', async () => {
     const b = await start({ phase1PerDevice: { ratePerSec: 0.001, burst: 2 } });
-    const key = b.registry.addDevice('dev1', 'sensor').key;
-    const key2 = b.registry.addDevice('dev2', 'sensor').key;
-    b.syncRegistry();
+    const key = (await b.registry.addDevice('dev1', 'sensor')).key;
+    const key2 = (await b.registry.addDevice('dev2', 'sensor')).key;
+    await b.syncRegistry();
     // Forged KX1s for dev1 (wrong key) are refused at the MAC and do not spend dev1's budget.
     for (let i = 0; i < 5; i++) expect(await freshPhase1(b, 'dev1', new Uint8Array(32).fill(i + 1))).toBe(4);
     const state = new MemoryStorage();
@@ -58,7 +58,7 @@ describe('live broker limits', () => {
     // another device has its own budget
     const resumer = new MemoryStorage();
     expect(await freshPhase1(b, 'dev2', key2, resumer)).toBe(0);
-    expect(b.registry.listAudit({ kind: 'auth.fail', subject: 'dev1' }).filter((a) => a.detail === 'RATE_LIMITED')).toHaveLength(1);
+    expect((await b.registry.listAudit({ kind: 'auth.fail', subject: 'dev1' })).filter((a) => a.detail === 'RATE_LIMITED')).toHaveLength(1);
     // a device that still holds its ticket resumes: phase 2 is not subject to the phase-1 budget
     expect(await freshPhase1(b, 'dev2', key2)).toBe('hint'); // a fresh state sends counter 0 again: a hint, no session
     for (let i = 0; i < 3; i++) {
@@ -71,7 +71,7 @@ describe('live broker limits', () => {
   it('connection cap: sockets over maxConnections are closed at once; a freed slot is usable again', async () => {
     const b = await start({ maxConnections: 3 });
     await b.registry.addAccount('app', 'app', 'app-password');
-    b.syncRegistry();
+    await b.syncRegistry();
     const apps: TestApp[] = [];
     for (let i = 0; i < 3; i++) {
       const a = await TestApp.connect(b, 'app', 'app-password', `app/${i}`);
@@ -94,12 +94,12 @@ describe('live broker limits', () => {
   it('audit budget: a flood of failures writes at most auditPerSecond rows per second', async () => {
     const perSecond = 5;
     const b = await start({ auditPerSecond: perSecond, authPerAddress: { ratePerSec: 1e6, burst: 1e6 }, phase1PerAddress: { ratePerSec: 1e6, burst: 1e6 } });
-    b.registry.addDevice('victim', 'sensor');
-    b.syncRegistry();
+    await b.registry.addDevice('victim', 'sensor');
+    await b.syncRegistry();
     const attempts = 40;
     const codes = await Promise.all(Array.from({ length: attempts }, (_, i) => freshPhase1(b, 'victim', new Uint8Array(32).fill(i + 7))));
     expect(codes.every((c) => c === 4)).toBe(true);
-    const rows = b.registry.listAudit({ kind: 'auth.fail', limit: 1000 });
+    const rows = await b.registry.listAudit({ kind: 'auth.fail', limit: 1000 });
     expect(rows.length).toBeGreaterThan(0);
     expect(rows.length).toBeLessThan(attempts);
     const perSec = new Map<number, number>();

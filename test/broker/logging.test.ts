@@ -10,7 +10,7 @@ import { Writable } from 'node:stream';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { Registry } from '../../broker/registry/registry.js';
+import { SqliteRegistry } from '../../broker/registry/registry.js';
 import type { RunningBroker } from '../../broker/server.js';
 import { toHex } from '../../firmware/core/bytes.js';
 import { TestApp, TestDevice, subscribeQos, tempDir, testBroker, tryLogin, waitFor } from './helpers.js';
@@ -42,7 +42,7 @@ beforeAll(async () => {
     limits: { auditPerSecond: PER_SECOND },
   });
   await broker.registry.addAccount('backend', 'app', APP_PASSWORD);
-  broker.syncRegistry();
+  await broker.syncRegistry();
 });
 afterAll(async () => {
   await broker.stop();
@@ -78,15 +78,15 @@ describe('broker info log', () => {
   });
 
   it('admin changes made from another process, and the session they close', async () => {
-    const { key } = broker.registry.addDevice('live-01', 'sensor');
-    broker.syncRegistry();
+    const { key } = await broker.registry.addDevice('live-01', 'sensor');
+    await broker.syncRegistry();
     const dev = new TestDevice(broker, 'live-01', key);
     expect((await dev.connect()).ok).toBe(true);
-    const admin = Registry.open(dir.path); // what `mqsec device ...` does
-    const rotated = admin.rotateDevice('live-01');
-    admin.addDevice('new-01', 'sensor');
-    admin.close();
-    broker.syncRegistry();
+    const admin = SqliteRegistry.open(dir.path); // what `mqsec device ...` does
+    const rotated = await admin.rotateDevice('live-01');
+    await admin.addDevice('new-01', 'sensor');
+    await admin.close();
+    await broker.syncRegistry();
     expect(lines().filter((l) => l.msg === 'admin change').map((l) => [l.event, l.subject])).toEqual(
       expect.arrayContaining([
         ['device.rotate', 'live-01'],

@@ -9,7 +9,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { main } from '../../cli/main.js';
 import type { CliIo } from '../../cli/command.js';
-import { Registry } from '../../broker/registry/registry.js';
+import { SqliteRegistry } from '../../broker/registry/registry.js';
 import { fromHex, toHex } from '../../firmware/core/bytes.js';
 import { splitPrincipalKey } from '../../broker/registry/principal-keys.js';
 import { deviceConfigMain } from '../../tools/device-config.js';
@@ -33,10 +33,10 @@ async function run(args: string[]) {
 
 const readConfig = (p: string) => JSON.parse(readFileSync(p, 'utf8')) as { id: string; key: string; broker: { host: string; port: number } };
 /** The registry keeps K_auth | K_psk, never K (docs/protocol.md §14.2): what a config key must derive. */
-function registryHandshake(id: string): string {
-  const r = Registry.open(data);
-  const k = r.handshakeKeys(id)!;
-  r.close();
+async function registryHandshake(id: string): Promise<string> {
+  const r = SqliteRegistry.open(data);
+  const k = (await r.handshakeKeys(id))!;
+  await r.close();
   return toHex(k.authKey) + toHex(k.pskKey);
 }
 const derivedHandshake = (id: string, keyHex: string) => toHex(splitPrincipalKey(fromHex(keyHex), id).handshake);
@@ -91,7 +91,7 @@ describe('device rotate and the device config', () => {
     expect(r.code).toBe(0);
     const after = readConfig(cfg);
     expect(after.key).not.toBe(before.key);
-    expect(derivedHandshake('rot-1', after.key)).toBe(registryHandshake('rot-1'));
+    expect(derivedHandshake('rot-1', after.key)).toBe(await registryHandshake('rot-1'));
     expect(after.broker).toEqual({ host: '192.0.2.20', port: 1884 });
   });
 
@@ -105,7 +105,7 @@ describe('device rotate and the device config', () => {
       expect(r.code).toBe(0);
       expect(r.out).toMatch(/config written to device-config-rot-2\.json/);
       expect(readConfig('device-config-rot-2.json').key).not.toBe(old);
-      expect(derivedHandshake('rot-2', readConfig('device-config-rot-2.json').key)).toBe(registryHandshake('rot-2'));
+      expect(derivedHandshake('rot-2', readConfig('device-config-rot-2.json').key)).toBe(await registryHandshake('rot-2'));
     } finally {
       process.chdir(cwd);
     }
@@ -117,9 +117,9 @@ describe('device rotate and the device config', () => {
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/is the config of device "lan-1", not "rot-1": not overwriting it/);
     expect(readConfig(other).id).toBe('lan-1');
-    const reg = Registry.open(data);
-    expect(reg.getDevice('rot-1')!.keyVersion).toBe(2); // unchanged by the refused rotation
-    reg.close();
+    const reg = SqliteRegistry.open(data);
+    expect((await reg.getDevice('rot-1'))!.keyVersion).toBe(2); // unchanged by the refused rotation
+    await reg.close();
   });
 
   it('with no config to rewrite it says that an older config still holds the old key', async () => {

@@ -2,10 +2,10 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { readFileSync, statSync, writeFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { Registry } from '../../broker/registry/registry.js';
+import { SqliteRegistry } from '../../broker/registry/registry.js';
 import { MIGRATIONS } from '../../broker/registry/schema.js';
 import { acquireDirLock, DataDirInUseError, LOCK_FILE } from '../../broker/registry/lock.js';
-import { SqliteTicketStore } from '../../broker/registry/ticket-store.js';
+import { RegistryTicketStore } from '../../broker/registry/ticket-store.js';
 import { hashPassword, verifyPassword } from '../../broker/registry/secrets.js';
 import { splitPrincipalKey } from '../../broker/registry/principal-keys.js';
 import { SqliteKeyServiceStore } from '../../broker/keyservice/store.js';
@@ -22,65 +22,65 @@ afterEach(() => {
 });
 
 describe('registry', () => {
-  it('creates the data dir, a 0600 master key, the schema (WAL) and the built-in roles', () => {
+  it('creates the data dir, a 0600 master key, the schema (WAL) and the built-in roles', async () => {
     const dir = join(fresh(), 'nested', 'data');
-    const r = Registry.open(dir);
+    const r = SqliteRegistry.open(dir);
     expect(statSync(join(dir, 'master.key')).mode & 0o777).toBe(0o600);
-    expect(r.schemaVersion()).toBe(MIGRATIONS.length);
-    expect(r.listRoles().map((x) => x.name)).toEqual(['admin', 'app', 'sensor']);
-    r.close();
+    expect(await r.schemaVersion()).toBe(MIGRATIONS.length);
+    expect((await r.listRoles()).map((x) => x.name)).toEqual(['admin', 'app', 'sensor']);
+    await r.close();
     const db = new Database(join(dir, 'registry.db'));
     expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
     db.close();
   });
 
-  it('the registry keeps K_auth and K_psk encrypted at rest, never K; K_ks goes to the key service store (§14.2)', () => {
+  it('the registry keeps K_auth and K_psk encrypted at rest, never K; K_ks goes to the key service store (§14.2)', async () => {
     const dir = fresh();
-    const r = Registry.open(dir);
-    const { key } = r.addDevice('d1', 'sensor');
-    r.close();
+    const r = SqliteRegistry.open(dir);
+    const { key } = await r.addDevice('d1', 'sensor');
+    await r.close();
     const split = splitPrincipalKey(key, 'd1');
     const db = readFileSync(join(dir, 'registry.db'));
     for (const secret of [key, split.handshake.subarray(0, 32), split.handshake.subarray(32), split.keyService]) expect(db.includes(Buffer.from(secret))).toBe(false);
-    const r2 = Registry.open(dir);
-    const hs = r2.handshakeKeys('d1')!;
+    const r2 = SqliteRegistry.open(dir);
+    const hs = (await r2.handshakeKeys('d1'))!;
     expect(Buffer.concat([hs.authKey, hs.pskKey]).equals(Buffer.from(split.handshake))).toBe(true);
-    r2.close();
+    await r2.close();
     const ks = SqliteKeyServiceStore.open(dir);
     expect(Buffer.from(ks.memberKey('d1')!.key).equals(Buffer.from(split.keyService))).toBe(true);
     ks.close();
   });
 
-  it('a different master key cannot open the stored device keys', () => {
+  it('a different master key cannot open the stored device keys', async () => {
     const dir = fresh();
-    const r = Registry.open(dir);
-    r.addDevice('d1', 'sensor');
-    r.close();
+    const r = SqliteRegistry.open(dir);
+    await r.addDevice('d1', 'sensor');
+    await r.close();
     chmodSync(join(dir, 'master.key'), 0o600);
     writeFileSync(join(dir, 'master.key'), Buffer.alloc(32, 9));
-    const r2 = Registry.open(dir);
-    expect(() => r2.handshakeKeys('d1')).toThrow(/does not decrypt/);
-    r2.close();
+    const r2 = SqliteRegistry.open(dir);
+    await expect(r2.handshakeKeys('d1')).rejects.toThrow(/does not decrypt/);
+    await r2.close();
   });
 
-  it('refuses a master key readable by others and a schema newer than the code', () => {
+  it('refuses a master key readable by others and a schema newer than the code', async () => {
     const dir = fresh();
-    Registry.open(dir).close();
+    await SqliteRegistry.open(dir).close();
     chmodSync(join(dir, 'master.key'), 0o644);
-    expect(() => Registry.open(dir)).toThrow(/chmod 600/);
+    expect(() => SqliteRegistry.open(dir)).toThrow(/chmod 600/);
     chmodSync(join(dir, 'master.key'), 0o600);
     const db = new Database(join(dir, 'registry.db'));
     db.pragma(`user_version = ${MIGRATIONS.length + 1}`);
     db.close();
-    expect(() => Registry.open(dir)).toThrow(/newer than this mqsec/);
+    expect(() => SqliteRegistry.open(dir)).toThrow(/newer than this mqsec/);
   });
 
   it('revoke and rotate: status, key version, tickets, counters; every admin action bumps the revision and is audited', async () => {
-    const r = Registry.open(fresh());
-    const rev0 = r.revision();
-    const { key: k1 } = r.addDevice('d1', 'sensor');
-    expect(r.revision()).toBe(rev0 + 1);
-    const store = new SqliteTicketStore(r);
+    const r = SqliteRegistry.open(fresh());
+    const rev0 = await r.revision();
+    const { key: k1 } = await r.addDevice('d1', 'sensor');
+    expect(await r.revision()).toBe(rev0 + 1);
+    const store = new RegistryTicketStore(r);
     await store.putTicket({
       devId: 'd1',
       sid: new Uint8Array(8).fill(1),
@@ -92,50 +92,50 @@ describe('registry', () => {
       expiresAt: Date.now() + 1000,
     });
     expect(await store.advanceCounter('d1', 4)).toBe(true);
-    r.revokeDevice('d1');
-    expect(r.getDevice('d1')!.status).toBe('revoked');
-    expect(r.handshakeKeys('d1')).toBeUndefined();
-    expect(r.ticketCount('d1')).toBe(0);
-    expect(r.getCounter('d1')).toBe(4); // kept: old KX1s stay dead
-    const { key: k2 } = r.rotateDevice('d1');
+    await r.revokeDevice('d1');
+    expect((await r.getDevice('d1'))!.status).toBe('revoked');
+    expect(await r.handshakeKeys('d1')).toBeUndefined();
+    expect(await r.ticketCount('d1')).toBe(0);
+    expect(await r.getCounter('d1')).toBe(4); // kept: old KX1s stay dead
+    const { key: k2 } = await r.rotateDevice('d1');
     expect(Buffer.from(k2).equals(Buffer.from(k1))).toBe(false);
-    expect(r.getDevice('d1')).toMatchObject({ status: 'active', keyVersion: 2 });
-    expect(r.getCounter('d1')).toBe(-1); // re-provisioned device starts over
-    expect(r.revision()).toBe(rev0 + 3);
-    expect(r.listAudit({ subject: 'd1' }).map((a) => a.kind)).toEqual(['device.rotate', 'device.revoke', 'device.add']);
-    r.close();
+    expect(await r.getDevice('d1')).toMatchObject({ status: 'active', keyVersion: 2 });
+    expect(await r.getCounter('d1')).toBe(-1); // re-provisioned device starts over
+    expect(await r.revision()).toBe(rev0 + 3);
+    expect((await r.listAudit({ subject: 'd1' })).map((a) => a.kind)).toEqual(['device.rotate', 'device.revoke', 'device.add']);
+    await r.close();
   });
 
   it('names are unique across devices and accounts; ids cannot carry topic syntax', async () => {
-    const r = Registry.open(fresh());
-    r.addDevice('x1', 'sensor');
+    const r = SqliteRegistry.open(fresh());
+    await r.addDevice('x1', 'sensor');
     await expect(r.addAccount('x1', 'app', 'long-password')).rejects.toThrow(/already/);
-    for (const bad of ['a/b', '+', '#', '$x', '', 'x'.repeat(24)]) expect(() => r.addDevice(bad, 'sensor')).toThrow(/invalid device id/);
-    expect(() => r.addDevice('x2', 'nosuch')).toThrow(/unknown role/);
-    r.close();
+    for (const bad of ['a/b', '+', '#', '$x', '', 'x'.repeat(24)]) await expect(r.addDevice(bad, 'sensor')).rejects.toThrow(/invalid device id/);
+    await expect(r.addDevice('x2', 'nosuch')).rejects.toThrow(/unknown role/);
+    await r.close();
   });
 
   it('accounts: scrypt hashes, constant-time verify, disabled accounts refused', async () => {
-    const r = Registry.open(fresh());
+    const r = SqliteRegistry.open(fresh());
     await r.addAccount('svc', 'app', 'correct horse');
     expect(await r.verifyAccount('svc', 'correct horse')).toMatchObject({ name: 'svc', role: 'app' });
     expect(await r.verifyAccount('svc', 'correct hors')).toBeUndefined();
     expect(await r.verifyAccount('nobody', 'correct horse')).toBeUndefined();
-    r.setAccountStatus('svc', 'disabled');
+    await r.setAccountStatus('svc', 'disabled');
     expect(await r.verifyAccount('svc', 'correct horse')).toBeUndefined();
     const h = await hashPassword('pw-123456');
     expect(await verifyPassword('pw-123456', h)).toBe(true);
     expect(await verifyPassword('pw-123457', h)).toBe(false);
-    r.close();
+    await r.close();
   });
 });
 
-describe('SqliteTicketStore (the protocol TicketStore contract)', () => {
+describe('RegistryTicketStore (the protocol TicketStore contract)', () => {
   it('round-trips tickets, seals their secrets, counters only move up', async () => {
     const dir = fresh();
-    const r = Registry.open(dir);
-    r.addDevice('d1', 'sensor');
-    const store = new SqliteTicketStore(r);
+    const r = SqliteRegistry.open(dir);
+    await r.addDevice('d1', 'sensor');
+    const store = new RegistryTicketStore(r);
     const t = {
       devId: 'd1',
       sid: Uint8Array.from([1, 2, 3, 4, 5, 6, 7, 8]),
@@ -172,13 +172,13 @@ describe('SqliteTicketStore (the protocol TicketStore contract)', () => {
     await store.putTicket(t);
     await store.deleteTicket('d1', t.sid);
     expect(await store.getTicket('d1', t.sid)).toBeUndefined();
-    r.close();
+    await r.close();
     await expect(store.getCounter('d1')).rejects.toMatchObject({ code: 'STORAGE' });
   });
 });
 
 describe('data dir lock', () => {
-  it('one holder at a time; a stale lock (dead pid) is taken over', () => {
+  it('one holder at a time; a stale lock (dead pid) is taken over', async () => {
     const dir = fresh();
     const a = acquireDirLock(dir);
     expect(() => acquireDirLock(dir)).toThrow(DataDirInUseError);

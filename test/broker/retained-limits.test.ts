@@ -28,9 +28,9 @@ async function setUp(limits: Partial<BrokerLimits>, persistence?: unknown) {
   dir ??= tempDir();
   broker = await testBroker(dir.path, { limits, persistence });
   const b = broker;
-  for (const name of ['backend', 'acct1', 'acct2']) if (!b.registry.getAccount(name)) await b.registry.addAccount(name, 'app', `${name}-password`);
-  if (!b.registry.getAccount('root')) await b.registry.addAccount('root', 'admin', 'root-password');
-  const key = b.registry.getDevice('g1') ? undefined : b.registry.addDevice('g1', 'sensor').key;
+  for (const name of ['backend', 'acct1', 'acct2']) if (!(await b.registry.getAccount(name))) await b.registry.addAccount(name, 'app', `${name}-password`);
+  if (!(await b.registry.getAccount('root'))) await b.registry.addAccount('root', 'admin', 'root-password');
+  const key = await b.registry.getDevice('g1') ? undefined : (await b.registry.addDevice('g1', 'sensor')).key;
   const app = await TestApp.connect(b, 'backend', 'backend-password');
   open.push(app);
   await app.subscribe('sensors/#');
@@ -82,7 +82,7 @@ describe('retained-message limits', () => {
     await waitFor(() => live.received.some((m) => m.topic === 'cmd/acct1/4'), 5000, 'refused retain routed live');
     expect(Object.keys(await t.retainedNow()).sort()).toEqual(['cmd/acct1/1', 'cmd/acct1/2', 'cmd/acct1/3']);
     expect(await t.refused()).toBe(1);
-    const rows = broker!.registry.listAudit({ kind: 'publish.retained-refused', subject: 'acct1' });
+    const rows = await broker!.registry.listAudit({ kind: 'publish.retained-refused', subject: 'acct1' });
     expect(rows.map((r) => r.detail)).toEqual(['owner-count: cmd/acct1/4']);
     await retain(a, 'cmd/acct1/2', 50); // replacing a stored topic adds no message
     await t.exchange();
@@ -105,7 +105,7 @@ describe('retained-message limits', () => {
     await retain(a, 'cmd/acct1/b', 1); // one byte more than the limit
     expect(await t.retainedNow()).toEqual({ 'cmd/acct1/a': 989 });
     expect(await t.refused()).toBe(2);
-    expect(broker!.registry.listAudit({ kind: 'publish.retained-refused', subject: 'acct1' }).map((r) => r.detail?.split(':')[0])).toEqual(['owner-bytes', 'owner-bytes']);
+    expect((await broker!.registry.listAudit({ kind: 'publish.retained-refused', subject: 'acct1' })).map((r) => r.detail?.split(':')[0])).toEqual(['owner-bytes', 'owner-bytes']);
     await retain(a, 'cmd/acct1/a', 0);
     await retain(a, 'cmd/acct1/b', 600);
     expect(await t.retainedNow()).toEqual({ 'cmd/acct1/b': 600 });
@@ -121,7 +121,7 @@ describe('retained-message limits', () => {
     await retain(b, 'cmd/acct2/2', 10); // acct2 has 1 of 3, but the broker holds 4 of 4
     await t.exchange();
     expect(Object.keys(await t.retainedNow()).sort()).toEqual(['cmd/acct1/1', 'cmd/acct1/2', 'cmd/acct1/3', 'cmd/acct2/1']);
-    expect(broker!.registry.listAudit({ kind: 'publish.retained-refused', subject: 'acct2' }).map((r) => r.detail)).toEqual(['total-count: cmd/acct2/2']);
+    expect((await broker!.registry.listAudit({ kind: 'publish.retained-refused', subject: 'acct2' })).map((r) => r.detail)).toEqual(['total-count: cmd/acct2/2']);
     await retain(a, 'cmd/acct1/3', 0); // acct1 clears one: acct2 may store
     await retain(b, 'cmd/acct2/2', 10);
     expect(Object.keys(await t.retainedNow()).sort()).toEqual(['cmd/acct1/1', 'cmd/acct1/2', 'cmd/acct2/1', 'cmd/acct2/2']);
@@ -129,7 +129,7 @@ describe('retained-message limits', () => {
     await retain(b, 'cmd/acct2/2', 8000);
     await retain(b, 'cmd/acct2/1', 2000);
     expect(await t.retainedNow()).toMatchObject({ 'cmd/acct2/2': 8000, 'cmd/acct2/1': 10 });
-    expect(broker!.registry.listAudit({ kind: 'publish.retained-refused', subject: 'acct2' })[0]!.detail).toBe('total-bytes: cmd/acct2/1');
+    expect((await broker!.registry.listAudit({ kind: 'publish.retained-refused', subject: 'acct2' }))[0]!.detail).toBe('total-bytes: cmd/acct2/1');
     await t.exchange();
   });
 

@@ -36,8 +36,8 @@ describe('registry restore and replay of a recorded phase-2 connection', () => {
   it('the replay after a restore gets fresh keys: nothing routed twice, no envelope under a reused key/nonce; device and app carry on', async () => {
     broker = await testBroker(dir.path);
     await broker.registry.addAccount('backend', 'app', 'backend-password');
-    const { key } = broker.registry.addDevice('rb1', 'sensor');
-    broker.syncRegistry();
+    const { key } = await broker.registry.addDevice('rb1', 'sensor');
+    await broker.syncRegistry();
     const storage = new MemoryStorage();
     const first = new TestDevice(broker, 'rb1', key, storage);
     expect(await first.connect()).toMatchObject({ ok: true, phase: 1 });

@@ -56,8 +56,8 @@ afterAll(async () => {
 });
 
 async function onlineDevice(id: string): Promise<TestDevice> {
-  const { key } = broker.registry.addDevice(id, 'sensor');
-  broker.syncRegistry();
+  const { key } = await broker.registry.addDevice(id, 'sensor');
+  await broker.syncRegistry();
   const d = new TestDevice(broker, id, key);
   devices.push(d);
   expect((await d.connect()).ok).toBe(true);
@@ -76,7 +76,7 @@ describe('login', () => {
     expect(r.headers['cache-control']).toBe('no-store');
     const me = await send(`${base}api/session`, { cookie: c.pair });
     expect(me.json).toMatchObject({ name: 'other-admin', csrf: r.json.csrf, https: false });
-    expect(broker.registry.listAudit({ kind: 'console.login', subject: 'other-admin' })).toHaveLength(1);
+    expect(await broker.registry.listAudit({ kind: 'console.login', subject: 'other-admin' })).toHaveLength(1);
   });
 
   it('refuses a wrong password, an unknown account and a non-admin account alike, and audits each', async () => {
@@ -91,7 +91,7 @@ describe('login', () => {
       expect(r.status).toBe(401);
       expect(r.headers['set-cookie']).toBeUndefined();
     }
-    const fails = broker.registry.listAudit({ kind: 'console.login.fail' }).map((a) => `${a.subject}:${a.detail}`);
+    const fails = (await broker.registry.listAudit({ kind: 'console.login.fail' })).map((a) => `${a.subject}:${a.detail}`);
     expect(fails).toEqual(expect.arrayContaining([`${ADMIN}:bad-credentials`, 'nobody:bad-credentials', 'backend:not-admin']));
   });
 
@@ -138,14 +138,14 @@ describe('login', () => {
     expect((await s.get('api/session')).status).toBe(200);
     expect((await s.post('api/logout', {})).status).toBe(200);
     expect((await s.get('api/session')).status).toBe(401);
-    expect(broker.registry.listAudit({ kind: 'console.logout', subject: ADMIN }).length).toBeGreaterThan(0);
+    expect((await broker.registry.listAudit({ kind: 'console.logout', subject: ADMIN })).length).toBeGreaterThan(0);
   });
 
   it('a disabled admin account loses its console session at once', async () => {
     await broker.registry.addAccount('temp-admin', 'admin', 'temp admin pw');
     const s = await login(base, 'temp-admin', 'temp admin pw', { localAddress: '127.0.0.7' });
     expect((await s.get('api/overview')).status).toBe(200);
-    broker.registry.setAccountStatus('temp-admin', 'disabled');
+    await broker.registry.setAccountStatus('temp-admin', 'disabled');
     expect((await s.get('api/overview')).status).toBe(401);
   });
 });
@@ -165,18 +165,18 @@ describe('cross-site state changes are refused, each defence on its own', () => 
   it('without the CSRF token', async () => {
     const r = await send(`${base}api/devices`, { cookie: admin.cookie, body: { id: 'csrf-1' }, headers: { origin: admin.origin } });
     expect(r.status).toBe(403);
-    expect(broker.registry.getDevice('csrf-1')).toBeUndefined();
+    expect(await broker.registry.getDevice('csrf-1')).toBeUndefined();
   });
   it('with a wrong CSRF token (another session\'s)', async () => {
     const other = await login(base, 'other-admin', 'other admin pw', { localAddress: '127.0.0.8' });
     const r = await send(`${base}api/devices`, { cookie: admin.cookie, body: { id: 'csrf-2' }, headers: { origin: admin.origin, 'x-csrf-token': other.csrf } });
     expect(r.status).toBe(403);
-    expect(broker.registry.getDevice('csrf-2')).toBeUndefined();
+    expect(await broker.registry.getDevice('csrf-2')).toBeUndefined();
   });
   it('with the right token but a foreign Origin', async () => {
     const r = await send(`${base}api/devices`, { cookie: admin.cookie, body: { id: 'csrf-3' }, headers: { origin: 'http://127.0.0.1:1', 'x-csrf-token': admin.csrf } });
     expect(r.status).toBe(403);
-    expect(broker.registry.getDevice('csrf-3')).toBeUndefined();
+    expect(await broker.registry.getDevice('csrf-3')).toBeUndefined();
   });
   it('with the right token and Origin but a non-JSON (form) body', async () => {
     const r = await send(`${base}api/devices`, {
@@ -185,14 +185,14 @@ describe('cross-site state changes are refused, each defence on its own', () => 
       headers: { origin: admin.origin, 'x-csrf-token': admin.csrf, 'content-type': 'text/plain' },
     });
     expect(r.status).toBe(403);
-    expect(broker.registry.getDevice('csrf-4')).toBeUndefined();
+    expect(await broker.registry.getDevice('csrf-4')).toBeUndefined();
   });
   it('a request naming another host (DNS rebinding) gets 421', async () => {
     const r = await send(`${base}api/session`, { cookie: admin.cookie, headers: { host: `rebind.example:${new URL(base).port}` } });
     expect(r.status).toBe(421);
   });
-  it('refusals are audited', () => {
-    expect(broker.registry.listAudit({ kind: 'console.refused' }).map((a) => a.detail)).toEqual(
+  it('refusals are audited', async () => {
+    expect((await broker.registry.listAudit({ kind: 'console.refused' })).map((a) => a.detail)).toEqual(
       expect.arrayContaining(['POST /api/devices: missing or wrong CSRF token', 'POST /api/devices: cross-origin request', 'POST /api/devices: JSON body required']),
     );
   });
@@ -227,13 +227,13 @@ describe('fleet data', () => {
   });
 
   it('device list: search and every state filter', async () => {
-    broker.registry.addDevice('never-1', 'sensor');
+    await broker.registry.addDevice('never-1', 'sensor');
     await onlineDevice('sleepy-1');
     await devices.at(-1)!.end();
     await waitFor(() => !broker.context.liveDevices.has('sleepy-1'), 5000, 'sleepy-1 offline');
     await onlineDevice('gone-1');
-    broker.registry.revokeDevice('gone-1');
-    broker.syncRegistry();
+    await broker.registry.revokeDevice('gone-1');
+    await broker.syncRegistry();
     const states = async (q: string) => Object.fromEntries(((await admin.get(`api/devices${q}`)).json.devices as { id: string; state: string }[]).map((d) => [d.id, d.state]));
     const all = await states('');
     expect(all).toMatchObject({ 'ov-1': 'online', 'never-1': 'never-seen', 'sleepy-1': 'asleep', 'gone-1': 'revoked' });
@@ -246,7 +246,7 @@ describe('fleet data', () => {
     expect((await admin.get('api/devices?state=bogus')).status).toBe(400);
     const row = ((await admin.get('api/devices?search=ov-1')).json.devices as Record<string, unknown>[])[0]!;
     expect(row).toMatchObject({ id: 'ov-1', role: 'sensor', keyVersion: 1, protection: 'sealed', sessions: 1 });
-    expect(row.counter).toBe(broker.registry.getCounter('ov-1'));
+    expect(row.counter).toBe(await broker.registry.getCounter('ov-1'));
     expect(typeof row.lastSeen).toBe('number');
   });
 
@@ -275,7 +275,7 @@ describe('fleet data', () => {
     expect(h.nodes[0].rssBytes).toBeGreaterThan(0);
     expect(h.nodes[0].eventLoopDelayMs.max).toBeGreaterThanOrEqual(0);
     expect(h.nodes[0].connections).toBeGreaterThanOrEqual(2);
-    expect(h.registry.revision).toBe(broker.registry.revision());
+    expect(h.registry.revision).toBe(await broker.registry.revision());
   });
 });
 
@@ -296,7 +296,7 @@ describe('provision, revoke, rotate', () => {
       expect((await admin.get(path)).text).not.toContain(keyHex);
     }
     expect(logLines.join('')).not.toContain(keyHex);
-    const trail = broker.registry.listAudit({ subject: 'made-1' });
+    const trail = await broker.registry.listAudit({ subject: 'made-1' });
     expect(trail.find((a) => a.kind === 'console.device.add')).toMatchObject({ detail: `by ${ADMIN} role=sensor`, source: expect.stringContaining('127.0.0.1') });
     expect(JSON.stringify(trail)).not.toContain(keyHex);
   });
@@ -305,7 +305,7 @@ describe('provision, revoke, rotate', () => {
     expect((await admin.post('api/devices', { id: 'bad id!', role: 'sensor' })).status).toBe(400);
     expect((await admin.post('api/devices', { id: 'made-2', role: 'nosuchrole' })).status).toBe(400);
     expect((await admin.post('api/devices', { id: 'made-1', role: 'sensor' })).status).toBe(400);
-    expect(broker.registry.getDevice('made-2')).toBeUndefined();
+    expect(await broker.registry.getDevice('made-2')).toBeUndefined();
   });
 
   it('a body over 8 KiB is refused before it is parsed', async () => {
@@ -323,7 +323,7 @@ describe('provision, revoke, rotate', () => {
     expect(r.json.device.state).toBe('revoked');
     await waitFor(() => d.closed, 1000, 'revoked device dropped');
     expect((await d.connect()).ok).toBe(false);
-    expect(broker.registry.listAudit({ kind: 'console.device.revoke', subject: 'made-1' })).toHaveLength(1);
+    expect(await broker.registry.listAudit({ kind: 'console.device.revoke', subject: 'made-1' })).toHaveLength(1);
     expect((await admin.post('api/devices/nope/revoke', { confirm: 'nope' })).status).toBe(400);
   });
 

@@ -226,7 +226,7 @@ describe('operator console in Chromium', () => {
     expect(await shownAfterMs).toBeLessThan(1000);
     expect(droppedAfterMs).toBeLessThan(1000);
     expect(await page.getByTestId('current-session').textContent()).toBe('none');
-    expect(broker.registry.listAudit({ kind: 'console.device.revoke', subject: 'console-dev' })[0]).toMatchObject({ detail: `by ${ADMIN}` });
+    expect((await broker.registry.listAudit({ kind: 'console.device.revoke', subject: 'console-dev' }))[0]).toMatchObject({ detail: `by ${ADMIN}` });
   });
 
   it('rules and health pages', async () => {
@@ -252,15 +252,15 @@ describe('operator console in Chromium', () => {
           .finally(() => document.getElementById('f').submit());</script>`);
     });
     await new Promise<void>((r) => attacker.listen(0, '127.0.0.1', () => r()));
-    const refusedBefore = broker.registry.listAudit({ kind: 'console.refused', subject: ADMIN }).length;
+    const refusedBefore = (await broker.registry.listAudit({ kind: 'console.refused', subject: ADMIN })).length;
     const evil = await page.context().newPage();
     const submitted = evil.waitForURL(target, { timeout: 10_000 });
     await evil.goto(`http://127.0.0.1:${(attacker.address() as { port: number }).port}/`);
     await submitted;
     expect(await evil.content()).toContain('cross-'); // the console's refusal (cross-site / cross-origin request)
     await evil.close();
-    await waitFor(() => broker.registry.listAudit({ kind: 'console.refused', subject: ADMIN }).length >= refusedBefore + 2, 5000, 'both attempts refused and audited');
-    expect(broker.registry.getDevice('fleet-0003')!.status).toBe('active');
+    await waitFor(async () => (await broker.registry.listAudit({ kind: 'console.refused', subject: ADMIN })).length >= refusedBefore + 2, 5000, 'both attempts refused and audited');
+    expect((await broker.registry.getDevice('fleet-0003'))!.status).toBe('active');
     expect(broker.context.liveDevices.has('fleet-0003')).toBe(true);
   });
 

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { main } from '../../cli/main.js';
 import type { CliIo } from '../../cli/command.js';
 import { runSimCommand, type SimCliOptions } from '../../cli/commands/sim.js';
-import { Registry } from '../../broker/registry/registry.js';
+import { SqliteRegistry } from '../../broker/registry/registry.js';
 import { occupyPort, startCli } from '../helpers/cli-process.js';
 import { tempDir, testBroker, waitFor } from '../broker/helpers.js';
 
@@ -108,10 +108,10 @@ describe('a node revoked during the run', () => {
       quiesceS: 60, // a run waiting for the revoked node would take a minute more
       onStarted: (info) => {
         dataDir = info.dataDir;
-        setTimeout(() => {
-          const reg = Registry.open(dataDir);
-          reg.revokeDevice('node-0002');
-          reg.close();
+        setTimeout(async () => {
+          const reg = SqliteRegistry.open(dataDir);
+          await reg.revokeDevice('node-0002');
+          await reg.close();
         }, 1500);
       },
     });
@@ -131,25 +131,25 @@ describe('sim against an operator\'s broker', () => {
     const d = tempDir();
     dirs.push(d);
     const broker = await testBroker(d.path);
-    broker.registry.addDevice('real-sensor', 'sensor');
+    await broker.registry.addDevice('real-sensor', 'sensor');
     try {
       let during: { devices: string[]; accounts: string[] } | undefined;
       const io = captureIo();
       const r = await runSimCommand({ ...baseSim, devices: 2, duration: 2, broker: `mqtt://127.0.0.1:${broker.port}`, data: d.path }, io, {
-        onStarted: () => {
-          const reg = Registry.open(d.path);
-          during = { devices: reg.listDevices().map((x) => x.id), accounts: reg.listAccounts().map((a) => a.name) };
-          reg.close();
+        onStarted: async () => {
+          const reg = SqliteRegistry.open(d.path);
+          during = { devices: (await reg.listDevices()).map((x) => x.id), accounts: (await reg.listAccounts()).map((a) => a.name) };
+          await reg.close();
         },
       });
       expect(r.verified).toBe(r.sent);
       expect(during!.devices).toHaveLength(3);
       expect(during!.accounts.filter((a) => a.startsWith('verifier-'))).toHaveLength(1);
-      const after = Registry.open(d.path);
-      expect(after.listDevices().map((x) => x.id)).toEqual(['real-sensor']);
-      expect(after.listAccounts()).toEqual([]);
-      expect(after.listAudit({ kind: 'device.remove' })).toHaveLength(2);
-      after.close();
+      const after = SqliteRegistry.open(d.path);
+      expect((await after.listDevices()).map((x) => x.id)).toEqual(['real-sensor']);
+      expect(await after.listAccounts()).toEqual([]);
+      expect(await after.listAudit({ kind: 'device.remove' })).toHaveLength(2);
+      await after.close();
     } finally {
       await broker.stop();
     }
