@@ -80,6 +80,7 @@ export interface BrokerOptions {
   limits?: Partial<BrokerLimits>;
   /** Phase-2 ticket lifetime, ms (default 7 days). */
   ticketLifetimeMs?: number;
+  /** How often the registry revision is polled: 250 ms, 5 s when the registry pushes its changes (PostgreSQL). */
   revisionPollMs?: number;
   /** End-to-end groups (docs/protocol.md §14.3): periodic re-key, default 24 h. */
   groupRekeyIntervalMs?: number;
@@ -450,7 +451,8 @@ async function openBroker(
   // Pushed changes (PostgreSQL LISTEN/NOTIFY from any node) apply at once; the poll is the safety net.
   const unwatch = registry.watch?.(() => void syncLogged());
   opened.push(() => unwatch?.());
-  const poll = setInterval(() => void syncLogged(), opts.revisionPollMs ?? 250);
+  // A registry that pushes its changes needs the poll only for a push lost with its connection (5 s).
+  const poll = setInterval(() => void syncLogged(), opts.revisionPollMs ?? (registry.watch ? 5000 : 250));
   poll.unref();
   const purge = setInterval(() => void registry.purgeExpiredTickets().catch((e: unknown) => log.warn({ err: e }, 'ticket purge failed')), 3_600_000);
   purge.unref();

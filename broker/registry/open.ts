@@ -18,6 +18,8 @@ export interface OpenRegistryOptions {
   memberKeys?: MemberKeySink | null;
 }
 
+export const DB_URL_EXPECTED = '--db must be a postgres://user@host:port/database URL (without --db the registry is SQLite in the data directory)';
+
 /** True when `db` names a PostgreSQL database. */
 export function isPostgresUrl(db: string | undefined): db is string {
   return db !== undefined && /^postgres(ql)?:\/\//i.test(db);
@@ -26,7 +28,7 @@ export function isPostgresUrl(db: string | undefined): db is string {
 export async function openRegistry(opts: OpenRegistryOptions): Promise<Registry> {
   if (opts.db === undefined || opts.db === '') return SqliteRegistry.open(opts.dataDir, { now: opts.now, memberKeys: opts.memberKeys });
   if (!isPostgresUrl(opts.db)) {
-    throw new RegistryError(`--db must be a postgres://user@host:port/database URL (without --db the registry is SQLite in the data directory)`);
+    throw new RegistryError(DB_URL_EXPECTED);
   }
   return PgRegistry.open({ url: opts.db, dataDir: opts.dataDir, now: opts.now, memberKeys: opts.memberKeys });
 }

@@ -147,7 +147,8 @@ export class PgRegistry implements Registry {
       await r.migrate();
     } catch (e) {
       await r.close();
-      if (e instanceof RegistryError || e instanceof RegistryUnavailableError) throw e;
+      if (e instanceof RegistryUnavailableError) throw new RegistryUnavailableError(`cannot reach ${r.location}: ${e.reason}`);
+      if (e instanceof RegistryError) throw e;
       if (isUnavailable(e)) throw new RegistryUnavailableError(`cannot reach ${r.location}: ${(e as Error).message}`);
       throw new RegistryError(`PostgreSQL registry at ${r.location}: ${(e as Error).message}`);
     }

@@ -105,8 +105,8 @@ export class RegistryError extends Error {
  * when the backend is back.
  */
 export class RegistryUnavailableError extends MqsecError {
-  constructor(message: string) {
-    super('STORAGE', `registry unavailable: ${message}`);
+  constructor(readonly reason: string) {
+    super('STORAGE', `registry unavailable: ${reason}`);
     this.name = 'RegistryUnavailableError';
   }
 }

@@ -3,7 +3,7 @@ import { existsSync, writeFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { DB_FILE, type DeviceRecord } from '../../broker/registry/registry.js';
 import { SqliteKeyServiceStore } from '../../broker/keyservice/store.js';
-import { openRegistry, isPostgresUrl } from '../../broker/registry/open.js';
+import { DB_URL_EXPECTED, isPostgresUrl, openRegistry } from '../../broker/registry/open.js';
 import { RegistryError, RegistryUnavailableError, type Registry } from '../../broker/registry/store.js';
 import { CliError } from '../command.js';
 import { toHex } from '../../firmware/core/bytes.js';
@@ -26,6 +26,7 @@ export async function withRegistry<T>(
   opts: { create?: boolean; keyServiceData?: string } = {},
 ): Promise<T> {
   const { data: dataDir, db } = typeof o === 'string' ? { data: o, db: undefined } : o;
+  if (db !== undefined && !isPostgresUrl(db)) throw registryCliError(new RegistryError(DB_URL_EXPECTED));
   if (opts.create === false && !isPostgresUrl(db) && !existsSync(join(dataDir, DB_FILE))) {
     throw new CliError(`no mqsec registry in ${dataDir} (create one with \`mqsec device add\` or \`mqsec broker\`)`);
   }
