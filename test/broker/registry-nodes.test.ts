@@ -157,7 +157,8 @@ describe('broker nodes sharing one PostgreSQL registry', () => {
     try {
       // a device's phase 2 (counter and ticket in the registry) and an account's password check
       const again = new TestDevice(a, 'out1', key, storage);
-      expect(await again.connect()).toMatchObject({ ok: false, code: 3 });
+      expect(await again.connect()).toMatchObject({ ok: false, code: 3, phase: 2 });
+      expect(await new TestDevice(a, 'out1', key).connect()).toMatchObject({ ok: false, code: 3, phase: 1 });
       expect(await tryLogin(a, { clientId: 'backend/x', username: 'backend', password: 'backend-password' })).toBe(3);
       expect(await tryLogin(b, { clientId: 'backend/y', username: 'backend', password: 'backend-password' })).toBe(3);
       await expect(a.registry.getDevice('out1')).rejects.toMatchObject({ name: 'RegistryUnavailableError', code: 'STORAGE' });
