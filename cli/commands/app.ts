@@ -82,9 +82,9 @@ export const appCommand: CommandModule = {
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
       .option('--keyservice-data <dir>', KS_DATA_HELP)
       .action(async (name: string, o: { data: string; keyserviceData?: string }) => {
-        await withRegistry(o.data, (r) => {
-          if (!r.getDevice(name)) throw new CliError(`unknown app "${name}"`);
-          r.revokeDevice(name);
+        await withRegistry(o.data, async (r) => {
+          if (!(await r.getDevice(name))) throw new CliError(`unknown app "${name}"`);
+          await r.revokeDevice(name);
         }, { create: false, keyServiceData: o.keyserviceData });
         io.out(`app ${name} revoked`);
       });
@@ -95,9 +95,9 @@ export const appCommand: CommandModule = {
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
       .option('--keyservice-data <dir>', KS_DATA_HELP)
       .action(async (name: string, o: { data: string; keyserviceData?: string }) => {
-        await withRegistry(o.data, (r) => {
-          if (!r.getDevice(name)) throw new CliError(`unknown app "${name}"`);
-          r.removeDevice(name);
+        await withRegistry(o.data, async (r) => {
+          if (!(await r.getDevice(name))) throw new CliError(`unknown app "${name}"`);
+          await r.removeDevice(name);
         }, { create: false, keyServiceData: o.keyserviceData });
         io.out(`app ${name} removed`);
       });

@@ -49,8 +49,8 @@ beforeAll(async () => {
   expect((await run(['acl', 'add', 'sensor', 'allow', 'publish', 'status/%u', '--data', data])).code).toBe(0);
   expect((await run(['acl', 'add', 'app', 'allow', 'subscribe', 'status/#', '--data', data])).code).toBe(0);
   broker = await testBroker(data, { revisionPollMs: 50 });
-  const k = broker.registry.addDevice('dev1', 'sensor').key;
-  broker.syncRegistry();
+  const k = (await broker.registry.addDevice('dev1', 'sensor')).key;
+  await broker.syncRegistry();
   dev = await connectApp({ url: `mqtt://127.0.0.1:${broker.port}`, id: 'dev1', key: k });
   dev.on('message', (topic, p, info) => devGot.push({ topic, text: p.toString(), publisher: info.publisher, mode: info.mode }));
   await dev.subscribe('cmd/dev1/#');
@@ -72,7 +72,7 @@ describe('mqsec app add', () => {
     const cfg = JSON.parse(readFileSync(printed.config, 'utf8'));
     expect(cfg).toEqual({ id: 'ops', key: printed.key, broker: { host: '127.0.0.1', port: broker.port } });
     expect(statSync(printed.config).mode & 0o777).toBe(0o600);
-    expect(broker.registry.getDevice('ops')).toMatchObject({ role: 'app', status: 'active' });
+    expect(await broker.registry.getDevice('ops')).toMatchObject({ role: 'app', status: 'active' });
     expect((await run(['device', 'list', '--data', data])).out).toMatch(/^ops\s+app\s+active/m);
     const again = await run(['app', 'add', 'ops', '--data', data]);
     expect(again.code).toBe(1);
@@ -111,7 +111,7 @@ describe('mqsec sub / mqsec pub', () => {
   it('a revoked app is refused; after rotate the rewritten config connects again and the old key stays refused', async () => {
     const oldConfig = readFileSync(join(dir.path, 'app-config-ops-pub.json'), 'utf8');
     expect((await run(['app', 'revoke', 'ops-pub', '--data', data])).code).toBe(0);
-    await waitFor(() => broker.registry.getDevice('ops-pub')?.status === 'revoked', 5000);
+    await waitFor(async () => (await broker.registry.getDevice('ops-pub'))?.status === 'revoked', 5000);
     const refused = await run(['pub', '--config', join(dir.path, 'app-config-ops-pub.json'), '-t', 'cmd/dev1/interval', '-m', '31', '--url', `mqtt://127.0.0.1:${broker.port}`]);
     expect(refused.code).toBe(1);
     expect(refused.err).toMatch(/cannot connect as ops-pub: .*CONNECTION_REFUSED/);
@@ -136,9 +136,9 @@ describe('mqsec sub / mqsec pub', () => {
 describe('mixed mode: an e2e topic for the SDK app, a hop topic for a plaintext account on mosquitto_sub', () => {
   it('mosquitto_sub with a password reads the hop status in plaintext and nothing of the e2e readings; the SDK app reads both', async () => {
     await broker.registry.addAccount('viewer', 'app', 'viewer-password');
-    broker.syncRegistry();
-    const k = broker.registry.addDevice('backend', 'app').key;
-    broker.syncRegistry();
+    await broker.syncRegistry();
+    const k = (await broker.registry.addDevice('backend', 'app')).key;
+    await broker.syncRegistry();
     const app = await connectApp({ url: `mqtt://127.0.0.1:${broker.port}`, id: 'backend', key: k });
     const appGot: string[] = [];
     app.on('message', (t, p, info) => appGot.push(`${info.mode} ${t} ${p.toString()}`));

@@ -40,12 +40,12 @@ beforeAll(async () => {
 
   broker = await testBroker(join(work.path, 'data'), { revisionPollMs: 50 });
   const r = broker.registry;
-  r.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
-  devKey = r.addDevice('dev1', 'sensor').key;
-  const k = r.addDevice('backend', 'app').key;
+  await r.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
+  devKey = (await r.addDevice('dev1', 'sensor')).key;
+  const k = (await r.addDevice('backend', 'app')).key;
   appKey = toHex(k);
   k.fill(0);
-  broker.syncRegistry();
+  await broker.syncRegistry();
 }, 600_000);
 
 afterAll(async () => {

@@ -74,10 +74,10 @@ const TOPIC = 'sensors/dev1/temp';
 beforeAll(async () => {
   broker = await testBroker(dir.path, { revisionPollMs: 50 });
   const r = broker.registry;
-  r.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
-  const devKey = r.addDevice('dev1', 'sensor').key;
-  const appKey = r.addDevice('backend', 'app').key;
-  broker.syncRegistry();
+  await r.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
+  const devKey = (await r.addDevice('dev1', 'sensor')).key;
+  const appKey = (await r.addDevice('backend', 'app')).key;
+  await broker.syncRegistry();
   proxy = await RewritingProxy.start(broker.port);
   dev = await connectApp({ url: `mqtt://127.0.0.1:${broker.port}`, id: 'dev1', key: devKey });
   app = await connectApp({ url: `mqtt://127.0.0.1:${proxy.port}`, id: 'backend', key: appKey, reconnect: false, keyTimeoutMs: 1000 });

@@ -75,12 +75,12 @@ beforeAll(async () => {
   port = await freePort();
   broker = await testBroker(dir.path, { port, revisionPollMs: 50 });
   const r = broker.registry;
-  r.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
-  r.addRule('sensor', 'publish', 'status/%u'); // hop by hop
-  r.addRule('app', 'subscribe', 'status/#');
-  const devKey = r.addDevice('dev1', 'sensor').key;
-  const appKey = r.addDevice('backend', 'app').key;
-  broker.syncRegistry();
+  await r.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
+  await r.addRule('sensor', 'publish', 'status/%u'); // hop by hop
+  await r.addRule('app', 'subscribe', 'status/#');
+  const devKey = (await r.addDevice('dev1', 'sensor')).key;
+  const appKey = (await r.addDevice('backend', 'app')).key;
+  await broker.syncRegistry();
   link = await LossyLink.start(port);
   const reconnect = { initialMs: 50, maxMs: 500 };
   dev = await connectApp({ url: `mqtt://127.0.0.1:${link.port}`, id: 'dev1', key: devKey, storage: new MemoryStorage(), reconnect });
@@ -226,10 +226,10 @@ describe('sequence ranges (§14.4)', () => {
     const small = tempDir('mqsec-sdk-range-');
     const b = await testBroker(small.path, { groupSeqBlock: 8, revisionPollMs: 50 });
     try {
-      b.registry.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
-      const wKey = b.registry.addDevice('w1', 'sensor').key;
-      const rKey = b.registry.addDevice('r1', 'app').key;
-      b.syncRegistry();
+      await b.registry.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
+      const wKey = (await b.registry.addDevice('w1', 'sensor')).key;
+      const rKey = (await b.registry.addDevice('r1', 'app')).key;
+      await b.syncRegistry();
       const w = await connectApp({ url: `mqtt://127.0.0.1:${b.port}`, id: 'w1', key: wKey, reconnect: false });
       const rd = await connectApp({ url: `mqtt://127.0.0.1:${b.port}`, id: 'r1', key: rKey, reconnect: false });
       await waitFor(() => w.groups().length === 1 && rd.groups().length === 1, 2000, 'groups');
@@ -258,14 +258,14 @@ describe('sequence ranges (§14.4)', () => {
 
 describe('refused for good', () => {
   it('an app revoked while connected stops retrying: close with CONNECTION_REFUSED, keys wiped', async () => {
-    const key = broker.registry.addDevice('short-lived', 'app').key;
-    broker.syncRegistry();
+    const key = (await broker.registry.addDevice('short-lived', 'app')).key;
+    await broker.syncRegistry();
     const a = await connectApp({ url: `mqtt://127.0.0.1:${port}`, id: 'short-lived', key, reconnect: { initialMs: 20, maxMs: 100 } });
     const events: string[] = [];
     a.on('offline', () => events.push('offline'));
     a.on('online', () => events.push('online'));
     const closed = new Promise<string | undefined>((r) => a.on('close', (e) => r(e?.code)));
-    broker.registry.revokeDevice('short-lived');
+    await broker.registry.revokeDevice('short-lived');
     expect(await closed).toBe('CONNECTION_REFUSED');
     expect(events).toEqual(['offline']);
     expect(a.state).toBe('closed');
