@@ -26,8 +26,8 @@ import mqtt from 'mqtt';
 import { MemoryStorage } from '../../firmware/core/memory-storage.js';
 import { DeviceSecureSession } from '../../firmware/secure/device.js';
 import { SqliteKeyServiceStore } from '../../broker/keyservice/store.js';
-import { Registry } from '../../broker/registry/registry.js';
-import { SqliteTicketStore } from '../../broker/registry/ticket-store.js';
+import { SqliteRegistry } from '../../broker/registry/registry.js';
+import { RegistryTicketStore } from '../../broker/registry/ticket-store.js';
 import { MosquittoKeyService } from '../../broker/stock/mosquitto-key-service.js';
 import { registrySource } from '../../broker/stock/registry-source.js';
 import { bootRole, principalAcls, principalRole } from '../../broker/stock/dynsec.js';
@@ -74,20 +74,20 @@ interface Deployment {
   stop(): Promise<void>;
 }
 
-async function withRegistry(): Promise<{ registry: Registry; keys: Map<string, Uint8Array>; dir: string }> {
+async function withRegistry(): Promise<{ registry: SqliteRegistry; keys: Map<string, Uint8Array>; dir: string }> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'mqsec-stock-bench-'));
-  const registry = Registry.open(dir);
-  registry.addRole('stocksensor');
-  registry.addRule('stocksensor', 'publish', 'sensors/%u/#', 'e2e');
+  const registry = SqliteRegistry.open(dir);
+  await registry.addRole('stocksensor');
+  await registry.addRule('stocksensor', 'publish', 'sensors/%u/#', 'e2e');
   const keys = new Map<string, Uint8Array>();
   for (let i = 0; i < DEVICES; i++) {
     const id = `bench${String(i).padStart(3, '0')}`;
-    keys.set(id, registry.addDevice(id, 'stocksensor').key);
+    keys.set(id, (await registry.addDevice(id, 'stocksensor')).key);
   }
   return { registry, keys, dir };
 }
 
-async function mosquittoDeployment(registry: Registry): Promise<Deployment> {
+async function mosquittoDeployment(registry: SqliteRegistry): Promise<Deployment> {
   const ksStore = SqliteKeyServiceStore.open(registry.dataDir);
   const broker = await startDynsecMosquitto();
   const ks = new MosquittoKeyService({
@@ -96,7 +96,7 @@ async function mosquittoDeployment(registry: Registry): Promise<Deployment> {
     adminPassword: broker.adminPassword,
     suite,
     source: registrySource(registry, ksStore),
-    tickets: new SqliteTicketStore(registry),
+    tickets: new RegistryTicketStore(registry),
     keyStore: ksStore,
   });
   await ks.start();
@@ -114,7 +114,7 @@ async function mosquittoDeployment(registry: Registry): Promise<Deployment> {
   };
 }
 
-async function rabbitDeployment(registry: Registry): Promise<Deployment> {
+async function rabbitDeployment(registry: SqliteRegistry): Promise<Deployment> {
   const ksStore = SqliteKeyServiceStore.open(registry.dataDir);
   const ks = new HttpAuthKeyService({
     url: 'mqtt://127.0.0.1:1',
@@ -122,7 +122,7 @@ async function rabbitDeployment(registry: Registry): Promise<Deployment> {
     servicePassword: randomBytes(18).toString('base64url'),
     suite,
     source: registrySource(registry, ksStore),
-    tickets: new SqliteTicketStore(registry),
+    tickets: new RegistryTicketStore(registry),
     keyStore: ksStore,
   });
   await ks.listen();
@@ -188,7 +188,7 @@ async function rates(kind: 'mosquitto' | 'rabbitmq'): Promise<void> {
   console.log(`| phase 1 + first phase 2 + group keys | ${p1.perSecond.toFixed(1)} | ${p1.brokerCpuMs.toFixed(2)} ms | ${p1.done} (${p1.phase1Seen}) |`);
   console.log(`key service: ${JSON.stringify(dep.counters)}`);
   await dep.stop();
-  registry.close();
+  await registry.close();
   await rm(dir, { recursive: true, force: true });
 }
 

@@ -275,6 +275,29 @@ export class SqliteRegistry implements Registry {
     return this.roles();
   }
 
+  // Synchronous reads of the local file, for in-process consumers that cannot wait (the
+  // stock brokers' key service answers a broker callback synchronously, broker/stock/).
+  // The async interface above is the one every other caller uses.
+
+  rolesNow(): Role[] {
+    return this.roles();
+  }
+
+  devicesNow(): DeviceRecord[] {
+    return (this.stmt('SELECT * FROM devices ORDER BY id').all() as DeviceRow[]).map(toDevice);
+  }
+
+  deviceNow(id: string): DeviceRecord | undefined {
+    const r = this.deviceRow(id);
+    return r && toDevice(r);
+  }
+
+  handshakeKeysNow(id: string): HandshakeKeys | undefined {
+    const r = this.deviceRow(id);
+    if (!r || r.status !== 'active' || !r.hs_sealed) return undefined;
+    return openHandshake(this.master, r.id, r.key_version, r.hs_sealed);
+  }
+
   async getRole(name: string): Promise<Role | undefined> {
     return this.roles().find((r) => r.name === name);
   }

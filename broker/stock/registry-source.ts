@@ -3,33 +3,34 @@
  * service serves (§15.6): K_auth | K_psk from the registry, K_ks from the key
  * service's store under the key identity the registry lists as current
  * (§14.2). On a stock broker the key service is the only trusted party, so
- * it reads both.
+ * it reads both. It reads the local SQLite registry synchronously (the
+ * stock flavours answer broker callbacks in one turn).
  */
 import type { DeviceKeys } from '../../firmware/secure/key-schedule.js';
 import { keyIdentity } from '../context.js';
 import type { KeyServiceStore } from '../keyservice/store.js';
 import type { Principal, Role } from '../policy/policy.js';
-import type { Registry } from '../registry/registry.js';
+import type { SqliteRegistry } from '../registry/registry.js';
 import type { PrincipalSource } from './stock-core.js';
 
-export function registrySource(registry: Registry, store: Pick<KeyServiceStore, 'memberKey'>): PrincipalSource {
+export function registrySource(registry: SqliteRegistry, store: Pick<KeyServiceStore, 'memberKey'>): PrincipalSource {
   return {
     principals(): Principal[] {
-      const roles = new Map(registry.listRoles().map((r) => [r.name, r]));
+      const roles = new Map(registry.rolesNow().map((r) => [r.name, r]));
       const out: Principal[] = [];
-      for (const d of registry.listDevices()) {
+      for (const d of registry.devicesNow()) {
         const role = roles.get(d.role);
         if (d.status === 'active' && role) out.push({ id: d.id, kind: 'device', role });
       }
       return out;
     },
-    roles: (): Role[] => registry.listRoles(),
+    roles: (): Role[] => registry.rolesNow(),
     handshakeKeys(id: string): DeviceKeys | undefined {
-      const k = registry.handshakeKeys(id);
+      const k = registry.handshakeKeysNow(id);
       return k ? { authKey: k.authKey, pskKey: k.pskKey } : undefined;
     },
     memberKey(id: string): Uint8Array | undefined {
-      const d = registry.getDevice(id);
+      const d = registry.deviceNow(id);
       if (!d || d.status !== 'active') return undefined;
       const k = store.memberKey(id);
       if (!k) return undefined;
@@ -39,6 +40,6 @@ export function registrySource(registry: Registry, store: Pick<KeyServiceStore, 
       }
       return k.key;
     },
-    status: (id: string) => registry.getDevice(id)?.status,
+    status: (id: string) => registry.deviceNow(id)?.status,
   };
 }

@@ -18,8 +18,8 @@ import { deriveDeviceKeys } from '../../firmware/secure/key-schedule.js';
 import { toTextForm } from '../../firmware/secure/messages.js';
 import { bootPassword, bootUsername, downTopic, upTopic } from '../../firmware/secure/stock.js';
 import { SqliteKeyServiceStore } from '../../broker/keyservice/store.js';
-import { Registry } from '../../broker/registry/registry.js';
-import { SqliteTicketStore } from '../../broker/registry/ticket-store.js';
+import { SqliteRegistry } from '../../broker/registry/registry.js';
+import { RegistryTicketStore } from '../../broker/registry/ticket-store.js';
 import { MosquittoKeyService } from '../../broker/stock/mosquitto-key-service.js';
 import { registrySource } from '../../broker/stock/registry-source.js';
 import { createNodeCryptoSuite } from '../../platform-node/crypto-suite.js';
@@ -65,7 +65,7 @@ async function until(cond: () => boolean, ms = 5000): Promise<void> {
 run('key service beside stock Mosquitto with dynamic security (§15)', () => {
   let broker: RunningDynsecMosquitto;
   let dir: string;
-  let registry: Registry;
+  let registry: SqliteRegistry;
   let ksStore: SqliteKeyServiceStore;
   let ks: MosquittoKeyService;
   const keys = new Map<string, Uint8Array>();
@@ -80,18 +80,18 @@ run('key service beside stock Mosquitto with dynamic security (§15)', () => {
   beforeAll(async () => {
     broker = await startDynsecMosquitto();
     dir = await mkdtemp(path.join(os.tmpdir(), 'mqsec-stock-'));
-    registry = Registry.open(dir);
+    registry = SqliteRegistry.open(dir);
     // provisioning writes each K_ks into the key service's store of this data dir (§14.2)
     ksStore = SqliteKeyServiceStore.open(dir);
-    registry.addRole('stocksensor');
-    registry.addRule('stocksensor', 'publish', 'sensors/%u/#', 'e2e');
-    registry.addRule('stocksensor', 'subscribe', 'cmd/%u/#');
-    registry.addRole('reader');
-    registry.addRule('reader', 'subscribe', 'sensors/#');
-    registry.addRole('nosy');
-    registry.addRule('nosy', 'subscribe', 'weather/#');
+    await registry.addRole('stocksensor');
+    await registry.addRule('stocksensor', 'publish', 'sensors/%u/#', 'e2e');
+    await registry.addRule('stocksensor', 'subscribe', 'cmd/%u/#');
+    await registry.addRole('reader');
+    await registry.addRule('reader', 'subscribe', 'sensors/#');
+    await registry.addRole('nosy');
+    await registry.addRule('nosy', 'subscribe', 'weather/#');
     for (const [id, role] of [['s1', 'stocksensor'], ['s2', 'stocksensor'], ['s3', 'stocksensor'], ['app1', 'reader'], ['nosy1', 'nosy'], ['sensor01', 'stocksensor'], ['root1', 'admin']] as const) {
-      keys.set(id, registry.addDevice(id, role).key);
+      keys.set(id, (await registry.addDevice(id, role)).key);
     }
     ks = new MosquittoKeyService({
       url: broker.url,
@@ -99,7 +99,7 @@ run('key service beside stock Mosquitto with dynamic security (§15)', () => {
       adminPassword: broker.adminPassword,
       suite,
       source: registrySource(registry, ksStore),
-      tickets: new SqliteTicketStore(registry),
+      tickets: new RegistryTicketStore(registry),
       keyStore: ksStore,
     });
     await ks.start();
@@ -287,7 +287,7 @@ run('key service beside stock Mosquitto with dynamic security (§15)', () => {
     await s.connect();
     const raw = s.raw!;
     const closed = new Promise<void>((resolve) => raw.once('close', () => resolve()));
-    registry.revokeDevice('s3');
+    await registry.revokeDevice('s3');
     await ks.revoke('s3');
     await closed;
     const again = device('s3');

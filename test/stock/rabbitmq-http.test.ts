@@ -19,8 +19,8 @@ import { deriveDeviceKeys } from '../../firmware/secure/key-schedule.js';
 import { toTextForm } from '../../firmware/secure/messages.js';
 import { bootPassword, bootUsername, downTopic, upTopic } from '../../firmware/secure/stock.js';
 import { SqliteKeyServiceStore } from '../../broker/keyservice/store.js';
-import { Registry } from '../../broker/registry/registry.js';
-import { SqliteTicketStore } from '../../broker/registry/ticket-store.js';
+import { SqliteRegistry } from '../../broker/registry/registry.js';
+import { RegistryTicketStore } from '../../broker/registry/ticket-store.js';
 import { HttpAuthKeyService } from '../../broker/stock/http-auth-key-service.js';
 import { registrySource } from '../../broker/stock/registry-source.js';
 import { createNodeCryptoSuite } from '../../platform-node/crypto-suite.js';
@@ -65,7 +65,7 @@ async function until(cond: () => boolean, ms = 10_000): Promise<void> {
 run('key service as the HTTP auth backend of stock RabbitMQ (§15.9)', () => {
   let rabbit: RunningRabbitmq;
   let dir: string;
-  let registry: Registry;
+  let registry: SqliteRegistry;
   let ksStore: SqliteKeyServiceStore;
   let ks: HttpAuthKeyService;
   const keys = new Map<string, Uint8Array>();
@@ -78,18 +78,18 @@ run('key service as the HTTP auth backend of stock RabbitMQ (§15.9)', () => {
 
   beforeAll(async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'mqsec-stock-rmq-'));
-    registry = Registry.open(dir);
+    registry = SqliteRegistry.open(dir);
     // provisioning writes each K_ks into the key service's store of this data dir (§14.2)
     ksStore = SqliteKeyServiceStore.open(dir);
-    registry.addRole('stocksensor');
-    registry.addRule('stocksensor', 'publish', 'sensors/%u/#', 'e2e');
-    registry.addRule('stocksensor', 'subscribe', 'cmd/%u/#');
-    registry.addRole('reader');
-    registry.addRule('reader', 'subscribe', 'sensors/#');
-    registry.addRole('nosy');
-    registry.addRule('nosy', 'subscribe', 'weather/#');
+    await registry.addRole('stocksensor');
+    await registry.addRule('stocksensor', 'publish', 'sensors/%u/#', 'e2e');
+    await registry.addRule('stocksensor', 'subscribe', 'cmd/%u/#');
+    await registry.addRole('reader');
+    await registry.addRule('reader', 'subscribe', 'sensors/#');
+    await registry.addRole('nosy');
+    await registry.addRule('nosy', 'subscribe', 'weather/#');
     for (const [id, role] of [['s1', 'stocksensor'], ['s2', 'stocksensor'], ['s3', 'stocksensor'], ['app1', 'reader'], ['nosy1', 'nosy'], ['sensor01', 'stocksensor'], ['root1', 'admin']] as const) {
-      keys.set(id, registry.addDevice(id, role).key);
+      keys.set(id, (await registry.addDevice(id, role)).key);
     }
     ks = new HttpAuthKeyService({
       url: 'mqtt://127.0.0.1:1', // set below, once the broker's port is known
@@ -97,7 +97,7 @@ run('key service as the HTTP auth backend of stock RabbitMQ (§15.9)', () => {
       servicePassword: Buffer.from(suite.randomBytes(18)).toString('base64url'),
       suite,
       source: registrySource(registry, ksStore),
-      tickets: new SqliteTicketStore(registry),
+      tickets: new RegistryTicketStore(registry),
       keyStore: ksStore,
       log: process.env.KS_DEBUG ? { debug() {}, info() {}, warn: (m: string, d?: unknown) => console.log('KS', m, d), error: (m: string, d?: unknown) => console.log('KS', m, d) } as never : undefined,
     });
@@ -248,7 +248,7 @@ run('key service as the HTTP auth backend of stock RabbitMQ (§15.9)', () => {
     const s = device('s3');
     await s.connect();
     await s.end();
-    registry.revokeDevice('s3');
+    await registry.revokeDevice('s3');
     await ks.revoke('s3');
     await expect(s.connect()).rejects.toThrow();
     const boot = await tryConnect(rabbit.url, { clientId: bootUsername('s3'), username: bootUsername('s3'), password: bootPassword(suite, deriveDeviceKeys(suite, keys.get('s3')!, 's3').authKey, 's3') });
