@@ -279,12 +279,12 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
       if (o.e2e) {
         if (embedded) {
           // §14.1: readings and commands end to end (hop stays the default elsewhere)
-          registry.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
-          registry.addRule('sensor', 'subscribe', 'cmd/%u/#', 'e2e');
+          await registry.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
+          await registry.addRule('sensor', 'subscribe', 'cmd/%u/#', 'e2e');
         }
         // the verifying backend joins as an app principal: only members get group keys
         const appId = `${appUser}-e2e`;
-        verifier.asApp = { id: appId, key: registry.addDevice(appId, 'app').key };
+        verifier.asApp = { id: appId, key: (await registry.addDevice(appId, 'app')).key };
         created.devices.push(appId);
       }
     } finally {
@@ -407,11 +407,11 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
   const topicModes = (): TopicModeRow[] => {
     if (broker) return deviceTopicModes([...broker.context.roles.values()], broker.context.keyService?.list());
     if (!externalModes) {
-      const r = Registry.open(dataDir);
+      const r = SqliteRegistry.open(dataDir);
       try {
-        externalModes = deviceTopicModes(r.listRoles());
+        externalModes = deviceTopicModes(r.rolesNow()); // a synchronous read of the local file: called per status line
       } finally {
-        r.close();
+        void r.close();
       }
     }
     return externalModes;

@@ -517,9 +517,9 @@ describe('the key service link over TLS, and while the key service is away', () 
 
   it('a member that connects before the key service is linked gets its keys once it is; plain TCP refused off the local addresses, mqtts with --ca linked; mqsec_keyservice_linked follows', async () => {
     await run(['keyservice', 'account', '--data', brokerDir, '--password-file', pwFile]);
-    const admin = Registry.open(brokerDir, { memberKeys: null });
-    admin.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
-    admin.close();
+    const admin = SqliteRegistry.open(brokerDir, { memberKeys: null });
+    await admin.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
+    await admin.close();
     const out = await run(['device', 'add', 'app1', '--role', 'app', '--data', brokerDir, '--keyservice-data', ksDir, '--json', '--config', join(dir.path, 'app1.json')]);
     await run(['device', 'add', 'dev1', '--role', 'sensor', '--data', brokerDir, '--keyservice-data', ksDir, '--json', '--config', join(dir.path, 'dev1.json')]);
     const appKey = (JSON.parse(out) as { key: string }).key;

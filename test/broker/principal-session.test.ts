@@ -28,13 +28,13 @@ describe('persistent session of a principal', () => {
   beforeAll(async () => {
     broker = await testBroker(dir.path, { revisionPollMs: 50 });
     const r = broker.registry;
-    r.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
-    r.addRule('sensor', 'publish', 'status/%u');
-    r.addRule('app', 'subscribe', 'status/#');
+    await r.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
+    await r.addRule('sensor', 'publish', 'status/%u');
+    await r.addRule('app', 'subscribe', 'status/#');
     proxy = await TcpProxy.start(broker.port);
-    dev = new TestDevice(broker, 'ps-dev1', r.addDevice('ps-dev1', 'sensor').key, new MemoryStorage());
-    app = new TestDevice({ host: '127.0.0.1', port: proxy.port }, 'ps-app1', r.addDevice('ps-app1', 'app').key, new MemoryStorage());
-    broker.syncRegistry();
+    dev = new TestDevice(broker, 'ps-dev1', (await r.addDevice('ps-dev1', 'sensor')).key, new MemoryStorage());
+    app = new TestDevice({ host: '127.0.0.1', port: proxy.port }, 'ps-app1', (await r.addDevice('ps-app1', 'app')).key, new MemoryStorage());
+    await broker.syncRegistry();
     expect((await dev.connect()).ok).toBe(true);
   });
 

@@ -71,14 +71,14 @@ beforeAll(async () => {
   port = await freePort();
   broker = await testBroker(dir.path, { port, revisionPollMs: 50, persistence });
   const r = broker.registry;
-  r.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
+  await r.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
   for (const [id, role] of [
     ['pdev1', 'sensor'],
     ['keeper', 'app'],
     ['forgetter', 'app'],
   ] as const)
-    keys.set(id, r.addDevice(id, role).key);
-  broker.syncRegistry();
+    keys.set(id, (await r.addDevice(id, role)).key);
+  await broker.syncRegistry();
   gate = await Gate.start(() => port);
 });
 
