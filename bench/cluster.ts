@@ -31,7 +31,7 @@ import { Redis } from 'ioredis';
 import { DeviceSecureSession } from '../firmware/secure/index.js';
 import { MemoryStorage } from '../firmware/core/memory-storage.js';
 import { createNodeCryptoSuite } from '../platform-node/crypto-suite.js';
-import { Registry } from '../broker/registry/registry.js';
+import { SqliteRegistry } from '../broker/registry/registry.js';
 import { startSimNodes } from '../host-sim/fleet/cluster-nodes.js';
 
 const arg = (name: string, dflt: number) => {
@@ -140,10 +140,11 @@ async function pool<T>(items: T[], width: number, f: (x: T) => Promise<unknown>)
  */
 async function throughput(count: number, redisUrl: string, dir: string, round: number): Promise<{ nodes: number; readings_per_s: number; node_cpu_s: Record<string, number>; node_cpu_per_reading_ms: number }> {
   const dataDir = path.join(dir, `tp-${round}`);
-  const reg = Registry.open(dataDir);
-  const keys = Array.from({ length: TP_DEVICES }, (_, i) => ({ id: `tp${count}-${i}`, key: reg.addDevice(`tp${count}-${i}`, 'sensor').key }));
+  const reg = SqliteRegistry.open(dataDir);
+  const keys: { id: string; key: Uint8Array }[] = [];
+  for (let i = 0; i < TP_DEVICES; i++) keys.push({ id: `tp${count}-${i}`, key: (await reg.addDevice(`tp${count}-${i}`, 'sensor')).key });
   await reg.addAccount('backend', 'app', 'backend-password');
-  reg.close();
+  await reg.close();
   const nodes = await startSimNodes({ count, redisUrl, dataDir });
   try {
     let received = 0;
@@ -193,13 +194,14 @@ async function main(): Promise<void> {
   }
   const redis = new Redis(redisUrl);
   const dataDir = path.join(dir, 'registry');
-  const reg = Registry.open(dataDir);
-  const keys = Array.from({ length: N }, (_, i) => {
+  const reg = SqliteRegistry.open(dataDir);
+  const keys: { id: string; key: Uint8Array }[] = [];
+  for (let i = 0; i < N; i++) {
     const id = `bench-${String(i).padStart(5, '0')}`;
-    return { id, key: reg.addDevice(id, 'sensor').key };
-  });
+    keys.push({ id, key: (await reg.addDevice(id, 'sensor')).key });
+  }
   await reg.addAccount('backend', 'app', 'backend-password');
-  reg.close();
+  await reg.close();
   const metricsPort = await freePort();
   const [node] = await startSimNodes({ count: 1, redisUrl, dataDir, extraArgs: ['--metrics-port', String(metricsPort)] });
   const pid = node!.pid()!;
