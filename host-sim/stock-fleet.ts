@@ -11,7 +11,7 @@ import { MemoryStorage } from '../firmware/core/memory-storage.js';
 import { utf8Decode, utf8Encode } from '../firmware/core/utf8.js';
 import type { CryptoSuite } from '../firmware/crypto/suite.js';
 import { DeviceSecureSession } from '../firmware/secure/device.js';
-import { Registry } from '../broker/registry/registry.js';
+import { SqliteRegistry } from '../broker/registry/registry.js';
 import { StockDevice } from './stock-device.js';
 
 export interface StockFleetOptions {
@@ -49,7 +49,7 @@ const APP_ROLE = 'simstockapp';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function runStockFleet(o: StockFleetOptions): Promise<StockFleetResult> {
-  const registry = Registry.open(o.dataDir);
+  const registry = SqliteRegistry.open(o.dataDir);
   const prefix = `sk${Date.now().toString(36).slice(-4)}`;
   const ids = Array.from({ length: o.devices }, (_, i) => `${prefix}-${String(i).padStart(4, '0')}`);
   const appId = `${prefix}-app`;
@@ -60,16 +60,16 @@ export async function runStockFleet(o: StockFleetOptions): Promise<StockFleetRes
   const nodes: StockDevice[] = [];
   let app: StockDevice | undefined;
   try {
-    if (!registry.getRole(ROLE)) {
-      registry.addRole(ROLE);
-      registry.addRule(ROLE, 'publish', 'sim/%u/#', 'e2e');
+    if (!(await registry.getRole(ROLE))) {
+      await registry.addRole(ROLE);
+      await registry.addRule(ROLE, 'publish', 'sim/%u/#', 'e2e');
     }
-    if (!registry.getRole(APP_ROLE)) {
-      registry.addRole(APP_ROLE);
-      registry.addRule(APP_ROLE, 'subscribe', 'sim/#');
+    if (!(await registry.getRole(APP_ROLE))) {
+      await registry.addRole(APP_ROLE);
+      await registry.addRule(APP_ROLE, 'subscribe', 'sim/#');
     }
-    for (const id of ids) keys.set(id, registry.addDevice(id, ROLE).key);
-    keys.set(appId, registry.addDevice(appId, APP_ROLE).key);
+    for (const id of ids) keys.set(id, (await registry.addDevice(id, ROLE)).key);
+    keys.set(appId, (await registry.addDevice(appId, APP_ROLE)).key);
     const make = (id: string, onMessage?: ConstructorParameters<typeof StockDevice>[0]['onMessage']) =>
       new StockDevice({
         url: o.url,
@@ -130,8 +130,8 @@ export async function runStockFleet(o: StockFleetOptions): Promise<StockFleetRes
     return r;
   } finally {
     await app?.end().catch(() => undefined);
-    for (const id of [...ids, appId]) if (registry.getDevice(id)) registry.removeDevice(id);
-    registry.close();
+    for (const id of [...ids, appId]) if (await registry.getDevice(id)) await registry.removeDevice(id);
+    await registry.close();
   }
 }
 

@@ -26,15 +26,17 @@ export function createPreConnect(ctx: BrokerContext): PreConnectHandler {
     // replay of a queue included (test/broker/principal-session.test.ts). The firmware and the
     // SDK's default use clean sessions. Not with a store that keeps delivered copies
     // (ctx.persistentPrincipals): there a sealed copy would replace the routed message.
-    if (!ctx.persistentPrincipals) {
-      try {
-        if (!packet.clean && packet.clientId && ctx.registry.getDevice(packet.clientId)) packet.clean = true;
-      } catch (e) {
+    if (ctx.persistentPrincipals || packet.clean || !packet.clientId) return callback(null, true);
+    ctx.registry.getDevice(packet.clientId).then(
+      (device) => {
+        if (device) packet.clean = true;
+        callback(null, true);
+      },
+      (e: unknown) => {
+        // a principal's persistent-session request cannot be judged: close without CONNACK, the client retries
         ctx.log.error({ err: e }, 'registry unavailable in preConnect');
         callback(e as Error, false);
-        return;
-      }
-    }
-    callback(null, true);
+      },
+    );
   };
 }

@@ -10,8 +10,8 @@
 import { pino } from 'pino';
 import type { Log } from '../../firmware/core/platform.js';
 import { SqliteKeyServiceStore } from '../../broker/keyservice/store.js';
-import { Registry } from '../../broker/registry/registry.js';
-import { SqliteTicketStore } from '../../broker/registry/ticket-store.js';
+import { SqliteRegistry } from '../../broker/registry/registry.js';
+import { RegistryTicketStore } from '../../broker/registry/ticket-store.js';
 import { HttpAuthKeyService } from '../../broker/stock/http-auth-key-service.js';
 import { MosquittoKeyService } from '../../broker/stock/mosquitto-key-service.js';
 import { registrySource } from '../../broker/stock/registry-source.js';
@@ -43,9 +43,9 @@ export async function runStockKeyService(o: StockRunOptions, io: CliIo, stop: Pr
     warn: (m, f) => log.warn(f ?? {}, m),
     error: (m, f) => log.error(f ?? {}, m),
   };
-  const registry = Registry.open(o.data);
+  const registry = SqliteRegistry.open(o.data);
   const store = SqliteKeyServiceStore.open(o.data);
-  const common = { url: o.broker, suite: createSodiumSuite(), source: registrySource(registry, store), tickets: new SqliteTicketStore(registry), keyStore: store, log: flog };
+  const common = { url: o.broker, suite: createSodiumSuite(), source: registrySource(registry, store), tickets: new RegistryTicketStore(registry), keyStore: store, log: flog };
   let service: MosquittoKeyService | HttpAuthKeyService;
   try {
     if (o.flavour === 'mosquitto-dynsec') {
@@ -71,12 +71,13 @@ export async function runStockKeyService(o: StockRunOptions, io: CliIo, stop: Pr
       io.out(`mqsec key service linked to ${o.broker} (data ${o.data})`);
     }
     // registry changes (device add / revoke / rotate, rules) reach the broker within a second
-    let revision = registry.revision();
+    let revision = await registry.revision();
     const timer = setInterval(() => {
-      const now = registry.revision();
-      if (now === revision) return;
-      revision = now;
-      service.syncPolicy().catch((e: unknown) => log.warn({ message: (e as Error).message }, 'policy sync failed'));
+      void registry.revision().then((now) => {
+        if (now === revision) return;
+        revision = now;
+        service.syncPolicy().catch((e: unknown) => log.warn({ message: (e as Error).message }, 'policy sync failed'));
+      });
     }, 1000);
     try {
       await stop;
@@ -85,7 +86,7 @@ export async function runStockKeyService(o: StockRunOptions, io: CliIo, stop: Pr
     }
   } finally {
     await service!?.stop().catch(() => undefined);
-    registry.close();
+    await registry.close();
     store.close();
     log.flush();
   }

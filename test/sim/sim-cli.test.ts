@@ -161,16 +161,16 @@ describe('sim --e2e against an operator\'s broker', () => {
     const d = tempDir();
     dirs.push(d);
     const broker = await testBroker(d.path, { revisionPollMs: 50 });
-    broker.registry.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
-    broker.syncRegistry();
+    await broker.registry.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
+    await broker.syncRegistry();
     try {
       let during: string[] = [];
       const io = captureIo();
       const r = await runSimCommand({ ...baseSim, devices: 2, duration: 3, e2e: true, broker: `mqtt://127.0.0.1:${broker.port}`, data: d.path, json: false }, io, {
-        onStarted: () => {
-          const reg = Registry.open(d.path);
-          during = reg.listDevices().map((x) => x.id);
-          reg.close();
+        onStarted: async () => {
+          const reg = SqliteRegistry.open(d.path);
+          during = (await reg.listDevices()).map((x) => x.id);
+          await reg.close();
         },
       });
       expect(r.mode).toBe('e2e');
@@ -187,9 +187,9 @@ describe('sim --e2e against an operator\'s broker', () => {
       const summary = io.lines.join('\n');
       expect(summary).toMatch(/protection mode of the device topics \(run with --e2e\):\n\s+publish\s+sensors\/<node>\/#\s+e2e /);
       expect(summary).toMatch(/subscribe cmd\/<node>\/#\s+hop /);
-      const after = Registry.open(d.path);
-      expect(after.listDevices()).toEqual([]);
-      after.close();
+      const after = SqliteRegistry.open(d.path);
+      expect(await after.listDevices()).toEqual([]);
+      await after.close();
     } finally {
       await broker.stop();
     }

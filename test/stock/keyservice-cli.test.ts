@@ -16,7 +16,7 @@ import { MemoryStorage } from '../../firmware/core/memory-storage.js';
 import { utf8Decode, utf8Encode } from '../../firmware/core/utf8.js';
 import { parseDeviceConfig } from '../../firmware/app/device-config.js';
 import { DeviceSecureSession } from '../../firmware/secure/device.js';
-import { Registry } from '../../broker/registry/registry.js';
+import { SqliteRegistry } from '../../broker/registry/registry.js';
 import { createNodeCryptoSuite } from '../../platform-node/crypto-suite.js';
 import { StockDevice } from '../../host-sim/stock-device.js';
 import { startCli, type CliProcess } from '../helpers/cli-process.js';
@@ -75,10 +75,10 @@ run('mqsec keyservice --flavour mosquitto-dynsec (its own process)', () => {
     await cli(['role', 'add', 'reader', '--data', data]);
     await cli(['acl', 'add', 'reader', 'allow', 'subscribe', 'sensors/#', '--data', data]);
     // most of the fleet straight into the registry (the same provisioning path), before the key service starts
-    const r = Registry.open(data);
-    for (let i = 0; i < 10; i++) keys.set(`f${i}`, r.addDevice(`f${i}`, 'stocksensor').key);
-    keys.set('app1', r.addDevice('app1', 'reader').key);
-    r.close();
+    const r = SqliteRegistry.open(data);
+    for (let i = 0; i < 10; i++) keys.set(`f${i}`, (await r.addDevice(`f${i}`, 'stocksensor')).key);
+    keys.set('app1', (await r.addDevice('app1', 'reader')).key);
+    await r.close();
     await writeFile(path.join(dir, 'admin-password'), broker.adminPassword + '\n', { mode: 0o600 });
     ks = startCli(['keyservice', '--flavour', 'mosquitto-dynsec', '--broker', broker.url, '--data', data, '--username', broker.adminUser, '--password-file', path.join(dir, 'admin-password')]);
     await until(() => ks.out().includes('linked to'), 20_000).catch((e) => {
