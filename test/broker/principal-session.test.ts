@@ -82,24 +82,23 @@ describe('persistent session of a principal', () => {
 
 describe('principal sessions and the message store', () => {
   /** pre-connect's decision for one CONNECT. */
-  function clean(persistentPrincipals: boolean, clientId: string): boolean {
+  async function clean(persistentPrincipals: boolean, clientId: string): Promise<boolean> {
     const ctx = {
       persistentPrincipals,
-      registry: { getDevice: (id: string) => (id === 'ps-principal' ? { id } : undefined) },
+      registry: { getDevice: async (id: string) => (id === 'ps-principal' ? { id } : undefined) },
       metrics: { connects: { inc() {} }, rejects: { inc() {} } },
       limits: { maxKeepaliveSec: 120 },
       emptyClientIds: new WeakSet(),
       log: { info() {}, error() {} },
     } as unknown as BrokerContext;
     const packet = { cmd: 'connect', clientId, clean: false, keepalive: 30 } as Parameters<ReturnType<typeof createPreConnect>>[1];
-    let ok: boolean | undefined;
-    createPreConnect(ctx)({} as never, packet, (_e, success) => (ok = success));
+    const ok = await new Promise<boolean>((resolve) => createPreConnect(ctx)({} as never, packet, (_e, success) => resolve(success)));
     expect(ok).toBe(true);
     return packet.clean === true;
   }
-  it('a store that writes delivered copies back (the Redis store of --cluster) keeps principal sessions clean; accounts keep theirs', () => {
-    expect(clean(true, 'ps-principal')).toBe(false);
-    expect(clean(false, 'ps-principal')).toBe(true);
-    expect(clean(false, 'an-account')).toBe(false);
+  it('a store that writes delivered copies back (the Redis store of --cluster) keeps principal sessions clean; accounts keep theirs', async () => {
+    expect(await clean(true, 'ps-principal')).toBe(false);
+    expect(await clean(false, 'ps-principal')).toBe(true);
+    expect(await clean(false, 'an-account')).toBe(false);
   });
 });
