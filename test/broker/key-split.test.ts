@@ -122,7 +122,7 @@ describe('registry split on disk', () => {
     ks.close();
     const r = SqliteRegistry.open(dir);
     expect(await r.keyServiceMode()).toBe('external');
-    await expect(r.addDevice('d3', 'sensor')).rejects.toThrow(/external key service: provision with --keyservice-data/);
+    await expect(await r.addDevice('d3', 'sensor')).rejects.toThrow(/external key service: provision with --keyservice-data/);
     expect(await r.getDevice('d3')).toBeUndefined();
     await r.close();
     // with the key service's directory given, provisioning writes K_ks there
@@ -142,9 +142,9 @@ describe('registry split on disk', () => {
 
   it('a broker with an external key service refuses a data directory that still holds the embedded one (not migrated)', async () => {
     const dir = fresh();
-    const r = Registry.open(dir);
-    r.addDevice('d1', 'sensor'); // K_ks into the embedded store
-    r.close();
+    const r = SqliteRegistry.open(dir);
+    await r.addDevice('d1', 'sensor'); // K_ks into the embedded store
+    await r.close();
     await expect(startBroker({ dataDir: dir, port: 0, logLevel: 'silent', keyService: 'external' })).rejects.toThrow(/mqsec keyservice migrate --from/);
     const b = await startBroker({ dataDir: dir, port: 0, logLevel: 'silent' }); // still fine embedded
     await b.stop();

@@ -575,9 +575,9 @@ describe('one key service for the nodes of a cluster', () => {
   it.skipIf(!hasRedis())('members on two nodes get the same group keys from one key service linked to both; a revocation on the shared registry re-keys both within 1 s', async () => {
     redis = await startRedis();
     await run(['keyservice', 'account', '--data', brokerDir, '--password-file', pwFile]);
-    const admin = Registry.open(brokerDir, { memberKeys: null });
-    admin.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
-    admin.close();
+    const admin = SqliteRegistry.open(brokerDir, { memberKeys: null });
+    await admin.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
+    await admin.close();
     const keys = new Map<string, string>();
     for (const [id, role] of [['dev1', 'sensor'], ['app1', 'app'], ['app2', 'app']]) {
       const out = await run(['device', 'add', id, '--role', role, '--data', brokerDir, '--keyservice-data', ksDir, '--json', '--config', join(dir.path, `${id}.json`)]);
