@@ -122,7 +122,7 @@ describe('registry split on disk', () => {
     ks.close();
     const r = SqliteRegistry.open(dir);
     expect(await r.keyServiceMode()).toBe('external');
-    await expect(await r.addDevice('d3', 'sensor')).rejects.toThrow(/external key service: provision with --keyservice-data/);
+    await expect(r.addDevice('d3', 'sensor')).rejects.toThrow(/external key service: provision with --keyservice-data/);
     expect(await r.getDevice('d3')).toBeUndefined();
     await r.close();
     // with the key service's directory given, provisioning writes K_ks there
