@@ -129,6 +129,8 @@ interface Outgoing {
 const DEFAULT_KEY_TIMEOUT_MS = 5000;
 const DEFAULT_MAX_QUEUED = 10_000;
 /** Asking the key service again on an unknown epoch: at most this often. */
+/** First gap before a connection's unanswered key request is made again (then 2x, 4x, ... until the key timeout). */
+const KEY_RETRY_FIRST_MS = 500;
 const KEY_REQUEST_MIN_INTERVAL_MS = 1000;
 /** Counter hints and phase-2 fallbacks reconnect at once, but not forever. */
 const MAX_IMMEDIATE_RETRIES = 3;
@@ -378,13 +380,25 @@ export class MqsecApp extends EventEmitter<AppEvents> {
     this.requestKeys(true);
     clearTimeout(this.keyTimer);
     const no = this.connNo;
-    this.keyTimer = setTimeout(() => {
-      if (no !== this.connNo || this._state !== 'connecting') return;
-      // no keys: treat as a failed attempt (the next one asks again)
-      const e = new MqsecError('TIMEOUT', 'no group keys from the key service');
-      if (this.firstConnect) return this.fatal(e);
-      this._client?.end(true);
-    }, this.keyTimeoutMs);
+    const deadline = Date.now() + this.keyTimeoutMs;
+    // A request the key service cannot answer yet gets no answer at all (a principal provisioned
+    // a moment ago, before the key service has the policy that lists it), so it is made again,
+    // with growing gaps so that an answer still on its way is not overtaken by the next request.
+    const wait = (gap: number) => {
+      const left = Math.max(0, deadline - Date.now());
+      this.keyTimer = setTimeout(() => {
+        if (no !== this.connNo || this._state !== 'connecting') return;
+        if (gap < left) {
+          this.requestKeys(true);
+          return wait(gap * 2);
+        }
+        // no keys: treat as a failed attempt (the next one asks again)
+        const e = new MqsecError('TIMEOUT', 'no group keys from the key service');
+        if (this.firstConnect) return this.fatal(e);
+        this._client?.end(true);
+      }, Math.min(gap, left));
+    };
+    wait(KEY_RETRY_FIRST_MS);
   }
 
   /** First key delivery of this connection: online. Subscriptions, then the queue, in order. */
