@@ -17,9 +17,9 @@ let broker: RunningBroker;
 beforeAll(async () => {
   // the key service learns of registry changes only with the next poll, 1.5 s away
   broker = await testBroker(dir.path, { revisionPollMs: 1500 });
-  broker.registry.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
-  broker.registry.addDevice('dev1', 'sensor');
-  broker.syncRegistry();
+  await broker.registry.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
+  await broker.registry.addDevice('dev1', 'sensor');
+  await broker.syncRegistry();
 }, 60_000);
 
 afterAll(async () => {
@@ -28,7 +28,7 @@ afterAll(async () => {
 });
 
 it('a just-provisioned app gets its keys on the first connect: the unanswered request is made again', async () => {
-  const key = broker.registry.addDevice('fresh-app', 'app').key; // no sync: the key service does not know it yet
+  const key = (await broker.registry.addDevice('fresh-app', 'app')).key; // no sync: the key service does not know it yet
   const t0 = performance.now();
   const app = await connectApp({ url: `mqtt://127.0.0.1:${broker.port}`, id: 'fresh-app', key, storage: new MemoryStorage(), keyTimeoutMs: 6000 });
   const ms = performance.now() - t0;
