@@ -35,6 +35,7 @@ import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import mqtt from 'mqtt';
 import { toHex } from '../firmware/core/bytes.js';
+import { connectApp, type MqsecApp } from '../sdk/index.js';
 import { buildApp, deviceFigures, findSdk, isSdk, watch, writeDeviceConfigModule, type Watched } from './moddable.js';
 
 export interface DesktopRunOptions {
@@ -43,6 +44,20 @@ export interface DesktopRunOptions {
   client?: 'firmware' | 'stock';
   /** Instrumented build: the device reports its XS heap use, printed with the result. */
   instrument?: boolean;
+  /**
+   * Board setting `groupKeys` (firmware/platform/moddable/main.ts): default
+   * on, as in the shipped firmware; false builds a node that never asks the
+   * key service (every topic hop by hop), for comparison.
+   */
+  groupKeys?: boolean;
+  /**
+   * The device's rules `sensors/%u/#` (publish) and `cmd/%u/#` (subscribe)
+   * set to `e2e` (protocol §14.1): the node holds its group keys and seals
+   * readings under them; the reader is then an app principal on the SDK
+   * (`connectApp`), which checks every group envelope, instead of a password
+   * account (which receives nothing of an e2e topic). Needs group keys on.
+   */
+  e2e?: boolean;
   keep?: boolean;
   verbose?: boolean;
   /** Overall limit for each wait, ms. */
@@ -125,7 +140,23 @@ function hasCommand(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
 }
 
+/**
+ * The manifest `config` the desktop build adds to the board's (merged into
+ * `config.mqsec` the way mcconfig merges manifests): a private file root,
+ * the MQTT client, the mid-write pause of step 5 (a write stops half-way
+ * while the marker file exists, firmware/platform/moddable/storage-file.ts)
+ * and the board setting `groupKeys`.
+ */
+export function desktopConfig(o: Pick<DesktopRunOptions, 'client' | 'groupKeys'>, fsRoot: string): Record<string, unknown> {
+  return { file: { root: fsRoot }, mqsec: { client: o.client ?? 'firmware', storagePauseMs: 3000, groupKeys: o.groupKeys !== false } };
+}
+
 export async function runDesktop(o: DesktopRunOptions, io: Io, env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  // before the SDK check: a contradiction is an error with or without an SDK
+  if (o.e2e && o.groupKeys === false) {
+    io.err('device-desktop: --e2e needs group keys on');
+    return 1;
+  }
   const sdk = findSdk(env);
   if (!isSdk(sdk)) {
     io.out(`skipped: ${sdk.missing}`);
@@ -147,13 +178,19 @@ export async function runDesktop(o: DesktopRunOptions, io: Io, env: NodeJS.Proce
   let broker: Awaited<ReturnType<typeof startBroker>> | undefined;
   let sim: Watched | undefined;
   let app: mqtt.MqttClient | undefined;
+  let sdkApp: MqsecApp | undefined;
   const step = (s: string) => io.out(`device-desktop: ${s}`);
   try {
     broker = await startBroker({ dataDir, port: 0, host: '127.0.0.1', logLevel: 'warn' });
     const port = broker.port;
+    if (o.e2e) {
+      await broker.registry.addRule('sensor', 'publish', 'sensors/%u/#', 'e2e');
+      await broker.registry.addRule('sensor', 'subscribe', 'cmd/%u/#', 'e2e');
+    }
     const { key } = await broker.registry.addDevice(id, 'sensor');
     const appPassword = toHex(crypto.getRandomValues(new Uint8Array(16)));
     await broker.registry.addAccount('desk-app', 'app', appPassword);
+    const appPrincipal = o.e2e ? { id: 'desk-app-e2e', key: (await broker.registry.addDevice('desk-app-e2e', 'app')).key } : undefined;
     await broker.syncRegistry();
     const configDir = join(work, 'config');
     writeDeviceConfigModule({ id, key: toHex(key), broker: { host: '127.0.0.1', port } }, configDir);
@@ -169,27 +206,41 @@ export async function runDesktop(o: DesktopRunOptions, io: Io, env: NodeJS.Proce
       outDir: buildDir,
       configDir,
       instrument: o.instrument,
-      // storagePauseMs: a write stops half-way while the marker file exists (step 5).
-      extraConfig: { file: { root: fsRoot }, mqsec: { client: o.client ?? 'firmware', storagePauseMs: 3000 } },
+      extraConfig: desktopConfig(o, fsRoot),
       onLine: o.verbose ? (l) => io.out(`  mcconfig: ${l}`) : undefined,
     });
     if (built.code !== 0) {
       io.err(`device-desktop: mcconfig failed with exit code ${built.code} (run with --verbose)`);
       return 1;
     }
-    step(`built for lin (MQTT client: ${o.client ?? 'firmware'})`);
+    step(`built for lin (MQTT client: ${o.client ?? 'firmware'}, group keys ${o.groupKeys === false ? 'off' : 'on'}, device topics ${o.e2e ? 'e2e' : 'hop'})`);
 
-    // The app account sees plaintext: the broker opened the device's envelopes and checked them.
     const readings: { topic: string; body: { v: number; n: number } }[] = [];
-    app = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { username: 'desk-app', password: appPassword, clientId: 'desk-app', reconnectPeriod: 500 });
-    app.on('message', (topic, payload) => {
+    const onReading = (topic: string, payload: Uint8Array) => {
       try {
-        readings.push({ topic, body: JSON.parse(payload.toString('utf8')) });
+        readings.push({ topic, body: JSON.parse(new TextDecoder().decode(payload)) });
       } catch {
         readings.push({ topic, body: { v: NaN, n: -1 } });
       }
-    });
-    await app.subscribeAsync(`sensors/${id}/#`, { qos: 1 });
+    };
+    const notE2e: string[] = [];
+    if (appPrincipal) {
+      // End to end: only a group member opens the readings; the SDK checks each group envelope (§14.7).
+      sdkApp = await connectApp({ url: `mqtt://127.0.0.1:${port}`, id: appPrincipal.id, key: appPrincipal.key, persistent: true, reconnect: { initialMs: 100, maxMs: 1000 } });
+      appPrincipal.key.fill(0);
+      sdkApp.on('message', (topic, payload, info) => {
+        if (info.mode !== 'e2e') notE2e.push(topic);
+        onReading(topic, payload);
+      });
+      await sdkApp.subscribe(`sensors/${id}/#`, 1);
+    } else {
+      // The app account sees plaintext: the broker opened the device's envelopes and checked them.
+      app = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { username: 'desk-app', password: appPassword, clientId: 'desk-app', reconnectPeriod: 500 });
+      app.on('message', (topic, payload) => onReading(topic, payload));
+      await app.subscribeAsync(`sensors/${id}/#`, { qos: 1 });
+    }
+    // the app principal's own phase 1 is counted by the same metric
+    const appPhase1 = appPrincipal ? 1 : 0;
 
     const mcso = join(built.appDir, 'build', 'mc.so');
     const soPath = [mcso, join(built.appDir, 'mc.so')].find((p) => spawnSync('test', ['-f', p]).status === 0) ?? mcso;
@@ -207,18 +258,19 @@ export async function runDesktop(o: DesktopRunOptions, io: Io, env: NodeJS.Proce
         if (Date.now() > until) throw new Error(`only ${readings.length} readings arrived`);
         await new Promise((r) => setTimeout(r, 100));
       }
+      if (notE2e.length) throw new Error(`a reading on ${notE2e[0]} arrived hop by hop, not end to end`);
     };
 
     await sim.waitFor(/^mqsec phase 1 ok/, timeoutMs);
     // The device reports phase 1 once it has sent KX3; the broker counts it when KX3 arrives.
     const b1 = broker;
-    const p1 = await pollMetric(() => b1.metrics.value('mqsec_auth_total', { kind: 'phase1', result: 'ok' }), 5000);
-    if (p1 < 1) throw new Error('device reports phase 1 but the broker counted none');
+    const p1 = await pollMetric(() => b1.metrics.value('mqsec_auth_total', { kind: 'phase1', result: 'ok' }), 5000, appPhase1 + 1);
+    if (p1 < appPhase1 + 1) throw new Error('device reports phase 1 but the broker counted none');
     step('phase 1 ok (device and broker agree)');
     await waitReadings(1);
     const bad = readings.filter((r) => !r.topic.startsWith(`sensors/${id}/`) || !Number.isFinite(r.body.v));
     if (bad.length) throw new Error(`unreadable reading on ${bad[0].topic}`);
-    step(`sealed readings opened by the broker, read by the app account: ${readings.map((r) => `${r.topic.split('/').pop()}=${r.body.v}`).join(', ')}`);
+    step(`${o.e2e ? 'readings sealed under the group key, opened by the app principal (SDK)' : 'sealed readings opened by the broker, read by the app account'}: ${readings.map((r) => `${r.topic.split('/').pop()}=${r.body.v}`).join(', ')}`);
 
     // Broker restart: same data directory and port; the node must come back with phase 2.
     const before = readings.length;
@@ -313,6 +365,7 @@ export async function runDesktop(o: DesktopRunOptions, io: Io, env: NodeJS.Proce
     return 1;
   } finally {
     await app?.endAsync(true).catch(() => {});
+    await sdkApp?.end().catch(() => {});
     await sim?.stop();
     await broker?.stop().catch(() => {});
     if (!o.keep) rmSync(work, { recursive: true, force: true });

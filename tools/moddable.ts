@@ -195,8 +195,44 @@ export function deviceFigures(lines: readonly string[]): string[] {
   if (selftest) out.push(`crypto self-test (one X25519, SHA-256, HMAC, HKDF, AEAD) passed in ${selftest.slice('mqsec selftest ok '.length)}`);
   const phases = lines.filter((l) => /^mqsec phase [12] ok/.test(l)).map((l) => l.slice('mqsec '.length));
   if (phases.length) out.push(`device-observed handshakes (TCP connect to session ready): ${phases.join(', ')}`);
-  const heap = lines.filter((l) => l.startsWith('mqsec heap ')).map((l) => l.slice('mqsec heap '.length));
-  if (heap.length) out.push(`device JS heap: at boot ${heap[0]}, last ${heap[heap.length - 1]} (bytes, XS instrumentation)`);
+  const heap = heapReadings(lines);
+  if (heap.length) {
+    const first = (after: HeapReading['after']) => heap.find((h) => h.after === after);
+    const show = (h: HeapReading | undefined) => (h ? `slots=${h.slots} chunks=${h.chunks}` : 'none');
+    const most = (k: 'slots' | 'chunks') => Math.max(...heap.map((h) => h[k]));
+    out.push(
+      `device JS heap: at boot ${show(first('boot'))}, after phase 1 and a reading ${show(first('phase 1'))}, ` +
+        `after phase 2 ${show(first('phase 2'))}, last ${show(heap[heap.length - 1])}, highest slots=${most('slots')} chunks=${most('chunks')} ` +
+        `(bytes used, ${heap.length} readings, XS instrumentation)`,
+    );
+  }
+  return out;
+}
+
+/** One "mqsec heap slots=S chunks=C" console line, with the last milestone before it. */
+export interface HeapReading {
+  slots: number;
+  chunks: number;
+  /** 'boot' before any handshake, else the last handshake the device reported before this line. */
+  after: 'boot' | 'phase 1' | 'phase 2';
+}
+
+/**
+ * The firmware's heap lines (main.ts traceHeap: at boot, then whenever the
+ * node waits or goes to sleep after its readings) in order, each tagged with
+ * the last "mqsec phase N ok" line before it.
+ */
+export function heapReadings(lines: readonly string[]): HeapReading[] {
+  const out: HeapReading[] = [];
+  let after: HeapReading['after'] = 'boot';
+  for (const l of lines) {
+    if (l.startsWith('mqsec phase 1 ok')) after = 'phase 1';
+    else if (l.startsWith('mqsec phase 2 ok')) after = 'phase 2';
+    else if (l.startsWith('mqsec heap ')) {
+      const m = /^mqsec heap slots=(\d+) chunks=(\d+)/.exec(l);
+      if (m) out.push({ slots: Number(m[1]), chunks: Number(m[2]), after });
+    }
+  }
   return out;
 }
 

@@ -9,8 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseDeviceConfig, deviceKeyBytes } from '../../firmware/app/device-config.js';
-import { writeDeviceConfigModule, loadDeviceConfig, findSdk, watch } from '../../tools/moddable.js';
-import { runDesktop } from '../../tools/desktop-run.js';
+import { writeDeviceConfigModule, loadDeviceConfig, findSdk, watch, deviceFigures, heapReadings, APP_MANIFEST } from '../../tools/moddable.js';
+import { runDesktop, desktopConfig } from '../../tools/desktop-run.js';
+import { resolveManifest, boardFragmentSettings } from '../../tools/manifest-model.js';
 import { runHil } from '../../tools/hil.js';
 import { runLinkCheck } from '../../tools/link-check.js';
 import { deviceCheckCommand } from '../../cli/commands/device-check.js';
@@ -103,6 +104,54 @@ describe('without an SDK or a board', () => {
     } finally {
       if (saved !== undefined) process.env.MODDABLE = saved;
     }
+  });
+});
+
+describe('desktop run settings and figures', () => {
+  it('--no-group-keys reaches the built board config as groupKeys false, the lin board settings unchanged', () => {
+    const lin = boardFragmentSettings(APP_MANIFEST, 'lin');
+    for (const groupKeys of [undefined, true, false]) {
+      // the wrapper manifest buildApp writes: the app manifest plus the extra config
+      const wrapper = join(dir, `wrapper-${String(groupKeys)}.json`);
+      writeFileSync(wrapper, JSON.stringify({ include: [APP_MANIFEST], config: desktopConfig({ groupKeys }, '/fs/') }));
+      const mqsec = resolveManifest(wrapper, 'lin').config.mqsec as Record<string, unknown>;
+      expect(mqsec.groupKeys).toBe(groupKeys !== false);
+      expect(mqsec.storagePauseMs).toBe(3000);
+      for (const [k, v] of Object.entries(lin)) expect(mqsec[k]).toEqual(v);
+    }
+  });
+  it('--e2e with group keys off is refused before anything is built', async () => {
+    const out: string[] = [];
+    const code = await runDesktop({ e2e: true, groupKeys: false }, { out: (l) => out.push(l), err: (l) => out.push(`ERR ${l}`) }, {});
+    expect(code).toBe(1);
+    expect(out).toEqual(['ERR device-desktop: --e2e needs group keys on']);
+    const io = { out: (l: string) => out.push(l), err: (l: string) => out.push(`ERR ${l}`), readStdin: async () => '' };
+    await expect(buildProgram(io, [deviceDesktopCommand]).parseAsync(['node', 'mqsec', 'device-desktop', '--e2e', '--no-group-keys'])).rejects.toThrow(/needs group keys/);
+  });
+  it('heap lines are tagged with the handshake before them and reported at boot, after each phase, last and highest', () => {
+    const lines = [
+      'mqsec selftest ok 1 ms',
+      'mqsec state boot',
+      'mqsec heap slots=60000 chunks=27000',
+      'mqsec state connecting',
+      'mqsec phase 1 ok 43 ms',
+      'mqsec heap slots=47000 chunks=30000',
+      'mqsec heap slots=52000 chunks=22000',
+      'mqsec phase 2 ok 41 ms',
+      'mqsec heap slots=45000 chunks=25000',
+      'mqsec heap slots=oops',
+    ];
+    expect(heapReadings(lines)).toEqual([
+      { slots: 60000, chunks: 27000, after: 'boot' },
+      { slots: 47000, chunks: 30000, after: 'phase 1' },
+      { slots: 52000, chunks: 22000, after: 'phase 1' },
+      { slots: 45000, chunks: 25000, after: 'phase 2' },
+    ]);
+    expect(deviceFigures(lines)).toContain(
+      'device JS heap: at boot slots=60000 chunks=27000, after phase 1 and a reading slots=47000 chunks=30000, after phase 2 slots=45000 chunks=25000, ' +
+        'last slots=45000 chunks=25000, highest slots=60000 chunks=30000 (bytes used, 4 readings, XS instrumentation)',
+    );
+    expect(deviceFigures(['mqsec heap slots=1 chunks=2'])[0]).toMatch(/after phase 1 and a reading none, after phase 2 none/);
   });
 });
 
