@@ -36,7 +36,7 @@ import { spawnSync } from 'node:child_process';
 import mqtt from 'mqtt';
 import { toHex } from '../firmware/core/bytes.js';
 import { connectApp, type MqsecApp } from '../sdk/index.js';
-import { buildApp, deviceFigures, findSdk, isSdk, watch, writeDeviceConfigModule, type Watched } from './moddable.js';
+import { buildApp, deviceFigures, instrumentFigures, findSdk, isSdk, watch, writeDeviceConfigModule, type Watched } from './moddable.js';
 
 export interface DesktopRunOptions {
   deviceId?: string;
@@ -272,6 +272,18 @@ export async function runDesktop(o: DesktopRunOptions, io: Io, env: NodeJS.Proce
     if (bad.length) throw new Error(`unreadable reading on ${bad[0].topic}`);
     step(`${o.e2e ? 'readings sealed under the group key, opened by the app principal (SDK)' : 'sealed readings opened by the broker, read by the app account'}: ${readings.map((r) => `${r.topic.split('/').pop()}=${r.body.v}`).join(', ')}`);
 
+    // Instrumented: let the host print a few heap rows in this state before moving on.
+    const instrumentRows = async (after: RegExp) => {
+      if (!o.instrument) return;
+      const until = Date.now() + 10_000;
+      const rows = () => {
+        const from = sim!.lines.findIndex((l) => after.test(l));
+        return from < 0 ? 0 : sim!.lines.slice(from).filter((l) => l.startsWith('instruments: ')).length;
+      };
+      while (rows() < 3 && Date.now() < until) await new Promise((r) => setTimeout(r, 200));
+    };
+    await instrumentRows(/^mqsec phase 1 ok/);
+
     // Broker restart: same data directory and port; the node must come back with phase 2.
     const before = readings.length;
     await broker.stop();
@@ -286,6 +298,7 @@ export async function runDesktop(o: DesktopRunOptions, io: Io, env: NodeJS.Proce
     if (p1again !== 0) throw new Error('the node fell back to phase 1 after the restart');
     await waitReadings(before + 1);
     step('phase 2 after broker restart ok, readings flow again');
+    await instrumentRows(/^mqsec phase 2 ok/);
     const firstRun = sim.lines;
 
     // A device restart: what the device saved must survive it, so it resumes with phase 2.
@@ -349,14 +362,8 @@ export async function runDesktop(o: DesktopRunOptions, io: Io, env: NodeJS.Proce
     step(`recovery time from device start: phase 1 after ${phase1After} ms, first reading at the app account after ${readingAfter} ms (${recovered.lines.find((l) => l.startsWith('mqsec phase 1 ok'))!.slice('mqsec '.length)} device-observed)`);
 
     for (const figure of deviceFigures(firstRun)) step(figure);
-    // The desktop host also prints its own instrumentation table once a second in -i
-    // builds, whose last line is the state after phase 2.
-    const keys = firstRun.find((l) => l.startsWith('instruments key: '))?.slice('instruments key: '.length).split(',');
-    const values = firstRun.filter((l) => l.startsWith('instruments: ')).pop()?.slice('instruments: '.length).split(',');
-    if (keys && values) {
-      const at = (k: string) => values[keys.indexOf(k)];
-      step(`device heap after phase 2: slot used ${at('Slot used')} B of ${at('Slot available')}, chunk used ${at('Chunk used')} B, modules loaded at run time ${at('Modules loaded')}, GCs ${at('Garbage collections')} (XS instrumentation, 64-bit host)`);
-    }
+    // The desktop host also prints its own instrumentation table once a second in -i builds.
+    for (const figure of instrumentFigures(firstRun)) step(figure);
     io.out('device-desktop: PASS');
     return 0;
   } catch (e) {

@@ -209,6 +209,63 @@ export function deviceFigures(lines: readonly string[]): string[] {
   return out;
 }
 
+/** Slot and chunk heap figures of the desktop host's instrumentation rows between two milestones. */
+export interface InstrumentSpan {
+  after: 'boot' | 'phase 1' | 'phase 2';
+  rows: number;
+  slotUsed: [number, number];
+  chunkUsed: [number, number];
+  /** Largest heap the XS machine had reserved (it grows a heap only when a GC cannot free enough). */
+  slotAvailable: number;
+  chunkAvailable: number;
+}
+
+/**
+ * The desktop host (-i builds) prints "instruments key: <names>" once and
+ * then "instruments: <values>" about once a second; grouped here by the last
+ * "mqsec phase N ok" line before each row (rows before any handshake are
+ * 'boot'). Used bytes swing with garbage-collection timing, so each span
+ * gives the range; the reserved sizes show whether the heap ever grew.
+ */
+export function instrumentSpans(lines: readonly string[]): InstrumentSpan[] {
+  const keyLine = lines.find((l) => l.startsWith('instruments key: '));
+  if (!keyLine) return [];
+  const keys = keyLine.slice('instruments key: '.length).split(',');
+  const col = (name: string) => keys.indexOf(name);
+  const [su, sa, cu, ca] = [col('Slot used'), col('Slot available'), col('Chunk used'), col('Chunk available')];
+  if ([su, sa, cu, ca].some((i) => i < 0)) return [];
+  const spans: InstrumentSpan[] = [];
+  let after: InstrumentSpan['after'] = 'boot';
+  for (const l of lines) {
+    if (l.startsWith('mqsec phase 1 ok')) after = 'phase 1';
+    else if (l.startsWith('mqsec phase 2 ok')) after = 'phase 2';
+    else if (l.startsWith('instruments: ')) {
+      const v = l.slice('instruments: '.length).split(',').map(Number);
+      if (v.length !== keys.length || v.some((x) => !Number.isFinite(x))) continue;
+      if (v[su] === 0 || v[cu] === 0) continue; // the host's first row, before the machine runs
+      let s = spans[spans.length - 1];
+      if (!s || s.after !== after) spans.push((s = { after, rows: 0, slotUsed: [v[su], v[su]], chunkUsed: [v[cu], v[cu]], slotAvailable: 0, chunkAvailable: 0 }));
+      s.rows++;
+      s.slotUsed = [Math.min(s.slotUsed[0], v[su]), Math.max(s.slotUsed[1], v[su])];
+      s.chunkUsed = [Math.min(s.chunkUsed[0], v[cu]), Math.max(s.chunkUsed[1], v[cu])];
+      s.slotAvailable = Math.max(s.slotAvailable, v[sa]);
+      s.chunkAvailable = Math.max(s.chunkAvailable, v[ca]);
+    }
+  }
+  return spans;
+}
+
+/** Report lines for instrumentSpans: one per span. */
+export function instrumentFigures(lines: readonly string[]): string[] {
+  const label = { boot: 'at boot (self-test, before connecting)', 'phase 1': 'after phase 1 (readings)', 'phase 2': 'after the broker restart and phase 2 (readings)' };
+  const range = ([a, b]: [number, number]) => (a === b ? `${a}` : `${a}-${b}`);
+  return instrumentSpans(lines).map(
+    (s) =>
+      `device heap ${label[s.after]}: slot used ${range(s.slotUsed)} B, chunk used ${range(s.chunkUsed)} B, ` +
+      `reserved ${s.slotAvailable} B slots + ${s.chunkAvailable} B chunks (${s.rows} instrumentation rows, 64-bit host: 32-byte slots)`,
+  );
+}
+
 /** One "mqsec heap slots=S chunks=C" console line, with the last milestone before it. */
 export interface HeapReading {
   slots: number;

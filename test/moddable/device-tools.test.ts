@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseDeviceConfig, deviceKeyBytes } from '../../firmware/app/device-config.js';
-import { writeDeviceConfigModule, loadDeviceConfig, findSdk, watch, deviceFigures, heapReadings, APP_MANIFEST } from '../../tools/moddable.js';
+import { writeDeviceConfigModule, loadDeviceConfig, findSdk, watch, deviceFigures, heapReadings, instrumentSpans, instrumentFigures, APP_MANIFEST } from '../../tools/moddable.js';
 import { runDesktop, desktopConfig } from '../../tools/desktop-run.js';
 import { resolveManifest, boardFragmentSettings } from '../../tools/manifest-model.js';
 import { runHil } from '../../tools/hil.js';
@@ -152,6 +152,38 @@ describe('desktop run settings and figures', () => {
         'last slots=45000 chunks=25000, highest slots=60000 chunks=30000 (bytes used, 4 readings, XS instrumentation)',
     );
     expect(deviceFigures(['mqsec heap slots=1 chunks=2'])[0]).toMatch(/after phase 1 and a reading none, after phase 2 none/);
+  });
+});
+
+describe('desktop host instrumentation rows', () => {
+  // rows as the SDK 8.2.3 desktop host printed them in an instrumented run (columns cut to what is read, plus one)
+  const key = 'instruments key: Network sockets,Chunk used,Chunk available,Slot used,Slot available,Garbage collections';
+  const lines = [
+    key,
+    'instruments: 0,0,32768,896,65504,0',
+    'mqsec heap slots=22688 chunks=4672',
+    'instruments: 1,28864,32768,42624,65504,10',
+    'mqsec phase 1 ok 249 ms',
+    'instruments: 0,28072,32768,26720,65504,20',
+    'mqsec phase 2 ok 83 ms',
+    'instruments: 1,31840,32768,55904,65504,14',
+    'instruments: 1,11048,32768,45920,65504,1',
+    'instruments: 1,11048,40960,45920,98272,0',
+    'instruments: 1,2,3',
+  ];
+  it('groups rows by the handshake before them, skips the empty first row and malformed rows', () => {
+    expect(instrumentSpans(lines)).toEqual([
+      { after: 'boot', rows: 1, slotUsed: [42624, 42624], chunkUsed: [28864, 28864], slotAvailable: 65504, chunkAvailable: 32768 },
+      { after: 'phase 1', rows: 1, slotUsed: [26720, 26720], chunkUsed: [28072, 28072], slotAvailable: 65504, chunkAvailable: 32768 },
+      { after: 'phase 2', rows: 3, slotUsed: [45920, 55904], chunkUsed: [11048, 31840], slotAvailable: 98272, chunkAvailable: 40960 },
+    ]);
+    expect(instrumentFigures(lines)[2]).toBe(
+      'device heap after the broker restart and phase 2 (readings): slot used 45920-55904 B, chunk used 11048-31840 B, reserved 98272 B slots + 40960 B chunks (3 instrumentation rows, 64-bit host: 32-byte slots)',
+    );
+  });
+  it('reports nothing without the key line or with columns missing', () => {
+    expect(instrumentSpans(lines.slice(1))).toEqual([]);
+    expect(instrumentSpans(['instruments key: Slot used,Chunk used', 'instruments: 5,6'])).toEqual([]);
   });
 });
 
