@@ -151,6 +151,8 @@ export class MqsecApp extends EventEmitter<AppEvents> {
   private readonly subscriptions = new Map<string, 0 | 1>();
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   private keyTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Key requests of this connection made again before their answer came (their answers no longer open). */
+  private supersededRequests = 0;
   private backoffMs = 0;
   private immediateRetries = 0;
   private lastKeyRequest = 0;
@@ -337,6 +339,7 @@ export class MqsecApp extends EventEmitter<AppEvents> {
     const phase = this.phaseOfAttempt;
     if (refused !== undefined) await this.session.onConnack(refused); // a refused phase 2 drops the ticket (§7.1)
     this.session.onConnectionLost();
+    this.supersededRequests = 0;
     this.keyring.onConnectionLost();
     this.waitingRange = false; // the next connection's first delivery brings a range
     const wasOnline = this._state === 'online';
@@ -508,9 +511,14 @@ export class MqsecApp extends EventEmitter<AppEvents> {
         try {
           changed = this.keyring.acceptDelivery(payload);
         } catch (e) {
-          this.emit('dropped', topic, asMqsecError(e));
+          const err = asMqsecError(e);
+          // the answer to a request this connection has since made again (§14.6: only the latest
+          // request's answer opens) is expected, not a drop: at most one per superseded request
+          if (err.code === 'DECRYPT_FAILED' && this.supersededRequests > 0) this.supersededRequests--;
+          else this.emit('dropped', topic, err);
           return;
         }
+        this.supersededRequests = 0;
         if (this._state === 'connecting' && this.session.state === 'ready') await this.goOnline();
         else if (this.waitingRange) {
           // the next sequence range: what waited for it goes out now, in order
@@ -577,6 +585,7 @@ export class MqsecApp extends EventEmitter<AppEvents> {
       if (now - this.lastKeyRequest < KEY_REQUEST_MIN_INTERVAL_MS) return;
       this.lastKeyRequest = now;
     }
+    if (this.keyring.awaitingDelivery) this.supersededRequests++;
     this._client.publish(GK_TOPIC, Buffer.from(this.keyring.request()), { qos: 0 });
   }
 }

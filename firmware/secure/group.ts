@@ -440,6 +440,11 @@ export class GroupKeyring {
     return buildGroupKeyRequest(this.suite, this.ksKey, this.id, this.memberNonce);
   }
 
+  /** A request is out and its answer has not come (yet). */
+  get awaitingDelivery(): boolean {
+    return this.memberNonce !== undefined && this.delivery === undefined;
+  }
+
   /** True once a delivery answered the latest request. */
   get hasKeys(): boolean {
     return this.delivery !== undefined;
