@@ -315,22 +315,40 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchReport> {
           ((to) => runThroughput(mqttJsFactory(`mqtts://127.0.0.1:${s.tls13CertPassword}`, { username: DEVICE_ID, password: c.password, ca: c.pem.ca }), to)),
       },
     ];
-    if (want('throughput')) for (const cfg of configs) report.throughputRounds[cfg.key] = { qos0: [], qos1: [] };
-    for (const qos of want('throughput') ? ([0, 1] as const) : []) {
-      for (let round = 0; round < tp.rounds; round++) {
-        for (const cfg of interleavedOrder(configs, round)) {
-          const slot = report.throughputRounds[cfg.key]![qos === 0 ? 'qos0' : 'qos1'];
-          if (!cfg.run) {
-            slot[round] = null;
-            continue;
+    /**
+     * QoS 0 then QoS 1, each over `rounds` interleaved rounds (order rotated per round):
+     * one load per configuration and round into `rounds_[key].qos0|qos1` (null: failed or no server).
+     */
+    const runRounds = async <K extends string>(
+      cfgs: Array<{ key: K; pid?: number; run?: (o: ThroughputOptions) => Promise<ThroughputResult> }>,
+      into: Partial<Record<K, { qos0: Array<ThroughputResult | null>; qos1: Array<ThroughputResult | null> }>>,
+      rounds: number,
+      label: string,
+      load: Omit<ThroughputOptions, 'qos' | 'brokerPid'>,
+    ) => {
+      for (const cfg of cfgs) into[cfg.key] = { qos0: [], qos1: [] };
+      for (const qos of [0, 1] as const) {
+        for (let round = 0; round < rounds; round++) {
+          for (const cfg of interleavedOrder(cfgs, round)) {
+            const slot = into[cfg.key]![qos === 0 ? 'qos0' : 'qos1'];
+            if (!cfg.run) {
+              slot[round] = null;
+              continue;
+            }
+            say(`${label} ${cfg.key} QoS ${qos} (round ${round + 1}/${rounds})`);
+            slot[round] = await attempt(`${label} ${cfg.key} QoS ${qos} round ${round + 1}`, () => cfg.run!({ ...load, qos, brokerPid: cfg.pid }));
           }
-          say(`throughput ${cfg.key} QoS ${qos} (round ${round + 1}/${tp.rounds})`);
-          slot[round] = await attempt(`throughput ${cfg.key} QoS ${qos} round ${round + 1}`, () =>
-            cfg.run!({ pairs: tp.pairs, qos, payloadBytes: tp.payloadBytes, warmupMs: tp.warmupMs, durationMs: tp.durationMs, window: tp.window, brokerPid: cfg.pid }),
-          );
         }
       }
-    }
+    };
+    if (want('throughput'))
+      await runRounds(configs, report.throughputRounds, tp.rounds, 'throughput', {
+        pairs: tp.pairs,
+        payloadBytes: tp.payloadBytes,
+        warmupMs: tp.warmupMs,
+        durationMs: tp.durationMs,
+        window: tp.window,
+      });
 
     // ---- one publisher -> many subscribers (configurations interleaved, order rotated per round) --
     const fo = settings.fanout;
@@ -364,31 +382,15 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchReport> {
             )),
       },
     ];
-    if (want('fanout')) for (const cfg of fanConfigs) report.fanoutRounds[cfg.key] = { qos0: [], qos1: [] };
-    for (const qos of want('fanout') ? ([0, 1] as const) : []) {
-      for (let round = 0; round < fo.rounds; round++) {
-        for (const cfg of interleavedOrder(fanConfigs, round)) {
-          const slot = report.fanoutRounds[cfg.key]![qos === 0 ? 'qos0' : 'qos1'];
-          if (!cfg.run) {
-            slot[round] = null;
-            continue;
-          }
-          say(`fan-out 1->${fo.subscribers} ${cfg.key} QoS ${qos} (round ${round + 1}/${fo.rounds})`);
-          slot[round] = await attempt(`fan-out ${cfg.key} QoS ${qos} round ${round + 1}`, () =>
-            cfg.run!({
-              pairs: 1,
-              subscribersPerPair: fo.subscribers,
-              qos,
-              payloadBytes: fo.payloadBytes,
-              warmupMs: fo.warmupMs,
-              durationMs: fo.durationMs,
-              window: fo.window,
-              brokerPid: cfg.pid,
-            }),
-          );
-        }
-      }
-    }
+    if (want('fanout'))
+      await runRounds(fanConfigs, report.fanoutRounds, fo.rounds, `fan-out 1->${fo.subscribers}`, {
+        pairs: 1,
+        subscribersPerPair: fo.subscribers,
+        payloadBytes: fo.payloadBytes,
+        warmupMs: fo.warmupMs,
+        durationMs: fo.durationMs,
+        window: fo.window,
+      });
 
     // ---- handshake rates (client loops in worker processes; methods interleaved per round) ------
     const rt = settings.rate;
