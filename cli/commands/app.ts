@@ -6,40 +6,15 @@
  * `mqsec device list`, holds group keys of the groups its role reads or
  * writes, and is re-keyed out of them when revoked or removed.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { toHex } from '../../firmware/core/bytes.js';
-import { CliError, DEFAULT_DATA_DIR, parsePort, type CommandModule } from '../command.js';
-import { provisionPrincipal, rotatePrincipal, withRegistry, writeDeviceConfig } from './shared.js';
+import { CliError, DEFAULT_DATA_DIR, type CommandModule } from '../command.js';
+import { provisionPrincipal, rotatePrincipal, withRegistry, writeDeviceConfig, configBroker, readExistingConfig, KS_DATA_HELP, type KeyOutputOpts } from './shared.js';
 
-const KS_DATA_HELP = 'data directory of a key service run as its own process (`mqsec keyservice --data`): K_ks is written there, never to --data';
 
-interface KeyOutputOpts {
-  data: string;
-  keyserviceData?: string;
-  json?: boolean;
-  config?: string;
-  brokerHost?: string;
-  brokerPort?: string;
-}
 
-const DEFAULT_BROKER = { host: '127.0.0.1', port: 1883 };
 export const defaultAppConfigPath = (id: string) => `app-config-${id}.json`;
 
-/** The broker endpoint of an existing app config for `id`; refuses a file that belongs to another principal. */
-function readExisting(path: string, id: string): { host: string; port: number } | undefined {
-  if (!existsSync(path)) return undefined;
-  let c: { id?: unknown; broker?: { host?: unknown; port?: unknown } };
-  try {
-    c = JSON.parse(readFileSync(path, 'utf8'));
-  } catch {
-    throw new CliError(`${path} is not an app config (not JSON): not overwriting it`);
-  }
-  if (c.id !== id) throw new CliError(`${path} is the config of "${String(c.id)}", not "${id}": not overwriting it`);
-  return {
-    host: typeof c.broker?.host === 'string' ? c.broker.host : DEFAULT_BROKER.host,
-    port: typeof c.broker?.port === 'number' ? c.broker.port : DEFAULT_BROKER.port,
-  };
-}
 
 export const appCommand: CommandModule = {
   name: 'app',
@@ -68,9 +43,9 @@ export const appCommand: CommandModule = {
       .option('--broker-host <host>', 'broker host as the app reaches it (default 127.0.0.1)')
       .option('--broker-port <n>', 'broker port for the config file (default 1883)')
       .action(async (name: string, o: KeyOutputOpts & { role: string }) => {
-        const broker = { host: o.brokerHost ?? DEFAULT_BROKER.host, port: o.brokerPort !== undefined ? parsePort(o.brokerPort) : DEFAULT_BROKER.port };
+        const broker = configBroker(o);
         const configPath = o.config ?? (o.json ? defaultAppConfigPath(name) : undefined);
-        if (configPath) readExisting(configPath, name); // refuse to overwrite another principal's config before registering
+        if (configPath) readExistingConfig(configPath, name, 'app'); // refuse to overwrite another principal's config before registering
         // the one provisioning path of every principal: K split between the registry and the key service (§14.2)
         const { key } = await provisionPrincipal(o, name, o.role);
         keyOutput(name, key, o, `added (role ${o.role})`, configPath, broker);
@@ -113,11 +88,8 @@ export const appCommand: CommandModule = {
       .option('--broker-port <n>', 'broker port for the config file (default: the one already in it)')
       .action(async (name: string, o: KeyOutputOpts) => {
         const configPath = o.config ?? (o.json || existsSync(defaultAppConfigPath(name)) ? defaultAppConfigPath(name) : undefined);
-        const existing = configPath ? readExisting(configPath, name) : undefined;
-        const broker = {
-          host: o.brokerHost ?? existing?.host ?? DEFAULT_BROKER.host,
-          port: o.brokerPort !== undefined ? parsePort(o.brokerPort) : (existing?.port ?? DEFAULT_BROKER.port),
-        };
+        const existing = configPath ? readExistingConfig(configPath, name, 'app') : undefined;
+        const broker = configBroker(o, existing);
         const { key } = await rotatePrincipal(o, name);
         keyOutput(name, key, o, 'rotated', configPath, broker);
       });

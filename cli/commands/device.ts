@@ -1,39 +1,14 @@
 /** `mqsec device add|list|show|revoke|rotate|remove`. */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { toHex } from '../../firmware/core/bytes.js';
 import { isLoopbackHost } from '../../tools/moddable.js';
-import { CliError, DEFAULT_DATA_DIR, parsePort, type CommandModule } from '../command.js';
-import { deviceLine, provisionPrincipal, rotatePrincipal, withRegistry, writeDeviceConfig, DB_OPTION_HELP } from './shared.js';
+import { CliError, DEFAULT_DATA_DIR, type CommandModule } from '../command.js';
+import { deviceLine, provisionPrincipal, rotatePrincipal, withRegistry, writeDeviceConfig, DB_OPTION_HELP, configBroker, readExistingConfig, KS_DATA_HELP, type KeyOutputOpts } from './shared.js';
 
-const KS_DATA_HELP = 'data directory of a key service run as its own process (`mqsec keyservice --data`): K_ks is written there, never to --data';
 
-interface KeyOutputOpts {
-  data: string;
-  db?: string;
-  keyserviceData?: string;
-  json?: boolean;
-  config?: string;
-  brokerHost?: string;
-  brokerPort?: string;
-}
 
-const DEFAULT_BROKER = { host: '127.0.0.1', port: 1883 };
 const defaultConfigPath = (id: string) => `device-config-${id}.json`;
 
-/** The broker endpoint of an existing device config for `id`; refuses a file that belongs to another device. */
-function readExistingConfig(path: string, id: string): { host: string; port: number } | undefined {
-  if (!existsSync(path)) return undefined;
-  let c: { id?: unknown; broker?: { host?: unknown; port?: unknown } };
-  try {
-    c = JSON.parse(readFileSync(path, 'utf8'));
-  } catch {
-    throw new CliError(`${path} is not a device config (not JSON): not overwriting it`);
-  }
-  if (c.id !== id) throw new CliError(`${path} is the config of device "${String(c.id)}", not "${id}": not overwriting it`);
-  const host = typeof c.broker?.host === 'string' ? c.broker.host : DEFAULT_BROKER.host;
-  const port = typeof c.broker?.port === 'number' ? c.broker.port : DEFAULT_BROKER.port;
-  return { host, port };
-}
 
 export const deviceCommand: CommandModule = {
   name: 'device',
@@ -72,7 +47,7 @@ export const deviceCommand: CommandModule = {
       .option('--broker-host <host>', 'broker host as the device reaches it (default 127.0.0.1: simulator only)')
       .option('--broker-port <n>', 'broker port for the config file (default 1883)')
       .action(async (id: string, o: KeyOutputOpts & { role: string }) => {
-        const broker = { host: o.brokerHost ?? DEFAULT_BROKER.host, port: o.brokerPort !== undefined ? parsePort(o.brokerPort) : DEFAULT_BROKER.port };
+        const broker = configBroker(o);
         const configPath = o.config ?? (o.json ? defaultConfigPath(id) : undefined);
         const { key } = await provisionPrincipal(o, id, o.role);
         keyOutput(id, key, o, `added (role ${o.role})`, configPath, broker);
@@ -153,11 +128,8 @@ export const deviceCommand: CommandModule = {
       .action(async (id: string, o: KeyOutputOpts) => {
         // Decided before the key changes: a config that cannot be rewritten stops the rotation.
         const configPath = o.config ?? (o.json || existsSync(defaultConfigPath(id)) ? defaultConfigPath(id) : undefined);
-        const existing = configPath ? readExistingConfig(configPath, id) : undefined;
-        const broker = {
-          host: o.brokerHost ?? existing?.host ?? DEFAULT_BROKER.host,
-          port: o.brokerPort !== undefined ? parsePort(o.brokerPort) : (existing?.port ?? DEFAULT_BROKER.port),
-        };
+        const existing = configPath ? readExistingConfig(configPath, id, 'device') : undefined;
+        const broker = configBroker(o, existing);
         const { key } = await rotatePrincipal(o, id);
         keyOutput(id, key, o, 'rotated', configPath, broker);
         if (!configPath) {

@@ -1,11 +1,11 @@
 /** Helpers shared by the admin commands (registry access, config files). */
-import { existsSync, writeFileSync, chmodSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { DB_FILE, type DeviceRecord } from '../../broker/registry/registry.js';
 import { SqliteKeyServiceStore } from '../../broker/keyservice/store.js';
 import { DB_URL_EXPECTED, isPostgresUrl, openRegistry } from '../../broker/registry/open.js';
 import { RegistryError, RegistryUnavailableError, type Registry } from '../../broker/registry/store.js';
-import { CliError } from '../command.js';
+import { CliError, parsePort } from '../command.js';
 import { toHex } from '../../firmware/core/bytes.js';
 
 export const DB_OPTION_HELP = 'registry in PostgreSQL (postgres://user@host:port/db, shared by several broker nodes) instead of SQLite in the data directory';
@@ -107,4 +107,47 @@ export function writeDeviceConfig(path: string, id: string, key: Uint8Array, hos
 
 export function deviceLine(d: DeviceRecord): string {
   return `${d.id.padEnd(24)} ${d.role.padEnd(12)} ${d.status.padEnd(8)} key v${d.keyVersion}  created ${new Date(d.createdAt).toISOString()}`;
+}
+
+/** `--keyservice-data` of the principal commands (device, app). */
+export const KS_DATA_HELP = 'data directory of a key service run as its own process (`mqsec keyservice --data`): K_ks is written there, never to --data';
+
+/** Options the principal commands (device, app) share for printing a key and writing its config file. */
+export interface KeyOutputOpts {
+  data: string;
+  db?: string;
+  keyserviceData?: string;
+  json?: boolean;
+  config?: string;
+  brokerHost?: string;
+  brokerPort?: string;
+}
+
+export const DEFAULT_BROKER = { host: '127.0.0.1', port: 1883 };
+
+/**
+ * The broker endpoint of an existing device or app config for `id`; refuses a
+ * file that belongs to another principal or is not JSON (it is never overwritten).
+ */
+export function readExistingConfig(path: string, id: string, kind: 'device' | 'app'): { host: string; port: number } | undefined {
+  if (!existsSync(path)) return undefined;
+  let c: { id?: unknown; broker?: { host?: unknown; port?: unknown } };
+  try {
+    c = JSON.parse(readFileSync(path, 'utf8'));
+  } catch {
+    throw new CliError(`${path} is not ${kind === 'app' ? 'an app' : 'a device'} config (not JSON): not overwriting it`);
+  }
+  if (c.id !== id) throw new CliError(`${path} is the config of ${kind === 'device' ? 'device ' : ''}"${String(c.id)}", not "${id}": not overwriting it`);
+  return {
+    host: typeof c.broker?.host === 'string' ? c.broker.host : DEFAULT_BROKER.host,
+    port: typeof c.broker?.port === 'number' ? c.broker.port : DEFAULT_BROKER.port,
+  };
+}
+
+/** The broker a config file names: the flags, else the config being rewritten, else the default. */
+export function configBroker(o: KeyOutputOpts, existing?: { host: string; port: number }): { host: string; port: number } {
+  return {
+    host: o.brokerHost ?? existing?.host ?? DEFAULT_BROKER.host,
+    port: o.brokerPort !== undefined ? parsePort(o.brokerPort) : (existing?.port ?? DEFAULT_BROKER.port),
+  };
 }
