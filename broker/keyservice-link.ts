@@ -70,8 +70,8 @@ export class ExternalKeyService implements KeyServicePort {
     if (this.client) this.send({ type: 'policy', policy: p });
   }
 
-  rotate(filter: string): void {
-    if (this.client) this.send({ type: 'rotate', filter });
+  rotate(filter: string, id?: number): void {
+    if (this.client) this.send({ type: 'rotate', filter, id });
   }
 
   /** A frame the key service's account published on `$mqsec/ks/out`. Throws on a bad frame (the caller closes the client). */

@@ -423,7 +423,8 @@ async function openBroker(
     const rotations = (await registry.listAudit({ kind: GROUP_ROTATE, source: 'admin', afterSeq: lastAdminSeq, limit: 1000 })).reverse();
     lastAdminSeq = await logAdminChanges(ctx, lastAdminSeq);
     await applyRegistryChanges(ctx);
-    for (const r of rotations) if (r.subject) ctx.keyLink.rotate(r.subject);
+    // the audit sequence names the rotation: each node of a cluster passes it on, the key service applies it once
+    for (const r of rotations) if (r.subject) ctx.keyLink.rotate(r.subject, r.seq);
     registryEvents.emit('change', rev);
   };
   // One sync at a time; a request during one runs once more after it (a change may have landed meanwhile).

@@ -51,23 +51,25 @@ export class KeyServiceAgent implements KeyServicePort {
       seqBlock: opts.seqBlock,
       onRekey: opts.onRekey,
     });
-    this.tickTimer = setInterval(() => this.service.tick(), 1000);
+    this.tickTimer = setInterval(() => void this.service.tick().catch(() => {}), 1000);
     this.tickTimer.unref();
   }
 
   request(id: string, gkreq: Uint8Array): void {
-    let answer: Uint8Array;
-    try {
-      answer = this.service.handleRequest(id, gkreq);
-    } catch (e) {
-      this.opts.onRefused?.(id, isMqsecError(e) ? e.code : 'INTERNAL');
-      return;
-    }
-    this.members.deliver(id, answer);
+    this.service.handleRequest(id, gkreq).then(
+      (answer) => this.members.deliver(id, answer),
+      // a store that cannot be reached answers nothing: the member asks again (§14.11)
+      (e: unknown) => this.opts.onRefused?.(id, isMqsecError(e) ? e.code : 'INTERNAL'),
+    );
   }
 
   left(id: string): void {
-    this.service.memberLeft(id);
+    void this.service.memberLeft(id);
+  }
+
+  /** Resolves once every message handed over so far is dealt with (tests, orderly stops). */
+  idle(): Promise<void> {
+    return this.service.idle().catch(() => {});
   }
 
   policy(p: PolicySnapshot): void {
@@ -86,27 +88,57 @@ export class KeyServiceAgent implements KeyServicePort {
       if (old !== undefined && old !== key) newKeys.add(id);
     }
     this.identities = next;
-    this.service.update(computeMembership(principals, p.roles), newKeys);
+    this.apply(computeMembership(principals, p.roles), newKeys);
   }
 
-  rotate(filter: string): void {
-    try {
-      this.service.rotate(filter);
-    } catch (e) {
-      this.opts.onRefused?.('(operator)', isMqsecError(e) ? e.code : 'INTERNAL');
-    }
+  /**
+   * Applies a membership; if the store could not raise an epoch (PostgreSQL
+   * away), tries again every second until it could, unless a newer policy
+   * came meanwhile (which carries the same changes and more).
+   */
+  private apply(m: ReturnType<typeof computeMembership>, newKeys: Set<string>): void {
+    const generation = ++this.policyGeneration;
+    clearTimeout(this.retryTimer);
+    this.service.update(m, newKeys).catch((e: unknown) => {
+      this.opts.onRefused?.('(policy)', isMqsecError(e) ? e.code : 'INTERNAL');
+      if (this.closed || generation !== this.policyGeneration) return;
+      this.retryTimer = setTimeout(() => {
+        if (generation === this.policyGeneration) this.apply(m, newKeys);
+      }, 1000);
+      this.retryTimer.unref();
+    });
   }
+  private policyGeneration = 0;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  /**
+   * Operator rotation of one group (§14.3). `id` (the registry's audit
+   * sequence of `mqsec group rotate`) makes it happen once however many
+   * broker nodes pass the same rotation on: a rotation with an id at or below
+   * the last one applied to that group is dropped.
+   */
+  rotate(filter: string, id?: number): void {
+    if (id !== undefined) {
+      if (id <= (this.rotations.get(filter) ?? 0)) return;
+      this.rotations.set(filter, id);
+    }
+    this.service.rotate(filter).catch((e: unknown) => this.opts.onRefused?.('(operator)', isMqsecError(e) ? e.code : 'INTERNAL'));
+  }
+  private readonly rotations = new Map<string, number>();
 
   close(): void {
+    this.closed = true;
     clearInterval(this.tickTimer);
+    clearTimeout(this.retryTimer);
     this.service.close();
   }
 
   /** K_ks of `id` if the store has it under the key identity the policy lists as current. */
-  private memberKey(id: string): Uint8Array | undefined {
+  private async memberKey(id: string): Promise<Uint8Array | undefined> {
     const want = this.identities.get(id);
     if (want === undefined) return undefined;
-    const k = this.store.memberKey(id);
+    const k = await this.store.memberKey(id);
     if (!k) return undefined;
     if (k.identity !== want) {
       k.key.fill(0);

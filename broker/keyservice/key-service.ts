@@ -11,6 +11,11 @@
  * it: §14.2, never derived here from a principal key) and the group keys; it
  * never stores a group key (a restarted service re-keys every group, epochs
  * continue from its store).
+ *
+ * The store is asynchronous (it may be PostgreSQL shared by replicas,
+ * §14.13), so every operation that changes state runs in turn on one queue:
+ * a request, a "connection ended" and a policy change are applied in the
+ * order they arrived, and no operation sees another's half-done state.
  */
 import { fail } from '../../firmware/core/errors.js';
 import type { CryptoSuite } from '../../firmware/crypto/suite.js';
@@ -22,7 +27,7 @@ export interface KeyServiceOptions {
   suite: CryptoSuite;
   store: KeyServiceStore;
   /** K_ks (32 bytes) of an active member under its current key, or undefined (unknown, revoked, stale). Kept until the next update. */
-  memberKey(id: string): Uint8Array | undefined;
+  memberKey(id: string): Uint8Array | undefined | Promise<Uint8Array | undefined>;
   /** Hands a GKDEL (key push) to the member's current connection. */
   send(id: string, payload: Uint8Array): void;
   now?: () => number;
@@ -70,6 +75,9 @@ export class KeyService {
   private readonly answers = new Map<string, Answer>();
   private readonly ksKeys = new Map<string, Uint8Array>();
   private topicGroups = new Map<string, string | null>();
+  /** The tail of the operation queue (see the file comment). */
+  private queue: Promise<unknown> = Promise.resolve();
+  private closed = false;
 
   constructor(private readonly opts: KeyServiceOptions) {
     this.suite = opts.suite;
@@ -104,7 +112,11 @@ export class KeyService {
    * new epoch, removed groups are forgotten, and every connected member
    * affected gets a push at once (§14.3).
    */
-  update(m: Membership, newKeys: ReadonlySet<string> = new Set()): void {
+  update(m: Membership, newKeys: ReadonlySet<string> = new Set()): Promise<void> {
+    return this.run(() => this.doUpdate(m, newKeys));
+  }
+
+  private async doUpdate(m: Membership, newKeys: ReadonlySet<string>): Promise<void> {
     // principal keys may have been rotated or revoked: read K_ks afresh when next needed
     this.ksKeys.forEach((k) => k.fill(0));
     this.ksKeys.clear();
@@ -115,7 +127,7 @@ export class KeyService {
       // removed and added: whoever held its old key must not get what is sealed next
       const rekeyed = old && [...newKeys].some((id) => old.readers.has(id) || old.writers.has(id));
       if (old && sameMembers(old.members, members) && !rekeyed) continue;
-      this.rekey(filter, members, !old ? 'new group' : rekeyed && sameMembers(old.members, members) ? 'member key changed' : 'membership');
+      await this.rekey(filter, members, !old ? 'new group' : rekeyed && sameMembers(old.members, members) ? 'member key changed' : 'membership');
       changed.push(filter);
     }
     for (const [filter, g] of this.groups) {
@@ -136,20 +148,27 @@ export class KeyService {
   }
 
   /** Operator rotation of one group (§14.3). */
-  rotate(filter: string): number {
-    const g = this.groups.get(filter);
-    if (!g) fail('NOT_AUTHORIZED', `no group ${filter}`);
-    this.rekey(filter, g.members, 'rotation');
-    this.pushAll([filter]);
-    return this.groups.get(filter)!.epoch;
+  rotate(filter: string): Promise<number> {
+    return this.run(async () => {
+      const g = this.groups.get(filter);
+      if (!g) fail('NOT_AUTHORIZED', `no group ${filter}`);
+      await this.rekey(filter, g.members, 'rotation');
+      this.pushAll([filter]);
+      return this.groups.get(filter)!.epoch;
+    });
   }
 
-  /** Periodic re-key: call every second or so. */
-  tick(): void {
-    const due = [...this.groups.values()].filter((g) => this.now() - g.since >= this.rekeyIntervalMs).map((g) => g.members.filter);
-    for (const f of due) this.rekey(f, this.groups.get(f)!.members, 'interval');
-    if (due.length) this.pushAll(due);
+  /** Periodic re-key: call every second or so (a tick while one is queued is skipped). */
+  tick(): Promise<void> {
+    if (this.ticking) return this.ticking;
+    this.ticking = this.run(async () => {
+      const due = [...this.groups.values()].filter((g) => this.now() - g.since >= this.rekeyIntervalMs).map((g) => g.members.filter);
+      for (const f of due) if (this.groups.has(f)) await this.rekey(f, this.groups.get(f)!.members, 'interval');
+      if (due.length) this.pushAll(due);
+    }).finally(() => (this.ticking = undefined));
+    return this.ticking;
   }
+  private ticking: Promise<void> | undefined;
 
   /**
    * A member's GKREQ (§14.6) on its current connection: verified under its
@@ -157,8 +176,12 @@ export class KeyService {
    * sequence range. Throws NOT_AUTHORIZED (no such active principal), BAD_MAC,
    * MALFORMED, TRUNCATED, UNKNOWN_TYPE, BAD_VERSION.
    */
-  handleRequest(id: string, request: Uint8Array): Uint8Array {
-    const ks = this.keyServiceKey(id);
+  handleRequest(id: string, request: Uint8Array): Promise<Uint8Array> {
+    return this.run(() => this.doRequest(id, request));
+  }
+
+  private async doRequest(id: string, request: Uint8Array): Promise<Uint8Array> {
+    const ks = await this.keyServiceKey(id);
     if (!ks) fail('NOT_AUTHORIZED', 'not an active principal');
     const sender = DeliverySender.answer(this.suite, ks, id, request);
     // §14.4: a writer asking again on the same connection is refilling its range, so it is a
@@ -170,13 +193,13 @@ export class KeyService {
     let seqBase = 0;
     let seqLimit = 0;
     if (this.writesAny(id)) {
-      seqBase = this.store.allocateSeq(id, block);
+      seqBase = await this.store.allocateSeq(id, block);
       if (seqBase + block > GROUP_SEQ_LIMIT) {
         // §14.4: the allocation restarts only together with new keys for every group it writes
         const written = [...this.groups.values()].filter((g) => g.writers.has(id)).map((g) => g.members.filter);
-        for (const f of written) this.rekey(f, this.groups.get(f)!.members, 'sequence space');
-        this.store.resetSeq(id);
-        seqBase = this.store.allocateSeq(id, block);
+        for (const f of written) await this.rekey(f, this.groups.get(f)!.members, 'sequence space');
+        await this.store.resetSeq(id);
+        seqBase = await this.store.allocateSeq(id, block);
         this.pushAll(written, id);
       }
       seqLimit = seqBase + block;
@@ -187,12 +210,18 @@ export class KeyService {
     return this.seal(id, answer, all);
   }
 
-  /** The member's connection ended: its delivery answer dies with it. */
-  memberLeft(id: string): void {
-    this.dropAnswer(id);
+  /** The member's connection ended: its delivery answer dies with it (in turn with its requests). */
+  memberLeft(id: string): Promise<void> {
+    return this.run(async () => this.dropAnswer(id)).catch(() => {});
+  }
+
+  /** Resolves once every operation queued so far is done. */
+  idle(): Promise<void> {
+    return this.run(async () => {});
   }
 
   close(): void {
+    this.closed = true;
     for (const id of [...this.answers.keys()]) this.dropAnswer(id);
     this.groups.forEach((g) => g.key.fill(0));
     this.groups.clear();
@@ -202,19 +231,31 @@ export class KeyService {
 
   // ---- internals ----------------------------------------------------------
 
-  private keyServiceKey(id: string): Uint8Array | undefined {
+  /** Runs `op` after every operation queued before it; its failure is its caller's alone. */
+  private run<T>(op: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(() => {
+      if (this.closed) fail('INTERNAL', 'key service closed');
+      return op();
+    });
+    this.queue = next.catch(() => {});
+    return next;
+  }
+
+  private async keyServiceKey(id: string): Promise<Uint8Array | undefined> {
     let k = this.ksKeys.get(id);
     if (k) return k;
-    k = this.opts.memberKey(id);
+    k = await this.opts.memberKey(id);
     if (!k) return undefined;
+    this.ksKeys.get(id)?.fill(0);
     this.ksKeys.set(id, k);
     return k;
   }
 
-  private rekey(filter: string, members: GroupMembers, reason: string): void {
+  private async rekey(filter: string, members: GroupMembers, reason: string): Promise<void> {
+    // the durable epoch first: if the store cannot be reached the group keeps its current key
+    const epoch = await this.store.nextEpoch(filter);
     const old = this.groups.get(filter);
     old?.key.fill(0);
-    const epoch = this.store.nextEpoch(filter);
     const g: GroupState = {
       members,
       readers: new Set(members.readers),

@@ -56,8 +56,13 @@ export interface KeyServicePort {
   left(id: string): void;
   /** The whole policy, after every change (and once when the link comes up). */
   policy(p: PolicySnapshot): void;
-  /** Operator rotation of one group (§14.3). */
-  rotate(filter: string): void;
+  /**
+   * Operator rotation of one group (§14.3). `id` names the rotation (the
+   * registry's audit sequence of `mqsec group rotate`): every node of a
+   * cluster passes the same rotation on, and the key service applies each id
+   * once (§14.12).
+   */
+  rotate(filter: string, id?: number): void;
 }
 
 /** Key service → broker. */
@@ -72,6 +77,8 @@ export const FRAME_REQUEST = 0x01;
 export const FRAME_LEFT = 0x02;
 export const FRAME_POLICY = 0x03;
 export const FRAME_ROTATE = 0x04;
+/** A rotation with its id: 8 bytes big-endian, then the filter. */
+export const FRAME_ROTATE_ID = 0x05;
 export const FRAME_DELIVER = 0x81;
 /** Key service → broker, first frame after connecting: its instance id (16 random bytes per process). */
 export const FRAME_HELLO = 0x82;
@@ -85,7 +92,7 @@ export type LinkFrame =
   | { type: 'request'; id: string; payload: Uint8Array }
   | { type: 'left'; id: string }
   | { type: 'policy'; policy: PolicySnapshot }
-  | { type: 'rotate'; filter: string }
+  | { type: 'rotate'; filter: string; id?: number }
   | { type: 'deliver'; id: string; payload: Uint8Array }
   | { type: 'hello'; instance: Uint8Array };
 
@@ -116,8 +123,16 @@ export function encodeFrame(f: LinkFrame): Uint8Array {
       return withId(FRAME_LEFT, f.id);
     case 'policy':
       return withText(FRAME_POLICY, JSON.stringify(f.policy));
-    case 'rotate':
-      return withText(FRAME_ROTATE, f.filter);
+    case 'rotate': {
+      if (f.id === undefined) return withText(FRAME_ROTATE, f.filter);
+      if (!Number.isSafeInteger(f.id) || f.id < 0) fail('MALFORMED', 'rotation id');
+      const text = withText(FRAME_ROTATE_ID, f.filter);
+      const out = new Uint8Array(text.length + 8);
+      out[0] = FRAME_ROTATE_ID;
+      new DataView(out.buffer).setBigUint64(1, BigInt(f.id));
+      out.set(text.subarray(1), 9);
+      return out;
+    }
     case 'deliver':
       return withId(FRAME_DELIVER, f.id, f.payload);
     case 'hello': {
@@ -193,6 +208,12 @@ export function decodeFrame(b: Uint8Array): LinkFrame {
     case FRAME_ROTATE: {
       if (b.length < 2 || b.length > 256) fail('MALFORMED', 'group filter size');
       return { type: 'rotate', filter: utf8Decode(b.subarray(1)) };
+    }
+    case FRAME_ROTATE_ID: {
+      if (b.length < 10 || b.length > 264) fail('MALFORMED', 'group filter size');
+      const id = new DataView(b.buffer, b.byteOffset, b.byteLength).getBigUint64(1);
+      if (id > BigInt(Number.MAX_SAFE_INTEGER)) fail('MALFORMED', 'rotation id');
+      return { type: 'rotate', filter: utf8Decode(b.subarray(9)), id: Number(id) };
     }
     case FRAME_HELLO:
       if (b.length !== 1 + INSTANCE_LENGTH) fail('MALFORMED', 'hello size');

@@ -36,13 +36,13 @@ export async function migrateToExternalKeyService(brokerDir: string, keyServiceD
     if (existsSync(embeddedDb)) {
       const embedded = new SqliteKeyServiceStore(embeddedDb);
       try {
-        const state = embedded.exportState();
+        const state = await embedded.exportState();
         groups = state.epochs.length;
         moved = state.keys.length;
-        target.importState(state);
+        await target.importState(state);
         for (const [, k] of state.keys) k.key.fill(0);
       } finally {
-        embedded.close();
+        await embedded.close();
       }
     }
     const registry = SqliteRegistry.open(from, { memberKeys: target });
@@ -55,7 +55,7 @@ export async function migrateToExternalKeyService(brokerDir: string, keyServiceD
     for (const f of [KEY_SERVICE_DB_FILE, `${KEY_SERVICE_DB_FILE}-wal`, `${KEY_SERVICE_DB_FILE}-shm`, KEY_SERVICE_KEY_FILE]) rmSync(join(from, f), { force: true });
     return { groups, moved, split };
   } finally {
-    target.close();
+    await target.close();
     lock.release();
   }
 }

@@ -137,7 +137,7 @@ export function startKeyServiceProcess(o: KeyServiceProcessOptions): RunningKeyS
         case 'policy':
           return agent.policy(f.policy);
         case 'rotate':
-          return agent.rotate(f.filter);
+          return agent.rotate(f.filter, f.id);
         default:
           o.log.warn({ broker: url, type: f.type }, 'unexpected link frame from the broker');
       }

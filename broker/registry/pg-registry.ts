@@ -366,7 +366,7 @@ export class PgRegistry implements Registry {
       await this.requireFreeName(c, id);
       const t = this.now();
       // K_ks is written first: if that fails, nothing is registered
-      const p = provisionKey(this.master, this.memberKeys.sink(await this.mode(c)), id, t, 1);
+      const p = await provisionKey(this.master, this.memberKeys.sink(await this.mode(c)), id, t, 1);
       key = p.key;
       const r = await c.query<DeviceRow>(
         'INSERT INTO devices (id, role, status, key_version, hs_sealed, created_at, updated_at) VALUES ($1, $2, $3, 1, $4, $5, $5) RETURNING *',
@@ -400,11 +400,11 @@ export class PgRegistry implements Registry {
   }
 
   async revokeDevice(id: string): Promise<DeviceRecord> {
-    return this.tx(async (c) => {
+    let mode: KeyServiceMode = 'embedded';
+    const device = await this.tx(async (c) => {
       if (!(await this.deviceRow(c, id, true))) throw new RegistryError(`unknown device "${id}"`);
       const r = await c.query<DeviceRow>("UPDATE devices SET status = 'revoked', updated_at = $1 WHERE id = $2 RETURNING *", [this.now(), id]);
-      // a revoked principal comes back only with a new key (rotate): its K_ks is of no further use
-      this.memberKeys.forget(id, await this.mode(c));
+      mode = await this.mode(c);
       await c.query('DELETE FROM tickets WHERE device_id = $1', [id]);
       // grace keys written at a graceful stop (§8.5) die with the device's keys
       await c.query('DELETE FROM grace WHERE device_id = $1', [id]);
@@ -412,6 +412,9 @@ export class PgRegistry implements Registry {
       await this.bump(c);
       return toDevice(r.rows[0]!);
     });
+    // a revoked principal comes back only with a new key (rotate): its K_ks is of no further use
+    await this.memberKeys.forgetAfter(id, mode);
+    return device;
   }
 
   async rotateDevice(id: string): Promise<{ device: DeviceRecord; key: Uint8Array }> {
@@ -420,7 +423,7 @@ export class PgRegistry implements Registry {
       const row = await this.deviceRow(c, id, true);
       if (!row) throw new RegistryError(`unknown device "${id}"`);
       const v = row.key_version + 1;
-      const p = provisionKey(this.master, this.memberKeys.sink(await this.mode(c)), id, row.created_at, v);
+      const p = await provisionKey(this.master, this.memberKeys.sink(await this.mode(c)), id, row.created_at, v);
       key = p.key;
       const r = await c.query<DeviceRow>(
         "UPDATE devices SET key_version = $1, hs_sealed = $2, status = 'active', updated_at = $3 WHERE id = $4 RETURNING *",
@@ -438,16 +441,18 @@ export class PgRegistry implements Registry {
   }
 
   async removeDevice(id: string): Promise<void> {
+    let mode: KeyServiceMode = 'embedded';
     await this.tx(async (c) => {
       if (!(await this.deviceRow(c, id, true))) throw new RegistryError(`unknown device "${id}"`);
       await c.query('DELETE FROM tickets WHERE device_id = $1', [id]);
       await c.query('DELETE FROM counters WHERE device_id = $1', [id]);
       await c.query('DELETE FROM grace WHERE device_id = $1', [id]);
       await c.query('DELETE FROM devices WHERE id = $1', [id]);
-      this.memberKeys.forget(id, await this.mode(c));
+      mode = await this.mode(c);
       await this.auditRow(c, 'device.remove', id, null, 'admin');
       await this.bump(c);
     });
+    await this.memberKeys.forgetAfter(id, mode);
   }
 
   // ---- accounts -----------------------------------------------------------

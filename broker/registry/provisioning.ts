@@ -6,7 +6,7 @@
  * returned once and never stored.
  */
 import { randomBytes } from 'node:crypto';
-import { SqliteKeyServiceStore, type MemberKeySink } from '../keyservice/store.js';
+import { SqliteKeyServiceStore, isSyncSink, type MemberKeySink, type SyncMemberKeySink } from '../keyservice/store.js';
 import { DEVICE_KEY_LENGTH } from './checks.js';
 import { handshakeKeysOf, splitPrincipalKey } from './principal-keys.js';
 import { openDeviceKey, sealDeviceKey } from './secrets.js';
@@ -29,13 +29,20 @@ export function openHandshake(master: Buffer, id: string, keyVersion: number, se
   return { ...keys, keyVersion };
 }
 
-/** A fresh K for `id`: K_ks into `sink` first (if that fails, nothing is registered), K_auth | K_psk sealed. */
-export function provisionKey(master: Buffer, sink: MemberKeySink, id: string, createdAt: number, keyVersion: number): { key: Uint8Array; hsSealed: Buffer } {
+/**
+ * A fresh K for `id`: K_ks into `sink` first (if that fails, nothing is
+ * registered: the caller writes its registry row only after this resolved),
+ * K_auth | K_psk sealed.
+ */
+export async function provisionKey(master: Buffer, sink: MemberKeySink, id: string, createdAt: number, keyVersion: number): Promise<{ key: Uint8Array; hsSealed: Buffer }> {
   const key = new Uint8Array(randomBytes(DEVICE_KEY_LENGTH));
   const split = splitPrincipalKey(key, id);
   try {
-    sink.putMemberKey(id, `${createdAt}/${keyVersion}`, split.keyService);
+    await sink.putMemberKey(id, `${createdAt}/${keyVersion}`, split.keyService);
     return { key, hsSealed: sealHandshake(master, id, keyVersion, split.handshake) };
+  } catch (e) {
+    key.fill(0);
+    throw e;
   } finally {
     split.handshake.fill(0);
     split.keyService.fill(0);
@@ -65,19 +72,36 @@ export class MemberKeys {
     return this.own;
   }
 
+  /** A sink that writes at once (the SQLite registry's key split at open runs in one synchronous transaction). */
+  syncSink(mode: KeyServiceMode): SyncMemberKeySink {
+    const s = this.sink(mode);
+    if (!isSyncSink(s)) throw new RegistryError('this registry still holds whole principal keys: split them into a key service data directory first (`mqsec keyservice migrate`)');
+    return s;
+  }
+
   /**
    * Deletes K_ks where this registry can reach it. An external key service
    * this process cannot reach refuses the principal anyway: the policy it is
    * sent no longer lists it as active under that key.
    */
-  forget(id: string, mode: KeyServiceMode): void {
+  async forget(id: string, mode: KeyServiceMode): Promise<void> {
     if (this.option === null) return;
     if (this.option === undefined && mode === 'external') return;
-    this.sink(mode).deleteMemberKey(id);
+    await this.sink(mode).deleteMemberKey(id);
+  }
+
+  /**
+   * `forget` once the registry's change is committed: a revocation must not
+   * wait for, or fail with, the key service's store. If K_ks cannot be
+   * deleted now it stays sealed and unused (the policy no longer lists the
+   * principal under that key identity; a rotate overwrites it).
+   */
+  async forgetAfter(id: string, mode: KeyServiceMode): Promise<void> {
+    await this.forget(id, mode).catch(() => {});
   }
 
   close(): void {
-    this.own?.close();
+    void this.own?.close();
     this.own = undefined;
   }
 }

@@ -172,14 +172,14 @@ export class SqliteRegistry implements Registry {
    * rebuilt and the WAL truncated, so no page image keeps it).
    */
   private splitLegacyKeys(): void {
-    const sink = this.memberKeys.sink(this.mode());
+    const sink = this.memberKeys.syncSink(this.mode());
     const rows = this.stmt('SELECT * FROM devices WHERE length(key_sealed) > 0').all() as DeviceRow[];
     this.db.transaction(() => {
       for (const r of rows) {
         const key = openDeviceKey(this.master, r.id, r.key_version, r.key_sealed);
         const split = splitPrincipalKey(key, r.id);
         key.fill(0);
-        if (r.status === 'active') sink.putMemberKey(r.id, `${r.created_at}/${r.key_version}`, split.keyService);
+        if (r.status === 'active') sink.putMemberKeyNow(r.id, `${r.created_at}/${r.key_version}`, split.keyService);
         this.stmt("UPDATE devices SET hs_sealed = ?, key_sealed = X'' WHERE id = ?").run(sealHandshake(this.master, r.id, r.key_version, split.handshake), r.id);
         split.handshake.fill(0);
         split.keyService.fill(0);
@@ -359,14 +359,16 @@ export class SqliteRegistry implements Registry {
 
   async addDevice(id: string, role: string): Promise<{ device: DeviceRecord; key: Uint8Array }> {
     checkDeviceId(id);
-    let key!: Uint8Array;
+    if (!this.roleExists(role)) throw new RegistryError(`unknown role "${role}"`);
+    this.requireFreeName(id);
+    const t = this.now();
+    // K_ks is written first (the key service's store may be asynchronous: before the
+    // transaction): if that fails, nothing is registered. The checks run again inside.
+    const p = await provisionKey(this.master, this.memberKeys.sink(this.mode()), id, t, 1);
+    const key = p.key;
     this.tx(() => {
       if (!this.roleExists(role)) throw new RegistryError(`unknown role "${role}"`);
       this.requireFreeName(id);
-      const t = this.now();
-      // K_ks is written first: if that fails, nothing is registered
-      const p = provisionKey(this.master, this.memberKeys.sink(this.mode()), id, t, 1);
-      key = p.key;
       this.stmt(
           "INSERT INTO devices (id, role, status, key_version, key_sealed, hs_sealed, created_at, updated_at) VALUES (?, ?, ?, 1, X'', ?, ?, ?)",
         )
@@ -406,25 +408,29 @@ export class SqliteRegistry implements Registry {
       const r = this.deviceRow(id);
       if (!r) throw new RegistryError(`unknown device "${id}"`);
       this.stmt("UPDATE devices SET status = 'revoked', updated_at = ? WHERE id = ?").run(this.now(), id);
-      // a revoked principal comes back only with a new key (rotate): its K_ks is of no further use
-      this.memberKeys.forget(id, this.mode());
       this.stmt('DELETE FROM tickets WHERE device_id = ?').run(id);
       // grace keys written at a graceful stop (§8.5) die with the device's keys
       this.stmt('DELETE FROM grace WHERE device_id = ?').run(id);
       this.auditRow('device.revoke', id, null, 'admin');
       this.bump();
     });
+    // a revoked principal comes back only with a new key (rotate): its K_ks is of no further use
+    await this.memberKeys.forgetAfter(id, this.mode());
     return toDevice(this.deviceRow(id)!);
   }
 
   async rotateDevice(id: string): Promise<{ device: DeviceRecord; key: Uint8Array }> {
-    let key!: Uint8Array;
+    const r = this.deviceRow(id);
+    if (!r) throw new RegistryError(`unknown device "${id}"`);
+    const v = r.key_version + 1;
+    // K_ks first, outside the transaction (an asynchronous store); the version is checked again inside
+    const p = await provisionKey(this.master, this.memberKeys.sink(this.mode()), id, r.created_at, v);
+    const key = p.key;
     this.tx(() => {
-      const r = this.deviceRow(id);
-      if (!r) throw new RegistryError(`unknown device "${id}"`);
-      const v = r.key_version + 1;
-      const p = provisionKey(this.master, this.memberKeys.sink(this.mode()), id, r.created_at, v);
-      key = p.key;
+      if (this.deviceRow(id)?.key_version !== r.key_version) {
+        key.fill(0);
+        throw new RegistryError(`device "${id}" was changed meanwhile: rotate again`);
+      }
       this.stmt("UPDATE devices SET key_version = ?, key_sealed = X'', hs_sealed = ?, status = 'active', updated_at = ? WHERE id = ?")
         .run(v, p.hsSealed, this.now(), id);
       this.stmt('DELETE FROM tickets WHERE device_id = ?').run(id);
@@ -449,10 +455,10 @@ export class SqliteRegistry implements Registry {
       this.stmt('DELETE FROM counters WHERE device_id = ?').run(id);
       this.stmt('DELETE FROM grace WHERE device_id = ?').run(id);
       this.stmt('DELETE FROM devices WHERE id = ?').run(id);
-      this.memberKeys.forget(id, this.mode());
       this.auditRow('device.remove', id, null, 'admin');
       this.bump();
     });
+    await this.memberKeys.forgetAfter(id, this.mode());
   }
 
   // ---- accounts -----------------------------------------------------------

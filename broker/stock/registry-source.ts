@@ -29,12 +29,12 @@ export function registrySource(registry: SqliteRegistry, store: Pick<KeyServiceS
       const k = registry.handshakeKeysNow(id);
       return k ? { authKey: k.authKey, pskKey: k.pskKey } : undefined;
     },
-    memberKey(id: string): Uint8Array | undefined {
+    async memberKey(id: string): Promise<Uint8Array | undefined> {
       const d = registry.deviceNow(id);
       if (!d || d.status !== 'active') return undefined;
-      const k = store.memberKey(id);
+      const k = await store.memberKey(id);
       if (!k) return undefined;
-      if (k.identity !== keyIdentity(d)) {
+      if (k.identity !== keyIdentity(registry.deviceNow(id) ?? d)) {
         k.key.fill(0);
         return undefined;
       }

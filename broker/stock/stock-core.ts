@@ -33,7 +33,7 @@ export interface PrincipalSource {
   /** K_auth and K_psk of an active principal (§4.1; the caller wipes them), or undefined. */
   handshakeKeys(id: string): DeviceKeys | undefined;
   /** K_ks of an active principal (§14.2), or undefined. */
-  memberKey(id: string): Uint8Array | undefined;
+  memberKey(id: string): Uint8Array | undefined | Promise<Uint8Array | undefined>;
   status(id: string): 'active' | 'revoked' | undefined;
 }
 
@@ -155,7 +155,10 @@ export class StockCore {
 
   /** Group membership from the current policy (§14.1); re-keys what changed. */
   updateMembership(): void {
-    this.keyService.update(computeMembership(this.o.source.principals(), this.o.source.roles()));
+    // the key service applies it in turn (its store is asynchronous); a failure is logged, the next change re-applies all
+    this.keyService.update(computeMembership(this.o.source.principals(), this.o.source.roles())).catch((e: unknown) =>
+      this.log.warn('group membership not applied', { code: asMqsecError(e).code }),
+    );
   }
 
   /** Per-principal order: a connect, its disconnect and its messages are handled one after the other. */
@@ -194,7 +197,7 @@ export class StockCore {
     if (payload[0] === MSG_KX1) return this.onKx1(id, payload);
     if (payload[0] === MSG_GKREQ) {
       try {
-        this.publish(downTopic(id), this.keyService.handleRequest(id, payload), 1);
+        this.publish(downTopic(id), await this.keyService.handleRequest(id, payload), 1);
       } catch (e) {
         this.counters.refused++;
         this.log.warn('group key request refused', { id, code: asMqsecError(e).code });

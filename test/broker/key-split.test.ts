@@ -88,8 +88,8 @@ describe('registry split on disk', () => {
     }
     raw.close();
     const ks = SqliteKeyServiceStore.open(dir);
-    expect(ks.memberKey('d1')).toEqual({ identity: `${d1.createdAt}/${d1.keyVersion}`, key: splitPrincipalKey(keys.get('d1')!, 'd1').keyService });
-    expect(ks.memberKey('d2')).toBeUndefined(); // revoked: comes back only with a new key
+    expect((await ks.memberKey('d1'))).toEqual({ identity: `${d1.createdAt}/${d1.keyVersion}`, key: splitPrincipalKey(keys.get('d1')!, 'd1').keyService });
+    expect((await ks.memberKey('d2'))).toBeUndefined(); // revoked: comes back only with a new key
     ks.close();
   });
 
@@ -105,8 +105,8 @@ describe('registry split on disk', () => {
     const keys = await legacyRegistry(dir);
     // the embedded key service had run: group epochs and a sequence range in the broker directory
     const embedded = SqliteKeyServiceStore.open(dir);
-    for (let i = 0; i < 5; i++) embedded.nextEpoch('sensors/d1/#');
-    embedded.allocateSeq('d1', 4096);
+    for (let i = 0; i < 5; i++) await embedded.nextEpoch('sensors/d1/#');
+    await embedded.allocateSeq('d1', 4096);
     embedded.putMemberKey('a9', '1/1', new Uint8Array(32).fill(9));
     embedded.close();
     const res = await run(['keyservice', 'migrate', '--from', dir, '--data', ksDir]);
@@ -115,10 +115,10 @@ describe('registry split on disk', () => {
     expect(res.out).toMatch(/moved 1 group epochs and 2 member keys, split 2 stored principal keys/);
     for (const f of [KEY_SERVICE_DB_FILE, KEY_SERVICE_KEY_FILE]) expect(existsSync(join(dir, f))).toBe(false);
     const ks = SqliteKeyServiceStore.open(ksDir);
-    expect(ks.nextEpoch('sensors/d1/#')).toBe(6);
-    expect(ks.allocateSeq('d1', 1)).toBe(4096);
-    expect(ks.memberKey('a9')!.key).toEqual(new Uint8Array(32).fill(9));
-    expect(ks.memberKey('d1')!.key).toEqual(splitPrincipalKey(keys.get('d1')!, 'd1').keyService);
+    expect(await ks.nextEpoch('sensors/d1/#')).toBe(6);
+    expect(await ks.allocateSeq('d1', 1)).toBe(4096);
+    expect((await ks.memberKey('a9'))!.key).toEqual(new Uint8Array(32).fill(9));
+    expect((await ks.memberKey('d1'))!.key).toEqual(splitPrincipalKey(keys.get('d1')!, 'd1').keyService);
     ks.close();
     const r = SqliteRegistry.open(dir);
     expect(await r.keyServiceMode()).toBe('external');
@@ -130,7 +130,7 @@ describe('registry split on disk', () => {
     expect(add.code).toBe(0);
     const k3 = Buffer.from((JSON.parse(add.out) as { key: string }).key, 'hex');
     const ks2 = SqliteKeyServiceStore.open(ksDir);
-    expect(ks2.memberKey('d3')!.key).toEqual(splitPrincipalKey(k3, 'd3').keyService);
+    expect((await ks2.memberKey('d3'))!.key).toEqual(splitPrincipalKey(k3, 'd3').keyService);
     ks2.close();
     expect(existsSync(join(dir, KEY_SERVICE_DB_FILE))).toBe(false);
     // the broker now starts only with the external key service

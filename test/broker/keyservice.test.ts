@@ -1,17 +1,15 @@
 /**
  * The key service on its own (broker/keyservice): groups and members from the
- * policy (pure), its store (one suite, both implementations), and the
- * service's re-key rules: periodic, rotation, sequence-space exhaustion,
- * and what a removed member is told.
+ * policy (pure), and the service's re-key rules: periodic, rotation, sequence-space exhaustion,
+ * and what a removed member is told. Its store has its own shared suite
+ * (test/broker/keyservice-store.ts, run against memory, SQLite and PostgreSQL).
  */
 import { describe, it, expect } from 'vitest';
-import { join } from 'node:path';
 import { createNodeCryptoSuite } from '../../platform-node/crypto-suite.js';
 import { BUILTIN_ROLES, type Principal, type Role } from '../../broker/policy/policy.js';
 import { filtersOverlap } from '../../broker/policy/topics.js';
-import { KeyService, MemoryKeyServiceStore, SqliteKeyServiceStore, computeMembership, type KeyServiceStore } from '../../broker/keyservice/index.js';
+import { KeyService, MemoryKeyServiceStore, computeMembership } from '../../broker/keyservice/index.js';
 import { GROUP_SEQ_LIMIT, GroupKeyring, deriveKeyServiceKey } from '../../firmware/secure/group.js';
-import { tempDir } from './helpers.js';
 
 const suite = createNodeCryptoSuite();
 const sensor: Role = { name: 'sensor', plaintext: false, rules: [{ action: 'publish', filter: 'sensors/%u/#', mode: 'e2e' }, { action: 'subscribe', filter: 'cmd/%u/#', mode: 'e2e' }] };
@@ -42,75 +40,7 @@ describe('groups and members from the policy (pure)', () => {
   });
 });
 
-describe.each([
-  ['memory', () => ({ open: () => new MemoryKeyServiceStore() as KeyServiceStore, reopens: false, done: () => {} })],
-  [
-    'sqlite',
-    () => {
-      const d = tempDir('mqsec-ks-');
-      return { open: () => new SqliteKeyServiceStore(join(d.path, 'ks.db')) as KeyServiceStore, reopens: true, done: () => d.remove() };
-    },
-  ],
-] as const)('key service store: %s', (_n, make) => {
-  it('epochs move forward per group; sequence ranges never overlap until reset; durable where it says so', () => {
-    const m = make();
-    const s = m.open();
-    expect([s.nextEpoch('a/#'), s.nextEpoch('a/#'), s.nextEpoch('b/#')]).toEqual([1, 2, 1]);
-    expect([s.allocateSeq('x', 10), s.allocateSeq('x', 10), s.allocateSeq('y', 5)]).toEqual([0, 10, 0]);
-    s.resetSeq('x');
-    expect(s.allocateSeq('x', 3)).toBe(0);
-    s.close();
-    if (m.reopens) {
-      const again = m.open();
-      expect(again.nextEpoch('a/#')).toBe(3);
-      expect(again.allocateSeq('x', 1)).toBe(3);
-      again.close();
-    }
-    m.done();
-  });
-
-  it('keeps each member K_ks with its key identity (copies out, replaced on rotate, gone on delete)', () => {
-    const m = make();
-    const s = m.open();
-    const k1 = new Uint8Array(32).fill(7);
-    s.putMemberKey('d1', '100/1', k1);
-    k1.fill(0);
-    const got = s.memberKey('d1')!;
-    expect(got.identity).toBe('100/1');
-    expect(got.key).toEqual(new Uint8Array(32).fill(7));
-    got.key.fill(0);
-    expect(s.memberKey('d1')!.key).toEqual(new Uint8Array(32).fill(7)); // the caller's wipe does not reach the store
-    s.putMemberKey('d1', '100/2', new Uint8Array(32).fill(8));
-    expect(s.memberKey('d1')).toEqual({ identity: '100/2', key: new Uint8Array(32).fill(8) });
-    s.close();
-    const again = m.reopens ? m.open() : s;
-    if (m.reopens) expect(again.memberKey('d1')!.identity).toBe('100/2');
-    again.deleteMemberKey('d1');
-    expect(again.memberKey('d1')).toBeUndefined();
-    again.close();
-    m.done();
-  });
-
-  it('importState takes another store over: epochs and allocations only move forward, keys come along', () => {
-    const m = make();
-    const from = new MemoryKeyServiceStore();
-    from.nextEpoch('g/#');
-    from.nextEpoch('g/#');
-    from.allocateSeq('w', 100);
-    from.putMemberKey('w', '1/1', new Uint8Array(32).fill(3));
-    const s = m.open();
-    for (let i = 0; i < 5; i++) s.nextEpoch('h/#');
-    s.importState({ ...from.exportState(), epochs: [...from.exportState().epochs, ['h/#', 2]] });
-    expect(s.nextEpoch('g/#')).toBe(3);
-    expect(s.nextEpoch('h/#')).toBe(6); // never back
-    expect(s.allocateSeq('w', 1)).toBe(100);
-    expect(s.memberKey('w')).toEqual({ identity: '1/1', key: new Uint8Array(32).fill(3) });
-    s.close();
-    m.done();
-  });
-});
-
-function service(opts: { now?: () => number; seqBlock?: number; rekeyIntervalMs?: number } = {}) {
+async function service(opts: { now?: () => number; seqBlock?: number; rekeyIntervalMs?: number } = {}) {
   const keys = new Map([['d1', new Uint8Array(32).fill(1)], ['a1', new Uint8Array(32).fill(2)]]);
   const sent: { id: string; payload: Uint8Array }[] = [];
   const rekeys: string[] = [];
@@ -122,80 +52,101 @@ function service(opts: { now?: () => number; seqBlock?: number; rekeyIntervalMs?
     onRekey: (f, e, why) => rekeys.push(`${f}@${e}:${why}`),
     ...opts,
   });
-  ks.update(computeMembership([P('d1', sensor), P('a1', app)], [sensor, app]));
+  await ks.update(computeMembership([P('d1', sensor), P('a1', app)], [sensor, app]));
   const member = (id: string) => new GroupKeyring({ suite, id, keyServiceKey: deriveKeyServiceKey(suite, keys.get(id)!, id) });
   return { ks, sent, rekeys, member };
 }
 
 describe('key service', () => {
-  it('answers a request with the member groups and a sequence range; refuses unknown principals and bad tags', () => {
-    const { ks, member } = service();
+  it('answers a request with the member groups and a sequence range; refuses unknown principals and bad tags', async () => {
+    const { ks, member } = await service();
     const d1 = member('d1');
-    d1.acceptDelivery(ks.handleRequest('d1', d1.request()));
+    d1.acceptDelivery(await ks.handleRequest('d1', d1.request()));
     expect(d1.list().map((g) => g.filter)).toEqual(['cmd/d1/#', 'sensors/d1/#']);
     expect(d1.sequence).toEqual({ next: 0, limit: 4096 });
-    ks.memberLeft('d1');
+    await ks.memberLeft('d1');
     const again = member('d1');
-    again.acceptDelivery(ks.handleRequest('d1', again.request()));
+    again.acceptDelivery(await ks.handleRequest('d1', again.request()));
     expect(again.sequence).toEqual({ next: 4096, limit: 8192 }); // a new connection never reuses a range
-    expect(() => ks.handleRequest('zz', member('a1').request())).toThrow(/not an active principal/);
-    expect(() => ks.handleRequest('a1', member('d1').request())).toThrow(/tag/);
+    await expect(ks.handleRequest('zz', member('a1').request())).rejects.toThrow(/not an active principal/);
+    await expect(ks.handleRequest('a1', member('d1').request())).rejects.toThrow(/tag/);
   });
 
-  it('refills on one connection double the range up to 65,536; a new connection starts at 4,096 again; ranges never overlap', () => {
-    const { ks, member } = service();
+  it('refills on one connection double the range up to 65,536; a new connection starts at 4,096 again; ranges never overlap', async () => {
+    const { ks, member } = await service();
     const d1 = member('d1');
     const ranges: [number, number][] = [];
     for (let i = 0; i < 7; i++) {
-      d1.acceptDelivery(ks.handleRequest('d1', d1.request()));
+      d1.acceptDelivery(await ks.handleRequest('d1', d1.request()));
       ranges.push([d1.sequence.next, d1.sequence.limit]);
     }
     expect(ranges.map(([b, l]) => l - b)).toEqual([4096, 8192, 16384, 32768, 65536, 65536, 65536]);
     for (let i = 1; i < ranges.length; i++) expect(ranges[i][0]).toBe(ranges[i - 1][1]);
-    ks.memberLeft('d1');
+    await ks.memberLeft('d1');
     const next = member('d1');
-    next.acceptDelivery(ks.handleRequest('d1', next.request()));
+    next.acceptDelivery(await ks.handleRequest('d1', next.request()));
     expect(next.sequence.limit - next.sequence.next).toBe(4096);
     expect(next.sequence.next).toBe(ranges[6][1]);
   });
 
-  it('sequence space used up: every group the writer writes is re-keyed before the range restarts at 0', () => {
-    const { ks, member, rekeys } = service({ seqBlock: GROUP_SEQ_LIMIT / 2 });
+  it('sequence space used up: every group the writer writes is re-keyed before the range restarts at 0', async () => {
+    const { ks, member, rekeys } = await service({ seqBlock: GROUP_SEQ_LIMIT / 2 });
     const d1 = member('d1');
-    d1.acceptDelivery(ks.handleRequest('d1', d1.request()));
-    d1.acceptDelivery(ks.handleRequest('d1', d1.request()));
+    d1.acceptDelivery(await ks.handleRequest('d1', d1.request()));
+    d1.acceptDelivery(await ks.handleRequest('d1', d1.request()));
     rekeys.length = 0;
-    d1.acceptDelivery(ks.handleRequest('d1', d1.request()));
+    d1.acceptDelivery(await ks.handleRequest('d1', d1.request()));
     expect(rekeys).toEqual(['sensors/d1/#@2:sequence space']);
     expect(d1.sequence.next).toBe(0);
     expect(d1.list().find((g) => g.filter === 'sensors/d1/#')!.epoch).toBe(2);
   });
 
-  it('periodic and operator re-keys reach connected members at once', () => {
+  it('periodic and operator re-keys reach connected members at once', async () => {
     let now = 0;
-    const { ks, member, sent, rekeys } = service({ now: () => now, rekeyIntervalMs: 60_000 });
+    const { ks, member, sent, rekeys } = await service({ now: () => now, rekeyIntervalMs: 60_000 });
     const a1 = member('a1');
-    a1.acceptDelivery(ks.handleRequest('a1', a1.request()));
+    a1.acceptDelivery(await ks.handleRequest('a1', a1.request()));
     now = 59_999;
-    ks.tick();
+    await ks.tick();
     expect(sent).toEqual([]);
     now = 60_000;
-    ks.tick();
+    await ks.tick();
     expect(rekeys.filter((r) => r.endsWith('interval')).sort()).toEqual(['cmd/d1/#@2:interval', 'sensors/d1/#@2:interval']);
     expect(a1.acceptDelivery(sent.shift()!.payload).sort()).toEqual(['cmd/d1/#', 'sensors/d1/#']);
-    expect(ks.rotate('sensors/d1/#')).toBe(3);
+    expect(await ks.rotate('sensors/d1/#')).toBe(3);
     expect(a1.acceptDelivery(sent.shift()!.payload)).toEqual(['sensors/d1/#']);
   });
 
-  it('a member removed from the policy is told to forget, then gets nothing more', () => {
-    const { ks, member, sent } = service();
+  it('a member removed from the policy is told to forget, then gets nothing more', async () => {
+    const { ks, member, sent } = await service();
     const a1 = member('a1');
-    a1.acceptDelivery(ks.handleRequest('a1', a1.request()));
-    ks.update(computeMembership([P('d1', sensor)], [sensor, app]));
+    a1.acceptDelivery(await ks.handleRequest('a1', a1.request()));
+    await ks.update(computeMembership([P('d1', sensor)], [sensor, app]));
     expect(sent.map((s) => s.id)).toEqual(['a1']);
     a1.acceptDelivery(sent[0].payload);
     expect(a1.list()).toEqual([]);
-    ks.rotate('sensors/d1/#');
+    await ks.rotate('sensors/d1/#');
     expect(sent.length).toBe(1);
+  });
+
+  it('applies operations in the order they arrived, one at a time, even with a slow store', async () => {
+    // a store whose every write takes a while: without the queue, the later request would
+    // overtake the earlier one and a "connection ended" would drop the newer answer
+    const store = new MemoryKeyServiceStore();
+    const slow = Object.assign(Object.create(store) as MemoryKeyServiceStore, {
+      allocateSeq: async (id: string, n: number) => (await new Promise((r) => setTimeout(r, 20)), store.allocateSeq(id, n)),
+      nextEpoch: async (f: string) => (await new Promise((r) => setTimeout(r, 5)), store.nextEpoch(f)),
+    });
+    const keys = new Map([['d1', new Uint8Array(32).fill(1)]]);
+    const sent: string[] = [];
+    const ks = new KeyService({ suite, store: slow, memberKey: (id) => (keys.has(id) ? deriveKeyServiceKey(suite, keys.get(id)!, id) : undefined), send: (id) => sent.push(id) });
+    const update = ks.update(computeMembership([P('d1', sensor)], [sensor]));
+    const d1 = new GroupKeyring({ suite, id: 'd1', keyServiceKey: deriveKeyServiceKey(suite, keys.get('d1')!, 'd1') });
+    const first = ks.handleRequest('d1', d1.request()); // queued behind the update: the groups exist by then
+    const order: string[] = [];
+    await Promise.all([update.then(() => order.push('update')), first.then(() => order.push('request'))]);
+    expect(order).toEqual(['update', 'request']);
+    d1.acceptDelivery(await first);
+    expect(d1.list().map((g) => g.filter)).toEqual(['cmd/d1/#', 'sensors/d1/#']);
   });
 });

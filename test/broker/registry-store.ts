@@ -92,8 +92,8 @@ export function registryStoreSuite(name: string, factory: () => RegistryFactory)
       try {
         const { device, key } = await r.addDevice('d2', 'sensor');
         // §14.2: K_ks to the key service's store, K_auth | K_psk in the registry, K nowhere
-        expect(Buffer.from(ks.memberKey('d2')!.key).equals(Buffer.from(splitPrincipalKey(key, 'd2').keyService))).toBe(true);
-        expect(ks.memberKey('d2')!.identity).toBe(`${device.createdAt}/1`);
+        expect(Buffer.from((await ks.memberKey('d2'))!.key).equals(Buffer.from(splitPrincipalKey(key, 'd2').keyService))).toBe(true);
+        expect((await ks.memberKey('d2'))!.identity).toBe(`${device.createdAt}/1`);
         expect(key.length).toBe(32);
         expect(device).toMatchObject({ id: 'd2', role: 'sensor', status: 'active', keyVersion: 1 });
         await r.addDevice('d1', 'sensor');
@@ -126,7 +126,7 @@ export function registryStoreSuite(name: string, factory: () => RegistryFactory)
         const revoked = await r.revokeDevice('d1');
         expect(revoked.status).toBe('revoked');
         expect(await r.handshakeKeys('d1')).toBeUndefined();
-        expect(ks.memberKey('d1')).toBeUndefined(); // K_ks of no further use
+        expect((await ks.memberKey('d1'))).toBeUndefined(); // K_ks of no further use
         expect(await r.ticketCount('d1')).toBe(0);
         expect(await r.getCounter('d1')).toBe(4); // kept: old KX1s stay dead
         expect(await r.takeGrace(0)).toEqual([]);
@@ -135,13 +135,13 @@ export function registryStoreSuite(name: string, factory: () => RegistryFactory)
         expect(Buffer.from(k2).equals(Buffer.from(k1))).toBe(false);
         expect(derivedFrom(await r.handshakeKeys('d1'), k2, 'd1')).toBe(true);
         expect(derivedFrom(await r.handshakeKeys('d1'), k1, 'd1')).toBe(false);
-        expect(Buffer.from(ks.memberKey('d1')!.key).equals(Buffer.from(splitPrincipalKey(k2, 'd1').keyService))).toBe(true);
+        expect(Buffer.from((await ks.memberKey('d1'))!.key).equals(Buffer.from(splitPrincipalKey(k2, 'd1').keyService))).toBe(true);
         expect(await r.getCounter('d1')).toBe(-1); // re-provisioned: starts over
         await expect(r.revokeDevice('ghost')).rejects.toThrow(/unknown device/);
         await expect(r.rotateDevice('ghost')).rejects.toThrow(/unknown device/);
         await r.removeDevice('d1');
         expect(await r.getDevice('d1')).toBeUndefined();
-        expect(ks.memberKey('d1')).toBeUndefined();
+        expect((await ks.memberKey('d1'))).toBeUndefined();
         await expect(r.removeDevice('d1')).rejects.toThrow(/unknown device/);
         const again = await r.addDevice('d1', 'sensor');
         expect(again.device.keyVersion).toBe(1);

@@ -47,7 +47,7 @@ describe('registry', () => {
     expect(Buffer.concat([hs.authKey, hs.pskKey]).equals(Buffer.from(split.handshake))).toBe(true);
     await r2.close();
     const ks = SqliteKeyServiceStore.open(dir);
-    expect(Buffer.from(ks.memberKey('d1')!.key).equals(Buffer.from(split.keyService))).toBe(true);
+    expect(Buffer.from((await ks.memberKey('d1'))!.key).equals(Buffer.from(split.keyService))).toBe(true);
     ks.close();
   });
 
