@@ -15,6 +15,13 @@
  * a "connection ended" counts only from that node (the member may already
  * have asked again through another). One key service, so one key per group
  * epoch for the whole cluster.
+ *
+ * Replicas (`--db postgres://...`, §14.13): every replica opens the shared
+ * store and waits for the active lock (active-lock.ts); only the holder links
+ * to the brokers. When the holder dies, a standby gets the lock and links
+ * with a new instance id: to the brokers that is exactly a key service
+ * restart (members asked again, every group on a new epoch drawn from the
+ * shared store, so no epoch and no sequence range is handed out twice).
  */
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { randomBytes } from 'node:crypto';
@@ -24,7 +31,9 @@ import { isMqsecError } from '../../firmware/core/errors.js';
 import { acquireDirLock, type DirLock } from '../registry/lock.js';
 import { KeyServiceAgent } from './agent.js';
 import { INSTANCE_LENGTH, KS_IN_TOPIC, KS_OUT_TOPIC, decodeFrame, encodeFrame, type LinkFrame } from './link.js';
-import { SqliteKeyServiceStore } from './store.js';
+import { SqliteKeyServiceStore, type KeyServiceStore } from './store.js';
+import { PgKeyServiceStore } from './pg-store.js';
+import { ActiveLock } from './active-lock.js';
 
 export interface KeyServiceProcessOptions {
   /** mqtt://host:port or mqtts://host:port of the mqsec broker: one, or every node of a cluster. */
@@ -34,6 +43,8 @@ export interface KeyServiceProcessOptions {
   /** CA certificate (PEM) for mqtts:// with a certificate the system does not trust. */
   ca?: Buffer;
   dataDir: string;
+  /** The replicas' PostgreSQL (postgres://...); absent: SQLite in dataDir, one process. */
+  db?: string;
   suite: CryptoSuite;
   log: Logger;
   rekeyIntervalMs?: number;
@@ -54,9 +65,87 @@ export function startKeyServiceProcess(o: KeyServiceProcessOptions): RunningKeyS
   try {
     lock = acquireDirLock(o.dataDir);
   } catch (e) {
-    store.close();
+    void store.close();
     throw e;
   }
+  const links = linkKeyService(o, store);
+  let stopped: Promise<void> | undefined;
+  const stop = () =>
+    (stopped ??= (async () => {
+      await links.stop();
+      await store.close();
+      lock.release();
+    })());
+  return { ...links, stop };
+}
+
+export interface ReplicaEvents {
+  /** Another replica is active: this one waits. */
+  standby(): void;
+  /** This replica holds the active lock and links to the brokers. */
+  active(links: RunningKeyService): void;
+  /** The lock was lost: this replica stopped answering and waits again. */
+  lost(why: string): void;
+}
+
+export interface RunningReplica {
+  /** The current links while active. */
+  current(): RunningKeyService | undefined;
+  store: PgKeyServiceStore;
+  stop(): Promise<void>;
+}
+
+/**
+ * One key service replica on PostgreSQL (§14.13): waits for the active lock,
+ * links while it holds it, and stops answering (agent closed, group keys
+ * wiped, links ended) the moment it may have lost it, then waits again.
+ */
+export async function startKeyServiceReplica(o: KeyServiceProcessOptions & { db: string }, events: ReplicaEvents): Promise<RunningReplica> {
+  const lock = acquireDirLock(o.dataDir);
+  const instanceHex = randomBytes(4).toString('hex');
+  let store: PgKeyServiceStore;
+  try {
+    store = await PgKeyServiceStore.open({ url: o.db, dataDir: o.dataDir, holder: `${o.username}@${instanceHex}` });
+  } catch (e) {
+    lock.release();
+    throw e;
+  }
+  const abort = new AbortController();
+  let links: RunningKeyService | undefined;
+  let active: ActiveLock | undefined;
+  const loop = (async () => {
+    while (!abort.signal.aborted) {
+      try {
+        active = await ActiveLock.acquire({ url: o.db, onStandby: () => events.standby(), onRetry: (e) => o.log.warn({ err: e.message }, 'active lock: PostgreSQL not reachable, retrying') }, abort.signal);
+      } catch {
+        return; // stopped
+      }
+      const lost = new Promise<string>((r) => active!.onLost(r));
+      links = linkKeyService(o, store);
+      events.active(links);
+      const why = await Promise.race([lost, new Promise<string>((r) => abort.signal.addEventListener('abort', () => r('stopped')))]);
+      const l = links;
+      links = undefined;
+      await l.stop();
+      if (why === 'stopped') return;
+      events.lost(why);
+    }
+  })();
+  let stopped: Promise<void> | undefined;
+  const stop = () =>
+    (stopped ??= (async () => {
+      abort.abort();
+      await loop;
+      // the links are down before the lock goes: a standby never overlaps with this one
+      await active?.release();
+      await store.close();
+      lock.release();
+    })());
+  return { current: () => links, store, stop };
+}
+
+/** The links of one key service instance (new instance id) to every broker, over `store`. */
+function linkKeyService(o: KeyServiceProcessOptions, store: KeyServiceStore): RunningKeyService {
   const instance = new Uint8Array(randomBytes(INSTANCE_LENGTH));
   const opts: IClientOptions = {
     username: o.username,
@@ -147,10 +236,9 @@ export function startKeyServiceProcess(o: KeyServiceProcessOptions): RunningKeyS
   let stopped: Promise<void> | undefined;
   const stop = () =>
     (stopped ??= (async () => {
-      await Promise.all(clients.map((c) => new Promise<void>((r) => c.end(false, {}, () => r()))));
+      // answers stop first (group keys wiped), then the links go
       agent.close();
-      store.close();
-      lock.release();
+      await Promise.all(clients.map((c) => new Promise<void>((r) => c.end(false, {}, () => r()))));
       instance.fill(0);
     })());
   return { agent, clients, linked, stop };

@@ -9,7 +9,7 @@
 import { existsSync } from 'node:fs';
 import { toHex } from '../../firmware/core/bytes.js';
 import { CliError, DEFAULT_DATA_DIR, type CommandModule } from '../command.js';
-import { provisionPrincipal, rotatePrincipal, withRegistry, writeDeviceConfig, configBroker, readExistingConfig, KS_DATA_HELP, type KeyOutputOpts } from './shared.js';
+import { provisionPrincipal, rotatePrincipal, withRegistry, writeDeviceConfig, configBroker, readExistingConfig, KS_DATA_HELP, KS_DB_HELP, type KeyOutputOpts } from './shared.js';
 
 
 
@@ -38,6 +38,7 @@ export const appCommand: CommandModule = {
       .option('--role <role>', 'role (built in: app; a custom role for narrower grants)', 'app')
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
       .option('--keyservice-data <dir>', KS_DATA_HELP)
+      .option('--keyservice-db <url>', KS_DB_HELP)
       .option('--json', 'print {"id","key","url"} as JSON and write the app config file')
       .option('--config <file>', 'app config file to write (default with --json: app-config-<name>.json)')
       .option('--broker-host <host>', 'broker host as the app reaches it (default 127.0.0.1)')
@@ -56,11 +57,12 @@ export const appCommand: CommandModule = {
       .description('revoke an app: a running broker closes its sessions within a second and re-keys its groups')
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
       .option('--keyservice-data <dir>', KS_DATA_HELP)
-      .action(async (name: string, o: { data: string; keyserviceData?: string }) => {
+      .option('--keyservice-db <url>', KS_DB_HELP)
+      .action(async (name: string, o: { data: string; keyserviceData?: string; keyserviceDb?: string }) => {
         await withRegistry(o.data, async (r) => {
           if (!(await r.getDevice(name))) throw new CliError(`unknown app "${name}"`);
           await r.revokeDevice(name);
-        }, { create: false, keyServiceData: o.keyserviceData });
+        }, { create: false, keyServiceData: o.keyserviceData, keyServiceDb: o.keyserviceDb });
         io.out(`app ${name} revoked`);
       });
 
@@ -69,11 +71,12 @@ export const appCommand: CommandModule = {
       .description('delete an app principal and its key, tickets and counter (its groups are re-keyed)')
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
       .option('--keyservice-data <dir>', KS_DATA_HELP)
-      .action(async (name: string, o: { data: string; keyserviceData?: string }) => {
+      .option('--keyservice-db <url>', KS_DB_HELP)
+      .action(async (name: string, o: { data: string; keyserviceData?: string; keyserviceDb?: string }) => {
         await withRegistry(o.data, async (r) => {
           if (!(await r.getDevice(name))) throw new CliError(`unknown app "${name}"`);
           await r.removeDevice(name);
-        }, { create: false, keyServiceData: o.keyserviceData });
+        }, { create: false, keyServiceData: o.keyserviceData, keyServiceDb: o.keyserviceDb });
         io.out(`app ${name} removed`);
       });
 
@@ -82,6 +85,7 @@ export const appCommand: CommandModule = {
       .description('issue a new app key (the old key and tickets stop working; re-activates a revoked app); rewrites its app config, keeping the broker address')
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
       .option('--keyservice-data <dir>', KS_DATA_HELP)
+      .option('--keyservice-db <url>', KS_DB_HELP)
       .option('--json', 'print {"id","key","url"} as JSON and write the app config file')
       .option('--config <file>', 'app config file to rewrite (default: app-config-<name>.json if it exists, or with --json)')
       .option('--broker-host <host>', 'broker host for the config file (default: the one already in it)')

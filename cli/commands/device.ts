@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { toHex } from '../../firmware/core/bytes.js';
 import { isLoopbackHost } from '../../tools/moddable.js';
 import { CliError, DEFAULT_DATA_DIR, type CommandModule } from '../command.js';
-import { deviceLine, provisionPrincipal, rotatePrincipal, withRegistry, writeDeviceConfig, DB_OPTION_HELP, configBroker, readExistingConfig, KS_DATA_HELP, type KeyOutputOpts } from './shared.js';
+import { deviceLine, provisionPrincipal, rotatePrincipal, withRegistry, writeDeviceConfig, DB_OPTION_HELP, configBroker, readExistingConfig, KS_DATA_HELP, KS_DB_HELP, type KeyOutputOpts } from './shared.js';
 
 
 
@@ -41,6 +41,7 @@ export const deviceCommand: CommandModule = {
       .requiredOption('--role <role>', 'role (built in: sensor, app, admin)')
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
       .option('--keyservice-data <dir>', KS_DATA_HELP)
+      .option('--keyservice-db <url>', KS_DB_HELP)
       .option('--db <url>', DB_OPTION_HELP)
       .option('--json', 'print {"id","key"} as JSON and write the device config file')
       .option('--config <file>', 'device config file to write (default with --json: device-config-<id>.json)')
@@ -89,12 +90,13 @@ export const deviceCommand: CommandModule = {
       .description('revoke a device: a running broker closes its sessions within a second; tickets die')
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
       .option('--keyservice-data <dir>', KS_DATA_HELP)
+      .option('--keyservice-db <url>', KS_DB_HELP)
       .option('--db <url>', DB_OPTION_HELP)
-      .action(async (id: string, o: { data: string; db?: string; keyserviceData?: string }) => {
+      .action(async (id: string, o: { data: string; db?: string; keyserviceData?: string; keyserviceDb?: string }) => {
         await withRegistry(o, async (r) => {
           if (!(await r.getDevice(id))) throw new CliError(`unknown device "${id}"`);
           await r.revokeDevice(id);
-        }, { create: false, keyServiceData: o.keyserviceData });
+        }, { create: false, keyServiceData: o.keyserviceData, keyServiceDb: o.keyserviceDb });
         io.out(`device ${id} revoked`);
       });
 
@@ -103,12 +105,13 @@ export const deviceCommand: CommandModule = {
       .description('delete a device and its key, tickets and counter (a running broker closes its sessions within a second)')
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
       .option('--keyservice-data <dir>', KS_DATA_HELP)
+      .option('--keyservice-db <url>', KS_DB_HELP)
       .option('--db <url>', DB_OPTION_HELP)
-      .action(async (id: string, o: { data: string; db?: string; keyserviceData?: string }) => {
+      .action(async (id: string, o: { data: string; db?: string; keyserviceData?: string; keyserviceDb?: string }) => {
         await withRegistry(o, async (r) => {
           if (!(await r.getDevice(id))) throw new CliError(`unknown device "${id}"`);
           await r.removeDevice(id);
-        }, { create: false, keyServiceData: o.keyserviceData });
+        }, { create: false, keyServiceData: o.keyserviceData, keyServiceDb: o.keyserviceDb });
         io.out(`device ${id} removed`);
       });
 
@@ -120,6 +123,7 @@ export const deviceCommand: CommandModule = {
       )
       .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
       .option('--keyservice-data <dir>', KS_DATA_HELP)
+      .option('--keyservice-db <url>', KS_DB_HELP)
       .option('--db <url>', DB_OPTION_HELP)
       .option('--json', 'print {"id","key"} as JSON and write the device config file')
       .option('--config <file>', 'device config file to rewrite (default: device-config-<id>.json if it exists, or with --json)')

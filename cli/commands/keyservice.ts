@@ -9,10 +9,14 @@ import { randomBytes } from 'node:crypto';
 import { pino } from 'pino';
 import { KEYSERVICE_ROLE } from '../../broker/keyservice/link.js';
 import { migrateToExternalKeyService } from '../../broker/keyservice/migrate.js';
-import { startKeyServiceProcess } from '../../broker/keyservice/mqtt-link.js';
+import { startKeyServiceProcess, startKeyServiceReplica } from '../../broker/keyservice/mqtt-link.js';
+import { isPostgresStoreUrl } from '../../broker/keyservice/pg-store.js';
+import { KeyStoreUnavailableError } from '../../broker/keyservice/store.js';
+import { RegistryError } from '../../broker/registry/store.js';
+import { redactUrl } from '../../broker/registry/pg-registry.js';
 import { createSodiumSuite } from '../../platform-node/sodium-suite.js';
 import { CliError, DEFAULT_DATA_DIR, wholeNumber, type CommandModule } from '../command.js';
-import { withRegistry } from './shared.js';
+import { EXIT_UNAVAILABLE, withRegistry } from './shared.js';
 import { STOCK_FLAVOURS, runStockKeyService, type StockFlavourName } from './keyservice-stock.js';
 
 export const keyserviceCommand: CommandModule = {
@@ -25,7 +29,8 @@ export const keyserviceCommand: CommandModule = {
       .enablePositionalOptions()
       .description('run the key service of end-to-end topics as its own process, linked to an mqsec broker started with --keyservice external')
       .option('--broker <url>', 'the broker: mqtt://HOST:PORT (loopback) or mqtts://HOST:PORT; repeat it for every node of a cluster', (v: string, prev: string[] = []) => [...prev, v])
-      .option('--data <dir>', "the key service's own data directory (never the broker's)", '.mqsec-keyservice')
+      .option('--data <dir>', "the key service's own data directory (never the broker's); with --db it holds keyservice.key (the same file on every replica) and this replica's lock", '.mqsec-keyservice')
+      .option('--db <url>', 'keep the state in PostgreSQL (postgres://user@host:port/db) shared by replicas: one is active, the others take over when it dies (docs/protocol.md §14.13)')
       .option('--username <name>', 'its account on the broker (see `mqsec keyservice account`)', 'keyservice')
       .option('--password-file <file>', 'file holding the account password (first line)')
       .option('--ca <file>', 'CA certificate (PEM) to trust for mqtts://')
@@ -35,7 +40,7 @@ export const keyserviceCommand: CommandModule = {
       .option('--flavour <name>', `the broker: mqsec (default), or a stock broker (docs/protocol.md §15): ${STOCK_FLAVOURS.join(', ')}; then --data is the mqsec data directory devices are provisioned into`, 'mqsec')
       .option('--http-host <addr>', 'http-auth: address the broker reaches the HTTP checks on', '127.0.0.1')
       .option('--http-port <port>', 'http-auth: port of the HTTP checks (paths /auth/user, /auth/vhost, /auth/resource, /auth/topic)', wholeNumber('--http-port', 0, 65535), 8089)
-      .action(async (o: { broker?: string[]; data: string; username: string; passwordFile?: string; ca?: string; rekeyInterval: number; seqBlock: number; logLevel: string; flavour: string; httpHost: string; httpPort: number }) => {
+      .action(async (o: { broker?: string[]; data: string; db?: string; username: string; passwordFile?: string; ca?: string; rekeyInterval: number; seqBlock: number; logLevel: string; flavour: string; httpHost: string; httpPort: number }) => {
         if (!o.broker?.length) throw new CliError('give the broker with --broker mqtt://HOST:PORT');
         if (o.flavour !== 'mqsec') {
           if (!(STOCK_FLAVOURS as readonly string[]).includes(o.flavour)) throw new CliError(`--flavour must be mqsec, ${STOCK_FLAVOURS.join(' or ')}`);
@@ -53,6 +58,41 @@ export const keyserviceCommand: CommandModule = {
         if (!o.passwordFile) throw new CliError('give the account password with --password-file FILE (passwords never go on the command line)');
         const password = readFileSync(o.passwordFile, 'utf8').split(/\r?\n/)[0] ?? '';
         const log = pino({ level: o.logLevel, base: { svc: 'mqsec-keyservice' } }, pino.destination(2));
+        if (o.db !== undefined) {
+          if (!isPostgresStoreUrl(o.db)) throw new CliError('--db must be a postgres://user@host:port/database URL (without --db the state is SQLite in --data)');
+          let wakeReplica: () => void = () => {};
+          const stopReplica = new Promise<void>((r) => (wakeReplica = r));
+          process.once('SIGINT', () => wakeReplica());
+          process.once('SIGTERM', () => wakeReplica());
+          const brokers = o.broker.join(', ');
+          const replicaStore = redactUrl(o.db);
+          let replica: Awaited<ReturnType<typeof startKeyServiceReplica>>;
+          try {
+            replica = await startKeyServiceReplica(
+              { brokerUrls: o.broker, username: o.username, password, ca: o.ca ? readFileSync(o.ca) : undefined, dataDir: o.data, db: o.db, suite: createSodiumSuite(), log, rekeyIntervalMs: o.rekeyInterval * 1000, seqBlock: o.seqBlock },
+              {
+                standby: () => io.out(`mqsec key service standby: another replica is active (${replicaStore})`),
+                active: (links) => {
+                  io.out(`mqsec key service active: linking to ${brokers} (${replicaStore})`);
+                  links.linked.then(() => io.out(`mqsec key service linked to ${brokers}`), (e: Error) => io.err(e.message));
+                },
+                lost: (why) => io.out(`mqsec key service stepped down (${why}): standby again`),
+              },
+            );
+          } catch (e) {
+            if (e instanceof KeyStoreUnavailableError) throw new CliError(e.message, EXIT_UNAVAILABLE);
+            if (e instanceof RegistryError) throw new CliError(e.message);
+            throw e;
+          }
+          try {
+            await stopReplica;
+          } finally {
+            await replica.stop();
+            log.flush();
+          }
+          io.out('mqsec key service stopped');
+          return;
+        }
         const running = startKeyServiceProcess({
           brokerUrls: o.broker,
           username: o.username,

@@ -2,7 +2,8 @@
 import { existsSync, readFileSync, writeFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { DB_FILE, type DeviceRecord } from '../../broker/registry/registry.js';
-import { SqliteKeyServiceStore } from '../../broker/keyservice/store.js';
+import { KeyStoreUnavailableError, SqliteKeyServiceStore, type KeyServiceStore } from '../../broker/keyservice/store.js';
+import { isPostgresStoreUrl, PgKeyServiceStore } from '../../broker/keyservice/pg-store.js';
 import { DB_URL_EXPECTED, isPostgresUrl, openRegistry } from '../../broker/registry/open.js';
 import { RegistryError, RegistryUnavailableError, type Registry } from '../../broker/registry/store.js';
 import { CliError, parsePort } from '../command.js';
@@ -23,15 +24,15 @@ export const EXIT_UNAVAILABLE = 69;
 export async function withRegistry<T>(
   o: string | { data: string; db?: string },
   f: (r: Registry) => T | Promise<T>,
-  opts: { create?: boolean; keyServiceData?: string } = {},
+  opts: { create?: boolean; keyServiceData?: string; keyServiceDb?: string } = {},
 ): Promise<T> {
   const { data: dataDir, db } = typeof o === 'string' ? { data: o, db: undefined } : o;
   if (db !== undefined && !isPostgresUrl(db)) throw registryCliError(new RegistryError(DB_URL_EXPECTED));
   if (opts.create === false && !isPostgresUrl(db) && !existsSync(join(dataDir, DB_FILE))) {
     throw new CliError(`no mqsec registry in ${dataDir} (create one with \`mqsec device add\` or \`mqsec broker\`)`);
   }
-  // §14.2: K_ks goes to the key service's own directory when it runs as its own process
-  const ks = opts.keyServiceData !== undefined ? SqliteKeyServiceStore.open(opts.keyServiceData) : undefined;
+  // §14.2: K_ks goes to the key service's own store when it runs as its own process
+  const ks = await openKeyServiceSink(opts.keyServiceData, opts.keyServiceDb);
   try {
     let r: Registry;
     try {
@@ -47,7 +48,24 @@ export async function withRegistry<T>(
       await r.close();
     }
   } finally {
-    ks?.close();
+    await ks?.close();
+  }
+}
+
+/**
+ * The key service's store for provisioning: SQLite in `--keyservice-data`,
+ * or the replicas' PostgreSQL with `--keyservice-db` (then --keyservice-data
+ * names a directory holding the replicas' keyservice.key, which seals K_ks).
+ */
+async function openKeyServiceSink(data: string | undefined, db: string | undefined): Promise<KeyServiceStore | undefined> {
+  if (db === undefined) return data !== undefined ? SqliteKeyServiceStore.open(data) : undefined;
+  if (!isPostgresStoreUrl(db)) throw new CliError('--keyservice-db must be a postgres://user@host:port/database URL (the key service replicas\' --db)');
+  if (data === undefined) throw new CliError('--keyservice-db needs --keyservice-data DIR: a directory holding the key service replicas\' keyservice.key');
+  try {
+    return await PgKeyServiceStore.open({ url: db, dataDir: data, holder: 'provisioning' });
+  } catch (e) {
+    if (e instanceof KeyStoreUnavailableError) throw new CliError(oneLine(e.message), EXIT_UNAVAILABLE);
+    throw registryCliError(e);
   }
 }
 
@@ -67,6 +85,8 @@ export interface ProvisioningTarget {
   db?: string;
   /** The key service's data directory (`mqsec keyservice --data`); omitted: the embedded key service's store in `data`. */
   keyserviceData?: string;
+  /** The key service replicas' PostgreSQL (`mqsec keyservice --db`); keyserviceData then holds their keyservice.key. */
+  keyserviceDb?: string;
 }
 
 /**
@@ -76,7 +96,7 @@ export interface ProvisioningTarget {
  * returned to be shown once / written to the device config, never stored.
  */
 export function provisionPrincipal(t: ProvisioningTarget, id: string, role: string): Promise<{ key: Uint8Array; device: DeviceRecord }> {
-  return withRegistry(t, (r) => r.addDevice(id, role), { keyServiceData: t.keyserviceData });
+  return withRegistry(t, (r) => r.addDevice(id, role), { keyServiceData: t.keyserviceData, keyServiceDb: t.keyserviceDb });
 }
 
 /** A new K for an existing principal (`mqsec device rotate`), split the same way; the old one stops working. */
@@ -87,7 +107,7 @@ export function rotatePrincipal(t: ProvisioningTarget, id: string): Promise<{ ke
       if (!(await r.getDevice(id))) throw new CliError(`unknown device "${id}"`);
       return r.rotateDevice(id);
     },
-    { create: false, keyServiceData: t.keyserviceData },
+    { create: false, keyServiceData: t.keyserviceData, keyServiceDb: t.keyserviceDb },
   );
 }
 
@@ -112,11 +132,15 @@ export function deviceLine(d: DeviceRecord): string {
 /** `--keyservice-data` of the principal commands (device, app). */
 export const KS_DATA_HELP = 'data directory of a key service run as its own process (`mqsec keyservice --data`): K_ks is written there, never to --data';
 
+/** `--keyservice-db` of the principal commands (device, app). */
+export const KS_DB_HELP = 'PostgreSQL of key service replicas (`mqsec keyservice --db`): K_ks is written there, sealed under the keyservice.key in --keyservice-data';
+
 /** Options the principal commands (device, app) share for printing a key and writing its config file. */
 export interface KeyOutputOpts {
   data: string;
   db?: string;
   keyserviceData?: string;
+  keyserviceDb?: string;
   json?: boolean;
   config?: string;
   brokerHost?: string;
