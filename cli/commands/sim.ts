@@ -16,7 +16,8 @@ import { CliError, decimalNumber, wholeNumber, type CliIo, type CommandModule } 
 import { deviceKeyBytes, parseDeviceConfig } from '../../firmware/app/device-config.js';
 import { isMqsecError } from '../../firmware/core/errors.js';
 import { startSimNodes, type SimNode } from '../../host-sim/fleet/cluster-nodes.js';
-import { SqliteRegistry } from '../../broker/registry/registry.js';
+import { DB_URL_EXPECTED, isPostgresUrl, openRegistry } from '../../broker/registry/open.js';
+import { registryCliError } from './shared.js';
 
 /** Upper bounds of the fleet flags (the demo shares them). */
 export const MAX_DEVICES = 100_000;
@@ -53,6 +54,8 @@ export interface SimCliOptions {
   /** Start this many `mqsec broker --cluster` nodes for the run (needs --cluster). */
   nodes?: number;
   cluster?: string;
+  /** The registry of --broker, --brokers or --nodes in PostgreSQL (postgres://...) instead of SQLite in --data. */
+  db?: string;
   killNode?: string[];
   restartAfter?: number;
   /** End-to-end mode for the device topics (docs/protocol.md §14). */
@@ -174,6 +177,8 @@ export async function runSimCommand(o: SimCliOptions, io: CliIo, extra: Partial<
   for (const k of kills) if (o.nodes !== undefined && k.node > o.nodes) throw new CliError(`--kill-node ${k.node}@${k.atS}: there are ${o.nodes} nodes`);
   if (o.restartBroker && (o.brokers || o.nodes)) throw new CliError('--restart-broker works only with the embedded broker (with nodes: --kill-node)');
   if (o.restartBroker && o.broker) throw new CliError('--restart-broker works only with the embedded broker');
+  if (o.db !== undefined && !o.broker && !o.brokers && o.nodes === undefined) throw new CliError('--db goes with --broker, --brokers or --nodes (the embedded broker keeps its registry in SQLite)');
+  if (o.db !== undefined && !isPostgresUrl(o.db)) throw new CliError(DB_URL_EXPECTED);
   const logger = pino({ level: o.logLevel }, pino.destination(2));
   const view = o.json ? undefined : new LiveView({ stream: process.stderr });
   // The node storage and an embedded broker's registry and master key live here; removed
@@ -199,16 +204,21 @@ export async function runSimCommand(o: SimCliOptions, io: CliIo, extra: Partial<
     if (o.brokers) {
       cluster = { nodes: o.brokers.split(',').map((u) => parseBrokerUrl(u.trim())), dataDir: o.data! };
     } else if (o.nodes !== undefined) {
+      // The nodes' data directory (master key, and the registry itself unless --db puts it in
+      // PostgreSQL); each node locks its own name in it.
       const dataDir = join(workDir, 'cluster');
       mkdirSync(dataDir);
-      await SqliteRegistry.open(dataDir).close(); // the master key and schema exist before the nodes open them together
+      // the master key and schema exist before the nodes open them together
+      await (await openRegistry({ dataDir, db: o.db }).catch((e: unknown) => Promise.reject(registryCliError(e)))).close();
       simNodes = [];
-      for (const n of await startSimNodes({ count: o.nodes, redisUrl: o.cluster!, dataDir, logLevel: o.logLevel === 'silent' ? undefined : o.logLevel })) simNodes.push(n);
+      const extraArgs = o.db === undefined ? [] : ['--db', o.db];
+      for (const n of await startSimNodes({ count: o.nodes, redisUrl: o.cluster!, dataDir, extraArgs, logLevel: o.logLevel === 'silent' ? undefined : o.logLevel })) simNodes.push(n);
       io.err(`started ${o.nodes} broker nodes: ${simNodes.map((n) => `${n.id} mqtt://${n.host}:${n.port} pid ${n.pid()}`).join(', ')}`);
       cluster = { nodes: simNodes.map((n) => ({ host: n.host, port: n.port })), dataDir, control: simNodes, kills, restartAfterS: o.restartAfter };
     }
     const result = await runFleet({
       cluster,
+      db: o.db,
       workDir,
       devices: o.devices,
       provisioned: o.deviceConfig?.length ? loadDeviceConfigs(o.deviceConfig) : undefined,
@@ -277,6 +287,7 @@ export const simCommand: CommandModule = {
       .option('--brokers <urls>', 'several running broker nodes (mqtt://HOST:PORT,mqtt://HOST:PORT,...) sharing the registry in --data: devices spread over them and fail over')
       .option('--nodes <n>', 'start N broker nodes (mqsec broker --cluster) for the run, over the Redis of --cluster', wholeNumber('--nodes', 1, 64))
       .option('--cluster <redis-url>', 'the Redis the nodes of --nodes run over (redis://HOST:PORT)')
+      .option('--db <url>', 'the registry of --broker / --brokers / --nodes is in this PostgreSQL database (postgres://USER@HOST:PORT/DB) instead of SQLite in --data; the nodes of --nodes share it')
       .option('--kill-node <N@T...>', 'kill node N (1-based, of --nodes) with SIGKILL at T seconds; it is started again --restart-after seconds later (repeatable)')
       .option('--restart-after <s>', 'seconds a killed node stays down (default 5)', decimalNumber('--restart-after', 0, 3600))
       .option('--e2e', 'end-to-end mode (docs/protocol.md §14): device topics under group keys, the verifying backend an app principal on the SDK')

@@ -23,7 +23,7 @@ import type { Logger } from 'pino';
 import { pino } from 'pino';
 import memoryPersistence from 'aedes-persistence';
 import { startBroker, type RunningBroker } from '../../broker/server.js';
-import { SqliteRegistry } from '../../broker/registry/registry.js';
+import { openRegistry } from '../../broker/registry/open.js';
 import type { ConsoleOptions } from '../../broker/console/server.js';
 import { ensureAdminAccount } from '../../broker/console/admin.js';
 import { DeviceGroup, type FleetGroup, type GroupConfig, type GroupDevice, type GroupEvents } from './device-group.js';
@@ -58,6 +58,12 @@ export interface FleetOptions {
    * again `restartAfterS` later.
    */
   cluster?: { nodes: { host: string; port: number }[]; dataDir: string; control?: SimNode[]; kills?: { node: number; atS: number }[]; restartAfterS?: number };
+  /**
+   * The registry of the external broker or cluster is in this PostgreSQL
+   * database (`--db postgres://...`); the data directory then holds the master
+   * key only. Without it the registry is SQLite in that directory.
+   */
+  db?: string;
   /** Embedded broker port (0 = free). */
   port?: number;
   /** Serve the operator console from the embedded broker. */
@@ -214,6 +220,11 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
   // ---- broker and provisioning ------------------------------------------------
   const embedded = !o.broker;
   const dataDir = o.broker?.dataDir ?? path.join(workDir, 'broker');
+  // an external broker's or cluster's registry: SQLite in its data directory, or PostgreSQL (o.db)
+  const openExternal = () => openRegistry({ dataDir, db: o.db });
+  // Which mode each device topic uses, read once from an external broker's registry (the
+  // status line asks for it every tick; the embedded broker answers from memory).
+  let externalModes: TopicModeRow[] | undefined;
   let broker: RunningBroker | undefined;
   const brokerLog = log.child({ svc: 'broker' });
   // One message store for every incarnation of the embedded broker: a restart keeps the
@@ -252,7 +263,7 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
   const created = { devices: [] as string[], account: false };
   const removeCreated = async () => {
     if (embedded || (created.devices.length === 0 && !created.account)) return;
-    const r = SqliteRegistry.open(dataDir);
+    const r = await openExternal();
     try {
       for (const id of created.devices.splice(0)) if (await r.getDevice(id)) await r.removeDevice(id);
       if (created.account && (await r.getAccount(appUser))) await r.removeAccount(appUser);
@@ -263,7 +274,7 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
   };
   const verifier = new Verifier(`mqtt://${host}:${port}`, appUser, appPassword, cluster?.nodes);
   try {
-    const registry = embedded ? broker!.registry : SqliteRegistry.open(dataDir);
+    const registry = embedded ? broker!.registry : await openExternal();
     try {
       for (const id of fresh) {
         if (await registry.getDevice(id)) throw new Error(`device ${id} already exists in ${dataDir}: choose another id prefix`);
@@ -287,6 +298,7 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
         verifier.asApp = { id: appId, key: (await registry.addDevice(appId, 'app')).key };
         created.devices.push(appId);
       }
+      if (!embedded) externalModes = deviceTopicModes(await registry.listRoles());
     } finally {
       if (!embedded) await registry.close();
     }
@@ -403,18 +415,9 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
 
   // Which mode each device topic uses: the policy's rules, and the key service's groups behind
   // the e2e ones (embedded broker); read from the registry once for an external broker.
-  let externalModes: TopicModeRow[] | undefined;
   const topicModes = (): TopicModeRow[] => {
     if (broker) return deviceTopicModes([...broker.context.roles.values()], broker.context.keyService?.list());
-    if (!externalModes) {
-      const r = SqliteRegistry.open(dataDir);
-      try {
-        externalModes = deviceTopicModes(r.rolesNow()); // a synchronous read of the local file: called per status line
-      } finally {
-        void r.close();
-      }
-    }
-    return externalModes;
+    return externalModes ?? [];
   };
 
   const snapshot = (): LiveSnapshot => {
@@ -445,7 +448,7 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
   // Nodes revoked, removed or re-keyed by an operator while the run goes on (`mqsec device revoke`).
   const revoked = new Set<string>();
   const noteRevoked = async () => {
-    const r = embedded ? broker!.registry : SqliteRegistry.open(dataDir);
+    const r = embedded ? broker!.registry : await openExternal();
     try {
       for (const id of ids) {
         if (revoked.has(id)) continue;
