@@ -1,11 +1,16 @@
 /**
  * Several broker nodes on one PostgreSQL registry (docs/operations.md
- * "Scaling"): node A runs in this process, node B is `mqsec broker --db` in
- * its own process, both on one real PostgreSQL (test/helpers/postgres.ts).
+ * "Scaling"): node A runs in this process, nodes B and C are `mqsec broker
+ * --db` processes of their own, all on one real PostgreSQL
+ * (test/helpers/postgres.ts).
  *
- * - Counter compare-and-set: the same phase-2 CONNECT sent to both nodes at
- *   once is accepted by exactly one (without the compare-and-set in the
- *   database both would accept it: a replayed RESUME would get a session).
+ * - Counter compare-and-set: the same phase-2 CONNECT sent to the two node
+ *   processes B and C at once, 30 rounds, is accepted by exactly one each
+ *   time. Nothing but the compare-and-set in the database stands between
+ *   them (each process has its own memory): with `SET counter =
+ *   GREATEST(counters.counter, EXCLUDED.counter)` and no WHERE in
+ *   PgRegistry.advanceCounter both processes accepted the same RESUME
+ *   (the test fails in its first round: "B 0, C 0").
  * - Change propagation: a revocation, a re-key and a rule change made on A
  *   reach B's sessions within 1 s. B polls its registry every 5 s only, so
  *   only the LISTEN/NOTIFY push can make that.
@@ -41,37 +46,45 @@ describe('broker nodes sharing one PostgreSQL registry', () => {
   let pg: RunningPostgres;
   let url: string;
   let dirA: string;
-  let dirB: string;
   let a: RunningBroker;
   let bProc: CliProcess;
   let b: { host: string; port: number };
+  let cProc: CliProcess;
+  let c: { host: string; port: number };
+
+  /** `mqsec broker --db` in a process of its own, with node A's master key (docs/operations.md "Scaling"). */
+  const startNode = async (name: string): Promise<{ proc: CliProcess; addr: { host: string; port: number } }> => {
+    const dir = newDir(`mqsec-node-${name}-`);
+    copyFileSync(join(dirA, MASTER_KEY_FILE), join(dir, MASTER_KEY_FILE));
+    const proc = startCli(['broker', '--data', dir, '--db', url, '--port', '0', '--log-level', 'warn']);
+    await waitFor(() => /listening on mqtt:\/\/127\.0\.0\.1:\d+/.test(proc.out()) || proc.child.exitCode !== null, 30_000, `node ${name} start`);
+    if (proc.child.exitCode !== null) throw new Error(`node ${name} did not start: ${proc.err()}`);
+    return { proc, addr: { host: '127.0.0.1', port: Number(/127\.0\.0\.1:(\d+)/.exec(proc.out())![1]) } };
+  };
 
   beforeAll(async () => {
     pg = await startPostgres();
     url = await pg.createDatabase();
     dirA = newDir('mqsec-node-a-');
-    dirB = newDir('mqsec-node-b-');
     a = await testBroker(dirA, { db: url });
     // every node holds the same master key (docs/operations.md "Scaling")
-    copyFileSync(join(dirA, MASTER_KEY_FILE), join(dirB, MASTER_KEY_FILE));
-    bProc = startCli(['broker', '--data', dirB, '--db', url, '--port', '0', '--log-level', 'warn']);
-    await waitFor(() => /listening on mqtt:\/\/127\.0\.0\.1:\d+/.test(bProc.out()) || bProc.child.exitCode !== null, 30_000, 'node B start');
-    if (bProc.child.exitCode !== null) throw new Error(`node B did not start: ${bProc.err()}`);
-    b = { host: '127.0.0.1', port: Number(/127\.0\.0\.1:(\d+)/.exec(bProc.out())![1]) };
+    [{ proc: bProc, addr: b }, { proc: cProc, addr: c }] = await Promise.all([startNode('b'), startNode('c')]);
     await a.registry.addAccount('backend', 'app', 'backend-password');
   }, 90_000);
 
   afterAll(async () => {
-    if (bProc && bProc.child.exitCode === null) {
-      bProc.child.kill('SIGTERM');
-      await bProc.exited;
+    for (const p of [bProc, cProc]) {
+      if (p && p.child.exitCode === null) {
+        p.child.kill('SIGTERM');
+        await p.exited;
+      }
     }
     await a?.stop();
     await pg?.stop();
     dirs.forEach((d) => d.remove());
   }, 60_000);
 
-  it('phase 1 on node A, phase 2 on node B; the same RESUME sent to both nodes at once is accepted by exactly one', async () => {
+  it('phase 1 on node A, phase 2 on node B; the same RESUME sent to two node processes at once is accepted by exactly one, 30 rounds', async () => {
     const { key } = await a.registry.addDevice('race1', 'sensor');
     const storage = new MemoryStorage();
     const first = new TestDevice(a, 'race1', key, storage);
@@ -83,17 +96,18 @@ describe('broker nodes sharing one PostgreSQL registry', () => {
 
     const session = new DeviceSecureSession({ suite: createNodeCryptoSuite(), devId: 'race1', deviceKey: key, storage, storageKey: 'mqsecstate' });
     const counters: number[] = [];
-    for (let round = 0; round < 10; round++) {
+    for (let round = 0; round < 30; round++) {
       const creds = await session.connectCredentials();
       expect(creds.phase).toBe(2);
       const password = Buffer.from(creds.password);
       const before = await a.registry.getCounter('race1');
-      const [onA, onB] = await Promise.all([
-        replayLogin(a, { clientId: creds.clientId, password }, 300),
-        replayLogin(b, { clientId: creds.clientId, password }, 300),
+      // node B and node C: two `mqsec broker --db` processes, nothing shared but PostgreSQL
+      const [onB, onC] = await Promise.all([
+        replayLogin(b, { clientId: creds.clientId, password }, 150),
+        replayLogin(c, { clientId: creds.clientId, password }, 150),
       ]);
-      const accepted = [onA.connack, onB.connack].filter((c) => c === 0);
-      expect(accepted, `round ${round}: A ${onA.connack}, B ${onB.connack}`).toHaveLength(1);
+      const accepted = [onB.connack, onC.connack].filter((x) => x === 0);
+      expect(accepted, `round ${round}: B ${onB.connack}, C ${onC.connack}`).toHaveLength(1);
       const after = await a.registry.getCounter('race1');
       expect(after).toBeGreaterThan(before);
       counters.push(after);
