@@ -8,6 +8,10 @@ import type { ConsoleOptions } from '../../broker/console/server.js';
 import type { Registry } from '../../broker/registry/store.js';
 import { parseRedisUrl } from '../../broker/cluster/redis-state.js';
 import { DB_OPTION_HELP, registryCliError } from './shared.js';
+import { applyConfigFile } from '../config-file.js';
+
+/** Options of `mqsec broker` that name files or directories: relative ones in a config file are taken from its directory. */
+const BROKER_PATH_OPTIONS = ['data', 'tls-cert', 'tls-key', 'console-cert', 'console-key'];
 
 export interface ConsoleCliOptions {
   consolePort?: string;
@@ -42,6 +46,8 @@ export const brokerCommand: CommandModule = {
     program
       .command('broker')
       .description('run the mqsec broker (Aedes) in the foreground; stops cleanly on SIGINT/SIGTERM; exits non-zero if it cannot start')
+      .option('--config <file>', 'JSON file of these options by flag name ({"port": 1883, "db": {"env": "MQSEC_DB"}, ...}); flags given here win; secrets as {"env": NAME} or {"file": PATH} (docs/operations.md "Configuration file")')
+      .hook('preAction', (cmd) => applyConfigFile(cmd, { paths: BROKER_PATH_OPTIONS }))
       .option('--data <dir>', 'data directory (created on first start)', DEFAULT_DATA_DIR)
       .option('--db <url>', DB_OPTION_HELP)
       .option('--port <n>', 'MQTT port (0 = any free port)', '1883')
