@@ -91,7 +91,7 @@ export function printSummary(io: CliIo, r: FleetResult): void {
         ? ([['e2e dropped by the backend', Object.keys(r.e2e_dropped).length ? Object.entries(r.e2e_dropped).map(([k, v]) => `${k} ${v}`).join(', ') + ' (REPLAY: copies of readings it had)' : 0]] as [string, string | number][])
         : []),
       ['out of order', r.out_of_order],
-      ['errors (retried)', r.errors],
+      ['errors (retried)', r.errors_by_code && r.errors ? `${r.errors} (${Object.entries(r.errors_by_code).sort((x, y) => y[1] - x[1]).map(([k, v]) => `${k} ${v}`).join(', ')})` : r.errors],
       ['handshake p50 / p99 ms', `${r.handshake_ms_p50 ?? '-'} / ${r.handshake_ms_p99 ?? '-'}`],
       ['broker restarts', r.broker_restarts],
       ['drops injected', r.drops_injected],

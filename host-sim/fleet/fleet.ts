@@ -123,8 +123,8 @@ export interface StartedInfo {
 export interface FleetResult extends FleetSummary {
   /** Cluster runs: secure sessions of devices that had one before, by phase (a node kill should cost phase 2 only). */
   reconnects?: { phase1: number; phase2: number; ms_p50: number | null; ms_p99: number | null };
-  /** Cluster runs: the device-side errors (each retried) by the code the node reported. */
-  errors_by_code?: Record<string, number>;
+  /** The device-side errors (each retried) by the code the node reported (`X (gave up)`: its retries ran out). */
+  errors_by_code: Record<string, number>;
   /** Cluster runs: node kills and restarts done, and each node's CPU time (ms) when the run started them. */
   nodes?: { kills: number; restarts: number; cpu_ms: Record<string, number> };
   connected_at_end: number;
@@ -378,7 +378,7 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
       },
       error: (_devId: string, code?: string) => {
         errors++;
-        if (cluster) errorCodes.set(code ?? '?', (errorCodes.get(code ?? '?') ?? 0) + 1);
+        errorCodes.set(code ?? '?', (errorCodes.get(code ?? '?') ?? 0) + 1);
       },
       drop: () => dropsInjected++,
       powerCut: () => powerCuts++,
@@ -568,6 +568,7 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
       handshake_ms_p50: final.p50,
       handshake_ms_p99: final.p99,
       connected_at_end: readyAfterQuiesce.size,
+      errors_by_code: Object.fromEntries(errorCodes),
       lost_to_power_cuts: v.forgiven,
       ingested: o.e2e ? e2eRouted.total : v.ingested,
       ingest_duplicates: o.e2e ? e2eRouted.copies : v.ingestDuplicates,
@@ -591,7 +592,6 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
       ...(cluster
         ? {
             reconnects: { ...reconnects, ms_p50: reconnectMs.percentile(50), ms_p99: reconnectMs.percentile(99) },
-            errors_by_code: Object.fromEntries(errorCodes),
             nodes: { ...nodeEvents, cpu_ms: Object.fromEntries((cluster.control ?? []).map((n) => [n.id, Math.round(n.cpuMs())])) },
           }
         : {}),

@@ -32,7 +32,8 @@ export interface EventBatch {
   uncertain: [string, Uint8Array][];
   /** [devId, phase, ms, afterQuiesce] per completed secure session. */
   ready: [string, 1 | 2, number, boolean][];
-  errors: number;
+  /** Device-side errors (each retried) by the code the node reported. */
+  errors: Record<string, number>;
   drops: number;
   powerCuts: number;
   captures: Uint8Array[];

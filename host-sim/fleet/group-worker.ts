@@ -14,7 +14,7 @@ if (!port) throw new Error('group-worker.ts must run in a worker thread');
 const data = workerData as GroupWorkerData;
 const post = (m: WorkerToMain) => port.postMessage(m);
 
-const emptyBatch = (): EventBatch => ({ t: 'batch', sent: [], uncertain: [], ready: [], errors: 0, drops: 0, powerCuts: 0, captures: [], commands: [], connected: 0 });
+const emptyBatch = (): EventBatch => ({ t: 'batch', sent: [], uncertain: [], ready: [], errors: {}, drops: 0, powerCuts: 0, captures: [], commands: [], connected: 0 });
 let batch = emptyBatch();
 let pending = false;
 let lastConnected = -1;
@@ -23,7 +23,7 @@ const events: GroupEvents = {
   sent: (topic, payload) => void (batch.sent.push([topic, payload]), (pending = true)),
   uncertain: (topic, payload) => void (batch.uncertain.push([topic, payload]), (pending = true)),
   ready: (devId, phase, ms, after) => void (batch.ready.push([devId, phase, ms, after]), (pending = true)),
-  error: () => void (batch.errors++, (pending = true)),
+  error: (_devId, code) => void ((batch.errors[code ?? '?'] = (batch.errors[code ?? '?'] ?? 0) + 1), (pending = true)),
   drop: () => void (batch.drops++, (pending = true)),
   powerCut: () => void (batch.powerCuts++, (pending = true)),
   command: (devId, name, value) => void (batch.commands.push([devId, name, value]), (pending = true)),

@@ -195,7 +195,7 @@ export class SimDevice {
         if (!inc.isAlive) return;
         this.state = state;
         this.connected = state === 'subscribing' || state === 'publishing' || state === 'listening' || state === 'waiting';
-        if (state === 'backoff' && detail) this.events.onError?.(this.devId, detail.split(/[ ,:]/)[0]);
+        if (state === 'backoff' && detail) this.events.onError?.(this.devId, errorCodeOf(detail));
         this.events.onState?.(this.devId, state, detail);
       },
     });
@@ -236,4 +236,11 @@ export class SimDevice {
     if (this.wakeTimer !== undefined) this.env.timer.clear(this.wakeTimer);
     this.wakeTimer = undefined;
   }
+}
+
+/** The error code in a node's backoff detail ("CODE, retry in N ms" or "gave up: CODE"); a give-up is counted apart. */
+export function errorCodeOf(detail: string): string {
+  const m = /^(gave up: )?([A-Za-z_0-9]+)/.exec(detail);
+  if (!m) return '?';
+  return m[1] ? `${m[2]} (gave up)` : m[2]!;
 }

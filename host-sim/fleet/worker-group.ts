@@ -82,7 +82,7 @@ export class WorkerGroup implements FleetGroup {
         for (const [topic, payload] of m.sent) ev.sent(topic, payload);
         for (const [topic, payload] of m.uncertain) ev.uncertain(topic, payload);
         for (const [devId, phase, ms, after] of m.ready) ev.ready(devId, phase, ms, after);
-        for (let i = 0; i < m.errors; i++) ev.error('', 'worker');
+        for (const [code, n] of Object.entries(m.errors)) for (let i = 0; i < n; i++) ev.error('', code);
         for (let i = 0; i < m.drops; i++) ev.drop();
         for (let i = 0; i < m.powerCuts; i++) ev.powerCut();
         for (const c of m.captures) ev.capture(c);

@@ -30,7 +30,7 @@ run('sim over broker nodes sharing a PostgreSQL registry', () => {
   }, 30_000);
 
   it('--nodes 3 --db postgres://: the nodes read and write the shared database; kill -9 of node 2: phase 2 only, sent = verified, nothing lost', async () => {
-    const sim = startCli(['sim', '--nodes', '3', '--cluster', redis.url, '--db', db, '--devices', '18', '--rate', '18', '--duration', '12', '--kill-node', '2@4', '--restart-after', '3', '--json']);
+    const sim = startCli(['sim', '--nodes', '3', '--cluster', redis.url, '--db', db, '--devices', '18', '--rate', '18', '--duration', '12', '--kill-node', '2@4', '--restart-after', '3', '--workers', '2', '--json']);
     let done = false;
     const code = sim.exited.then((c) => ((done = true), c));
     // while the run goes on: the nodes' tickets (only a node writes one, at each handshake) in PostgreSQL
@@ -52,7 +52,7 @@ run('sim over broker nodes sharing a PostgreSQL registry', () => {
       }
       expect(await code, sim.err()).toBe(0);
       const line = sim.out().trim().split('\n').at(-1)!;
-      const r = JSON.parse(line) as { sent: number; verified: number; lost: number; phase1_ok: number; detail: { reconnects: { phase1: number; phase2: number }; nodes: { kills: number; restarts: number }; connected_at_end: number } };
+      const r = JSON.parse(line) as { sent: number; verified: number; lost: number; phase1_ok: number; errors: number; detail: { errors_by_code: Record<string, number>; reconnects: { phase1: number; phase2: number }; nodes: { kills: number; restarts: number }; connected_at_end: number } };
       expect(maxDevices).toBe(18);
       expect(maxTickets).toBeGreaterThanOrEqual(18); // at least one ticket per device, written by the nodes into PostgreSQL
       expect(r.phase1_ok).toBeGreaterThanOrEqual(18);
@@ -63,6 +63,10 @@ run('sim over broker nodes sharing a PostgreSQL registry', () => {
       expect(r.detail.nodes).toMatchObject({ kills: 1, restarts: 1 });
       expect(r.detail.reconnects.phase1).toBe(0);
       expect(r.detail.reconnects.phase2).toBeGreaterThan(18);
+      // device-side errors (in worker threads here) keep the code the node reported
+      expect(Object.values(r.detail.errors_by_code).reduce((x, y) => x + y, 0)).toBe(r.errors);
+      expect(Object.keys(r.detail.errors_by_code).filter((k) => !/^[A-Z][A-Z_0-9]+( \(gave up\))?$/.test(k))).toEqual([]);
+      console.log(`errors by code: ${JSON.stringify(r.detail.errors_by_code)}`);
       // the run removes what it added to the operator's registry
       const after = await client.query<{ n: string }>("SELECT count(*) AS n FROM devices WHERE role = 'sensor'");
       expect(Number(after.rows[0]!.n)).toBe(0);

@@ -36,6 +36,11 @@ describe('simulated fleet in worker threads', () => {
       expect(new Set(r.groups.map((g) => g.thread_id)).size).toBe(2);
       expect(r.groups[0].sent + r.groups[1].sent).toBeGreaterThanOrEqual(r.sent);
       expect(r.worker_failures).toEqual([]);
+      // device-side errors in the workers reach the summary with the code each node reported
+      // (a broker restart always makes some: connections reset, CONNACK refused while it is down)
+      expect(r.errors).toBeGreaterThan(0);
+      expect(Object.values(r.errors_by_code).reduce((x, y) => x + y, 0)).toBe(r.errors);
+      expect(Object.keys(r.errors_by_code).filter((k) => !/^[A-Z][A-Z_0-9]+( \(gave up\))?$/.test(k))).toEqual([]);
       // the run really exercised what it claims to
       expect(r.phase1_ok).toBeGreaterThanOrEqual(20);
       expect(r.phase2_ok).toBeGreaterThan(20);
