@@ -30,6 +30,16 @@ export interface HttpAuthKeyServiceOptions extends StockOptions {
   /** Where the HTTP checks are served. Default 127.0.0.1, a free port. */
   httpHost?: string;
   httpPort?: number;
+  /**
+   * Base URL (http://HOST:PORT) of RabbitMQ's management API
+   * (`rabbitmq_management`): when set, revocation also closes the
+   * principal's live connections there (§15.5, §15.9), logged in as the key
+   * service's own user, whose /user answer then carries the `administrator`
+   * tag (closing another user's connections needs it).
+   */
+  managementUrl?: string;
+  /** Time allowed for one management API request. Default 5 s. */
+  managementTimeoutMs?: number;
 }
 
 const MAX_BODY = 4096;
@@ -49,6 +59,8 @@ export class HttpAuthKeyService {
   private principals = new Map<string, Principal>();
   private decisions = new Map<string, boolean>();
   readonly checks = { user: 0, vhost: 0, resource: 0, topic: 0, cached: 0 };
+  /** Live connections closed through the management API on revocation, and requests that failed. */
+  readonly closes = { requests: 0, failed: 0 };
 
   constructor(private readonly o: HttpAuthKeyServiceOptions) {
     this.core = new StockCore(o, {
@@ -95,21 +107,59 @@ export class HttpAuthKeyService {
     const before = this.principals;
     this.principals = new Map(this.o.source.principals().map((p) => [p.id, p]));
     this.decisions = new Map();
-    for (const id of before.keys()) {
-      if (this.principals.has(id)) continue;
+    const gone = [...before.keys()].filter((id) => !this.principals.has(id));
+    for (const id of gone) {
       this.rcs.delete(id);
       await this.core.hs.revokeDevice(id);
     }
     this.core.updateMembership();
+    // §15.5: refused from now on (above), and cut off now
+    await Promise.all(gone.map((id) => this.closeConnections(id)));
   }
 
-  /** §15.5 for an HTTP hook: logins refused from now on, tickets deleted, groups re-keyed, every cached decision dropped. */
+  /**
+   * §15.5 for an HTTP hook: logins refused from now on, tickets deleted,
+   * groups re-keyed, every cached decision dropped, and (with the management
+   * API) the principal's live connections closed.
+   */
   async revoke(id: string): Promise<void> {
     await this.core.serial(id, async () => {
       await this.core.hs.revokeDevice(id);
       this.rcs.delete(id);
     });
     await this.syncPolicy();
+    // syncPolicy closes principals it sees leave; one revoked before it ran was already gone from its map
+    await this.closeConnections(id);
+  }
+
+  /**
+   * Closes every connection of the principal and of its bootstrap user
+   * through the management API (`DELETE /api/connections/username/NAME`,
+   * RabbitMQ 3.10). The HTTP auth hook itself has no way to end a
+   * connection: RabbitMQ asks it only at login and at topic checks it caches
+   * per connection. Failures are logged, never thrown: the principal's
+   * logins are already refused and its groups re-keyed.
+   */
+  private async closeConnections(id: string): Promise<void> {
+    const base = this.o.managementUrl;
+    if (!base) return;
+    const auth = 'Basic ' + Buffer.from(`${this.o.serviceUser}:${this.o.servicePassword}`).toString('base64');
+    for (const user of [id, BOOT_PREFIX + id]) {
+      this.closes.requests++;
+      try {
+        const res = await fetch(`${base.replace(/\/$/, '')}/api/connections/username/${encodeURIComponent(user)}`, {
+          method: 'DELETE',
+          headers: { authorization: auth, 'x-reason': 'mqsec: principal revoked' },
+          signal: AbortSignal.timeout(this.o.managementTimeoutMs ?? 5000),
+        });
+        await res.arrayBuffer().catch(() => undefined);
+        // 204: closed (also when there was none); 404: no such user's connections
+        if (res.status !== 204 && res.status !== 404) throw new Error(`HTTP ${res.status}`);
+      } catch (e) {
+        this.closes.failed++;
+        this.core.log.error('could not close a revoked principal\'s connections through the management API', { id, user, message: (e as Error).message });
+      }
+    }
   }
 
   async stop(): Promise<void> {
@@ -138,11 +188,11 @@ export class HttpAuthKeyService {
       this.decide(req.url ?? '', params)
         .catch((e) => {
           this.core.log.warn('auth check failed', { code: asMqsecError(e).code });
-          return false;
+          return false as const;
         })
         .then((allow) => {
           res.writeHead(200, { 'content-type': 'text/plain' });
-          res.end(allow ? 'allow' : 'deny');
+          res.end(allow === false ? 'deny' : allow === true ? 'allow' : `allow ${allow.tags}`);
         });
     });
   }
@@ -160,12 +210,16 @@ export class HttpAuthKeyService {
     return p ? { kind: 'principal', principal: p } : undefined;
   }
 
-  private async decide(url: string, q: URLSearchParams): Promise<boolean> {
+  /** true = `allow`, false = `deny`, tags = `allow TAGS` (a /user answer). */
+  private async decide(url: string, q: URLSearchParams): Promise<boolean | { tags: string }> {
     const path = url.split('?')[0];
     const who = this.who(q.get('username'), q.get('client_id') ?? q.get('variable_map.client_id'));
     if (path.endsWith('/user')) {
       this.checks.user++;
-      return this.login(who, q.get('password') ?? '');
+      const ok = await this.login(who, q.get('password') ?? '');
+      // the management API's login of the key service itself: closing others' connections needs this tag
+      if (ok && who?.kind === 'service' && this.o.managementUrl) return { tags: 'administrator' };
+      return ok;
     }
     if (!who) return false;
     if (path.endsWith('/vhost')) {

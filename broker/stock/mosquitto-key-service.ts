@@ -13,27 +13,35 @@
  *    replay and is kicked at once;
  *  - answers group-key requests (§14.6) through the embedded KeyService;
  *  - revokes (§15.5): both clients disabled and kicked, tickets deleted,
- *    groups re-keyed.
+ *    groups re-keyed;
+ *  - survives its own restart (§15.3): what it mirrored and which token is
+ *    installed are kept in its data directory (dynsec-state.ts), so a
+ *    restarted key service re-creates nothing that did not change and
+ *    devices come back with phase 2.
  * The broker never sees a key: tokens are one-way MACs, KX messages are
  * public values, deliveries are sealed under K_ks.
  */
+import { createHash } from 'node:crypto';
 import { toHex } from '../../firmware/core/bytes.js';
 import { asMqsecError } from '../../firmware/core/errors.js';
 import { toTextForm } from '../../firmware/secure/messages.js';
-import { bootPassword, downTopic } from '../../firmware/secure/stock.js';
+import { bootPassword, bootUsername, downTopic } from '../../firmware/secure/stock.js';
 import type { KeyService } from '../keyservice/key-service.js';
 import {
   SERVICE_ROLE,
+  bootRole,
   createRoleCommands,
   defaultAccessCommand,
   isCleanup,
   principalAcls,
   principalCommands,
+  principalRole,
   revokeCommands,
   serviceAcls,
   setPasswordCommand,
   type DynsecCommand,
 } from './dynsec.js';
+import { DynsecStateStore, type StoredCredential } from './dynsec-state.js';
 import { parseNoticeLine, parseSubscribeLine, type LogEvent } from './mosquitto-log.js';
 import { StockCore, type Phase1Done, type StockCounters, type StockOptions } from './stock-core.js';
 
@@ -49,6 +57,13 @@ export interface MosquittoKeyServiceOptions extends StockOptions {
   adminPassword: string;
   /** Time allowed for one dynamic-security request. Default 10 s. */
   controlTimeoutMs?: number;
+  /**
+   * Where the key service keeps what it mirrored and which token is installed
+   * (§15.3), to survive its own restart: `DynsecStateStore.open(DIR/stock-mosquitto.db)`.
+   * Default: in memory (a restart then re-creates every principal, and devices
+   * come back through phase 1). The caller closes it.
+   */
+  state?: DynsecStateStore;
 }
 
 /** Where a principal's phase-2 credential stands (§15.3). */
@@ -69,10 +84,19 @@ export class MosquittoKeyService {
   private readonly creds = new Map<string, Credential>();
   private readonly waiting = new Map<string, Waiter>();
   private nextCorrelation = 1;
-  /** Principals mirrored into dynamic security, with what they were mirrored from. */
+  /** Principals mirrored into dynamic security, with a hash of what they were mirrored from. */
   private known = new Map<string, string>();
+  private readonly state: DynsecStateStore;
+  private readonly ownState: boolean;
+  /** Installed tokens read back at start, for principals whose mirror is unchanged (§15.3). */
+  private restoring = new Map<string, StoredCredential>();
+  /** What the last start found: principals whose mirror and installed token were kept, and those re-created. */
+  readonly restart = { kept: 0, recreated: 0 };
+  private lastChanged = 0;
 
   constructor(private readonly o: MosquittoKeyServiceOptions) {
+    this.ownState = !o.state;
+    this.state = o.state ?? DynsecStateStore.open(':memory:');
     this.core = new StockCore(o, {
       phase1Done: (d) => this.phase1Done(d),
       currentRc: (id) => {
@@ -106,7 +130,9 @@ export class MosquittoKeyService {
       await this.core.connect(this.o.adminUser, this.o.adminPassword, [CONTROL_RESPONSE]);
     }
     await this.control([defaultAccessCommand()]);
+    await this.readBack();
     await this.syncPolicy();
+    this.restart.recreated = this.lastChanged;
     await this.core.client!.subscribeAsync([LOG_NOTICE, LOG_SUBSCRIBE], { qos: 0 });
     await this.core.listenUp();
   }
@@ -129,7 +155,8 @@ export class MosquittoKeyService {
       const boot = bootPassword(this.o.suite, keys.authKey, p.id);
       keys.authKey.fill(0);
       keys.pskKey.fill(0);
-      const fingerprint = JSON.stringify(principalAcls(p)) + '\n' + boot;
+      // a hash: it is kept in the data directory (dynsec-state.ts), and the bootstrap password need not be
+      const fingerprint = createHash('sha256').update(JSON.stringify(principalAcls(p)) + '\n' + boot).digest('hex');
       now.set(p.id, fingerprint);
       if (this.known.get(p.id) === fingerprint) continue;
       // a password nobody knows until the first phase 1 installs a token
@@ -142,9 +169,18 @@ export class MosquittoKeyService {
     for (const id of changed) this.creds.delete(id);
     for (const id of gone) {
       this.creds.delete(id);
+      this.state.delete(id);
       await this.core.hs.revokeDevice(id);
     }
     this.known = now;
+    for (const id of changed) this.persist(id);
+    // after a restart: the tokens installed before it, for every principal whose mirror is unchanged
+    const restoring = this.restoring;
+    this.restoring = new Map();
+    for (const [id, st] of restoring) {
+      if (now.has(id) && !changed.includes(id)) await this.core.serial(id, () => this.resumeCredential(id, st));
+    }
+    this.lastChanged = changed.length;
     this.core.updateMembership();
   }
 
@@ -155,6 +191,7 @@ export class MosquittoKeyService {
       await this.core.hs.revokeDevice(id);
       this.creds.delete(id);
       this.known.delete(id);
+      this.state.delete(id);
     });
     this.core.updateMembership();
   }
@@ -177,6 +214,70 @@ export class MosquittoKeyService {
     this.waiting.clear();
     this.core.close();
     await this.core.disconnect();
+    if (this.ownState) this.state.close();
+  }
+
+  // ---- restart (§15.3) ----------------------------------------------------
+
+  /**
+   * At start: the principals the state says were mirrored count as known if
+   * dynamic security still has their two clients and roles (the broker's
+   * JSON may have been reset or edited meanwhile); syncPolicy then leaves the
+   * unchanged ones alone and restores their installed tokens.
+   */
+  private async readBack(): Promise<void> {
+    const saved = this.state.all();
+    if (saved.size === 0) return;
+    const clients = await this.names({ command: 'listClients' }, 'clients');
+    const roles = await this.names({ command: 'listRoles' }, 'roles');
+    for (const [id, st] of saved) {
+      if (!clients.has(id) || !clients.has(bootUsername(id)) || !roles.has(principalRole(id)) || !roles.has(bootRole(id))) {
+        this.state.delete(id);
+        continue;
+      }
+      this.known.set(id, st.fingerprint);
+      this.restoring.set(id, st);
+    }
+  }
+
+  private async names(command: DynsecCommand, key: 'clients' | 'roles'): Promise<Set<string>> {
+    const r = await this.query(command);
+    if (r?.error) throw new Error(`dynamic security refused ${command.command}: ${r.error}`);
+    const list = (r?.data as Record<string, unknown> | undefined)?.[key];
+    return new Set(Array.isArray(list) ? list.filter((n): n is string => typeof n === 'string') : []);
+  }
+
+  /**
+   * A principal whose mirror survived the restart: if the installed token is
+   * the one its ticket expects next and no connection used it, nothing
+   * changes (no dynamic-security write); otherwise the next token is
+   * installed now (which ends a connection that lived across the restart; the
+   * device comes back with phase 2 on that token).
+   */
+  private async resumeCredential(id: string, st: StoredCredential): Promise<void> {
+    if (!st.sid || st.counter === undefined) {
+      this.restart.kept++;
+      return; // no phase 1 yet: the password is still one nobody knows
+    }
+    const t = await this.o.tickets.getTicket(id, st.sid);
+    if (!t) return this.rotateUnusable(id);
+    const expected = t.chainIndex;
+    t.authKey.fill(0);
+    t.chainKey.fill(0);
+    this.restart.kept++;
+    if (!st.accepted && st.counter === expected) {
+      this.creds.set(id, { sid: st.sid, counter: st.counter, accepted: false });
+      return;
+    }
+    await this.rotate(id, { sid: st.sid, counter: st.counter, accepted: st.accepted });
+  }
+
+  /** Writes the principal's mirror hash and installed token down (dynsec-state.ts). */
+  private persist(id: string): void {
+    const fingerprint = this.known.get(id);
+    if (!fingerprint) return this.state.delete(id);
+    const c = this.creds.get(id);
+    this.state.put(id, { fingerprint, ...(c ? { sid: c.sid, counter: c.counter } : {}), accepted: c?.accepted ?? false });
   }
 
   // ---- dynamic security ---------------------------------------------------
@@ -249,6 +350,7 @@ export class MosquittoKeyService {
   private async phase1Done(d: Phase1Done): Promise<void> {
     await this.control([setPasswordCommand(d.id, toTextForm(this.core.token(d.id, d.sid, d.authKey, d.counter)))]);
     this.creds.set(d.id, { sid: d.sid, counter: d.counter, accepted: false });
+    this.persist(d.id);
   }
 
   private onLogEvent(ev: LogEvent): void {
@@ -273,7 +375,7 @@ export class MosquittoKeyService {
   private async onConnected(id: string): Promise<void> {
     const c = this.creds.get(id);
     if (!c) {
-      // a password we did not install (key service restarted): make the device run phase 1
+      // a password this key service did not install (restarted without its state, §15.3): make the device run phase 1
       await this.rotateUnusable(id);
       return;
     }
@@ -294,6 +396,7 @@ export class MosquittoKeyService {
       r.session.close();
       c.accepted = true;
       c.rc = r.reply.payload;
+      this.persist(id);
       this.core.counters.phase2++;
       this.core.publish(downTopic(id), r.reply.payload, 0); // the device is online: no PUBACK needed
     } catch (e) {
@@ -318,11 +421,13 @@ export class MosquittoKeyService {
     t.chainKey.fill(0);
     await this.control([setPasswordCommand(id, toTextForm(token))]);
     this.creds.set(id, { sid: c.sid, counter: next, accepted: false });
+    this.persist(id);
     this.core.counters.rotations++;
   }
 
   private async rotateUnusable(id: string): Promise<void> {
     this.creds.delete(id);
     await this.control([setPasswordCommand(id, toHex(this.o.suite.randomBytes(24)))]);
+    this.persist(id);
   }
 }

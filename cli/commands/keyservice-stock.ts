@@ -13,6 +13,8 @@ import { SqliteKeyServiceStore } from '../../broker/keyservice/store.js';
 import { SqliteRegistry } from '../../broker/registry/registry.js';
 import { RegistryTicketStore } from '../../broker/registry/ticket-store.js';
 import { HttpAuthKeyService } from '../../broker/stock/http-auth-key-service.js';
+import { join } from 'node:path';
+import { DYNSEC_STATE_FILE, DynsecStateStore } from '../../broker/stock/dynsec-state.js';
 import { MosquittoKeyService } from '../../broker/stock/mosquitto-key-service.js';
 import { registrySource } from '../../broker/stock/registry-source.js';
 import { createSodiumSuite } from '../../platform-node/sodium-suite.js';
@@ -30,11 +32,20 @@ export interface StockRunOptions {
   httpHost: string;
   httpPort: number;
   logLevel: string;
+  /** http-auth: base URL of RabbitMQ's management API (revocation closes live connections through it). */
+  management?: string;
 }
+
+/** How often the registry's revision is read: a revocation reaches the broker within this (plus one request). */
+export const REGISTRY_POLL_MS = 250;
 
 export async function runStockKeyService(o: StockRunOptions, io: CliIo, stop: Promise<void>): Promise<void> {
   if (!/^mqtt:\/\/[^/]+:\d+\/?$/.test(o.broker)) throw new CliError('--broker must be mqtt://HOST:PORT');
   if (!o.password) throw new CliError('the broker login password is empty');
+  if (o.management !== undefined) {
+    if (o.flavour !== 'http-auth') throw new CliError('--management is for --flavour http-auth (RabbitMQ)');
+    if (!/^https?:\/\/[^/]+\/?$/.test(o.management)) throw new CliError('--management must be http://HOST:PORT or https://HOST:PORT');
+  }
   const log = pino({ level: o.logLevel, base: { svc: 'mqsec-keyservice', flavour: o.flavour } }, pino.destination(2));
   // firmware Log (message, fields) onto pino (fields, message)
   const flog: Log = {
@@ -47,13 +58,16 @@ export async function runStockKeyService(o: StockRunOptions, io: CliIo, stop: Pr
   const store = SqliteKeyServiceStore.open(o.data);
   const common = { url: o.broker, suite: createSodiumSuite(), source: registrySource(registry, store), tickets: new RegistryTicketStore(registry), keyStore: store, log: flog };
   let service: MosquittoKeyService | HttpAuthKeyService;
+  let state: DynsecStateStore | undefined;
   try {
     if (o.flavour === 'mosquitto-dynsec') {
-      service = new MosquittoKeyService({ ...common, adminUser: o.username, adminPassword: o.password });
+      // what it mirrored and which token each device will send next, kept across its restarts (§15.3)
+      state = DynsecStateStore.open(join(o.data, DYNSEC_STATE_FILE));
+      service = new MosquittoKeyService({ ...common, adminUser: o.username, adminPassword: o.password, state });
       await service.start();
       io.out(`mqsec key service (Mosquitto dynamic security) linked to ${o.broker} (data ${o.data})`);
     } else {
-      const http = new HttpAuthKeyService({ ...common, serviceUser: o.username, servicePassword: o.password, httpHost: o.httpHost, httpPort: o.httpPort });
+      const http = new HttpAuthKeyService({ ...common, serviceUser: o.username, servicePassword: o.password, httpHost: o.httpHost, httpPort: o.httpPort, managementUrl: o.management });
       service = http;
       await http.listen();
       io.out(`mqsec key service answering HTTP auth checks at ${http.baseUrl}/{user,vhost,resource,topic}`);
@@ -70,15 +84,23 @@ export async function runStockKeyService(o: StockRunOptions, io: CliIo, stop: Pr
       }
       io.out(`mqsec key service linked to ${o.broker} (data ${o.data})`);
     }
-    // registry changes (device add / revoke / rotate, rules) reach the broker within a second
+    // registry changes (device add / revoke / rotate, rules) reach the broker within REGISTRY_POLL_MS
+    // (one sync at a time: a change seen while one runs is picked up by the next tick)
     let revision = await registry.revision();
+    let syncing = false;
     const timer = setInterval(() => {
-      void registry.revision().then((now) => {
-        if (now === revision) return;
-        revision = now;
-        service.syncPolicy().catch((e: unknown) => log.warn({ message: (e as Error).message }, 'policy sync failed'));
-      });
-    }, 1000);
+      if (syncing) return;
+      syncing = true;
+      void registry
+        .revision()
+        .then(async (now) => {
+          if (now === revision) return;
+          revision = now;
+          await service.syncPolicy();
+        })
+        .catch((e: unknown) => log.warn({ message: (e as Error).message }, 'policy sync failed'))
+        .finally(() => (syncing = false));
+    }, REGISTRY_POLL_MS);
     try {
       await stop;
     } finally {
@@ -86,6 +108,7 @@ export async function runStockKeyService(o: StockRunOptions, io: CliIo, stop: Pr
     }
   } finally {
     await service!?.stop().catch(() => undefined);
+    state?.close();
     await registry.close();
     store.close();
     log.flush();

@@ -32,7 +32,7 @@ export const keyserviceCommand: CommandModule = {
       .option('--data <dir>', "the key service's own data directory (never the broker's); with --db it holds keyservice.key (the same file on every replica) and this replica's lock", '.mqsec-keyservice')
       .option('--db <url>', 'keep the state in PostgreSQL (postgres://user@host:port/db) shared by replicas: one is active, the others take over when it dies (docs/protocol.md §14.13)')
       .option('--username <name>', 'its account on the broker (see `mqsec keyservice account`)', 'keyservice')
-      .option('--password-file <file>', 'file holding the account password (first line)')
+      .option('--password-file <file>', 'file holding the account password (first line); with --flavour, - reads it from stdin')
       .option('--ca <file>', 'CA certificate (PEM) to trust for mqtts://')
       .option('--rekey-interval <seconds>', 'periodic re-key of every group', wholeNumber('--rekey-interval', 1), 24 * 3600)
       .option('--seq-block <n>', 'publisher sequence numbers handed out per connection', wholeNumber('--seq-block', 1, 1 << 21), 4096)
@@ -40,7 +40,8 @@ export const keyserviceCommand: CommandModule = {
       .option('--flavour <name>', `the broker: mqsec (default), or a stock broker (docs/protocol.md §15): ${STOCK_FLAVOURS.join(', ')}; then --data is the mqsec data directory devices are provisioned into`, 'mqsec')
       .option('--http-host <addr>', 'http-auth: address the broker reaches the HTTP checks on', '127.0.0.1')
       .option('--http-port <port>', 'http-auth: port of the HTTP checks (paths /auth/user, /auth/vhost, /auth/resource, /auth/topic)', wholeNumber('--http-port', 0, 65535), 8089)
-      .action(async (o: { broker?: string[]; data: string; db?: string; username: string; passwordFile?: string; ca?: string; rekeyInterval: number; seqBlock: number; logLevel: string; flavour: string; httpHost: string; httpPort: number }) => {
+      .option('--management <url>', "http-auth on RabbitMQ: the management API (http://HOST:15672); revocation closes the principal's live connections through it, logged in as --username")
+      .action(async (o: { broker?: string[]; data: string; db?: string; username: string; passwordFile?: string; ca?: string; rekeyInterval: number; seqBlock: number; logLevel: string; flavour: string; httpHost: string; httpPort: number; management?: string }) => {
         if (!o.broker?.length) throw new CliError('give the broker with --broker mqtt://HOST:PORT');
         if (o.flavour !== 'mqsec') {
           if (!(STOCK_FLAVOURS as readonly string[]).includes(o.flavour)) throw new CliError(`--flavour must be mqsec, ${STOCK_FLAVOURS.join(' or ')}`);
@@ -50,8 +51,9 @@ export const keyserviceCommand: CommandModule = {
           const stopStock = new Promise<void>((r) => (wakeStock = r));
           process.once('SIGINT', () => wakeStock());
           process.once('SIGTERM', () => wakeStock());
-          const password = readFileSync(o.passwordFile, 'utf8').split(/\r?\n/)[0] ?? '';
-          await runStockKeyService({ flavour: o.flavour as StockFlavourName, broker: o.broker[0]!, data: o.data, username: o.username, password, httpHost: o.httpHost, httpPort: o.httpPort, logLevel: o.logLevel }, io, stopStock);
+          // `--password-file -`: from stdin (never on the command line)
+          const password = readFileSync(o.passwordFile === '-' ? 0 : o.passwordFile, 'utf8').split(/\r?\n/)[0] ?? '';
+          await runStockKeyService({ flavour: o.flavour as StockFlavourName, broker: o.broker[0]!, data: o.data, username: o.username, password, httpHost: o.httpHost, httpPort: o.httpPort, logLevel: o.logLevel, management: o.management }, io, stopStock);
           return;
         }
         for (const b of o.broker) if (!/^mqtts?:\/\//.test(b)) throw new CliError('--broker must be mqtt://HOST:PORT or mqtts://HOST:PORT');

@@ -88,7 +88,9 @@ export class StockConnector {
   /** Phase 2 if the session holds a ticket; otherwise (or when its token is refused) phase 1 first. */
   async connect(): Promise<StockConnectResult> {
     let phase1 = false;
-    for (let attempt = 0; attempt < 3; attempt++) {
+    // at most: a refused token (§6.3), a phase 1 answered by a counter hint (§5.5: state restored from an older
+    // copy), the phase 1 above the hint, then phase 2 (§15.7)
+    for (let attempt = 0; attempt < 4; attempt++) {
       const creds = await this.o.session.connectCredentials();
       if (creds.phase === 1) {
         await this.bootstrap(creds.password);

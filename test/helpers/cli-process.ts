@@ -16,12 +16,13 @@ export interface CliProcess {
   exited: Promise<number | null>;
 }
 
-export function startCli(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; bin?: string } = {}): CliProcess {
+export function startCli(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; bin?: string; stdin?: string } = {}): CliProcess {
   const child = spawn(process.execPath, [opts.bin ?? CLI_BIN, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: [opts.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
     cwd: opts.cwd,
     env: opts.env ?? process.env,
   });
+  if (opts.stdin !== undefined) child.stdin!.end(opts.stdin);
   let out = '';
   let err = '';
   child.stdout!.on('data', (d) => (out += d));

@@ -23,6 +23,18 @@ export function hasRabbitmq(): boolean {
 export interface RabbitHttpAuth {
   /** Base URL of the HTTP auth service, e.g. http://127.0.0.1:PORT/auth (paths /user, /vhost, /resource, /topic). */
   baseUrl: string;
+  /**
+   * Port of the management plugin's HTTP API (rabbitmq_management), through
+   * which the key service closes a revoked principal's live connections
+   * (§15.9). Its login is the key service's own, which the key service tags
+   * `administrator` in its /user answer.
+   */
+  managementPort?: number;
+}
+
+/** enabled_plugins of such a RabbitMQ (README, "Use your existing broker"). */
+export function rabbitPlugins(management: boolean): string {
+  return `[rabbitmq_mqtt,rabbitmq_auth_backend_http${management ? ',rabbitmq_management' : ''}].`;
 }
 
 /** rabbitmq.conf of a RabbitMQ whose MQTT clients are checked by an mqsec key service over HTTP (README, "Use your existing broker"). */
@@ -39,12 +51,16 @@ export function rabbitConfigLines(mqttPort: number, auth: RabbitHttpAuth): strin
     `auth_http.vhost_path = ${auth.baseUrl}/vhost`,
     `auth_http.resource_path = ${auth.baseUrl}/resource`,
     `auth_http.topic_path = ${auth.baseUrl}/topic`,
+    // the management API on loopback only: the key service closes revoked principals' connections through it
+    ...(auth.managementPort !== undefined ? ['management.tcp.ip = 127.0.0.1', `management.tcp.port = ${auth.managementPort}`] : []),
   ];
 }
 
 export interface RunningRabbitmq {
   mqttPort: number;
   url: string;
+  /** http://127.0.0.1:PORT of the management API, when started with it. */
+  managementUrl?: string;
   readonly pid: number;
   /** PID of the Erlang VM (beam) itself, from the node's pid file: where the broker's CPU time is. */
   beamPid(): Promise<number>;
@@ -74,13 +90,14 @@ async function stopChild(child: ChildProcess | undefined, graceMs: number): Prom
   }
 }
 
-export async function startRabbitmq(auth: RabbitHttpAuth, opts: { startTimeoutMs?: number } = {}): Promise<RunningRabbitmq> {
+export async function startRabbitmq(authIn: RabbitHttpAuth, opts: { startTimeoutMs?: number; management?: boolean } = {}): Promise<RunningRabbitmq> {
   if (!hasRabbitmq()) throw new Error('rabbitmq-server not installed (apt-get install rabbitmq-server)');
   const dir = await mkdtemp(path.join(os.tmpdir(), 'mqsec-rabbit-'));
   const [mqttPort, amqpPort, distPort, epmdPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const auth: RabbitHttpAuth = opts.management ? { ...authIn, managementPort: await freePort() } : authIn;
   const conf = path.join(dir, 'rabbitmq.conf');
   await writeFile(conf, [`listeners.tcp.default = 127.0.0.1:${amqpPort}`, 'log.console = true', 'log.console.level = info', 'log.file = false', ...rabbitConfigLines(mqttPort, auth), ''].join('\n'));
-  await writeFile(path.join(dir, 'enabled_plugins'), '[rabbitmq_mqtt,rabbitmq_auth_backend_http].\n');
+  await writeFile(path.join(dir, 'enabled_plugins'), rabbitPlugins(auth.managementPort !== undefined) + '\n');
   await mkdir(path.join(dir, 'mnesia'));
   await mkdir(path.join(dir, 'log'));
   const node = `mqsec${process.pid}x${mqttPort}@localhost`;
@@ -125,6 +142,7 @@ export async function startRabbitmq(auth: RabbitHttpAuth, opts: { startTimeoutMs
     server.stderr?.on('data', collect);
     const s = server;
     await waitForPort(mqttPort, opts.startTimeoutMs ?? 90_000, () => s.exitCode === null && s.signalCode === null);
+    if (auth.managementPort !== undefined) await waitForPort(auth.managementPort, opts.startTimeoutMs ?? 90_000, () => s.exitCode === null && s.signalCode === null);
   } catch (e) {
     await cleanup();
     throw new Error(`${(e as Error).message}\n${log.slice(-30).join('\n')}`);
@@ -132,6 +150,7 @@ export async function startRabbitmq(auth: RabbitHttpAuth, opts: { startTimeoutMs
   return {
     mqttPort,
     url: `mqtt://127.0.0.1:${mqttPort}`,
+    managementUrl: auth.managementPort !== undefined ? `http://127.0.0.1:${auth.managementPort}` : undefined,
     get pid() {
       return server?.pid ?? -1;
     },

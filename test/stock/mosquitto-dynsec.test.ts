@@ -20,11 +20,13 @@ import { bootPassword, bootUsername, downTopic, upTopic } from '../../firmware/s
 import { SqliteKeyServiceStore } from '../../broker/keyservice/store.js';
 import { SqliteRegistry } from '../../broker/registry/registry.js';
 import { RegistryTicketStore } from '../../broker/registry/ticket-store.js';
+import { DYNSEC_STATE_FILE, DynsecStateStore } from '../../broker/stock/dynsec-state.js';
 import { MosquittoKeyService } from '../../broker/stock/mosquitto-key-service.js';
 import { registrySource } from '../../broker/stock/registry-source.js';
 import { createNodeCryptoSuite } from '../../platform-node/crypto-suite.js';
 import { StockDevice } from '../../host-sim/stock-device.js';
 import { hasMosquittoDynsec, startDynsecMosquitto, type RunningDynsecMosquitto } from '../helpers/mosquitto-dynsec.js';
+import { connects, forgeNext, recordLogins } from '../helpers/stock-attack.js';
 
 const suite = createNodeCryptoSuite();
 const run = hasMosquittoDynsec() ? describe : describe.skip;
@@ -68,13 +70,25 @@ run('key service beside stock Mosquitto with dynamic security (§15)', () => {
   let registry: SqliteRegistry;
   let ksStore: SqliteKeyServiceStore;
   let ks: MosquittoKeyService;
+  let tickets: RegistryTicketStore;
+  let state: DynsecStateStore;
   const keys = new Map<string, Uint8Array>();
   const received: { topic: string; text: string; publisher: string }[] = [];
 
-  function device(id: string, extra: Partial<ConstructorParameters<typeof StockDevice>[0]> = {}): StockDevice {
+  function device(id: string, extra: Partial<ConstructorParameters<typeof StockDevice>[0]> = {}, storage = new MemoryStorage(), counterBlock?: number): StockDevice {
     const key = keys.get(id)!;
-    const session = new DeviceSecureSession({ suite, devId: id, deviceKey: key, storage: new MemoryStorage() });
+    const session = new DeviceSecureSession({ suite, devId: id, deviceKey: key, storage, counterBlock });
     return new StockDevice({ url: broker.url, id, key, suite, session, ...extra });
+  }
+
+  const bootOf = (id: string) => bootPassword(suite, deriveDeviceKeys(suite, keys.get(id)!, id).authKey, id);
+
+  /** connect() and end(), then wait until the key service installed the next token (§15.3). */
+  async function wake(d: StockDevice, id: string): Promise<{ phase1: boolean }> {
+    const r = await d.connect();
+    await d.end();
+    await until(() => ks.credentialReady(id));
+    return r;
   }
 
   beforeAll(async () => {
@@ -90,23 +104,31 @@ run('key service beside stock Mosquitto with dynamic security (§15)', () => {
     await registry.addRule('reader', 'subscribe', 'sensors/#');
     await registry.addRole('nosy');
     await registry.addRule('nosy', 'subscribe', 'weather/#');
-    for (const [id, role] of [['s1', 'stocksensor'], ['s2', 'stocksensor'], ['s3', 'stocksensor'], ['app1', 'reader'], ['nosy1', 'nosy'], ['sensor01', 'stocksensor'], ['root1', 'admin']] as const) {
+    for (const [id, role] of [['s1', 'stocksensor'], ['s2', 'stocksensor'], ['s3', 'stocksensor'], ['app1', 'reader'], ['nosy1', 'nosy'], ['sensor01', 'stocksensor'], ['root1', 'admin'], ['fg1', 'stocksensor'], ['dg1', 'stocksensor'], ['rv1', 'stocksensor'], ['rvapp1', 'reader'], ['pc1', 'stocksensor'], ['pc2', 'stocksensor'], ['rs1', 'stocksensor'], ['rs2', 'stocksensor']] as const) {
       keys.set(id, (await registry.addDevice(id, role)).key);
     }
-    ks = new MosquittoKeyService({
+    tickets = new RegistryTicketStore(registry);
+    state = DynsecStateStore.open(path.join(dir, DYNSEC_STATE_FILE));
+    ks = keyService();
+    await ks.start();
+  }, 30_000);
+
+  function keyService(): MosquittoKeyService {
+    return new MosquittoKeyService({
       url: broker.url,
       adminUser: broker.adminUser,
       adminPassword: broker.adminPassword,
       suite,
       source: registrySource(registry, ksStore),
-      tickets: new RegistryTicketStore(registry),
+      tickets,
       keyStore: ksStore,
+      state,
     });
-    await ks.start();
-  }, 30_000);
+  }
 
   afterAll(async () => {
     await ks?.stop();
+    state?.close();
     await broker?.stop();
     registry?.close();
     ksStore?.close();
@@ -214,15 +236,53 @@ run('key service beside stock Mosquitto with dynamic security (§15)', () => {
     await s.end();
   }, 30_000);
 
-  it('forged tokens and plain passwords (downgrade) are refused; the bootstrap user can only carry the handshake', async () => {
-    const forged = await tryConnect(broker.url, { clientId: 's3', username: 's3', password: toTextForm(suite.randomBytes(24)) });
+  // Attack tests: each names the one defence that stops it; each was run with that defence removed
+  // (temporarily, in a local edit) and failed, as its comment says. Mosquitto checks the password itself
+  // (dynamic security compares it with what the key service installed), so the defences here are what the
+  // key service installs.
+
+  it('a forged token (seen ticket, next counter, tag under a key the attacker knows) is refused and consumes nothing', async () => {
+    // Defence: the installed password is the whole token, tag included, and the tag is keyed by K_tok (StockCore.token,
+    // §6.1). The forgery has the installed token's ticket and counter. Checked: with StockCore.token making the tag
+    // under an all-zero key (the attacker's), the forged login is accepted.
+    const s = device('fg1');
+    const logins = recordLogins(s);
+    await wake(s, 'fg1');
+    await wake(s, 'fg1');
+    const seen = logins.filter((l) => l.username === 'fg1' && l.code === 0).pop()!.password;
+    const forged = await tryConnect(broker.url, { clientId: 'fg1', username: 'fg1', password: forgeNext(suite, 'fg1', seen), clean: false });
+    forged.client?.end(true);
     expect(forged.code).not.toBe(0);
-    const plain = await tryConnect(broker.url, { clientId: 's3', username: 's3', password: 'password' });
-    expect(plain.code).not.toBe(0);
+    // the device's own next token still works (the forgery changed nothing)
+    expect((await s.connect()).phase1).toBe(false);
+    await s.end();
+  }, 30_000);
+
+  it('before its first phase 1 a principal cannot log in without a token: bootstrap password, plain passwords, a KX1 (downgrade, skipping phase 1)', async () => {
+    // Defence: the phase-2 client is created with a random password nobody knows until phase 1 installs the first
+    // token (principalCommands `unusable`). The bootstrap password is static and recordable. Checked: with the
+    // phase-2 client created with the bootstrap password instead, the first login below is accepted.
+    const kx1 = (await new DeviceSecureSession({ suite, devId: 'dg1', deviceKey: keys.get('dg1')!, storage: new MemoryStorage() }).connectCredentials()).password;
+    for (const password of [bootOf('dg1'), 'password', '', 'dg1', toTextForm(kx1)]) {
+      const r = await tryConnect(broker.url, { clientId: 'dg1', username: 'dg1', password, clean: false });
+      r.client?.end(true);
+      expect(r.code, JSON.stringify(password)).not.toBe(0);
+    }
     const anon = await tryConnect(broker.url, { clientId: 'x' });
+    anon.client?.end(true);
     expect(anon.code).not.toBe(0);
+  }, 30_000);
+
+  it('the bootstrap user with a guessed password is refused; with the right one it only carries the handshake', async () => {
+    // Defence: the bootstrap password is derived from K_auth (bootPassword, §15.2, installed by syncPolicy). The
+    // guess has the right form (made under an all-zero K_auth). Checked: with syncPolicy deriving it under an
+    // all-zero key, the guessed login is accepted.
+    const guessed = bootPassword(suite, new Uint8Array(32), 's3');
+    const g = await tryConnect(broker.url, { clientId: bootUsername('s3'), username: bootUsername('s3'), password: guessed });
+    g.client?.end(true);
+    expect(g.code).not.toBe(0);
     // someone holding the bootstrap password (recorded: it is static) gets no reading in and none out
-    const boot = await tryConnect(broker.url, { clientId: bootUsername('s3'), username: bootUsername('s3'), password: bootPassword(suite, deriveDeviceKeys(suite, keys.get('s3')!, 's3').authKey, 's3') });
+    const boot = await tryConnect(broker.url, { clientId: bootUsername('s3'), username: bootUsername('s3'), password: bootOf('s3') });
     expect(boot.code).toBe(0);
     expect(await grants(boot.client!, ['sensors/#', 'cmd/s3/#', downTopic('s1')])).toEqual([128, 128, 128]);
     boot.client!.end(true);
@@ -282,18 +342,109 @@ run('key service beside stock Mosquitto with dynamic security (§15)', () => {
     await nosy.end();
   }, 30_000);
 
-  it('revocation disables both clients and kicks the live connection', async () => {
-    const s = device('s3');
-    await s.connect();
-    const raw = s.raw!;
-    const closed = new Promise<void>((resolve) => raw.once('close', () => resolve()));
-    await registry.revokeDevice('s3');
-    await ks.revoke('s3');
-    await closed;
-    const again = device('s3');
-    await expect(again.connect()).rejects.toThrow();
-    const boot = await tryConnect(broker.url, { clientId: bootUsername('s3'), username: bootUsername('s3'), password: bootPassword(suite, deriveDeviceKeys(suite, keys.get('s3')!, 's3').authKey, 's3') });
-    boot.client?.end(true);
-    expect(boot.code).not.toBe(0);
+  for (const [kind, id] of [['device', 'rv1'], ['app', 'rvapp1']] as const) {
+    it(`a revoked ${kind} is cut off now and refused at its next login, bootstrap included`, async () => {
+      // Defence: revocation disables both dynamic-security clients (revokeCommands: disableClient, which also kicks
+      // the live connection, §15.5). Checked: with revokeCommands returning no command, the live connection stays
+      // open (the test fails there).
+      const p = device(id);
+      const logins = recordLogins(p);
+      await p.connect();
+      if (kind === 'app') expect(await p.subscribe('sensors/#')).toBe(1);
+      const raw = p.raw!;
+      let closedAt = 0;
+      raw.once('close', () => (closedAt = Date.now()));
+      const last = logins.filter((l) => l.username === id && l.code === 0).pop()!.password;
+      await registry.revokeDevice(id);
+      const t0 = Date.now();
+      await ks.revoke(id);
+      await until(() => closedAt > 0, 5000);
+      console.log(`mosquitto: revoked ${kind}'s live connection closed ${closedAt - t0} ms after ks.revoke()`);
+      // the password of the phase-2 client is still that token (nothing replaced it): only the disabled client refuses it
+      const again = await tryConnect(broker.url, { clientId: id, username: id, password: last, clean: false });
+      again.client?.end(true);
+      expect(again.code).not.toBe(0);
+      const boot = await tryConnect(broker.url, { clientId: bootUsername(id), username: bootUsername(id), password: bootOf(id) });
+      boot.client?.end(true);
+      expect(boot.code).not.toBe(0);
+      await expect(p.connect()).rejects.toThrow();
+    }, 30_000);
+  }
+
+  it('power cut, counter ahead: a refused CONNECT, then phase 1 above every accepted counter, then phase 2 (§15.7)', async () => {
+    // The token installed is for the counter the device would have used; the rebooted device continues at its stored
+    // limit (§7.2), so dynamic security refuses its token. Extra cost: 1 refused CONNECT + one phase 1 (3 round trips).
+    const storage = new MemoryStorage();
+    const s = device('pc1', {}, storage, 8);
+    await wake(s, 'pc1');
+    await wake(s, 'pc1');
+    const rebooted = device('pc1', {}, storage, 8);
+    const logins = recordLogins(rebooted);
+    const r = await rebooted.connect();
+    expect(r.phase1).toBe(true);
+    expect(logins.map((l) => `${l.username}:${l.code}`)).toEqual(['pc1:5', `${bootUsername('pc1')}:0`, 'pc1:0']);
+    expect(rebooted.stats.packets.phase1).toEqual(['connect', 'subscribe', 'publish', 'disconnect']);
+    expect(connects(rebooted.stats.packets.phase2)).toBe(2); // the refused one and the accepted one
+    await rebooted.end();
+    await until(() => ks.credentialReady('pc1'));
+    expect((await rebooted.connect()).phase1).toBe(false);
+    await rebooted.end();
   }, 30_000);
+
+  it('power cut, counter behind (state restored from an older copy): refused CONNECT, a phase 1 answered by a hint, then phase 1 and phase 2 (§5.5)', async () => {
+    // Extra cost: 1 refused CONNECT + one phase 1 that ends in HINT (3 round trips) + the phase 1 above the hint.
+    const storage = new MemoryStorage();
+    const s = device('pc2', {}, storage, 4);
+    await wake(s, 'pc2');
+    const old = (await storage.get('mqsec.state'))!; // flash as it was then
+    for (let i = 0; i < 6; i++) await wake(s, 'pc2');
+    const restored = new MemoryStorage();
+    await restored.put('mqsec.state', old);
+    const back = device('pc2', {}, restored, 4);
+    const logins = recordLogins(back);
+    const r = await back.connect();
+    expect(r.phase1).toBe(true);
+    expect(logins.map((l) => `${l.username}:${l.code}`)).toEqual(['pc2:5', `${bootUsername('pc2')}:0`, `${bootUsername('pc2')}:0`, 'pc2:0']);
+    expect(back.stats.packets.phase1).toEqual(['connect', 'subscribe', 'publish', 'disconnect', 'connect', 'subscribe', 'publish', 'disconnect']);
+    await back.end();
+    await until(() => ks.credentialReady('pc2'));
+    expect((await back.connect()).phase1).toBe(false);
+    await back.end();
+  }, 30_000);
+
+  it('a restarted key service keeps every unchanged principal and its installed token: devices come back with phase 2 (§15.3)', async () => {
+    // Defence: what the key service mirrored and which token is installed survive in its data directory
+    // (dynsec-state.ts, read back at start and checked against dynamic security's own client and role lists).
+    // Checked: without that read-back (MosquittoKeyService.readBack) the test fails: nothing kept, every principal
+    // re-created.
+    const a = device('rs1');
+    expect((await wake(a, 'rs1')).phase1).toBe(true);
+    expect((await wake(a, 'rs1')).phase1).toBe(false);
+    const b = device('rs2');
+    await wake(b, 'rs2');
+    await b.connect(); // connected across the restart
+    let bClosed = false;
+    b.raw!.once('close', () => (bClosed = true));
+    await ks.stop();
+    state.close();
+    state = DynsecStateStore.open(path.join(dir, DYNSEC_STATE_FILE));
+    ks = keyService();
+    const t0 = Date.now();
+    await ks.start();
+    console.log(`mosquitto key service restart: ${ks.restart.kept} principals kept, ${ks.restart.recreated} re-created, ${Date.now() - t0} ms`);
+    expect(ks.restart.recreated).toBe(0);
+    expect(ks.restart.kept).toBeGreaterThanOrEqual(2);
+    // rs1 was away: its next token is still the password
+    const r = await a.connect();
+    expect(r.phase1).toBe(false);
+    await a.end();
+    // rs2's connection lived across the restart on a used token: that token is replaced (which ends the connection),
+    // and rs2 comes back with phase 2 on its next one
+    await until(() => bClosed);
+    await until(() => ks.credentialReady('rs2'));
+    expect((await b.connect()).phase1).toBe(false);
+    await b.end();
+    expect(ks.counters.phase1).toBe(0);
+    expect(ks.counters.phase2).toBe(2);
+  }, 60_000);
 });

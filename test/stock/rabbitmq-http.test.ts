@@ -7,7 +7,7 @@
  * because of what the key service answered. RabbitMQ takes seconds to start:
  * once for the whole file.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import mqtt from 'mqtt';
@@ -16,7 +16,7 @@ import { utf8Decode, utf8Encode } from '../../firmware/core/utf8.js';
 import { MemoryStorage } from '../../firmware/core/memory-storage.js';
 import { DeviceSecureSession } from '../../firmware/secure/device.js';
 import { deriveDeviceKeys } from '../../firmware/secure/key-schedule.js';
-import { toTextForm } from '../../firmware/secure/messages.js';
+import { fromTextForm, parseResume, toTextForm } from '../../firmware/secure/messages.js';
 import { bootPassword, bootUsername, downTopic, upTopic } from '../../firmware/secure/stock.js';
 import { SqliteKeyServiceStore } from '../../broker/keyservice/store.js';
 import { SqliteRegistry } from '../../broker/registry/registry.js';
@@ -27,6 +27,7 @@ import { createNodeCryptoSuite } from '../../platform-node/crypto-suite.js';
 import { StockDevice } from '../../host-sim/stock-device.js';
 import { hasRabbitmq, startRabbitmq, type RunningRabbitmq } from '../helpers/rabbitmq.js';
 import { startCli } from '../helpers/cli-process.js';
+import { connects, forgeNext, genuineNext, recordLogins } from '../helpers/stock-attack.js';
 
 const suite = createNodeCryptoSuite();
 const run = hasRabbitmq() ? describe : describe.skip;
@@ -68,13 +69,16 @@ run('key service as the HTTP auth backend of stock RabbitMQ (§15.9)', () => {
   let registry: SqliteRegistry;
   let ksStore: SqliteKeyServiceStore;
   let ks: HttpAuthKeyService;
+  let tickets: RegistryTicketStore;
   const keys = new Map<string, Uint8Array>();
 
-  function device(id: string, extra: Partial<ConstructorParameters<typeof StockDevice>[0]> = {}): StockDevice {
+  function device(id: string, extra: Partial<ConstructorParameters<typeof StockDevice>[0]> = {}, storage = new MemoryStorage(), counterBlock?: number): StockDevice {
     const key = keys.get(id)!;
-    const session = new DeviceSecureSession({ suite, devId: id, deviceKey: key, storage: new MemoryStorage() });
+    const session = new DeviceSecureSession({ suite, devId: id, deviceKey: key, storage, counterBlock });
     return new StockDevice({ url: rabbit.url, id, key, suite, session, timeoutMs: 10_000, ...extra });
   }
+
+  const bootOf = (id: string) => bootPassword(suite, deriveDeviceKeys(suite, keys.get(id)!, id).authKey, id);
 
   beforeAll(async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'mqsec-stock-rmq-'));
@@ -88,22 +92,25 @@ run('key service as the HTTP auth backend of stock RabbitMQ (§15.9)', () => {
     await registry.addRule('reader', 'subscribe', 'sensors/#');
     await registry.addRole('nosy');
     await registry.addRule('nosy', 'subscribe', 'weather/#');
-    for (const [id, role] of [['s1', 'stocksensor'], ['s2', 'stocksensor'], ['s3', 'stocksensor'], ['app1', 'reader'], ['nosy1', 'nosy'], ['sensor01', 'stocksensor'], ['root1', 'admin']] as const) {
+    for (const [id, role] of [['s1', 'stocksensor'], ['s2', 'stocksensor'], ['s3', 'stocksensor'], ['app1', 'reader'], ['nosy1', 'nosy'], ['sensor01', 'stocksensor'], ['root1', 'admin'], ['dg1', 'stocksensor'], ['rv1', 'stocksensor'], ['rvapp1', 'reader'], ['pc1', 'stocksensor'], ['pc2', 'stocksensor'], ['cli1', 'stocksensor'], ['cliapp1', 'reader']] as const) {
       keys.set(id, (await registry.addDevice(id, role)).key);
     }
+    tickets = new RegistryTicketStore(registry);
     ks = new HttpAuthKeyService({
       url: 'mqtt://127.0.0.1:1', // set below, once the broker's port is known
       serviceUser: 'mqsec-keyservice',
       servicePassword: Buffer.from(suite.randomBytes(18)).toString('base64url'),
       suite,
       source: registrySource(registry, ksStore),
-      tickets: new RegistryTicketStore(registry),
+      tickets,
       keyStore: ksStore,
       log: process.env.KS_DEBUG ? { debug() {}, info() {}, warn: (m: string, d?: unknown) => console.log('KS', m, d), error: (m: string, d?: unknown) => console.log('KS', m, d) } as never : undefined,
     });
     await ks.listen();
-    rabbit = await startRabbitmq({ baseUrl: ks.baseUrl });
-    (ks as unknown as { o: { url: string } }).o.url = rabbit.url;
+    // with the management API: revocation closes live connections through it (§15.9)
+    rabbit = await startRabbitmq({ baseUrl: ks.baseUrl }, { management: true });
+    (ks as unknown as { o: { url: string; managementUrl?: string } }).o.url = rabbit.url;
+    (ks as unknown as { o: { url: string; managementUrl?: string } }).o.managementUrl = rabbit.managementUrl;
     await ks.start();
   }, 150_000);
 
@@ -178,19 +185,68 @@ run('key service as the HTTP auth backend of stock RabbitMQ (§15.9)', () => {
     await s.end();
   }, 60_000);
 
-  it('forged tokens, plain passwords (downgrade), a KX1 as password and a foreign client id are refused; the bootstrap user only carries the handshake', async () => {
+  // Attack tests: each names the one check that stops it; each was run with that check removed
+  // (temporarily, in a local edit) and failed, as its comment says.
+
+  it('a forged token (seen ticket, next counter, tag under a key the attacker knows) is refused and consumes nothing', async () => {
+    // Defence: the MAC of §6.2 step 1 (firmware/secure/server.ts acceptResume, `resume tag`). The forgery has a
+    // real ticket and a counter above the last, so no earlier check stops it. Checked: with the tag comparison
+    // removed the forged login is accepted (and the device's own next connection falls back to phase 1).
+    const s = device('s1');
+    const logins = recordLogins(s);
+    await s.connect();
+    await s.end();
+    const seen = logins.filter((l) => l.username === 's1' && l.code === 0).pop()!.password;
+    const forged = await tryConnect(rabbit.url, { clientId: 's1', username: 's1', password: forgeNext(suite, 's1', seen), clean: true });
+    forged.client?.end(true);
+    expect(forged.code).not.toBe(0);
+    // the genuine device's next token (same counter) still works: the forgery moved no counter
+    expect((await s.connect()).phase1).toBe(false);
+    await s.end();
+  }, 60_000);
+
+  it('plain passwords for a principal (downgrade, skipping phase 1) are refused', async () => {
+    // Defence: a principal's login is allowed only when §6.2 accepts its password as a RESUME token
+    // (HttpAuthKeyService.login). Checked: with login() answering allow for any known principal, the
+    // bootstrap password, a plain password and the empty one log in as `dg1`.
+    for (const password of ['password', '', bootOf('dg1'), 'dg1']) {
+      const r = await tryConnect(rabbit.url, { clientId: 'dg1', username: 'dg1', password, clean: true });
+      r.client?.end(true);
+      expect(r.code, JSON.stringify(password)).not.toBe(0);
+    }
+  }, 60_000);
+
+  it('a KX1 as the phase-2 login (phase 1 in CONNECT, as on the mqsec broker) is refused and writes nothing', async () => {
+    // Defence: only the text form of RESUME is a login (`bytes[0] !== MSG_RESUME`, §15.2). A fresh KX1 made with the
+    // device's own key passes the MAC and the counter check, so without that line the login runs a phase 1 that
+    // consumes the device's counter (the login is still refused: no phase-2 result). Checked: with the line removed
+    // the counter assertion fails.
+    const session = new DeviceSecureSession({ suite, devId: 'dg1', deviceKey: keys.get('dg1')!, storage: new MemoryStorage() });
+    const creds = await session.connectCredentials();
+    expect(creds.phase).toBe(1);
+    const before = await tickets.getCounter('dg1');
+    const r = await tryConnect(rabbit.url, { clientId: 'dg1', username: 'dg1', password: toTextForm(creds.password), clean: true });
+    r.client?.end(true);
+    expect(r.code).not.toBe(0);
+    expect(await tickets.getCounter('dg1')).toBe(before);
+  }, 60_000);
+
+  it('the bootstrap user with a guessed password is refused; with the right one it only carries the handshake', async () => {
+    // Defence: the constant-time comparison with the password derived from K_auth (login(), kind 'boot').
+    // The guess has the right form and length (made under an all-zero K_auth). Checked: with the comparison
+    // removed (length kept), the guessed bootstrap login is accepted.
+    const guessed = bootPassword(suite, new Uint8Array(32), 's3');
+    expect(guessed.length).toBe(bootOf('s3').length);
     for (const o of [
-      { clientId: 's3', username: 's3', password: toTextForm(suite.randomBytes(24)) },
-      { clientId: 's3', username: 's3', password: 'password' },
-      { clientId: 's3', username: 's3', password: '' },
+      { clientId: bootUsername('s3'), username: bootUsername('s3'), password: guessed },
       { clientId: 'x' },
-      { clientId: 'other', username: bootUsername('s3'), password: bootPassword(suite, deriveDeviceKeys(suite, keys.get('s3')!, 's3').authKey, 's3') },
+      { clientId: 'other', username: bootUsername('s3'), password: bootOf('s3') },
     ]) {
       const r = await tryConnect(rabbit.url, o);
       r.client?.end(true);
-      expect(r.code, JSON.stringify(o.username)).not.toBe(0);
+      expect(r.code, JSON.stringify(o)).not.toBe(0);
     }
-    const boot = await tryConnect(rabbit.url, { clientId: bootUsername('s3'), username: bootUsername('s3'), password: bootPassword(suite, deriveDeviceKeys(suite, keys.get('s3')!, 's3').authKey, 's3') });
+    const boot = await tryConnect(rabbit.url, { clientId: bootUsername('s3'), username: bootUsername('s3'), password: bootOf('s3') });
     expect(boot.code).toBe(0);
     expect(await subscribeRefused(boot.client!, 'sensors/#')).toBe(true);
     boot.client!.end(true);
@@ -244,25 +300,93 @@ run('key service as the HTTP auth backend of stock RabbitMQ (§15.9)', () => {
     await nosy.end();
   }, 60_000);
 
-  it('after revocation the key service refuses every login of the device, bootstrap included', async () => {
-    const s = device('s3');
+  for (const [kind, id] of [['device', 'rv1'], ['app', 'rvapp1']] as const) {
+    it(`a revoked ${kind} is refused at its next login and cut off now (management API)`, async () => {
+      const p = device(id);
+      const logins = recordLogins(p);
+      await p.connect();
+      if (kind === 'app') expect(await p.subscribe('sensors/#')).toBe(1);
+      const raw = p.raw!;
+      let closedAt = 0;
+      raw.once('close', () => (closedAt = Date.now()));
+      const seen = logins.filter((l) => l.username === id && l.code === 0).pop()!.password;
+      const next = await genuineNext(suite, tickets, id, seen);
+      const ticket = (await tickets.getTicket(id, parseResume(fromTextForm(seen)).sid))!;
+      await registry.revokeDevice(id);
+      // Next login, before the key service is told (a key service process learns it at its next registry poll),
+      // with the genuine next token. The revocation deleted the ticket (§9.3); it is put back here, as a restore of
+      // the ticket store from before the revocation would, so that one check stands. Defence: the status read at
+      // every login (StockCore lookupDevice, 'revoked'). Checked: with that status read as 'active', this login is
+      // accepted.
+      await tickets.putTicket(ticket);
+      const same = await tryConnect(rabbit.url, { clientId: id, username: id, password: next, clean: false });
+      same.client?.end(true);
+      expect(same.code).not.toBe(0);
+      expect(closedAt).toBe(0); // a refused login does not take the client id over
+      // Cut off now. Defence: the key service closes the principal's connections through the management API
+      // (HttpAuthKeyService.closeConnections). Checked: without managementUrl the live connection stays open.
+      const t0 = Date.now();
+      await ks.revoke(id);
+      await until(() => closedAt > 0, 5000);
+      console.log(`rabbitmq: revoked ${kind}'s live connection closed ${closedAt - t0} ms after ks.revoke()`);
+      // and every later login (bootstrap included) is refused
+      const boot = await tryConnect(rabbit.url, { clientId: bootUsername(id), username: bootUsername(id), password: bootOf(id) });
+      boot.client?.end(true);
+      expect(boot.code).not.toBe(0);
+      await expect(p.connect()).rejects.toThrow();
+      await p.end().catch(() => undefined);
+    }, 60_000);
+  }
+
+  it('power cut, counter ahead: the reboot continues at its stored limit and phase 2 takes it (no extra round trip)', async () => {
+    // §15.9: the login check accepts any counter above the last (§6.2), so a skipped range costs nothing.
+    const storage = new MemoryStorage();
+    const s = device('pc1', {}, storage, 8);
+    await s.connect(); // phase 1, then phase 2 at counter c1 + 1
+    await s.end();
     await s.connect();
     await s.end();
-    await registry.revokeDevice('s3');
-    await ks.revoke('s3');
-    await expect(s.connect()).rejects.toThrow();
-    const boot = await tryConnect(rabbit.url, { clientId: bootUsername('s3'), username: bootUsername('s3'), password: bootPassword(suite, deriveDeviceKeys(suite, keys.get('s3')!, 's3').authKey, 's3') });
-    boot.client?.end(true);
-    expect(boot.code).not.toBe(0);
+    const rebooted = device('pc1', {}, storage, 8); // RAM lost: the session restarts at the stored counter limit (§7.2)
+    const logins = recordLogins(rebooted);
+    const r = await rebooted.connect();
+    expect(r.phase1).toBe(false);
+    expect(logins.map((l) => l.code)).toEqual([0]);
+    expect(rebooted.stats.packets.phase2).toEqual(['connect', 'puback']); // one round trip (CONNECT; RC queued, acked)
+    await rebooted.end();
+  }, 60_000);
+
+  it('power cut, counter behind (state restored from an older copy): refused token, a hinted phase 1, then phase 1 and phase 2', async () => {
+    // §5.5: the KX1 of a counter at or below the highest accepted is answered with a counter hint; the device moves
+    // past it. Extra cost: 1 refused CONNECT + one phase 1 that ends in HINT (3 round trips) before the usual phase 1.
+    const storage = new MemoryStorage();
+    const s = device('pc2', {}, storage, 4);
+    await s.connect();
+    await s.end();
+    const old = (await storage.get('mqsec.state'))!; // flash as it was then
+    for (let i = 0; i < 6; i++) {
+      await s.connect();
+      await s.end();
+    }
+    const restored = new MemoryStorage();
+    await restored.put('mqsec.state', old);
+    const back = device('pc2', {}, restored, 4);
+    const logins = recordLogins(back);
+    const r = await back.connect();
+    expect(r.phase1).toBe(true);
+    expect(logins.map((l) => `${l.username}:${l.code}`)).toEqual(['pc2:4', `${bootUsername('pc2')}:0`, `${bootUsername('pc2')}:0`, 'pc2:0']);
+    expect(connects(back.stats.packets.phase1)).toBe(2);
+    expect(back.stats.packets.phase1).toEqual(['connect', 'subscribe', 'publish', 'disconnect', 'connect', 'subscribe', 'publish', 'disconnect']);
+    await back.end();
+    expect((await back.connect()).phase1).toBe(false);
+    await back.end();
   }, 60_000);
 
   it('`mqsec keyservice --flavour http-auth` takes over the same checks as its own process', async () => {
     const port = Number(new URL(ks.baseUrl).port);
     const password = (ks as unknown as { o: { servicePassword: string } }).o.servicePassword;
     await ks.stop();
-    const pwFile = path.join(dir, 'ks-password');
-    await writeFile(pwFile, password + '\n', { mode: 0o600 });
-    const proc = startCli(['keyservice', '--flavour', 'http-auth', '--broker', rabbit.url, '--http-port', String(port), '--data', dir, '--username', 'mqsec-keyservice', '--password-file', pwFile]);
+    // the password on stdin (`--password-file -`), never on the command line
+    const proc = startCli(['keyservice', '--flavour', 'http-auth', '--broker', rabbit.url, '--http-port', String(port), '--data', dir, '--username', 'mqsec-keyservice', '--password-file', '-', '--management', rabbit.managementUrl!], { stdin: password + '\n' });
     try {
       await until(() => proc.out().includes('linked to'), 30_000).catch((e) => {
         throw new Error(`${(e as Error).message}\n${proc.out()}\n${proc.err()}`);
@@ -282,6 +406,21 @@ run('key service as the HTTP auth backend of stock RabbitMQ (§15.9)', () => {
       expect(r.verified).toBe(r.sent);
       expect(r.lost).toBe(0);
       expect(r.duplicates).toBe(0);
+      // `mqsec device revoke` / `mqsec app revoke` (another process, on the registry): the key service process
+      // sees the change at its next registry poll and closes the live connection through the management API
+      for (const [kind, id] of [['device', 'cli1'], ['app', 'cliapp1']] as const) {
+        const p = device(id);
+        await p.connect();
+        let closedAt = 0;
+        p.raw!.once('close', () => (closedAt = Date.now()));
+        const revoke = startCli([kind, 'revoke', id, '--data', dir]);
+        expect(await revoke.exited).toBe(0);
+        const done = Date.now();
+        await until(() => closedAt > 0, 10_000);
+        console.log(`rabbitmq: \`mqsec ${kind} revoke\` -> live connection closed ${closedAt - done} ms after the command exited`);
+        await expect(p.connect()).rejects.toThrow();
+        await p.end().catch(() => undefined);
+      }
     } finally {
       proc.child.kill('SIGTERM');
       expect(await proc.exited).toBe(0);

@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { dynsecConfigLines } from '../helpers/mosquitto-dynsec.js';
-import { rabbitConfigLines } from '../helpers/rabbitmq.js';
+import { rabbitConfigLines, rabbitPlugins } from '../helpers/rabbitmq.js';
 import { buildProgram } from '../../cli/main.js';
 
 const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
@@ -27,9 +27,9 @@ describe('README: use your existing broker', () => {
   it('has the RabbitMQ lines the tests run with', () => {
     const conf = blocks.find((b) => b.includes('auth_backends.1 = http'))!;
     expect(conf).toBeDefined();
-    const want = rabbitConfigLines(1883, { baseUrl: 'http://127.0.0.1:8089/auth' }).map((l) => l.replace('127.0.0.1:1883', '1883'));
+    const want = rabbitConfigLines(1883, { baseUrl: 'http://127.0.0.1:8089/auth', managementPort: 15672 }).map((l) => l.replace('127.0.0.1:1883', '1883'));
     for (const l of want) expect(lines(conf)).toContain(l);
-    expect(section).toContain('[rabbitmq_mqtt,rabbitmq_auth_backend_http].');
+    expect(section).toContain(rabbitPlugins(true));
   });
 
   it('shows keyservice commands with flags mqsec accepts', () => {
