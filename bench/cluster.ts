@@ -31,8 +31,7 @@ import { Redis } from 'ioredis';
 import { DeviceSecureSession } from '../firmware/secure/index.js';
 import { MemoryStorage } from '../firmware/core/memory-storage.js';
 import { createNodeCryptoSuite } from '../platform-node/crypto-suite.js';
-import { SqliteRegistry } from '../broker/registry/registry.js';
-import { startSimNodes } from '../host-sim/fleet/cluster-nodes.js';
+import { openClusterRegistry, startSimNodes } from '../host-sim/fleet/cluster-nodes.js';
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -140,11 +139,11 @@ async function pool<T>(items: T[], width: number, f: (x: T) => Promise<unknown>)
  */
 async function throughput(count: number, redisUrl: string, dir: string, round: number): Promise<{ nodes: number; readings_per_s: number; node_cpu_s: Record<string, number>; node_cpu_per_reading_ms: number }> {
   const dataDir = path.join(dir, `tp-${round}`);
-  const reg = SqliteRegistry.open(dataDir);
+  const reg = openClusterRegistry(dataDir);
   const keys: { id: string; key: Uint8Array }[] = [];
   for (let i = 0; i < TP_DEVICES; i++) keys.push({ id: `tp${count}-${i}`, key: (await reg.addDevice(`tp${count}-${i}`, 'sensor')).key });
   await reg.addAccount('backend', 'app', 'backend-password');
-  await reg.close();
+  await reg.closeAll();
   const nodes = await startSimNodes({ count, redisUrl, dataDir });
   try {
     let received = 0;
@@ -194,14 +193,14 @@ async function main(): Promise<void> {
   }
   const redis = new Redis(redisUrl);
   const dataDir = path.join(dir, 'registry');
-  const reg = SqliteRegistry.open(dataDir);
+  const reg = openClusterRegistry(dataDir);
   const keys: { id: string; key: Uint8Array }[] = [];
   for (let i = 0; i < N; i++) {
     const id = `bench-${String(i).padStart(5, '0')}`;
     keys.push({ id, key: (await reg.addDevice(id, 'sensor')).key });
   }
   await reg.addAccount('backend', 'app', 'backend-password');
-  await reg.close();
+  await reg.closeAll();
   const metricsPort = await freePort();
   const [node] = await startSimNodes({ count: 1, redisUrl, dataDir, extraArgs: ['--metrics-port', String(metricsPort)] });
   const pid = node!.pid()!;

@@ -156,9 +156,19 @@ export interface RunningBroker {
   stop(): Promise<void>;
 }
 
+/**
+ * §14.12: every node's embedded key service would draw its own random key for
+ * the same group epoch (and move the epoch once per node), so members on
+ * different nodes could not read each other: cluster nodes link to one key
+ * service process (or its replicas, §14.13) instead.
+ */
+export const CLUSTER_NEEDS_EXTERNAL_KEY_SERVICE =
+  'a cluster node cannot run the embedded key service (each node would draw its own group keys): start every node with --keyservice external and run `mqsec keyservice --broker <node> --broker <node> ...` (replicas: --db postgres://...)';
+
 export async function startBroker(opts: BrokerOptions): Promise<RunningBroker> {
   const log = opts.logger ?? pino({ level: opts.logLevel ?? 'info', base: { svc: 'mqsec-broker' } });
   const external = opts.keyService === 'external';
+  if (opts.cluster && !external) throw new Error(CLUSTER_NEEDS_EXTERNAL_KEY_SERVICE);
   // §14.2: with an external key service this process never opens a key service store
   const registry = await openRegistry({ dataDir: opts.dataDir, db: opts.db, memberKeys: external ? null : undefined });
   let lock: DirLock;

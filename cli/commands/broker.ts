@@ -1,6 +1,6 @@
 /** `mqsec broker`: runs the security-enhanced broker in the foreground. */
 import { pino } from 'pino';
-import { addressMatcher, startBroker, type RunningBroker } from '../../broker/server.js';
+import { addressMatcher, CLUSTER_NEEDS_EXTERNAL_KEY_SERVICE, startBroker, type RunningBroker } from '../../broker/server.js';
 import { ensureAdminAccount } from '../../broker/console/admin.js';
 import { DEFAULT_LIMITS } from '../../broker/limits/config.js';
 import { CliError, DEFAULT_DATA_DIR, parsePort, wholeNumber, type CliIo, type CommandModule } from '../command.js';
@@ -85,6 +85,7 @@ export const brokerCommand: CommandModule = {
         if (o.nodeId !== undefined && !/^[A-Za-z0-9._:-]{1,64}$/.test(o.nodeId)) throw new CliError('--node-id: 1-64 characters of A-Z a-z 0-9 . _ : -');
         const port = parsePort(o.port);
         if (o.keyservice !== 'embedded' && o.keyservice !== 'external') throw new CliError('--keyservice is embedded or external');
+        if (o.cluster !== undefined && o.keyservice !== 'external') throw new CliError(CLUSTER_NEEDS_EXTERNAL_KEY_SERVICE);
         const metricsPort = o.metricsPort === undefined ? undefined : parsePort(o.metricsPort);
         const consoleOptions = consoleOptionsFrom(o);
         if ((o.tlsCert || o.tlsKey || o.tlsName || o.tlsHost) && o.tlsPort === undefined) throw new CliError('--tls-cert, --tls-key, --tls-name and --tls-host need --tls-port');

@@ -15,7 +15,7 @@ import { createNodeCryptoSuite } from '../../platform-node/crypto-suite.js';
 import { CliError, decimalNumber, wholeNumber, type CliIo, type CommandModule } from '../command.js';
 import { deviceKeyBytes, parseDeviceConfig } from '../../firmware/app/device-config.js';
 import { isMqsecError } from '../../firmware/core/errors.js';
-import { startSimNodes, type SimNode } from '../../host-sim/fleet/cluster-nodes.js';
+import { simKeyServiceDir, startSimNodes, type SimNode } from '../../host-sim/fleet/cluster-nodes.js';
 import { DB_URL_EXPECTED, isPostgresUrl, openRegistry } from '../../broker/registry/open.js';
 import { registryCliError } from './shared.js';
 
@@ -38,6 +38,7 @@ export interface SimCliOptions {
   rate?: number;
   broker?: string;
   data?: string;
+  keyserviceData?: string;
   json?: boolean;
   drop: number;
   restartBroker?: number;
@@ -202,7 +203,7 @@ export async function runSimCommand(o: SimCliOptions, io: CliIo, extra: Partial<
   try {
     let cluster: FleetOptions['cluster'];
     if (o.brokers) {
-      cluster = { nodes: o.brokers.split(',').map((u) => parseBrokerUrl(u.trim())), dataDir: o.data! };
+      cluster = { nodes: o.brokers.split(',').map((u) => parseBrokerUrl(u.trim())), dataDir: o.data!, keyServiceData: o.keyserviceData };
     } else if (o.nodes !== undefined) {
       // The nodes' data directory (master key, and the registry itself unless --db puts it in
       // PostgreSQL); each node locks its own name in it.
@@ -214,7 +215,7 @@ export async function runSimCommand(o: SimCliOptions, io: CliIo, extra: Partial<
       const extraArgs = o.db === undefined ? [] : ['--db', o.db];
       for (const n of await startSimNodes({ count: o.nodes, redisUrl: o.cluster!, dataDir, extraArgs, logLevel: o.logLevel === 'silent' ? undefined : o.logLevel })) simNodes.push(n);
       io.err(`started ${o.nodes} broker nodes: ${simNodes.map((n) => `${n.id} mqtt://${n.host}:${n.port} pid ${n.pid()}`).join(', ')}`);
-      cluster = { nodes: simNodes.map((n) => ({ host: n.host, port: n.port })), dataDir, control: simNodes, kills, restartAfterS: o.restartAfter };
+      cluster = { nodes: simNodes.map((n) => ({ host: n.host, port: n.port })), dataDir, keyServiceData: simKeyServiceDir(dataDir), control: simNodes, kills, restartAfterS: o.restartAfter };
     }
     const result = await runFleet({
       cluster,
@@ -271,6 +272,7 @@ export const simCommand: CommandModule = {
       .option('--rate <msg_per_s>', 'readings per second across the fleet (default: every node every 5 s)', decimalNumber('--rate', 0.01, 1_000_000))
       .option('--broker <url>', 'use a running mqsec broker (mqtt://HOST:PORT) instead of the embedded one')
       .option('--data <dir>', 'data directory of that broker (to provision the simulated devices)')
+      .option('--keyservice-data <dir>', 'with --brokers: the data directory of the nodes\' key service (`mqsec keyservice --data`; cluster nodes run with --keyservice external), where K_ks of the simulated principals goes')
       .option('--port <n>', 'port of the embedded broker (default: a free port)', wholeNumber('--port', 0, 65535))
       .option('--sleep-mode <mode>', 'deep (disconnect between readings, phase 2 on wake) or wait (stay connected)', 'deep')
       .option('--drop <p>', 'probability that an outgoing write cuts the connection instead', decimalNumber('--drop', 0, 1), 0)

@@ -4,10 +4,18 @@
  * fixed loopback port, sharing the run's registry directory, so the run can
  * kill one (`--kill-node N@T`: SIGKILL, no goodbye) and start it again on the
  * same port, where it rejoins the cluster.
+ *
+ * Cluster nodes never run the embedded key service (§14.12: each would draw
+ * its own group keys): the nodes run with --keyservice external, and the
+ * principals the run provisions get their K_ks in the key service directory
+ * beside the registry (`simKeyServiceDir`), where `mqsec keyservice` would
+ * read it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { SqliteRegistry } from '../../broker/registry/registry.js';
+import { SqliteKeyServiceStore } from '../../broker/keyservice/store.js';
 
 const CLI_BIN = fileURLToPath(new URL('../../cli/bin.mjs', import.meta.url));
 
@@ -24,6 +32,18 @@ export interface SimNode {
   stop(): Promise<void>;
   /** Node CPU time used so far (user + system, ms), summed over its incarnations, from /proc. */
   cpuMs(): number;
+}
+
+/** The key service data directory of nodes sharing the registry in `dataDir`. */
+export function simKeyServiceDir(dataDir: string): string {
+  return `${dataDir.replace(/\/+$/, '')}-keyservice`;
+}
+
+/** The nodes' shared registry, for provisioning: K_ks goes to `keyServiceDir`. `close` closes both. */
+export function openClusterRegistry(dataDir: string, keyServiceDir = simKeyServiceDir(dataDir)): SqliteRegistry & { closeAll(): Promise<void> } {
+  const ks = SqliteKeyServiceStore.open(keyServiceDir);
+  const r = SqliteRegistry.open(dataDir, { memberKeys: ks });
+  return Object.assign(r, { closeAll: async () => (await r.close(), await ks.close()) });
 }
 
 function freePort(): Promise<number> {
@@ -82,7 +102,7 @@ export async function startSimNodes(o: { count: number; redisUrl: string; dataDi
       async start() {
         const c = spawn(
           process.execPath,
-          [CLI_BIN, 'broker', '--cluster', o.redisUrl, '--node-id', id, '--data', o.dataDir, '--port', String(port), '--host', '127.0.0.1', '--log-level', o.logLevel ?? 'warn', ...(o.extraArgs ?? [])],
+          [CLI_BIN, 'broker', '--cluster', o.redisUrl, '--node-id', id, '--data', o.dataDir, '--port', String(port), '--host', '127.0.0.1', '--keyservice', 'external', '--log-level', o.logLevel ?? 'warn', ...(o.extraArgs ?? [])],
           { stdio: ['ignore', 'ignore', o.logLevel && o.logLevel !== 'silent' ? 'inherit' : 'ignore'] },
         );
         let alive = true;

@@ -33,6 +33,7 @@ import { AttackerPool, ConnectCapture, type AttackStats } from './attackers.js';
 import { LatencySample, type FleetSummary } from './stats.js';
 import type { LiveSnapshot } from './live-view.js';
 import type { SimNode } from './cluster-nodes.js';
+import { SqliteKeyServiceStore } from '../../broker/keyservice/store.js';
 import { deviceTopicModes, type TopicModeRow } from './topic-modes.js';
 
 export interface FleetOptions {
@@ -57,7 +58,15 @@ export interface FleetOptions {
    * kill node `node` (1-based) with SIGKILL at `atS` seconds and start it
    * again `restartAfterS` later.
    */
-  cluster?: { nodes: { host: string; port: number }[]; dataDir: string; control?: SimNode[]; kills?: { node: number; atS: number }[]; restartAfterS?: number };
+  cluster?: {
+    nodes: { host: string; port: number }[];
+    dataDir: string;
+    /** The key service data directory of the nodes (they run with --keyservice external): K_ks of the simulated principals goes there. */
+    keyServiceData?: string;
+    control?: SimNode[];
+    kills?: { node: number; atS: number }[];
+    restartAfterS?: number;
+  };
   /**
    * The registry of the external broker or cluster is in this PostgreSQL
    * database (`--db postgres://...`); the data directory then holds the master
@@ -221,7 +230,17 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
   const embedded = !o.broker;
   const dataDir = o.broker?.dataDir ?? path.join(workDir, 'broker');
   // an external broker's or cluster's registry: SQLite in its data directory, or PostgreSQL (o.db)
-  const openExternal = () => openRegistry({ dataDir, db: o.db });
+  // cluster nodes run with an external key service (§14.12): K_ks of what the run provisions goes to its directory
+  const openExternal = async () => {
+    const ks = cluster?.keyServiceData ? SqliteKeyServiceStore.open(cluster.keyServiceData) : undefined;
+    const r = await openRegistry({ dataDir, db: o.db, memberKeys: ks }).catch(async (e: unknown) => {
+      await ks?.close();
+      throw e;
+    });
+    if (!ks) return r;
+    const close = r.close.bind(r);
+    return Object.assign(r, { close: async () => (await close(), await ks.close()) });
+  };
   // Which mode each device topic uses, read once from an external broker's registry (the
   // status line asks for it every tick; the embedded broker answers from memory).
   let externalModes: TopicModeRow[] | undefined;

@@ -16,6 +16,9 @@ import type { RunningBroker } from '../../broker/server.js';
 import { hasPostgres, startPostgres, type RunningPostgres } from '../helpers/postgres.js';
 import { hasRedis, startRedis, type RunningRedis } from '../helpers/redis.js';
 import { tempDir, testBroker, TestApp, TestDevice, waitFor } from './helpers.js';
+import { openRegistry } from '../../broker/registry/open.js';
+import type { Registry } from '../../broker/registry/store.js';
+import { MemoryKeyServiceStore } from '../../broker/keyservice/store.js';
 
 const run = hasRedis() && hasPostgres() ? describe : describe.skip;
 
@@ -36,18 +39,22 @@ run('broker nodes on PostgreSQL (registry) and Redis (routing, sessions, grace s
   const dirs: { path: string; remove(): void }[] = [];
   let a: RunningBroker;
   let b: RunningBroker;
+  /** Provisioning: cluster nodes run with an external key service (§14.12); none runs here (hop-by-hop only), K_ks is kept in memory. */
+  let admin: Registry;
 
   beforeAll(async () => {
     [redis, pg] = await Promise.all([startRedis(), startPostgres()]);
     const db = await pg.createDatabase();
     dirs.push(tempDir('mqsec-cnode-a-'), tempDir('mqsec-cnode-b-'));
-    a = await testBroker(dirs[0]!.path, { db, cluster: { url: redis.url, nodeId: 'pg-a' } });
+    a = await testBroker(dirs[0]!.path, { db, keyService: 'external', cluster: { url: redis.url, nodeId: 'pg-a' } });
     copyFileSync(join(dirs[0]!.path, MASTER_KEY_FILE), join(dirs[1]!.path, MASTER_KEY_FILE));
-    b = await testBroker(dirs[1]!.path, { db, cluster: { url: redis.url, nodeId: 'pg-b' } });
+    b = await testBroker(dirs[1]!.path, { db, keyService: 'external', cluster: { url: redis.url, nodeId: 'pg-b' } });
     await a.registry.addAccount('backend', 'app', 'backend-password');
+    admin = await openRegistry({ dataDir: dirs[0]!.path, db, memberKeys: new MemoryKeyServiceStore() });
   }, 90_000);
 
   afterAll(async () => {
+    await admin?.close();
     await a?.stop();
     await b?.stop();
     await Promise.all([redis?.stop(), pg?.stop()]);
@@ -55,7 +62,7 @@ run('broker nodes on PostgreSQL (registry) and Redis (routing, sessions, grace s
   }, 60_000);
 
   it('phase 1 on A, phase 2 on B; a reading resent unchanged on B after the move is routed once, its copy refused', async () => {
-    const { key } = await a.registry.addDevice('p1', 'sensor');
+    const { key } = await admin.addDevice('p1', 'sensor');
     const app = await persistentBackend(a, 'p1');
     const storage = new MemoryStorage();
     const onA = new TestDevice(a, 'p1', key, storage);
@@ -77,8 +84,8 @@ run('broker nodes on PostgreSQL (registry) and Redis (routing, sessions, grace s
   }, 30_000);
 
   it('PostgreSQL away: CONNACK 3 for new logins on both nodes, a live session keeps publishing; logins again once it is back', async () => {
-    const { key } = await a.registry.addDevice('p2', 'sensor');
-    const { key: key3 } = await a.registry.addDevice('p3', 'sensor');
+    const { key } = await admin.addDevice('p2', 'sensor');
+    const { key: key3 } = await admin.addDevice('p3', 'sensor');
     const app = await persistentBackend(b, 'p2');
     const live = new TestDevice(a, 'p2', key);
     expect(await live.connect()).toMatchObject({ ok: true });

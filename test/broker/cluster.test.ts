@@ -14,6 +14,8 @@ import { listNodes } from '../../broker/cluster/redis-state.js';
 import type { RunningBroker } from '../../broker/server.js';
 import { hasRedis, startRedis, type RunningRedis } from '../helpers/redis.js';
 import { tempDir, testBroker, TestApp, TestDevice, waitFor } from './helpers.js';
+import { SqliteRegistry } from '../../broker/registry/registry.js';
+import { MemoryKeyServiceStore } from '../../broker/keyservice/store.js';
 
 async function persistentBackend(node: { host: string; port: number }): Promise<TestApp> {
   const client = mqtt.connect({ host: node.host, port: node.port, clientId: 'backend/persistent', username: 'backend', password: 'backend-password', clean: false, reconnectPeriod: 0, protocolVersion: 4 });
@@ -33,18 +35,22 @@ run('broker nodes over Redis', () => {
   let dir: { path: string; remove(): void };
   let a: RunningBroker;
   let b: RunningBroker;
+  /** Provisioning: cluster nodes run with an external key service (§14.12); none runs here (hop-by-hop only), K_ks is kept in memory. */
+  let admin: SqliteRegistry;
 
   beforeAll(async () => {
     redis = await startRedis();
     dir = tempDir();
-    a = await testBroker(dir.path, { cluster: { url: redis.url, nodeId: 'node-a' } });
-    b = await testBroker(dir.path, { cluster: { url: redis.url, nodeId: 'node-b' } });
+    a = await testBroker(dir.path, { keyService: 'external', cluster: { url: redis.url, nodeId: 'node-a' } });
+    b = await testBroker(dir.path, { keyService: 'external', cluster: { url: redis.url, nodeId: 'node-b' } });
+    admin = SqliteRegistry.open(dir.path, { memberKeys: new MemoryKeyServiceStore() });
     await a.registry.addAccount('backend', 'app', 'backend-password');
     a.syncRegistry();
     await b.syncRegistry();
   }, 30_000);
 
   afterAll(async () => {
+    await admin?.close();
     await a?.stop();
     await b?.stop();
     await redis?.stop();
@@ -52,7 +58,7 @@ run('broker nodes over Redis', () => {
   });
 
   it('a reading published on node B reaches a backend on node A; phase 1 on A, phase 2 on B', async () => {
-    const { key } = await a.registry.addDevice('c1', 'sensor');
+    const { key } = await admin.addDevice('c1', 'sensor');
     const app = await TestApp.connect(a, 'backend', 'backend-password');
     await app.subscribe('sensors/#');
     const storage = new MemoryStorage();
@@ -71,7 +77,7 @@ run('broker nodes over Redis', () => {
   });
 
   it('the QoS 1 grace state moves with the device: resent unchanged on the other node, routed once, its copy refused', async () => {
-    const { key } = await a.registry.addDevice('c2', 'sensor');
+    const { key } = await admin.addDevice('c2', 'sensor');
     await b.syncRegistry();
     const app = await TestApp.connect(b, 'backend', 'backend-password');
     await app.subscribe('sensors/#');
@@ -98,7 +104,7 @@ run('broker nodes over Redis', () => {
   });
 
   it('the shared grace record is sealed: no key bytes in Redis, and a record of another key does not open', async () => {
-    const { key } = await a.registry.addDevice('c3', 'sensor');
+    const { key } = await admin.addDevice('c3', 'sensor');
     await b.syncRegistry();
     const storage = new MemoryStorage();
     const d = new TestDevice(a, 'c3', key, storage);
@@ -128,7 +134,7 @@ run('broker nodes over Redis', () => {
   });
 
   it('the node directory lists both nodes with their device sessions', async () => {
-    const { key } = await a.registry.addDevice('c4', 'sensor');
+    const { key } = await admin.addDevice('c4', 'sensor');
     const d = new TestDevice(a, 'c4', key);
     await d.connect();
     await waitFor(() => false, 0).catch(() => {});
@@ -145,8 +151,8 @@ run('broker nodes over Redis', () => {
   });
 
   it('Redis away: new logins get CONNACK 3, a live session stays and its reading is acknowledged once Redis is back; logins work again', async () => {
-    const { key } = await a.registry.addDevice('c5', 'sensor');
-    const { key: key6 } = await a.registry.addDevice('c6', 'sensor');
+    const { key } = await admin.addDevice('c5', 'sensor');
+    const { key: key6 } = await admin.addDevice('c6', 'sensor');
     await b.syncRegistry();
     // a backend as the simulator's verifier is one: a persistent session with a QoS 1 subscription
     const app = await persistentBackend(b);

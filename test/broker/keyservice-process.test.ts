@@ -30,6 +30,7 @@ import { connectApp, type MqsecApp } from '../../sdk/index.js';
 import { main } from '../../cli/main.js';
 import type { CliIo } from '../../cli/command.js';
 import { SqliteRegistry } from '../../broker/registry/registry.js';
+import { startBroker } from '../../broker/server.js';
 import { GK_TOPIC, deriveKeyServiceKey } from '../../firmware/secure/group.js';
 import { fromHex } from '../../firmware/core/bytes.js';
 import { isMqsecError } from '../../firmware/core/errors.js';
@@ -616,5 +617,23 @@ describe('one key service for the nodes of a cluster', () => {
     await dev.publish('sensors/dev1/reading', 'after the revocation', { qos: 1 });
     await waitFor(() => got.length === 2, 5000, 'reading after the revocation');
     expect(got[1].text).toBe('after the revocation');
+
+    // `mqsec group rotate` on the shared registry: both nodes pass it on (each polls every 250 ms),
+    // the key service applies that rotation once: one epoch per cluster, not one per node
+    const beforeRotate = epochOf(app1, 'sensors/dev1/#');
+    await run(['group', 'rotate', 'sensors/dev1/#', '--data', brokerDir]);
+    await waitFor(() => epochOf(app1, 'sensors/dev1/#') > beforeRotate && epochOf(dev, 'sensors/dev1/#') > beforeRotate, 5000, 'the rotation reached both nodes');
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(epochOf(app1, 'sensors/dev1/#')).toBe(beforeRotate + 1);
+    expect(epochOf(dev, 'sensors/dev1/#')).toBe(beforeRotate + 1);
+    expect(key(app1)).toBe(key(dev));
+    await dev.publish('sensors/dev1/reading', 'after the rotation', { qos: 1 });
+    await waitFor(() => got.length === 3, 5000, 'reading after the rotation');
+    expect(got[2].text).toBe('after the rotation');
   }, 90_000);
+
+  it('a cluster node refuses the embedded key service, with the way out in the message', async () => {
+    await expect(run(['broker', '--data', join(dir.path, 'refused'), '--port', '0', '--cluster', 'redis://127.0.0.1:1', '--node-id', 'n9'])).rejects.toThrow(/--keyservice external/);
+    await expect(startBroker({ dataDir: join(dir.path, 'refused'), port: 0, logLevel: 'silent', cluster: { url: 'redis://127.0.0.1:1', nodeId: 'n9' } })).rejects.toThrow(/cannot run the embedded key service/);
+  });
 });
