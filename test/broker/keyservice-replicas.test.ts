@@ -217,5 +217,26 @@ describe.skipIf(!hasPostgres())('key service replicas on PostgreSQL', () => {
     console.log(`[key service replicas] SIGTERM of the active replica -> standby linked ${linked.at - stoppedAt} ms`);
     const wrong = Child.start(replicaArgs(join(dir.path, 'ks-wrong')));
     expect(await wrong.exited).not.toBe(0);
+    b = Child.start(replicaArgs(ksDirB));
+    await b.line(/standby: another replica is active/);
   }, 60_000);
+
+  it('PostgreSQL away: the active replica steps down, and a replica is active and linked again by itself once it is back', async () => {
+    const pausedAt = Date.now();
+    await server.pause();
+    await a.line(/stepped down/, 20_000, pausedAt);
+    await new Promise((r) => setTimeout(r, 1000));
+    const resumedAt = Date.now();
+    await server.resume();
+    await waitFor(() => [a, b].some((x) => x.lines.some((l) => l.at >= resumedAt && /key service linked/.test(l.text))), 30_000, 'a replica linked again');
+    // and only one of them
+    await new Promise((r) => setTimeout(r, 1500));
+    expect([a, b].filter((x) => x.lines.some((l) => l.at >= resumedAt && /key service linked/.test(l.text))).length).toBe(1);
+    const app = open[0]!;
+    const dev = open[1]!;
+    const got: string[] = [];
+    app.on('message', (_t, p) => got.push(p.toString('utf8')));
+    await dev.publish('sensors/dev1/t', 'after PostgreSQL came back', { qos: 1 });
+    await waitFor(() => got.includes('after PostgreSQL came back'), 15_000, 'a reading after PostgreSQL came back');
+  }, 90_000);
 });
