@@ -22,6 +22,7 @@
  * public values, deliveries are sealed under K_ks.
  */
 import { createHash } from 'node:crypto';
+import mqtt from 'mqtt';
 import { toHex } from '../../firmware/core/bytes.js';
 import { asMqsecError } from '../../firmware/core/errors.js';
 import { toTextForm } from '../../firmware/secure/messages.js';
@@ -43,7 +44,7 @@ import {
 } from './dynsec.js';
 import { DynsecStateStore, type StoredCredential } from './dynsec-state.js';
 import { parseNoticeLine, parseSubscribeLine, type LogEvent } from './mosquitto-log.js';
-import { StockCore, type Phase1Done, type StockCounters, type StockOptions } from './stock-core.js';
+import { StockCore, UP_FILTER, type Phase1Done, type StockCounters, type StockOptions } from './stock-core.js';
 
 export type { PrincipalSource } from './stock-core.js';
 
@@ -55,7 +56,7 @@ const LOG_SUBSCRIBE = '$SYS/broker/log/M/subscribe';
 export interface MosquittoKeyServiceOptions extends StockOptions {
   adminUser: string;
   adminPassword: string;
-  /** Time allowed for one dynamic-security request. Default 10 s. */
+  /** Time allowed for one dynamic-security request, and for the broker log's start-up check. Default 10 s. */
   controlTimeoutMs?: number;
   /**
    * Where the key service keeps what it mirrored and which token is installed
@@ -93,6 +94,8 @@ export class MosquittoKeyService {
   /** What the last start found: principals whose mirror and installed token were kept, and those re-created. */
   readonly restart = { kept: 0, recreated: 0 };
   private lastChanged = 0;
+  /** The start-up check of the broker log (§15.4): the probe's client id, the events seen for it, lines not understood. */
+  private logProbe: { id: string; seen: Set<string>; unknown: string[] } | undefined;
 
   constructor(private readonly o: MosquittoKeyServiceOptions) {
     this.ownState = !o.state;
@@ -134,6 +137,7 @@ export class MosquittoKeyService {
     await this.syncPolicy();
     this.restart.recreated = this.lastChanged;
     await this.core.client!.subscribeAsync([LOG_NOTICE, LOG_SUBSCRIBE], { qos: 0 });
+    await this.checkLog();
     await this.core.listenUp();
   }
 
@@ -215,6 +219,37 @@ export class MosquittoKeyService {
     this.core.close();
     await this.core.disconnect();
     if (this.ownState) this.state.close();
+  }
+
+  /**
+   * §15.4: everything the key service knows about connections comes from the
+   * broker log, in Mosquitto 2.0's wording. At start a probe connection of
+   * its own (connect, subscribe, disconnect) must show up there as the three
+   * events the parser knows; otherwise start fails with what to fix, rather
+   * than run with tokens that are never replaced.
+   */
+  private async checkLog(): Promise<void> {
+    const id = `${this.o.clientId ?? 'mqsec-keyservice'}-probe`;
+    const probe = { id, seen: new Set<string>(), unknown: [] as string[] };
+    this.logProbe = probe;
+    const want = ['connect', 'subscribe', 'disconnect'];
+    try {
+      const c = await mqtt.connectAsync(this.o.url, { protocolVersion: 4, clientId: id, username: this.o.adminUser, password: this.o.adminPassword, clean: true, reconnectPeriod: 0, connectTimeout: 10_000 });
+      await c.subscribeAsync(UP_FILTER, { qos: 0 }); // granted by the key service's own role
+      await c.endAsync();
+      const end = Date.now() + (this.o.controlTimeoutMs ?? 10_000);
+      while (want.some((k) => !probe.seen.has(k)) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    } finally {
+      this.logProbe = undefined;
+    }
+    const missing = want.filter((k) => !probe.seen.has(k));
+    if (missing.length) {
+      throw new Error(
+        `the broker log gave no recognisable ${missing.join(', ')} line for the key service's probe connection ${id}: ` +
+          `mosquitto.conf needs "log_dest topic", "log_type notice" and "log_type subscribe", and the lines must be in Mosquitto 2.0's wording ` +
+          `(docs/protocol.md §15.4). Lines seen but not understood: ${probe.unknown.length ? probe.unknown.map((l) => JSON.stringify(l)).join(', ') : 'none'}`,
+      );
+    }
   }
 
   // ---- restart (§15.3) ----------------------------------------------------
@@ -323,6 +358,11 @@ export class MosquittoKeyService {
     if (topic === LOG_NOTICE || topic === LOG_SUBSCRIBE) {
       const text = payload.toString('utf8');
       const ev = topic === LOG_NOTICE ? parseNoticeLine(text) : parseSubscribeLine(text);
+      const probe = this.logProbe;
+      if (probe) {
+        if (ev?.clientId === probe.id) probe.seen.add(ev.kind);
+        else if (!ev && probe.unknown.length < 5) probe.unknown.push(text.slice(0, 160));
+      }
       if (ev) this.onLogEvent(ev);
     }
   }

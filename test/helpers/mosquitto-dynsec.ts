@@ -40,19 +40,18 @@ export interface RunningDynsecMosquitto extends RunningMosquitto {
 }
 
 /** The mosquitto.conf lines of a dynamic-security broker beside an mqsec key service (README, "Use your existing broker"). */
-export function dynsecConfigLines(plugin: string, configFile: string): string[] {
+export function dynsecConfigLines(plugin: string, configFile: string, logTopic = true): string[] {
   return [
     'per_listener_settings false',
     `plugin ${plugin}`,
     `plugin_opt_config_file ${configFile}`,
     // the key service learns of connects and disconnects from the broker's log (§15.4)
-    'log_dest topic',
-    'log_type notice',
-    'log_type subscribe',
+    ...(logTopic ? ['log_dest topic', 'log_type notice', 'log_type subscribe'] : []),
   ];
 }
 
-export async function startDynsecMosquitto(opts: { onLog?: (line: string) => void } = {}): Promise<RunningDynsecMosquitto> {
+/** `logTopic: false`: a broker configured without its log on `$SYS/broker/log` (the key service must refuse it). */
+export async function startDynsecMosquitto(opts: { onLog?: (line: string) => void; logTopic?: boolean } = {}): Promise<RunningDynsecMosquitto> {
   const plugin = dynsecPlugin();
   if (!plugin || !hasMosquitto()) throw new Error('mosquitto with mosquitto_dynamic_security.so is not installed (apt-get install mosquitto)');
   const dir = await mkdtemp(path.join(os.tmpdir(), 'mqsec-dynsec-'));
@@ -65,7 +64,7 @@ export async function startDynsecMosquitto(opts: { onLog?: (line: string) => voi
     broker = await startMosquitto({
       allowAnonymous: false,
       // mosquitto started as root drops to the "mosquitto" user, which could not rewrite the JSON in our temp dir
-      extraConfig: [`user ${os.userInfo().username}`, ...dynsecConfigLines(plugin, configFile)],
+      extraConfig: [`user ${os.userInfo().username}`, ...dynsecConfigLines(plugin, configFile, opts.logTopic ?? true)],
       onLog: opts.onLog,
     });
   } catch (e) {
