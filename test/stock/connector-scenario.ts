@@ -172,7 +172,9 @@ export async function connectorScenario(suite: CryptoSuite, keyDevice: Uint8Arra
     await dev.c.publish(`sensors/${ID}/t`, utf8Encode(`reading ${n}`), 1);
     await dev.c.close();
   };
-  for (let wake = 0; wake < 3; wake++) await wakeOnce(wake);
+  await wakeOnce(0);
+  const older = await flash.get('mqsec.state'); // a copy of the flash as it was after the first wake
+  for (let wake = 1; wake < 3; wake++) await wakeOnce(wake);
   // §15.7: a power cut (RAM lost, flash kept): the counter resumes at the next block, the installed
   // token does not match, the broker refuses it, the device runs phase 1 and goes on
   dev = make(ID, keyDevice, flash);
@@ -180,6 +182,12 @@ export async function connectorScenario(suite: CryptoSuite, keyDevice: Uint8Arra
   // §5.5 + §15.2: flash wiped: the counter hint over PUBLISH, then phase 1
   dev = make(ID, keyDevice, new MemoryStorage());
   await wakeOnce(4);
+  // §15.7: state restored from that older copy (counter behind, old ticket): the token is refused, the KX1 gets a
+  // counter hint, then phase 1 above it and phase 2, in one connect()
+  const restored = new MemoryStorage();
+  await restored.put('mqsec.state', older!);
+  dev = make(ID, keyDevice, restored);
+  await wakeOnce(5);
   // a recorded token is refused, and so is a plain password
   const used = installed.get(ID)!;
   for (const pw of ['password', toTextForm(await token(ID, used.sid, used.counter - 1))]) {

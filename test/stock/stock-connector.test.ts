@@ -2,8 +2,8 @@
  * The firmware StockConnector under Node and inside the real XS engine, the
  * same scenario (test/stock/connector-scenario.ts): phase 1 over PUBLISH,
  * phase 2 on the kept session, readings end to end to a reader, a recorded
- * token and a plain password refused, a power cut (§15.7) and a wiped flash
- * (§5.5) recovered without an operator.
+ * token and a plain password refused, a power cut (§15.7), a wiped flash
+ * (§5.5) and flash restored from an older copy recovered without an operator.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fromHex } from '../../firmware/core/bytes.js';
@@ -24,17 +24,18 @@ afterAll(async () => {
 
 function check(r: ScenarioResult): void {
   // wake 1: phase 1 then phase 2 on a new session; wakes 2, 3: phase 2, RC on the kept session;
-  // after the power cut and after the wiped flash: phase 1 again (the session is still there)
+  // after the power cut, the wiped flash and the older flash: phase 1 again (the session is still there)
   expect(r.connects).toEqual([
     [true, false],
     [false, true],
     [false, true],
     [true, true],
     [true, true],
+    [true, true],
   ]);
-  expect(r.read).toEqual([0, 1, 2, 3, 4].map((n) => `xsnode01|sensors/xsnode01/t|reading ${n}`));
-  // the two attacks, and the power-cut device's first token (one counter block ahead)
-  expect(r.refusedLogins).toBe(3);
+  expect(r.read).toEqual([0, 1, 2, 3, 4, 5].map((n) => `xsnode01|sensors/xsnode01/t|reading ${n}`));
+  // the two attacks, the power-cut device's first token (one counter block ahead) and the older flash's token
+  expect(r.refusedLogins).toBe(4);
   expect(r.plaintextOnWire).toBe(false);
   expect(r.errors).toEqual([]);
 }
