@@ -130,7 +130,7 @@ export function applyConfigFile(cmd: Command, opts: ConfigFileOptions = {}): voi
   function convert(o: Option, key: string, item: unknown): unknown {
     const { value, inline } = resolveString(file!, key, item, baseDir, env);
     if (inline && urlHasPassword(value)) {
-      throw new CliError(`config ${file}: "${key}" holds a password inline; give the URL as {"env": "NAME"} or {"file": "PATH"} (or leave the password out of the URL: PostgreSQL reads PGPASSWORD)`);
+      throw new CliError(`config ${file}: "${key}" holds a password inline; give the URL as {"env": "NAME"} or {"file": "PATH"}${/^postgres(ql)?:/i.test(value) ? ' (or leave the password out of the URL: PostgreSQL reads PGPASSWORD)' : ''}`);
     }
     const v = opts.paths?.includes(key) && inline && value !== '' && !isAbsolute(value) ? resolve(baseDir, value) : value;
     if (!o.parseArg) return v;
