@@ -4,14 +4,16 @@
  * provisioned into the key service's data directory (which it follows each
  * second), wake, connect (phase 1 over PUBLISH the first time, phase 2 after),
  * publish readings sealed end to end under group keys (QoS 1), and sleep; an
- * app principal of the same run subscribes and counts each reading exactly
- * once. At the end the run's principals are removed again.
+ * app principal of the same run, on the app SDK (`connectApp` with
+ * `flavour: 'stock'`), subscribes and counts each reading exactly once. At
+ * the end the run's principals are removed again.
  */
 import { MemoryStorage } from '../firmware/core/memory-storage.js';
 import { utf8Decode, utf8Encode } from '../firmware/core/utf8.js';
 import type { CryptoSuite } from '../firmware/crypto/suite.js';
 import { DeviceSecureSession } from '../firmware/secure/device.js';
 import { SqliteRegistry } from '../broker/registry/registry.js';
+import { connectApp, type MqsecApp } from '../sdk/app.js';
 import { StockDevice } from './stock-device.js';
 
 export interface StockFleetOptions {
@@ -58,7 +60,7 @@ export async function runStockFleet(o: StockFleetOptions): Promise<StockFleetRes
   const sent = new Set<string>();
   const seen = new Set<string>();
   const nodes: StockDevice[] = [];
-  let app: StockDevice | undefined;
+  let app: MqsecApp | undefined;
   try {
     if (!(await registry.getRole(ROLE))) {
       await registry.addRole(ROLE);
@@ -70,7 +72,7 @@ export async function runStockFleet(o: StockFleetOptions): Promise<StockFleetRes
     }
     for (const id of ids) keys.set(id, (await registry.addDevice(id, ROLE)).key);
     keys.set(appId, (await registry.addDevice(appId, APP_ROLE)).key);
-    const make = (id: string, onMessage?: ConstructorParameters<typeof StockDevice>[0]['onMessage']) =>
+    const make = (id: string) =>
       new StockDevice({
         url: o.url,
         id,
@@ -78,18 +80,17 @@ export async function runStockFleet(o: StockFleetOptions): Promise<StockFleetRes
         suite: o.suite,
         session: new DeviceSecureSession({ suite: o.suite, devId: id, deviceKey: keys.get(id)!, storage: new MemoryStorage() }),
         timeoutMs: 10_000,
-        onMessage,
       });
-    app = make(appId, (m) => {
-      const k = `${m.publisher}|${m.topic}|${utf8Decode(m.plaintext)}`;
+    // the key service follows the registry each second: retry until it knows the new principals
+    app = await retry(30, () => connectApp({ url: o.url, id: appId, key: keys.get(appId)!, flavour: 'stock', suite: o.suite, keyTimeoutMs: 10_000 }));
+    app.on('message', (topic, payload, info) => {
+      const k = `${info.publisher}|${topic}|${utf8Decode(payload)}`;
       if (seen.has(k)) r.duplicates++;
       else if (sent.has(k)) {
         seen.add(k);
         r.verified++;
       }
     });
-    // the key service follows the registry each second: retry until it knows the new principals
-    await connectWithRetry(app, 30);
     await app.subscribe('sim/#');
     const end = Date.now() + o.durationS * 1000;
     const period = (o.periodS ?? 2) * 1000;
@@ -103,7 +104,7 @@ export async function runStockFleet(o: StockFleetOptions): Promise<StockFleetRes
         while (Date.now() < end) {
           const woke = Date.now();
           try {
-            const c = first ? await connectWithRetry(node, 30) : await node.connect();
+            const c = first ? await retry(30, () => node.connect()) : await node.connect();
             first = false;
             r.wakes++;
             if (c.phase1) r.phase1++;
@@ -135,10 +136,10 @@ export async function runStockFleet(o: StockFleetOptions): Promise<StockFleetRes
   }
 }
 
-async function connectWithRetry(d: StockDevice, tries: number): Promise<{ phase1: boolean }> {
+async function retry<T>(tries: number, f: () => Promise<T>): Promise<T> {
   for (let i = 0; ; i++) {
     try {
-      return await d.connect();
+      return await f();
     } catch (e) {
       if (i + 1 >= tries) throw e;
       await sleep(250);

@@ -25,6 +25,12 @@
  * holds its keys: an end-to-end message keeps its group envelope and gets
  * this connection's channel trailer (§14.5: receivers drop the copy if the
  * first one had arrived); a hop-by-hop one follows §8.5.
+ *
+ * The same app runs on a stock broker with the mqsec key service beside it
+ * (`flavour: 'stock'`, §15): what differs (phase 1 on a bootstrap
+ * connection, the token as a text password on a persistent session, the
+ * protocol on `mqsec/up|down/ID`, no trailer, no hop-by-hop topics) is the
+ * transport (transport.ts); this state machine is the same.
  */
 import { EventEmitter } from 'node:events';
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
@@ -34,9 +40,12 @@ import { MemoryStorage } from '../firmware/core/memory-storage.js';
 import type { Storage } from '../firmware/core/platform.js';
 import type { CryptoSuite } from '../firmware/crypto/suite.js';
 import { DeviceSecureSession } from '../firmware/secure/device.js';
-import { KX_TOPIC, RESERVED_PREFIX } from '../firmware/secure/constants.js';
+import { MSG_RESUME_CONFIRM, RESERVED_PREFIX } from '../firmware/secure/constants.js';
 import { GK_TOPIC, GroupKeyring, deriveKeyServiceKey } from '../firmware/secure/group.js';
+import { deriveDeviceKeys } from '../firmware/secure/key-schedule.js';
+import { bootPassword } from '../firmware/secure/stock.js';
 import { createNodeCryptoSuite } from '../platform-node/crypto-suite.js';
+import { StockTransport, mqsecTransport, type BrokerFlavour, type BrokerTransport } from './transport.js';
 
 export interface ReconnectOptions {
   /** First delay after a lost connection. Default 250 ms. */
@@ -46,8 +55,17 @@ export interface ReconnectOptions {
 }
 
 export interface ConnectAppOptions {
-  /** mqtt://host:port of the mqsec broker. */
+  /** mqtt://host:port of the broker. */
   url: string;
+  /**
+   * Which broker `url` is (docs/protocol.md §15.1): `"mqsec"` (default), the
+   * mqsec broker; `"stock"`, an unmodified broker (Mosquitto with dynamic
+   * security, RabbitMQ, ...) with `mqsec keyservice --flavour ...` beside it.
+   * On a stock broker every topic the app reads or writes must be end to end
+   * (inside a group of its policy): there is no hop-by-hop mode, and the MQTT
+   * session is always persistent (§15.3).
+   */
+  flavour?: BrokerFlavour;
   /** The app principal's id (its MQTT client id). */
   id: string;
   /** Its 32-byte key, as bytes or hex (printed once by `mqsec app add`). The SDK wipes its own copy at once. */
@@ -71,7 +89,8 @@ export interface ConnectAppOptions {
    * Keep the MQTT session across connections (clean session off, client id =
    * the app id): QoS 1 messages routed while the app is reconnecting, e.g.
    * across a broker restart, are queued for it by the broker and delivered
-   * when it is back. Default off (a clean session per connection).
+   * when it is back. Default off (a clean session per connection); always on
+   * with `flavour: "stock"`.
    */
   persistent?: boolean;
 }
@@ -172,12 +191,15 @@ export class MqsecApp extends EventEmitter<AppEvents> {
   private readonly reconnectOpts: Required<ReconnectOptions> | false;
   private readonly maxQueued: number;
   private readonly persistent: boolean;
+  private readonly transport: BrokerTransport;
+  /** Phase of the main connection's credentials (2 after a bootstrap phase 1, §15.2): what a refusal means. */
+  private connPhase: 1 | 2 = 1;
 
   /** @internal use connectApp */
   constructor(
     readonly session: DeviceSecureSession,
     readonly keyring: GroupKeyring,
-    opts: Pick<ConnectAppOptions, 'url' | 'mqtt' | 'keyTimeoutMs' | 'reconnect' | 'maxQueued' | 'persistent'>,
+    opts: Pick<ConnectAppOptions, 'url' | 'mqtt' | 'keyTimeoutMs' | 'reconnect' | 'maxQueued' | 'persistent'> & { transport?: BrokerTransport },
   ) {
     super();
     this.url = opts.url;
@@ -185,7 +207,13 @@ export class MqsecApp extends EventEmitter<AppEvents> {
     this.keyTimeoutMs = opts.keyTimeoutMs ?? DEFAULT_KEY_TIMEOUT_MS;
     this.reconnectOpts = opts.reconnect === false ? false : { initialMs: opts.reconnect?.initialMs ?? 250, maxMs: opts.reconnect?.maxMs ?? 30_000 };
     this.maxQueued = opts.maxQueued ?? DEFAULT_MAX_QUEUED;
-    this.persistent = opts.persistent ?? false;
+    this.transport = opts.transport ?? mqsecTransport;
+    this.persistent = this.transport.flavour === 'stock' || (opts.persistent ?? false);
+  }
+
+  /** The broker flavour this app talks to (§15.1). */
+  get flavour(): BrokerFlavour {
+    return this.transport.flavour;
   }
 
   get id(): string {
@@ -233,7 +261,18 @@ export class MqsecApp extends EventEmitter<AppEvents> {
     if (this._state === 'closed') fail('CONNECTION_CLOSED', 'app closed');
     this.subscriptions.set(filter, qos);
     if (this._state !== 'online' || !this._client) return qos; // made at the next connect
-    const g = await this._client.subscribeAsync(filter, { qos });
+    let g;
+    try {
+      g = await this._client.subscribeAsync(filter, { qos });
+    } catch (e) {
+      // RabbitMQ answers a subscription it refuses by closing the connection, not with SUBACK 0x80:
+      // made again after the reconnect it would close that one too, so it is forgotten here
+      this.subscriptions.delete(filter);
+      const granted = (e as { packet?: { granted?: number[] } }).packet?.granted;
+      if (granted) return granted[0] ?? 128;
+      throw new MqsecError('CONNECTION_CLOSED', `no SUBACK for ${filter} (a broker may close the connection on a refused subscription): not subscribed`);
+    }
+    if ((g[0]?.qos ?? 128) === 128) this.subscriptions.delete(filter);
     return g[0]?.qos ?? 128;
   }
 
@@ -303,16 +342,34 @@ export class MqsecApp extends EventEmitter<AppEvents> {
     if (this._state !== 'connecting') return; // closed meanwhile
     this.phaseOfAttempt = creds.phase;
     const no = ++this.connNo;
+    if (creds.phase === 1 && this.transport.bootstrap) {
+      // §15.2: phase 1 on its own connection; the main connection then runs phase 2 with the new ticket
+      const r = await this.transport.bootstrap(creds.password, { url: this.url, session: this.session, mqtt: this.mqttOptions, timeoutMs: this.keyTimeoutMs });
+      if (no !== this.connNo || this._state !== 'connecting') return;
+      if (r.kind !== 'ticket') {
+        this.connPhase = 1;
+        if (r.kind === 'hint') this.counterHinted = true;
+        return this.enqueue(() => this.connectionLost(no, r.kind === 'refused' ? r.code : undefined, r.kind === 'failed' ? r.error : undefined));
+      }
+      try {
+        creds = await this.session.connectCredentials();
+      } catch (e) {
+        return this.fatal(asMqsecError(e, 'STORAGE'));
+      }
+      if (no !== this.connNo || this._state !== 'connecting') return;
+    }
+    this.connPhase = creds.phase;
+    const fields = this.transport.connectFields(creds, this.persistent);
     const client = mqtt.connect(this.url, {
       protocolVersion: 4,
       keepalive: 60,
       connectTimeout: 10_000,
       ...this.mqttOptions,
-      clean: !this.persistent,
+      clean: fields.clean,
       reconnectPeriod: 0, // a one-time password must never be replayed by MQTT.js
-      clientId: creds.clientId,
-      username: creds.username,
-      password: Buffer.from(creds.password) as unknown as string,
+      clientId: fields.clientId,
+      username: fields.username,
+      password: fields.password as unknown as string,
     });
     this._client = client;
     let refused: number | undefined;
@@ -321,7 +378,18 @@ export class MqsecApp extends EventEmitter<AppEvents> {
     client.on('message', (topic, payload, packet) => {
       if (no === this.connNo) this.incoming(topic, new Uint8Array(payload), packet);
     });
-    client.on('connect', () => this.enqueue(() => this.session.onConnack(0)));
+    client.on('connect', (connack) =>
+      this.enqueue(async () => {
+        await this.session.onConnack(0);
+        if (no !== this.connNo || this._state === 'closed') return;
+        this.transport.connected(client, connack.sessionPresent);
+        // no RC (phase 2) or KX2 (phase 1) in time: a failed attempt (the next one starts over)
+        clearTimeout(this.keyTimer);
+        this.keyTimer = setTimeout(() => {
+          if (no === this.connNo && this._state === 'connecting' && this.session.state !== 'ready') client.end(true);
+        }, this.keyTimeoutMs);
+      }),
+    );
     client.on('error', (err: Error & { code?: unknown }) => {
       lastError = err;
       if (typeof err.code === 'number') refused = err.code;
@@ -336,7 +404,8 @@ export class MqsecApp extends EventEmitter<AppEvents> {
   private async connectionLost(no: number, refused: number | undefined, err: Error | undefined): Promise<void> {
     if (no !== this.connNo || this._state === 'closed') return;
     clearTimeout(this.keyTimer);
-    const phase = this.phaseOfAttempt;
+    this.transport.settled();
+    const phase = this.connPhase;
     if (refused !== undefined) await this.session.onConnack(refused); // a refused phase 2 drops the ticket (§7.1)
     this.session.onConnectionLost();
     this.supersededRequests = 0;
@@ -380,6 +449,7 @@ export class MqsecApp extends EventEmitter<AppEvents> {
 
   /** Session ready (KX3 sent, or the resumption confirmed): ask for the group keys (§14.6). */
   private sessionReady(): void {
+    this.transport.settled();
     this.requestKeys(true);
     clearTimeout(this.keyTimer);
     const no = this.connNo;
@@ -471,13 +541,15 @@ export class MqsecApp extends EventEmitter<AppEvents> {
         m.mode = 'e2e';
         m.sealed = this.keyring.seal(m.topic, m.plaintext);
         if (this.keyring.wantsRange) this.requestKeys(true); // §14.4: the next range before this one runs out
+      } else if (!this.transport.hop) {
+        fail('NOT_AUTHORIZED', `no group key for ${m.topic}: on a stock broker an app publishes only on end-to-end topics its policy lets it write (§15)`);
       } else {
         m.mode = 'hop';
         m.sealed = this.session.seal(m.topic, m.plaintext);
         return m.sealed;
       }
       // §14.5: the trailer belongs to this connection, so it is made right before the write
-      return this.session.wrapChannel(m.topic, m.sealed);
+      return this.transport.wrapGroup(this.session, m.topic, m.sealed);
     }
     if (m.mode === 'e2e') {
       // §14.5: a resend keeps its group envelope while readers can still open its epoch (current or previous),
@@ -485,7 +557,7 @@ export class MqsecApp extends EventEmitter<AppEvents> {
       const own = this.keyring.reopenOwn(m.topic, m.sealed);
       if (own) own.fill(0);
       else m.sealed = this.keyring.seal(m.topic, m.plaintext);
-      return this.session.wrapChannel(m.topic, m.sealed);
+      return this.transport.wrapGroup(this.session, m.topic, m.sealed);
     }
     // §8.5: resend unchanged under the previous connection's keys (the broker's grace keys and window
     // deduplicate); what is older is re-sealed under the current keys. After a broker crash (no grace
@@ -506,7 +578,8 @@ export class MqsecApp extends EventEmitter<AppEvents> {
     const retain = packet?.retain ?? false;
     this.enqueue(async () => {
       if (this._state === 'closed') return;
-      if (topic === GK_TOPIC) {
+      const proto = this.transport.protocolTopic(topic, payload);
+      if (proto === GK_TOPIC) {
         let changed: string[];
         try {
           changed = this.keyring.acceptDelivery(payload);
@@ -532,8 +605,11 @@ export class MqsecApp extends EventEmitter<AppEvents> {
       }
       // §14.1: a topic of a group this app holds opens only under the group key, never as a hop-by-hop
       // envelope, which the broker could make: routing by group membership keeps the broker out of it
-      if (topic !== KX_TOPIC && this.keyring.covers(topic)) return this.openGroupMessage(topic, payload, retain, true);
-      const r = await this.session.handleIncoming(topic, payload);
+      if (proto === undefined && this.keyring.covers(topic)) return this.openGroupMessage(topic, payload, retain, true);
+      if (proto === undefined && !this.transport.hop) return this.openStockMessage(topic, payload, retain);
+      // §15.3: the key service answers each ask for RC (after the SUBSCRIBE, the token, a second ask): the later copies come to a ready session
+      if (proto !== undefined && this.transport.repeatsRc && this.session.state === 'ready' && payload[0] === MSG_RESUME_CONFIRM) return;
+      const r = await this.session.handleIncoming(proto ?? topic, payload);
       if (r.kind === 'handshake') {
         await this._client?.publishAsync(r.reply.topic, Buffer.from(r.reply.payload), { qos: 0 });
         this.sessionReady();
@@ -572,6 +648,20 @@ export class MqsecApp extends EventEmitter<AppEvents> {
     }
   }
 
+  /**
+   * §15: on a stock broker every message is a group envelope. One outside the
+   * groups held arriving before this connection's keys (the persistent
+   * session's queue is delivered right after CONNACK) waits for them; later
+   * it is dropped: no hop-by-hop envelope exists there to open.
+   */
+  private openStockMessage(topic: string, payload: Uint8Array, retain: boolean): void {
+    if (this._state !== 'online' && this.held.length < MAX_HELD) {
+      this.held.push({ topic, payload, retain });
+      return;
+    }
+    this.emit('dropped', topic, new MqsecError('NOT_AUTHORIZED', 'no group key for this topic'));
+  }
+
   private dropHeld(): void {
     for (const h of this.held.splice(0)) this.emit('dropped', h.topic, new MqsecError('UNKNOWN_SESSION', 'no key for this group epoch'));
   }
@@ -586,7 +676,7 @@ export class MqsecApp extends EventEmitter<AppEvents> {
       this.lastKeyRequest = now;
     }
     if (this.keyring.awaitingDelivery) this.supersededRequests++;
-    this._client.publish(GK_TOPIC, Buffer.from(this.keyring.request()), { qos: 0 });
+    this._client.publish(this.transport.keyRequestTopic, Buffer.from(this.keyring.request()), { qos: 0 });
   }
 }
 
@@ -599,15 +689,25 @@ export class MqsecApp extends EventEmitter<AppEvents> {
 export async function connectApp(opts: ConnectAppOptions): Promise<MqsecApp> {
   const suite = opts.suite ?? createNodeCryptoSuite();
   const key = typeof opts.key === 'string' ? fromHex(opts.key) : opts.key.slice();
+  const flavour = opts.flavour ?? 'mqsec';
+  if (flavour !== 'mqsec' && flavour !== 'stock') throw new MqsecError('MALFORMED', 'flavour must be "mqsec" or "stock"');
   let session: DeviceSecureSession;
   let keyring: GroupKeyring;
+  let transport: BrokerTransport = mqsecTransport;
   try {
     session = new DeviceSecureSession({ suite, devId: opts.id, deviceKey: key, storage: opts.storage ?? new MemoryStorage(), storageKey: 'mqsecstate' });
     keyring = new GroupKeyring({ suite, id: opts.id, keyServiceKey: deriveKeyServiceKey(suite, key, opts.id) });
+    if (flavour === 'stock') {
+      // §15.2: the bootstrap password comes from K_auth; K_psk is not needed here (the session derives its own)
+      const { authKey, pskKey } = deriveDeviceKeys(suite, key, opts.id);
+      pskKey.fill(0);
+      transport = new StockTransport(opts.id, bootPassword(suite, authKey, opts.id));
+      authKey.fill(0);
+    }
   } finally {
     key.fill(0);
   }
-  const app = new MqsecApp(session, keyring, opts);
+  const app = new MqsecApp(session, keyring, { ...opts, transport });
   await app.start();
   return app;
 }

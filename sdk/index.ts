@@ -13,6 +13,7 @@ export {
   type OnlineInfo,
   type ReconnectOptions,
 } from './app.js';
+export type { BrokerFlavour } from './transport.js';
 export { readAppConfig, type AppConfig } from './config.js';
 export { MqsecError, isMqsecError, type ErrorCode } from '../firmware/core/errors.js';
 export { MemoryStorage } from '../firmware/core/memory-storage.js';

@@ -9,7 +9,7 @@
 import { existsSync } from 'node:fs';
 import { toHex } from '../../firmware/core/bytes.js';
 import { CliError, DEFAULT_DATA_DIR, type CommandModule } from '../command.js';
-import { provisionPrincipal, rotatePrincipal, withRegistry, writeDeviceConfig, configBroker, readExistingConfig, KS_DATA_HELP, KS_DB_HELP, type KeyOutputOpts } from './shared.js';
+import { provisionPrincipal, rotatePrincipal, withRegistry, writeDeviceConfig, configBroker, readExistingConfig, KS_DATA_HELP, KS_DB_HELP, BROKER_FLAVOUR_HELP, type ConfigBroker, type KeyOutputOpts } from './shared.js';
 
 
 
@@ -21,9 +21,9 @@ export const appCommand: CommandModule = {
   register(program, io) {
     const app = program.command('app').description('manage app principals: backends that join with an app key through the SDK or `mqsec sub`/`mqsec pub`');
 
-    const keyOutput = (id: string, key: Uint8Array, o: KeyOutputOpts, verb: string, configPath: string | undefined, broker: { host: string; port: number }) => {
-      if (configPath) writeDeviceConfig(configPath, id, key, broker.host, broker.port);
-      if (o.json) io.out(JSON.stringify({ id, key: toHex(key), url: `mqtt://${broker.host}:${broker.port}`, ...(configPath ? { config: configPath } : {}) }));
+    const keyOutput = (id: string, key: Uint8Array, o: KeyOutputOpts, verb: string, configPath: string | undefined, broker: ConfigBroker) => {
+      if (configPath) writeDeviceConfig(configPath, id, key, broker.host, broker.port, broker.flavour);
+      if (o.json) io.out(JSON.stringify({ id, key: toHex(key), url: `mqtt://${broker.host}:${broker.port}`, ...(broker.flavour ? { flavour: broker.flavour } : {}), ...(configPath ? { config: configPath } : {}) }));
       else {
         io.out(`app ${id} ${verb}`);
         io.out(`key: ${toHex(key)}`);
@@ -43,6 +43,7 @@ export const appCommand: CommandModule = {
       .option('--config <file>', 'app config file to write (default with --json: app-config-<name>.json)')
       .option('--broker-host <host>', 'broker host as the app reaches it (default 127.0.0.1)')
       .option('--broker-port <n>', 'broker port for the config file (default 1883)')
+      .option('--broker-flavour <name>', BROKER_FLAVOUR_HELP)
       .action(async (name: string, o: KeyOutputOpts & { role: string }) => {
         const broker = configBroker(o);
         const configPath = o.config ?? (o.json ? defaultAppConfigPath(name) : undefined);
@@ -90,6 +91,7 @@ export const appCommand: CommandModule = {
       .option('--config <file>', 'app config file to rewrite (default: app-config-<name>.json if it exists, or with --json)')
       .option('--broker-host <host>', 'broker host for the config file (default: the one already in it)')
       .option('--broker-port <n>', 'broker port for the config file (default: the one already in it)')
+      .option('--broker-flavour <name>', `${BROKER_FLAVOUR_HELP} (default: the one already in it)`)
       .action(async (name: string, o: KeyOutputOpts) => {
         const configPath = o.config ?? (o.json || existsSync(defaultAppConfigPath(name)) ? defaultAppConfigPath(name) : undefined);
         const existing = configPath ? readExistingConfig(configPath, name, 'app') : undefined;

@@ -114,12 +114,13 @@ export function rotatePrincipal(t: ProvisioningTarget, id: string): Promise<{ ke
 export interface DeviceConfig {
   id: string;
   key: string;
-  broker: { host: string; port: number };
+  /** `flavour: "stock"`: a stock broker with the key service beside it (docs/protocol.md §15.1). */
+  broker: { host: string; port: number; flavour?: 'stock' };
 }
 
 /** Writes the device's config file (id, key hex, broker endpoint) with mode 0600. */
-export function writeDeviceConfig(path: string, id: string, key: Uint8Array, host: string, port: number): DeviceConfig {
-  const config: DeviceConfig = { id, key: toHex(key), broker: { host, port } };
+export function writeDeviceConfig(path: string, id: string, key: Uint8Array, host: string, port: number, flavour?: 'stock'): DeviceConfig {
+  const config: DeviceConfig = { id, key: toHex(key), broker: { host, port, ...(flavour ? { flavour } : {}) } };
   writeFileSync(path, JSON.stringify(config, null, 2) + '\n', { mode: 0o600 });
   chmodSync(path, 0o600); // an existing file keeps its old mode on write
   return config;
@@ -145,6 +146,17 @@ export interface KeyOutputOpts {
   config?: string;
   brokerHost?: string;
   brokerPort?: string;
+  brokerFlavour?: string;
+}
+
+/** `--broker-flavour` of the config-writing commands. */
+export const BROKER_FLAVOUR_HELP = 'mqsec (default) or stock: the broker is a stock broker with `mqsec keyservice --flavour ...` beside it (docs/protocol.md §15); written to the config as broker.flavour';
+
+/** A config file's broker endpoint. */
+export interface ConfigBroker {
+  host: string;
+  port: number;
+  flavour?: 'stock';
 }
 
 export const DEFAULT_BROKER = { host: '127.0.0.1', port: 1883 };
@@ -153,9 +165,9 @@ export const DEFAULT_BROKER = { host: '127.0.0.1', port: 1883 };
  * The broker endpoint of an existing device or app config for `id`; refuses a
  * file that belongs to another principal or is not JSON (it is never overwritten).
  */
-export function readExistingConfig(path: string, id: string, kind: 'device' | 'app'): { host: string; port: number } | undefined {
+export function readExistingConfig(path: string, id: string, kind: 'device' | 'app'): ConfigBroker | undefined {
   if (!existsSync(path)) return undefined;
-  let c: { id?: unknown; broker?: { host?: unknown; port?: unknown } };
+  let c: { id?: unknown; broker?: { host?: unknown; port?: unknown; flavour?: unknown } };
   try {
     c = JSON.parse(readFileSync(path, 'utf8'));
   } catch {
@@ -165,13 +177,17 @@ export function readExistingConfig(path: string, id: string, kind: 'device' | 'a
   return {
     host: typeof c.broker?.host === 'string' ? c.broker.host : DEFAULT_BROKER.host,
     port: typeof c.broker?.port === 'number' ? c.broker.port : DEFAULT_BROKER.port,
+    ...(c.broker?.flavour === 'stock' ? { flavour: 'stock' as const } : {}),
   };
 }
 
 /** The broker a config file names: the flags, else the config being rewritten, else the default. */
-export function configBroker(o: KeyOutputOpts, existing?: { host: string; port: number }): { host: string; port: number } {
+export function configBroker(o: KeyOutputOpts, existing?: ConfigBroker): ConfigBroker {
+  if (o.brokerFlavour !== undefined && o.brokerFlavour !== 'mqsec' && o.brokerFlavour !== 'stock') throw new CliError('--broker-flavour must be mqsec or stock');
+  const flavour = o.brokerFlavour !== undefined ? o.brokerFlavour : existing?.flavour;
   return {
     host: o.brokerHost ?? existing?.host ?? DEFAULT_BROKER.host,
     port: o.brokerPort !== undefined ? parsePort(o.brokerPort) : (existing?.port ?? DEFAULT_BROKER.port),
+    ...(flavour === 'stock' ? { flavour } : {}),
   };
 }

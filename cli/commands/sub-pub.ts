@@ -44,7 +44,8 @@ async function openApp(o: AppOpts): Promise<MqsecApp> {
   }
   const storage = new FileStorage(o.state ?? join(dirname(path), `.mqsec-state-${cfg.id}`));
   try {
-    return await connectApp({ url: o.url ?? cfg.url, id: cfg.id, key: cfg.key, storage, keyTimeoutMs: o.keyTimeout });
+    // the config's broker.flavour says whether the broker is mqsec's or a stock one with the key service beside it (§15.1)
+    return await connectApp({ url: o.url ?? cfg.url, id: cfg.id, key: cfg.key, flavour: cfg.flavour, storage, keyTimeoutMs: o.keyTimeout });
   } catch (e) {
     throw new CliError(`cannot connect as ${cfg.id}: ${e instanceof Error ? e.message : String(e)}`);
   }

@@ -24,6 +24,14 @@ export interface RecordedConnection {
   packets: mqttPacket.Packet[];
   /** Packets the broker sent (parsed from `down`, 'forward' mode). */
   downPackets: mqttPacket.Packet[];
+  /** Both directions in the order the proxy saw them, with each packet's size on the wire (fixed header included). */
+  log: { dir: 'up' | 'down'; packet: mqttPacket.Packet; bytes: number }[];
+}
+
+/** Bytes of a parsed packet on the wire: type byte, remaining-length varint, remaining length. */
+function wireSize(p: mqttPacket.Packet): number {
+  const n = p.length ?? 0;
+  return 1 + (n < 128 ? 1 : n < 16_384 ? 2 : n < 2_097_152 ? 3 : 4) + n;
 }
 
 export class TcpProxy {
@@ -50,11 +58,14 @@ export class TcpProxy {
   }
 
   private accept(client: net.Socket, upstreamPort: number, upstreamHost: string): void {
-    const rec: RecordedConnection = { up: [], down: [], packets: [], downPackets: [] };
+    const rec: RecordedConnection = { up: [], down: [], packets: [], downPackets: [], log: [] };
     this.connections.push(rec);
     this.track(client);
     const parser = mqttPacket.parser({ protocolVersion: 4 });
-    parser.on('packet', (p) => rec.packets.push(p));
+    parser.on('packet', (p) => {
+      rec.packets.push(p);
+      rec.log.push({ dir: 'up', packet: p, bytes: wireSize(p) });
+    });
     parser.on('error', () => {});
     if (this.mode === 'impersonate') {
       parser.on('packet', (p) => {
@@ -77,7 +88,10 @@ export class TcpProxy {
     const upstream = net.connect(upstreamPort, upstreamHost);
     this.track(upstream);
     const downParser = mqttPacket.parser({ protocolVersion: 4 });
-    downParser.on('packet', (p) => rec.downPackets.push(p));
+    downParser.on('packet', (p) => {
+      rec.downPackets.push(p);
+      rec.log.push({ dir: 'down', packet: p, bytes: wireSize(p) });
+    });
     downParser.on('error', () => {});
     client.on('data', (d) => {
       rec.up.push(Buffer.from(d));
