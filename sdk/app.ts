@@ -592,6 +592,7 @@ export class MqsecApp extends EventEmitter<AppEvents> {
           return;
         }
         this.supersededRequests = 0;
+        const firstOnline = this.firstConnect !== undefined;
         if (this._state === 'connecting' && this.session.state === 'ready') await this.goOnline();
         else if (this.waitingRange) {
           // the next sequence range: what waited for it goes out now, in order
@@ -600,7 +601,13 @@ export class MqsecApp extends EventEmitter<AppEvents> {
         }
         if (changed.length) this.emit('keys', changed);
         // messages that came ahead of their epoch's key get one more try
-        for (const h of this.held.splice(0)) this.openGroupMessage(h.topic, h.payload, h.retain, false);
+        const retry = () => {
+          for (const h of this.held.splice(0)) this.openGroupMessage(h.topic, h.payload, h.retain, false);
+        };
+        // at the first connect the caller of connectApp attaches its listeners only once it resolves:
+        // what a persistent session's queue brought ahead of the keys (§15.10) is opened a turn later
+        if (firstOnline && this._state === 'online' && this.held.length) setTimeout(() => this.enqueue(retry), 0);
+        else retry();
         return;
       }
       // §14.1: a topic of a group this app holds opens only under the group key, never as a hop-by-hop

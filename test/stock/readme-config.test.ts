@@ -9,6 +9,10 @@ import { describe, expect, it } from 'vitest';
 import { dynsecConfigLines } from '../helpers/mosquitto-dynsec.js';
 import { rabbitConfigLines, rabbitPlugins } from '../helpers/rabbitmq.js';
 import { buildProgram } from '../../cli/main.js';
+import { readAppConfig } from '../../sdk/config.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 
 const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
 const section = readme.slice(readme.indexOf('## Use your existing broker'), readme.indexOf('\n## ', readme.indexOf('## Use your existing broker') + 5));
@@ -40,5 +44,23 @@ describe('README: use your existing broker', () => {
     const known = new Set(ks.options.map((o) => o.long));
     for (const c of cmds) for (const flag of c.match(/--[a-z-]+/g) ?? []) expect(known.has(flag), flag).toBe(true);
     expect(cmds.map((c) => /--flavour (\S+)/.exec(c)?.[1])).toEqual(['mosquitto-dynsec', 'http-auth']);
+  });
+
+  it('shows an app add with flags mqsec accepts and an app config the SDK reads as a stock one', () => {
+    const add = blocks.flatMap((b) => b.split('\n')).find((l) => l.startsWith('mqsec app add'))!;
+    expect(add).toContain('--broker-flavour stock');
+    const program = buildProgram({ out: () => {}, err: () => {} } as never);
+    const appAdd = program.commands.find((c) => c.name() === 'app')!.commands.find((c) => c.name() === 'add')!;
+    const known = new Set(appAdd.options.map((o) => o.long));
+    for (const flag of add.match(/--[a-z-]+/g) ?? []) expect(known.has(flag), flag).toBe(true);
+    const json = blocks.find((b) => b.includes('"flavour": "stock"'))!;
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mqsec-readme-'));
+    try {
+      const file = path.join(dir, 'app-config-backend.json');
+      writeFileSync(file, json.replace('<64 hex digits, shown once>', '00'.repeat(32)));
+      expect(readAppConfig(file)).toMatchObject({ id: 'backend', url: 'mqtt://192.0.2.10:1883', flavour: 'stock' });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -149,7 +149,7 @@ export function stockSdkSuite(name: string, start: () => Promise<StockDeployment
       await r.addRule('ops', 'publish', 'cmd/#');
       await r.addRole('nosy');
       await r.addRule('nosy', 'subscribe', 'weather/#');
-      for (const [id, role] of [['s1', 'stocksensor'], ['s2', 'stocksensor'], ['backend1', 'ops'], ['ops2', 'ops'], ['ops3', 'ops'], ['nosy1', 'nosy']] as const) {
+      for (const [id, role] of [['s1', 'stocksensor'], ['s2', 'stocksensor'], ['backend1', 'ops'], ['ops2', 'ops'], ['ops3', 'ops'], ['ops4', 'ops'], ['nosy1', 'nosy']] as const) {
         keys.set(id, (await r.addDevice(id, role)).key);
       }
       await d.syncPolicy();
@@ -240,6 +240,25 @@ export function stockSdkSuite(name: string, start: () => Promise<StockDeployment
       expect(online.length).toBeGreaterThanOrEqual(1);
       expect(a.state).toBe('online');
       console.log(`stock ${name}: SDK app reconnect after a dropped connection: phase ${online.join(',')}`);
+    }, 60_000);
+
+    it('a new process of the app gets the readings its persistent session queued while no process ran (opened once the keys arrive)', async () => {
+      const a = await app('ops4');
+      await a.subscribe('sensors/#');
+      await a.end(); // DISCONNECT: the broker keeps the session and its subscription (§15.3)
+      const s1 = devices.find((s) => s.connected) ?? (await device('s1'));
+      await s1.publish('sensors/s1/temp', utf8Encode('while away'));
+      await sleep(300);
+      // a fresh process: no ticket, no group keys; the queued reading arrives right after CONNACK, ahead of the key delivery
+      const b = await app('ops4');
+      const got: string[] = [];
+      const dropped: string[] = [];
+      b.on('message', (topic, payload, info) => got.push(`${topic}=${payload.toString()}@${info.publisher}`));
+      b.on('dropped', (topic, e: MqsecError) => dropped.push(`${topic}:${e.code}`));
+      await until(() => got.length >= 1, 10_000, `queued reading (dropped: ${dropped.join(' ')})`);
+      await sleep(300);
+      expect(got).toEqual(['sensors/s1/temp=while away@s1']);
+      expect(dropped).toEqual([]);
     }, 60_000);
 
     it('an app whose policy does not grant a topic gets nothing of it: no subscription, no group key, no reading', async () => {
