@@ -211,6 +211,11 @@ export class MqsecApp extends EventEmitter<AppEvents> {
     this.persistent = this.transport.flavour === 'stock' || (opts.persistent ?? false);
   }
 
+  /** Phase of the last connection attempt (1 when it ran a full handshake, also on a stock broker's bootstrap login). */
+  get phase(): 1 | 2 {
+    return this.phaseOfAttempt;
+  }
+
   /** The broker flavour this app talks to (§15.1). */
   get flavour(): BrokerFlavour {
     return this.transport.flavour;

@@ -99,7 +99,7 @@ export const subCommand: CommandModule = {
           if (granted === 128) throw new CliError(`subscription to ${t} refused by the broker`);
         }
         // on stderr, so stdout carries messages only (scripts wait for this line to know the subscriptions stand)
-        io.err(`mqsec sub: ${app.id} online (phase ${app.session.phase}), subscribed to ${o.topic.join(' ')}`);
+        io.err(`mqsec sub: ${app.id} online (phase ${app.phase}), subscribed to ${o.topic.join(' ')}`);
         const why = await Promise.race([finished.then(() => undefined), signal.promise.then(() => undefined), closed]);
         if (why) throw new CliError(`closed: ${why}`);
         if (timedOut) throw new CliError(`timed out after ${o.timeout} s with ${got} message(s)`);

@@ -312,7 +312,7 @@ export function stockSdkSuite(name: string, start: () => Promise<StockDeployment
       out.length = 0;
       await d.syncPolicy(); // `mqsec keyservice` follows the registry each second; the in-process one is told
       const sub = cli(['sub', '--config', path.join(cfgDir, 'app-config-cliread.json'), '-t', 'sensors/#', '--json', '-C', '1', '-W', '30']);
-      await until(() => err.some((l) => /cliread online .*subscribed to sensors\/#/.test(l)), 30_000, `sub online (${err.join(' | ')})`);
+      await until(() => err.some((l) => /cliread online \(phase 1\), subscribed to sensors\/#/.test(l)), 30_000, `sub online (${err.join(' | ')})`);
       const s2 = await device('s2');
       await s2.publish('sensors/s2/hum', utf8Encode('40'));
       expect(await sub).toBe(0);
