@@ -74,6 +74,14 @@ export class KeyService {
   private filters: string[] = [];
   private readonly answers = new Map<string, Answer>();
   private readonly ksKeys = new Map<string, Uint8Array>();
+  /**
+   * Per writer: the end of the highest sequence range this process handed out
+   * (§14.4). The store's allocation only moves forward, so a range below it
+   * means the store was rolled back under this running process (its database
+   * restored, or failed over to a lagging copy) and that range may already
+   * have been used under the group keys held now.
+   */
+  private readonly seqHigh = new Map<string, number>();
   private topicGroups = new Map<string, string | null>();
   /** The tail of the operation queue (see the file comment). */
   private queue: Promise<unknown> = Promise.resolve();
@@ -138,6 +146,8 @@ export class KeyService {
     }
     this.filters = [...m.groups.keys()];
     this.topicGroups = new Map();
+    // a principal that writes no group any more asks for no range: its mark is not needed
+    for (const id of [...this.seqHigh.keys()]) if (!this.writesAny(id)) this.seqHigh.delete(id);
     // a member whose principal is gone (revoked, removed) loses its delivery answer; so does
     // one whose key changed (its live connection was made under the old key)
     for (const id of [...this.answers.keys()]) {
@@ -201,8 +211,20 @@ export class KeyService {
         await this.store.resetSeq(id);
         seqBase = await this.store.allocateSeq(id, block);
         this.pushAll(written, id);
+        this.seqHigh.delete(id);
+      } else if (seqBase < (this.seqHigh.get(id) ?? 0)) {
+        // §14.4, the store rolled back under a running key service: the range may have been
+        // used under the keys held now, so every group the writer writes gets a new key first
+        // (what a restart does for every group, §14.12); the range is then under keys nobody
+        // has used. Nothing a database could keep tells of its own restore: this process's
+        // memory of what it handed out does.
+        const written = [...this.groups.values()].filter((g) => g.writers.has(id)).map((g) => g.members.filter);
+        for (const f of written) await this.rekey(f, this.groups.get(f)!.members, 'store rolled back');
+        this.pushAll(written, id);
+        this.seqHigh.delete(id);
       }
       seqLimit = seqBase + block;
+      this.seqHigh.set(id, Math.max(this.seqHigh.get(id) ?? 0, seqLimit));
     }
     const answer: Answer = { sender, seqBase, seqLimit, block, told: new Set() };
     this.answers.set(id, answer);
@@ -227,6 +249,7 @@ export class KeyService {
     this.groups.clear();
     this.ksKeys.forEach((k) => k.fill(0));
     this.ksKeys.clear();
+    this.seqHigh.clear();
   }
 
   // ---- internals ----------------------------------------------------------

@@ -150,3 +150,74 @@ describe('key service', () => {
     expect(d1.list().map((g) => g.filter)).toEqual(['cmd/d1/#', 'sensors/d1/#']);
   });
 });
+
+/** A memory store whose sequence allocations can be rolled back to a saved point (a restored database under a running key service). */
+class RollbackStore extends MemoryKeyServiceStore {
+  private seq = new Map<string, number>();
+  private saved = new Map<string, number>();
+  override async allocateSeq(id: string, size: number): Promise<number> {
+    const base = this.seq.get(id) ?? 0;
+    this.seq.set(id, base + size);
+    return base;
+  }
+  override async resetSeq(id: string): Promise<void> {
+    this.seq.delete(id);
+  }
+  save(): void {
+    this.saved = new Map(this.seq);
+  }
+  rollBack(): void {
+    this.seq = new Map(this.saved);
+  }
+}
+
+describe('key service over a store rolled back under it (docs/operations.md "Scaling", restore generation)', () => {
+  it('a range below one it handed out: the writer\'s groups are re-keyed first, so no (key, nonce) is used twice', async () => {
+    const store = new RollbackStore();
+    const keys = new Map([['d1', new Uint8Array(32).fill(1)], ['a1', new Uint8Array(32).fill(2)]]);
+    const rekeys: string[] = [];
+    const sent: { id: string; payload: Uint8Array }[] = [];
+    const ks = new KeyService({
+      suite,
+      store,
+      memberKey: (id) => (keys.has(id) ? deriveKeyServiceKey(suite, keys.get(id)!, id) : undefined),
+      send: (id, payload) => sent.push({ id, payload }),
+      onRekey: (f, e, why) => rekeys.push(`${f}@${e}:${why}`),
+    });
+    await ks.update(computeMembership([P('d1', sensor), P('a1', app)], [sensor, app]));
+    const member = (id: string) => new GroupKeyring({ suite, id, keyServiceKey: deriveKeyServiceKey(suite, keys.get(id)!, id) });
+    const reader = member('a1');
+    reader.acceptDelivery(await ks.handleRequest('a1', reader.request()));
+    store.save(); // the backup
+
+    const topic = 'sensors/d1/t';
+    const plaintext = new TextEncoder().encode('{"t":21.5}');
+    const first = member('d1');
+    first.acceptDelivery(await ks.handleRequest('d1', first.request()));
+    expect(first.sequence).toEqual({ next: 0, limit: 4096 });
+    const sealedFirst = first.seal(topic, plaintext);
+    await ks.memberLeft('d1');
+
+    store.rollBack(); // the restore: the store has forgotten that [0, 4096) was handed out
+    rekeys.length = 0;
+    const second = member('d1');
+    second.acceptDelivery(await ks.handleRequest('d1', second.request()));
+    expect(second.sequence).toEqual({ next: 0, limit: 4096 }); // the same range again...
+    expect(rekeys).toEqual(['sensors/d1/#@2:store rolled back']); // ...under a new key
+    const sealedSecond = second.seal(topic, plaintext);
+    // same plaintext, same sequence number: only a new key keeps the envelopes apart
+    expect(Buffer.from(sealedSecond).equals(Buffer.from(sealedFirst))).toBe(false);
+    expect(second.list().find((g) => g.filter === 'sensors/d1/#')!.epoch).toBe(2);
+    // the connected reader was pushed the new epoch and opens what is sealed under it
+    expect(reader.acceptDelivery(sent.find((s) => s.id === 'a1')!.payload)).toEqual(['sensors/d1/#']);
+    expect(new TextDecoder().decode(reader.open(topic, sealedSecond).plaintext)).toBe('{"t":21.5}');
+
+    // an ordinary next connection (the store moving forward again) re-keys nothing
+    await ks.memberLeft('d1');
+    rekeys.length = 0;
+    const third = member('d1');
+    third.acceptDelivery(await ks.handleRequest('d1', third.request()));
+    expect(third.sequence).toEqual({ next: 4096, limit: 8192 });
+    expect(rekeys).toEqual([]);
+  });
+});
