@@ -10,6 +10,7 @@
  * Decisions that depend only on the policy are cached until it changes;
  * logins never are (one-time tokens).
  */
+import { createHash } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { constantTimeEqual } from '../../firmware/core/bytes.js';
@@ -57,6 +58,8 @@ export class HttpAuthKeyService {
   private server: http.Server | undefined;
   private readonly rcs = new Map<string, Uint8Array>();
   private principals = new Map<string, Principal>();
+  /** SHA-256 of each principal's K_auth at the last sync: a change is a key rotation (§14.3: a removal). */
+  private keyMarks = new Map<string, string>();
   private decisions = new Map<string, boolean>();
   readonly checks = { user: 0, vhost: 0, resource: 0, topic: 0, cached: 0 };
   /** Live connections closed through the management API on revocation, and requests that failed. */
@@ -112,9 +115,22 @@ export class HttpAuthKeyService {
       this.rcs.delete(id);
       await this.core.hs.revokeDevice(id);
     }
+    // a principal whose key was rotated: its tickets went with the old key (the registry), its live connection
+    // was made with the old key's credentials and goes too
+    const marks = new Map<string, string>();
+    for (const id of this.principals.keys()) {
+      const k = this.o.source.handshakeKeys(id);
+      if (!k) continue;
+      marks.set(id, createHash('sha256').update(k.authKey).digest('hex'));
+      k.authKey.fill(0);
+      k.pskKey.fill(0);
+    }
+    const rotated = [...marks].filter(([id, m]) => this.keyMarks.has(id) && this.keyMarks.get(id) !== m).map(([id]) => id);
+    this.keyMarks = marks;
+    for (const id of rotated) this.rcs.delete(id);
     this.core.updateMembership();
     // §15.5: refused from now on (above), and cut off now
-    await Promise.all(gone.map((id) => this.closeConnections(id)));
+    await Promise.all([...gone, ...rotated].map((id) => this.closeConnections(id)));
   }
 
   /**
@@ -139,6 +155,7 @@ export class HttpAuthKeyService {
    * connection: RabbitMQ asks it only at login and at topic checks it caches
    * per connection. Failures are logged, never thrown: the principal's
    * logins are already refused and its groups re-keyed.
+   * Also for a principal whose key was rotated.
    */
   private async closeConnections(id: string): Promise<void> {
     const base = this.o.managementUrl;

@@ -170,7 +170,12 @@ export class StockConnector {
         await link.subscribe(downTopic(id), 1);
         await link.publish(upTopic(id), token, 0);
       }
-      again = this.o.timer.set(() => void link.publish(upTopic(id), token, 0).catch(() => undefined), this.o.rcAskAgainMs ?? 1000);
+      // no RC yet: subscribe again (a session the broker kept can stop delivering: Mosquitto 2.0 after the
+      // principal's dynamic-security client was re-created while connected, §15.3) and ask again
+      again = this.o.timer.set(
+        () => void link.subscribe(downTopic(id), 1).then(() => link.publish(upTopic(id), token, 0)).catch(() => undefined),
+        this.o.rcAskAgainMs ?? 1000,
+      );
       await confirmed;
     } catch (e) {
       await link.close().catch(() => undefined);
