@@ -192,8 +192,10 @@ export class StockTransport implements BrokerTransport {
     // §15.3: no session, so no subscription: subscribe, then ask for the RC of this connection again
     if (!sessionPresent) client.subscribe(this.down, { qos: 1 }, (err) => err || ask());
     clearTimeout(this.askAgain);
-    // RC is QoS 0 on Mosquitto, and on RabbitMQ an older connection of this client id may have taken it: ask once more
-    this.askAgain = setTimeout(ask, RC_ASK_AGAIN_MS);
+    // RC is QoS 0 on Mosquitto, and on RabbitMQ an older connection of this client id may have taken it: ask once
+    // more, after subscribing again (Mosquitto 2.0.11 keeps a "present" session that no longer delivers the down
+    // topic once the principal's dynamic-security client was re-created while connected, §15.3)
+    this.askAgain = setTimeout(() => client.subscribe(this.down, { qos: 1 }, (err) => err || ask()), RC_ASK_AGAIN_MS);
   }
 
   settled(): void {

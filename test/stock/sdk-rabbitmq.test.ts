@@ -36,8 +36,10 @@ else
       keyStore: store,
     });
     await ks.listen();
-    const rabbit = await startRabbitmq({ baseUrl: ks.baseUrl });
-    (ks as unknown as { o: { url: string } }).o.url = rabbit.url;
+    // with the management API: revocation closes the app's live connection through it (§15.9)
+    const rabbit = await startRabbitmq({ baseUrl: ks.baseUrl }, { management: true });
+    (ks as unknown as { o: { url: string; managementUrl?: string } }).o.url = rabbit.url;
+    (ks as unknown as { o: { url: string; managementUrl?: string } }).o.managementUrl = rabbit.managementUrl;
     await ks.start();
     return {
       url: rabbit.url,
@@ -49,7 +51,7 @@ else
       revoke: (id) => ks.revoke(id),
       // §15.9: the login check itself takes any counter above the last: nothing to wait for
       tokenReady: async () => {},
-      kicksOnRevoke: false,
+      kicksOnRevoke: true,
       stop: async () => {
         await ks.stop();
         await rabbit.stop();
