@@ -25,6 +25,7 @@
  */
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { CryptoSuite } from '../../firmware/crypto/suite.js';
 import { isMqsecError } from '../../firmware/core/errors.js';
@@ -101,6 +102,7 @@ export interface RunningReplica {
  * wiped, links ended) the moment it may have lost it, then waits again.
  */
 export async function startKeyServiceReplica(o: KeyServiceProcessOptions & { db: string }, events: ReplicaEvents): Promise<RunningReplica> {
+  mkdirSync(o.dataDir, { recursive: true, mode: 0o700 });
   const lock = acquireDirLock(o.dataDir);
   const instanceHex = randomBytes(4).toString('hex');
   let store: PgKeyServiceStore;

@@ -43,6 +43,7 @@ export const keyserviceCommand: CommandModule = {
       .option('--management <url>', "http-auth on RabbitMQ: the management API (http://HOST:15672); revocation closes the principal's live connections through it, logged in as --username")
       .action(async (o: { broker?: string[]; data: string; db?: string; username: string; passwordFile?: string; ca?: string; rekeyInterval: number; seqBlock: number; logLevel: string; flavour: string; httpHost: string; httpPort: number; management?: string }) => {
         if (!o.broker?.length) throw new CliError('give the broker with --broker mqtt://HOST:PORT');
+        if (o.flavour !== 'mqsec' && o.db !== undefined) throw new CliError('--db (replicas on PostgreSQL) is for the mqsec flavour only');
         if (o.flavour !== 'mqsec') {
           if (!(STOCK_FLAVOURS as readonly string[]).includes(o.flavour)) throw new CliError(`--flavour must be mqsec, ${STOCK_FLAVOURS.join(' or ')}`);
           if (o.broker.length > 1) throw new CliError(`--flavour ${o.flavour} links to one broker (give --broker once)`);

@@ -28,6 +28,7 @@ import { MemoryStorage } from '../../firmware/core/memory-storage.js';
 import { hasPostgres, startPostgres, type RunningPostgres } from '../helpers/postgres.js';
 import { overlapping } from './keyservice-store.js';
 import { tempDir, waitFor } from './helpers.js';
+import { freePort } from '../helpers/brokers.js';
 
 const BIN = resolve(import.meta.dirname, '../../cli/bin.mjs');
 
@@ -46,6 +47,9 @@ class Child {
   readonly lines: { at: number; text: string }[] = [];
   readonly exited: Promise<number | null>;
   private err = '';
+  stderrText(): string {
+    return this.err;
+  }
   constructor(readonly proc: ChildProcess) {
     let buf = '';
     proc.stdout!.on('data', (d: Buffer) => {
@@ -217,6 +221,11 @@ describe.skipIf(!hasPostgres())('key service replicas on PostgreSQL', () => {
     console.log(`[key service replicas] SIGTERM of the active replica -> standby linked ${linked.at - stoppedAt} ms`);
     const wrong = Child.start(replicaArgs(join(dir.path, 'ks-wrong')));
     expect(await wrong.exited).not.toBe(0);
+    // one line and exit 69 (EX_UNAVAILABLE) when the database cannot be reached; a replica must say where its key is
+    const unreachable = Child.start(['keyservice', '--broker', `mqtt://127.0.0.1:${brokerPort}`, '--data', join(dir.path, 'ks-x'), '--db', `postgres://mqsec:secret@127.0.0.1:${await freePort()}/x`, '--password-file', pwFile]);
+    expect(await unreachable.exited).toBe(69);
+    expect(unreachable.stderrText()).toMatch(/key service store unavailable: cannot reach postgres:\/\/mqsec:\*\*\*@/);
+    await expect(run(['device', 'add', 'dev9', '--role', 'sensor', '--data', brokerDir, '--keyservice-db', url])).rejects.toThrow(/--keyservice-db needs --keyservice-data/);
     b = Child.start(replicaArgs(ksDirB));
     await b.line(/standby: another replica is active/);
   }, 60_000);
