@@ -1,61 +1,90 @@
 /**
- * Moving to a key service in its own process (docs/operations.md, "Key
- * service in its own process"): everything the embedded key service kept in
- * the broker's data directory (epochs, sequence allocations, K_ks) goes to
- * the key service's own directory and is deleted from the broker's; principal
- * keys still stored whole by a registry from before the split (§14.2) are
- * split on the way, their K_ks written straight to the new directory. Epochs
- * and allocations only move forward (importState), so no group key epoch and
- * no sequence range is handed out twice. The broker must be stopped.
+ * Moving key service state (docs/operations.md, "Key service in its own
+ * process", "Scaling"):
+ *
+ * - out of a broker: everything the embedded key service kept in the
+ *   broker's data directory (epochs, sequence allocations, K_ks) goes to the
+ *   key service's own store and is deleted from the broker's; principal keys
+ *   still stored whole by a registry from before the split (§14.2) are split
+ *   on the way. The broker must be stopped.
+ * - from a key service's own SQLite directory to PostgreSQL, for replicas
+ *   (§14.13): its state goes to the database and its keyservice.db is
+ *   deleted, so it cannot be started again with the old epochs. The key
+ *   service must be stopped.
+ *
+ * The target is SQLite in the key service's directory, or PostgreSQL (`db`;
+ * the directory then holds the replicas' keyservice.key). Epochs and
+ * allocations only move forward (importState), so no group key epoch and no
+ * sequence range is handed out twice.
  */
 import { existsSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { acquireDirLock } from '../registry/lock.js';
-import { SqliteRegistry } from '../registry/registry.js';
-import { KEY_SERVICE_DB_FILE, KEY_SERVICE_KEY_FILE, SqliteKeyServiceStore } from './store.js';
+import { DB_FILE, SqliteRegistry } from '../registry/registry.js';
+import { PgKeyServiceStore } from './pg-store.js';
+import { KEY_SERVICE_DB_FILE, KEY_SERVICE_KEY_FILE, MemoryKeyServiceStore, SqliteKeyServiceStore, type KeyServiceStore } from './store.js';
 
 export interface MigrationReport {
   /** Groups whose epoch counter moved over. */
   groups: number;
-  /** Members whose K_ks moved over from the embedded store. */
+  /** Members whose K_ks moved over from the source store. */
   moved: number;
   /** Registry rows whose whole K was split now. */
   split: number;
+  /** What `from` was. */
+  source: 'broker' | 'keyservice';
 }
 
-export async function migrateToExternalKeyService(brokerDir: string, keyServiceDir: string): Promise<MigrationReport> {
+const sqliteFiles = [KEY_SERVICE_DB_FILE, `${KEY_SERVICE_DB_FILE}-wal`, `${KEY_SERVICE_DB_FILE}-shm`];
+
+export async function migrateToExternalKeyService(brokerDir: string, keyServiceDir: string, opts: { db?: string } = {}): Promise<MigrationReport> {
   const from = resolve(brokerDir);
   const to = resolve(keyServiceDir);
-  if (from === to) throw new Error('the key service needs a directory of its own, not the broker\'s');
+  const isBroker = existsSync(join(from, DB_FILE));
+  if (!isBroker && !opts.db) throw new Error(`${from} holds no broker registry: give the broker's data directory (or --db to move a key service's directory into PostgreSQL)`);
+  if (!isBroker && !existsSync(join(from, KEY_SERVICE_DB_FILE))) throw new Error(`${from} holds neither a broker registry nor a key service store`);
+  if (from === to && (isBroker || !opts.db)) throw new Error('the key service needs a directory of its own, not the broker\'s');
   const lock = acquireDirLock(from);
-  const target = SqliteKeyServiceStore.open(to);
+  let target: KeyServiceStore | undefined;
   try {
+    target = opts.db ? await PgKeyServiceStore.open({ url: opts.db, dataDir: to, holder: 'migrate' }) : SqliteKeyServiceStore.open(to);
+    // everything is gathered first (the registry's split of old keys writes synchronously), then moved in one import
+    const staging = new MemoryKeyServiceStore();
     let groups = 0;
     let moved = 0;
-    const embeddedDb = join(from, KEY_SERVICE_DB_FILE);
-    if (existsSync(embeddedDb)) {
-      const embedded = new SqliteKeyServiceStore(embeddedDb);
+    const sourceDb = join(from, KEY_SERVICE_DB_FILE);
+    if (existsSync(sourceDb)) {
+      const source = new SqliteKeyServiceStore(sourceDb);
       try {
-        const state = await embedded.exportState();
+        const state = await source.exportState();
         groups = state.epochs.length;
         moved = state.keys.length;
-        await target.importState(state);
+        await staging.importState(state);
         for (const [, k] of state.keys) k.key.fill(0);
       } finally {
-        await embedded.close();
+        await source.close();
       }
     }
-    const registry = SqliteRegistry.open(from, { memberKeys: target });
-    const split = registry.splitAtOpen;
-    try {
-      await registry.setKeyServiceMode('external');
-    } finally {
-      await registry.close();
+    let split = 0;
+    if (isBroker) {
+      const registry = SqliteRegistry.open(from, { memberKeys: staging });
+      split = registry.splitAtOpen;
+      try {
+        await registry.setKeyServiceMode('external');
+      } finally {
+        await registry.close();
+      }
     }
-    for (const f of [KEY_SERVICE_DB_FILE, `${KEY_SERVICE_DB_FILE}-wal`, `${KEY_SERVICE_DB_FILE}-shm`, KEY_SERVICE_KEY_FILE]) rmSync(join(from, f), { force: true });
-    return { groups, moved, split };
+    const all = await staging.exportState();
+    await target.importState(all);
+    for (const [, k] of all.keys) k.key.fill(0);
+    await staging.close();
+    // the source's copy goes: started again, it would hand out epochs and ranges from its old counters
+    for (const f of sqliteFiles) rmSync(join(from, f), { force: true });
+    if (from !== to) rmSync(join(from, KEY_SERVICE_KEY_FILE), { force: true });
+    return { groups, moved, split, source: isBroker ? 'broker' : 'keyservice' };
   } finally {
-    await target.close();
+    await target?.close();
     lock.release();
   }
 }

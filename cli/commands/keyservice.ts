@@ -139,13 +139,23 @@ export const keyserviceCommand: CommandModule = {
       });
 
     ks.command('migrate')
-      .description("move an embedded key service's state (epochs, sequence ranges, K_ks) out of a stopped broker's data directory into the key service's own")
-      .requiredOption('--from <dir>', "the broker's data directory (broker stopped)")
-      .requiredOption('--data <dir>', "the key service's own data directory")
-      .action(async (o: { from: string; data: string }) => {
-        const r = await migrateToExternalKeyService(o.from, o.data);
-        io.out(`moved ${r.groups} group epochs and ${r.moved} member keys, split ${r.split} stored principal keys; the broker's directory keeps no key service state`);
-        io.out(`start the broker with --keyservice external, then: mqsec keyservice --broker mqtt://HOST:PORT --data ${o.data} --password-file FILE`);
+      .description("move an embedded key service's state (epochs, sequence ranges, K_ks) out of a stopped broker's data directory into the key service's own; with --db, into PostgreSQL for replicas (also from a stopped key service's own directory)")
+      .requiredOption('--from <dir>', "the broker's data directory (broker stopped), or with --db a key service's data directory (key service stopped)")
+      .requiredOption('--data <dir>', "the key service's own data directory (with --db: where the replicas' keyservice.key is; it may be --from)")
+      .option('--db <url>', 'move the state into PostgreSQL (postgres://user@host:port/db), for `mqsec keyservice --db` replicas')
+      .action(async (o: { from: string; data: string; db?: string }) => {
+        if (o.db !== undefined && !isPostgresStoreUrl(o.db)) throw new CliError('--db must be a postgres://user@host:port/database URL');
+        let r: Awaited<ReturnType<typeof migrateToExternalKeyService>>;
+        try {
+          r = await migrateToExternalKeyService(o.from, o.data, { db: o.db });
+        } catch (e) {
+          if (e instanceof KeyStoreUnavailableError) throw new CliError(e.message, EXIT_UNAVAILABLE);
+          throw new CliError((e as Error).message);
+        }
+        const where = o.db ? redactUrl(o.db) : o.data;
+        io.out(`moved ${r.groups} group epochs and ${r.moved} member keys${r.source === 'broker' ? `, split ${r.split} stored principal keys` : ''} to ${where}; ${r.source === 'broker' ? "the broker's directory" : o.from} keeps no key service state`);
+        const start = `mqsec keyservice --broker mqtt://HOST:PORT --data ${o.data}${o.db ? ` --db ${redactUrl(o.db)}` : ''} --password-file FILE`;
+        io.out(r.source === 'broker' ? `start the broker with --keyservice external, then: ${start}` : `start the replicas: ${start}`);
       });
   },
 };

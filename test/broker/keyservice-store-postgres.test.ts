@@ -6,10 +6,13 @@
  * Also: the journal of what was handed out, and the checks at open.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { copyFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PgKeyServiceStore } from '../../broker/keyservice/pg-store.js';
-import { KEY_SERVICE_KEY_FILE, KeyStoreUnavailableError } from '../../broker/keyservice/store.js';
+import { KEY_SERVICE_DB_FILE, KEY_SERVICE_KEY_FILE, KeyStoreUnavailableError, SqliteKeyServiceStore } from '../../broker/keyservice/store.js';
+import { SqliteRegistry } from '../../broker/registry/registry.js';
+import { main } from '../../cli/main.js';
+import type { CliIo } from '../../cli/command.js';
 import { startPostgres, type RunningPostgres } from '../helpers/postgres.js';
 import { keyServiceStoreSuite, overlapping } from './keyservice-store.js';
 import { tempDir } from './helpers.js';
@@ -80,5 +83,62 @@ describe('key service store on PostgreSQL', () => {
     await expect(PgKeyServiceStore.open({ url, dataDir: other })).rejects.toThrow(/is not the one this database was made with/);
     const port = await freePort();
     await expect(PgKeyServiceStore.open({ url: `postgres://mqsec@127.0.0.1:${port}/x`, dataDir: replicaDir(), connectTimeoutMs: 1000 })).rejects.toBeInstanceOf(KeyStoreUnavailableError);
+  });
+
+  const cli = async (args: string[]) => {
+    const out: string[] = [];
+    const err: string[] = [];
+    const io: CliIo = { out: (l) => out.push(l), err: (l) => err.push(l), readStdin: async () => '' };
+    const code = await main(['node', 'mqsec', ...args], io);
+    process.exitCode = 0;
+    return { code, out: out.join('\n'), err: err.join('\n') };
+  };
+
+  it('mqsec keyservice migrate --db: a key service directory moves into PostgreSQL (epochs and ranges forward, K_ks with it), its SQLite store is deleted', async () => {
+    const url = await server.createDatabase();
+    const ksDir = replicaDir();
+    const old = SqliteKeyServiceStore.open(ksDir);
+    for (let i = 0; i < 4; i++) await old.nextEpoch('sensors/d1/#');
+    await old.allocateSeq('d1', 8192);
+    await old.putMemberKey('d1', '7/1', new Uint8Array(32).fill(4));
+    await old.close();
+    const r = await cli(['keyservice', 'migrate', '--from', ksDir, '--data', ksDir, '--db', url]);
+    expect(r.err).toBe('');
+    expect(r.out).toMatch(/moved 1 group epochs and 1 member keys to postgres:/);
+    expect(existsSync(join(ksDir, KEY_SERVICE_DB_FILE))).toBe(false); // started again without --db it would begin at epoch 1
+    expect(existsSync(join(ksDir, KEY_SERVICE_KEY_FILE))).toBe(true);
+    const s = await openAt(url, replicaDir(ksDir));
+    try {
+      expect(await s.nextEpoch('sensors/d1/#')).toBe(5);
+      expect(await s.allocateSeq('d1', 1)).toBe(8192);
+      expect(await s.memberKey('d1')).toEqual({ identity: '7/1', key: new Uint8Array(32).fill(4) });
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('mqsec keyservice migrate --db: an embedded key service moves out of a broker directory into PostgreSQL', async () => {
+    const url = await server.createDatabase();
+    const brokerDir = replicaDir();
+    const ksDir = replicaDir();
+    await SqliteRegistry.open(brokerDir).close();
+    const embedded = SqliteKeyServiceStore.open(brokerDir);
+    await embedded.nextEpoch('g/#');
+    await embedded.putMemberKey('a1', '1/1', new Uint8Array(32).fill(6));
+    await embedded.close();
+    const r = await cli(['keyservice', 'migrate', '--from', brokerDir, '--data', ksDir, '--db', url]);
+    expect(r.err).toBe('');
+    expect(r.out).toMatch(/start the broker with --keyservice external/);
+    for (const f of [KEY_SERVICE_DB_FILE, KEY_SERVICE_KEY_FILE]) expect(existsSync(join(brokerDir, f))).toBe(false);
+    const reg = SqliteRegistry.open(brokerDir);
+    expect(await reg.keyServiceMode()).toBe('external');
+    await reg.close();
+    const s = await openAt(url, ksDir);
+    try {
+      expect(await s.nextEpoch('g/#')).toBe(2);
+      expect(await s.memberKey('a1')).toEqual({ identity: '1/1', key: new Uint8Array(32).fill(6) });
+    } finally {
+      await s.close();
+    }
   });
 });
