@@ -230,7 +230,8 @@ describe.skipIf(!hasPostgres())('key service replicas on PostgreSQL', () => {
     await b.line(/standby: another replica is active/);
   }, 60_000);
 
-  it('PostgreSQL away: the active replica steps down, and a replica is active and linked again by itself once it is back', async () => {
+  it('PostgreSQL away: the active replica steps down, and a replica is active and linked again by itself once it is back, on new epochs', async () => {
+    const epochBefore = open[0]!.groups().find((g) => g.filter === 'sensors/dev1/#')!.epoch;
     const pausedAt = Date.now();
     await server.pause();
     await a.line(/stepped down/, 20_000, pausedAt);
@@ -247,5 +248,6 @@ describe.skipIf(!hasPostgres())('key service replicas on PostgreSQL', () => {
     app.on('message', (_t, p) => got.push(p.toString('utf8')));
     await dev.publish('sensors/dev1/t', 'after PostgreSQL came back', { qos: 1 });
     await waitFor(() => got.includes('after PostgreSQL came back'), 15_000, 'a reading after PostgreSQL came back');
+    await waitFor(() => app.groups().find((g) => g.filter === 'sensors/dev1/#')!.epoch > epochBefore, 15_000, 'the group on a new epoch');
   }, 90_000);
 });
