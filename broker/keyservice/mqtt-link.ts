@@ -46,6 +46,8 @@ export interface KeyServiceProcessOptions {
   dataDir: string;
   /** The replicas' PostgreSQL (postgres://...); absent: SQLite in dataDir, one process. */
   db?: string;
+  /** With `db`: days the journal of handed-out epochs and ranges is kept (default 7). */
+  journalDays?: number;
   suite: CryptoSuite;
   log: Logger;
   rekeyIntervalMs?: number;
@@ -107,7 +109,7 @@ export async function startKeyServiceReplica(o: KeyServiceProcessOptions & { db:
   const instanceHex = randomBytes(4).toString('hex');
   let store: PgKeyServiceStore;
   try {
-    store = await PgKeyServiceStore.open({ url: o.db, dataDir: o.dataDir, holder: `${o.username}@${instanceHex}` });
+    store = await PgKeyServiceStore.open({ url: o.db, dataDir: o.dataDir, holder: `${o.username}@${instanceHex}`, journalDays: o.journalDays });
   } catch (e) {
     lock.release();
     throw e;
@@ -125,7 +127,12 @@ export async function startKeyServiceReplica(o: KeyServiceProcessOptions & { db:
       const lost = new Promise<string>((r) => active!.onLost(r));
       links = linkKeyService(o, store);
       events.active(links);
+      // the active replica keeps the journal to its retention
+      const prune = setInterval(() => void store.prune().catch(() => {}), 3_600_000);
+      prune.unref();
+      lost.finally(() => clearInterval(prune)).catch(() => {});
       const why = await Promise.race([lost, new Promise<string>((r) => abort.signal.addEventListener('abort', () => r('stopped')))]);
+      clearInterval(prune);
       const l = links;
       links = undefined;
       await l.stop();

@@ -11,7 +11,8 @@
  *   principal, whatever they believe about who is active.
  * - The same statement writes a journal row (who handed out which epoch or
  *   range, when): the evidence that nothing was handed out twice, kept for
- *   `journalDays`.
+ *   `journalDays` (one row per range, i.e. per writer connection, and per
+ *   epoch; the active replica prunes it every hour).
  * - K_ks is sealed under the replica's keyservice.key before it leaves the
  *   process; a check value refuses a replica whose keyservice.key is not the
  *   one the database was made with.
@@ -57,7 +58,7 @@ export interface PgKeyServiceStoreOptions {
   dataDir: string;
   /** Names this process in the journal (default: a random hex id). */
   holder?: string;
-  /** Journal rows older than this are deleted at open (default 30 days). */
+  /** Journal rows older than this are deleted at open and by `prune` (default 7 days). */
   journalDays?: number;
   poolSize?: number;
   connectTimeoutMs?: number;
@@ -90,6 +91,7 @@ export class PgKeyServiceStore implements KeyServiceStore {
   private readonly pool: pg.Pool;
   private readonly master: Buffer;
   private readonly now: () => number;
+  private readonly journalMs: number;
   private closed = false;
 
   /** Connects, migrates and checks keyservice.key against the database's check value. */
@@ -99,7 +101,7 @@ export class PgKeyServiceStore implements KeyServiceStore {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const s = new PgKeyServiceStore(dir, opts);
     try {
-      await s.migrate(opts.journalDays ?? 30);
+      await s.migrate();
     } catch (e) {
       await s.close();
       if (e instanceof KeyStoreUnavailableError) throw new KeyStoreUnavailableError(`cannot reach ${s.location}: ${e.reason}`);
@@ -117,6 +119,7 @@ export class PgKeyServiceStore implements KeyServiceStore {
     this.location = redactUrl(opts.url);
     this.holder = opts.holder ?? Math.random().toString(16).slice(2, 10);
     this.now = opts.now ?? Date.now;
+    this.journalMs = (opts.journalDays ?? 7) * 86_400_000;
     this.master = loadOrCreateMasterKey(join(dataDir, KEY_SERVICE_KEY_FILE));
     this.pool = new pg.Pool({
       connectionString: opts.url,
@@ -137,7 +140,7 @@ export class PgKeyServiceStore implements KeyServiceStore {
     }
   }
 
-  private async migrate(journalDays: number): Promise<void> {
+  private async migrate(): Promise<void> {
     let c: pg.PoolClient;
     try {
       c = await this.pool.connect();
@@ -165,7 +168,7 @@ export class PgKeyServiceStore implements KeyServiceStore {
           `the key in ${join(this.dataDir, KEY_SERVICE_KEY_FILE)} is not the one this database was made with: copy the first replica's ${KEY_SERVICE_KEY_FILE} to every replica`,
         );
       }
-      await c.query('DELETE FROM ks_journal WHERE at < $1', [this.now() - journalDays * 86_400_000]);
+      await c.query('DELETE FROM ks_journal WHERE at < $1', [this.now() - this.journalMs]);
       await c.query('COMMIT');
       c.release();
     } catch (e) {
@@ -266,6 +269,11 @@ export class PgKeyServiceStore implements KeyServiceStore {
       c.release(true);
       throw isUnavailable(e) ? new KeyStoreUnavailableError((e as Error).message) : e;
     }
+  }
+
+  /** Deletes journal rows older than `journalDays`; returns how many. */
+  async prune(): Promise<number> {
+    return (await this.q('DELETE FROM ks_journal WHERE at < $1', [this.now() - this.journalMs])).rowCount ?? 0;
   }
 
   /** Who handed out which epoch or range (oldest first), for operators and the replica tests. */

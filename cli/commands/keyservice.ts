@@ -31,6 +31,7 @@ export const keyserviceCommand: CommandModule = {
       .option('--broker <url>', 'the broker: mqtt://HOST:PORT (loopback) or mqtts://HOST:PORT; repeat it for every node of a cluster', (v: string, prev: string[] = []) => [...prev, v])
       .option('--data <dir>', "the key service's own data directory (never the broker's); with --db it holds keyservice.key (the same file on every replica) and this replica's lock", '.mqsec-keyservice')
       .option('--db <url>', 'keep the state in PostgreSQL (postgres://user@host:port/db) shared by replicas: one is active, the others take over when it dies (docs/protocol.md §14.13)')
+      .option('--journal-days <n>', 'with --db: days the journal of handed-out epochs and sequence ranges is kept (one row per writer connection)', wholeNumber('--journal-days', 0, 3650), 7)
       .option('--username <name>', 'its account on the broker (see `mqsec keyservice account`)', 'keyservice')
       .option('--password-file <file>', 'file holding the account password (first line); with --flavour, - reads it from stdin')
       .option('--ca <file>', 'CA certificate (PEM) to trust for mqtts://')
@@ -41,7 +42,7 @@ export const keyserviceCommand: CommandModule = {
       .option('--http-host <addr>', 'http-auth: address the broker reaches the HTTP checks on', '127.0.0.1')
       .option('--http-port <port>', 'http-auth: port of the HTTP checks (paths /auth/user, /auth/vhost, /auth/resource, /auth/topic)', wholeNumber('--http-port', 0, 65535), 8089)
       .option('--management <url>', "http-auth on RabbitMQ: the management API (http://HOST:15672); revocation closes the principal's live connections through it, logged in as --username")
-      .action(async (o: { broker?: string[]; data: string; db?: string; username: string; passwordFile?: string; ca?: string; rekeyInterval: number; seqBlock: number; logLevel: string; flavour: string; httpHost: string; httpPort: number; management?: string }) => {
+      .action(async (o: { broker?: string[]; data: string; db?: string; journalDays: number; username: string; passwordFile?: string; ca?: string; rekeyInterval: number; seqBlock: number; logLevel: string; flavour: string; httpHost: string; httpPort: number; management?: string }) => {
         if (!o.broker?.length) throw new CliError('give the broker with --broker mqtt://HOST:PORT');
         if (o.flavour !== 'mqsec' && o.db !== undefined) throw new CliError('--db (replicas on PostgreSQL) is for the mqsec flavour only');
         if (o.flavour !== 'mqsec') {
@@ -72,7 +73,7 @@ export const keyserviceCommand: CommandModule = {
           let replica: Awaited<ReturnType<typeof startKeyServiceReplica>>;
           try {
             replica = await startKeyServiceReplica(
-              { brokerUrls: o.broker, username: o.username, password, ca: o.ca ? readFileSync(o.ca) : undefined, dataDir: o.data, db: o.db, suite: createSodiumSuite(), log, rekeyIntervalMs: o.rekeyInterval * 1000, seqBlock: o.seqBlock },
+              { brokerUrls: o.broker, username: o.username, password, ca: o.ca ? readFileSync(o.ca) : undefined, dataDir: o.data, db: o.db, journalDays: o.journalDays, suite: createSodiumSuite(), log, rekeyIntervalMs: o.rekeyInterval * 1000, seqBlock: o.seqBlock },
               {
                 standby: () => io.out(`mqsec key service standby: another replica is active (${replicaStore})`),
                 active: (links) => {

@@ -85,6 +85,24 @@ describe('key service store on PostgreSQL', () => {
     await expect(PgKeyServiceStore.open({ url: `postgres://mqsec@127.0.0.1:${port}/x`, dataDir: replicaDir(), connectTimeoutMs: 1000 })).rejects.toBeInstanceOf(KeyStoreUnavailableError);
   });
 
+  it('the journal is kept for journalDays: prune deletes older rows (the active replica prunes every hour)', async () => {
+    const url = await server.createDatabase();
+    let now = 1_000_000_000_000;
+    const s = await PgKeyServiceStore.open({ url, dataDir: replicaDir(), journalDays: 2, now: () => now });
+    try {
+      await s.allocateSeq('w', 10);
+      now += 86_400_000;
+      await s.nextEpoch('g/#');
+      expect(await s.prune()).toBe(0);
+      now += 1.5 * 86_400_000; // the range row is 2.5 days old, the epoch row 1.5
+      expect(await s.prune()).toBe(1);
+      expect((await s.journal()).map((r) => r.kind)).toEqual(['epoch']);
+      expect(await s.allocateSeq('w', 1)).toBe(10); // the counters are not the journal
+    } finally {
+      await s.close();
+    }
+  });
+
   const cli = async (args: string[]) => {
     const out: string[] = [];
     const err: string[] = [];
