@@ -22,6 +22,8 @@ export const ACTIVE_LOCK_KEY = 0x6d71736b61;
 
 export interface ActiveLockOptions {
   url: string;
+  /** Shown as the lock connection's application_name (`mqsec keyservice status` names the active replica by it). */
+  name?: string;
   /** Heartbeat period on the lock connection (default 1000 ms). */
   heartbeatMs?: number;
   /** A holder whose last heartbeat answer is older than this steps down (default 5000 ms). */
@@ -56,7 +58,7 @@ export class ActiveLock {
     let toldStandby = false;
     for (;;) {
       if (signal?.aborted) throw new Error('stopped');
-      const client = new pg.Client({ connectionString: o.url, keepAlive: true, connectionTimeoutMillis: 5000 });
+      const client = new pg.Client({ connectionString: o.url, keepAlive: true, connectionTimeoutMillis: 5000, application_name: (o.name ?? 'mqsec-keyservice').slice(0, 63) });
       client.on('error', () => {});
       const abort = () => void client.end().catch(() => {});
       signal?.addEventListener('abort', abort);
@@ -125,5 +127,48 @@ export class ActiveLock {
     clearInterval(this.timer);
     await this.client.query('SELECT pg_advisory_unlock($1)', [ACTIVE_LOCK_KEY]).catch(() => {});
     await this.client.end().catch(() => {});
+  }
+}
+
+export interface ReplicaStatus {
+  /** The replica holding the lock (its lock connection's application_name, address, since when), or none. */
+  active?: { name: string; address: string | null; since: string };
+  /** Replicas waiting for the lock. */
+  standbys: { name: string; address: string | null }[];
+  groups: number;
+  principals: number;
+  memberKeys: number;
+  journal: { rows: number; oldest: number | null };
+}
+
+/** What `mqsec keyservice status --db` shows: who is active, who waits, and the size of the shared state (no key needed). */
+export async function replicaStatus(url: string): Promise<ReplicaStatus> {
+  const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000, application_name: 'mqsec-keyservice-status' });
+  c.on('error', () => {});
+  await c.connect();
+  try {
+    // a bigint advisory key is kept as classid (high 32 bits) and objid (low 32 bits)
+    const holders = (
+      await c.query<{ granted: boolean; name: string; address: string | null; since: Date }>(
+        `SELECT l.granted, a.application_name AS name, host(a.client_addr) AS address, a.backend_start AS since
+           FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+          WHERE l.locktype = 'advisory' AND l.classid = $1 AND l.objid = $2 AND l.objsubid = 1`,
+        [Math.floor(ACTIVE_LOCK_KEY / 2 ** 32), ACTIVE_LOCK_KEY % 2 ** 32],
+      )
+    ).rows;
+    const count = async (table: string) => Number((await c.query<{ n: string }>(`SELECT count(*) AS n FROM ${table}`)).rows[0]!.n);
+    const exists = (await c.query("SELECT 1 FROM information_schema.tables WHERE table_name = 'ks_journal'")).rowCount === 1;
+    const active = holders.find((h) => h.granted);
+    const j = exists ? (await c.query<{ n: string; oldest: string | null }>('SELECT count(*) AS n, min(at) AS oldest FROM ks_journal')).rows[0]! : { n: '0', oldest: null };
+    return {
+      active: active && { name: active.name, address: active.address, since: active.since.toISOString() },
+      standbys: holders.filter((h) => !h.granted).map((h) => ({ name: h.name, address: h.address })),
+      groups: exists ? await count('ks_group_epochs') : 0,
+      principals: exists ? await count('ks_seq_alloc') : 0,
+      memberKeys: exists ? await count('ks_member_keys') : 0,
+      journal: { rows: Number(j.n), oldest: j.oldest === null ? null : Number(j.oldest) },
+    };
+  } finally {
+    await c.end().catch(() => {});
   }
 }

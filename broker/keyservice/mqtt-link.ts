@@ -120,7 +120,7 @@ export async function startKeyServiceReplica(o: KeyServiceProcessOptions & { db:
   const loop = (async () => {
     while (!abort.signal.aborted) {
       try {
-        active = await ActiveLock.acquire({ url: o.db, onStandby: () => events.standby(), onRetry: (e) => o.log.warn({ err: e.message }, 'active lock: PostgreSQL not reachable, retrying') }, abort.signal);
+        active = await ActiveLock.acquire({ url: o.db, name: `mqsec-keyservice ${o.username}@${instanceHex}`, onStandby: () => events.standby(), onRetry: (e) => o.log.warn({ err: e.message }, 'active lock: PostgreSQL not reachable, retrying') }, abort.signal);
       } catch {
         return; // stopped
       }

@@ -10,6 +10,7 @@ import { pino } from 'pino';
 import { KEYSERVICE_ROLE } from '../../broker/keyservice/link.js';
 import { migrateToExternalKeyService } from '../../broker/keyservice/migrate.js';
 import { startKeyServiceProcess, startKeyServiceReplica } from '../../broker/keyservice/mqtt-link.js';
+import { replicaStatus } from '../../broker/keyservice/active-lock.js';
 import { isPostgresStoreUrl } from '../../broker/keyservice/pg-store.js';
 import { KeyStoreUnavailableError } from '../../broker/keyservice/store.js';
 import { RegistryError } from '../../broker/registry/store.js';
@@ -137,6 +138,24 @@ export const keyserviceCommand: CommandModule = {
         });
         writeFileSync(o.passwordFile, password + '\n', { mode: 0o600 });
         io.out(`account ${o.name} (role ${KEYSERVICE_ROLE}) ready; password written to ${o.passwordFile}`);
+      });
+
+    ks.command('status')
+      .description('replicas on PostgreSQL: which one is active, which wait, and what the shared state holds')
+      .requiredOption('--db <url>', 'the replicas\' PostgreSQL (postgres://user@host:port/db)')
+      .option('--json', 'JSON output')
+      .action(async (o: { db: string; json?: boolean }) => {
+        if (!isPostgresStoreUrl(o.db)) throw new CliError('--db must be a postgres://user@host:port/database URL');
+        let st: Awaited<ReturnType<typeof replicaStatus>>;
+        try {
+          st = await replicaStatus(o.db);
+        } catch (e) {
+          throw new CliError(`cannot reach ${redactUrl(o.db)}: ${(e as Error).message}`, EXIT_UNAVAILABLE);
+        }
+        if (o.json) return io.out(JSON.stringify(st));
+        io.out(st.active ? `active: ${st.active.name} from ${st.active.address ?? 'local socket'} since ${st.active.since}` : 'active: none (no replica holds the lock)');
+        io.out(`standbys: ${st.standbys.length ? st.standbys.map((s) => `${s.name} from ${s.address ?? 'local socket'}`).join(', ') : 'none'}`);
+        io.out(`state: ${st.groups} group epochs, ${st.principals} sequence allocations, ${st.memberKeys} member keys; journal ${st.journal.rows} rows${st.journal.oldest ? ` since ${new Date(st.journal.oldest).toISOString()}` : ''}`);
       });
 
     ks.command('migrate')

@@ -169,6 +169,11 @@ describe.skipIf(!hasPostgres())('key service replicas on PostgreSQL', () => {
     })();
     await waitFor(() => got.size >= 10, 10_000, 'readings before the kill');
 
+    const status = async () => JSON.parse(await run(['keyservice', 'status', '--db', url, '--json'])) as { active?: { name: string }; standbys: { name: string }[]; memberKeys: number; groups: number; journal: { rows: number } };
+    const before = await status();
+    expect(before.active?.name).toMatch(/^mqsec-keyservice keyservice@/);
+    expect(before.standbys.length).toBe(1);
+    expect(before.memberKeys).toBe(2);
     const killedAt = Date.now();
     a.proc.kill('SIGKILL');
     expect(b.lines.some((l) => /linked/.test(l.text))).toBe(false); // the standby never linked while the other held the lock
@@ -209,9 +214,15 @@ describe.skipIf(!hasPostgres())('key service replicas on PostgreSQL', () => {
       await c.end();
     }
 
-    // the killed replica started again waits as standby
+    // the killed replica started again waits as standby; `mqsec keyservice status` shows the other one active
     a = Child.start(replicaArgs(ksDirA));
     await a.line(/standby: another replica is active/);
+    const after = await status();
+    expect(after.active?.name).toBe(before.standbys[0]!.name);
+    expect(after.standbys.map((x) => x.name)).not.toContain(before.active!.name); // a new instance of the killed one
+    expect(after.standbys.length).toBe(1);
+    expect(after.groups).toBeGreaterThan(0);
+    expect(after.journal.rows).toBeGreaterThan(before.journal.rows);
   }, 120_000);
 
   it('an orderly stop of the active replica hands over at once; a replica with another keyservice.key is refused', async () => {
