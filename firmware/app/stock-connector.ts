@@ -73,11 +73,20 @@ export interface StockConnectResult {
 
 type Want = 'kx2' | 'confirmed' | 'keys';
 
+/**
+ * Messages of subscribed topics held while the connection has no group keys
+ * yet: a persistent session's queue (commands sent while the device slept)
+ * arrives right behind CONNACK, before the key delivery of §14.6. Bounded
+ * (RAM); the oldest beyond it is dropped and reported.
+ */
+export const HELD_BEFORE_KEYS = 8;
+
 export class StockConnector {
   private link: StockLink | undefined;
   private chain: Promise<unknown> = Promise.resolve();
   private waiter: { want: Want; resolve(): void; reject(e: MqsecError): void } | undefined;
   private closing = false;
+  private held: { topic: string; payload: Uint8Array }[] = [];
 
   constructor(private readonly o: StockConnectorOptions) {}
 
@@ -247,7 +256,9 @@ export class StockConnector {
             this.settle('keys');
           } catch (e) {
             this.o.onDropped?.(topic, asMqsecError(e));
+            return;
           }
+          for (const m of this.held.splice(0)) this.openGroupMessage(m.topic, m.payload);
           return;
         }
         if (proto === undefined) return;
@@ -258,12 +269,33 @@ export class StockConnector {
         else if (r.kind === 'dropped') this.o.onDropped?.(topic, r.error);
         return;
       }
-      try {
-        this.o.onMessage?.({ ...this.o.keyring.open(topic, payload), topic });
-      } catch (e) {
-        this.o.onDropped?.(topic, asMqsecError(e));
+      if (!this.o.keyring.hasKeys) {
+        // no key delivery on this connection yet: keep it until the keys arrive (see HELD_BEFORE_KEYS)
+        if (this.held.length >= HELD_BEFORE_KEYS) this.o.onDropped?.(this.held.shift()!.topic, new MqsecError('QUEUE_FULL', 'message held before the group keys arrived was dropped'));
+        this.held.push({ topic, payload: payload.slice() });
+        return;
       }
+      this.openGroupMessage(topic, payload);
     });
+  }
+
+  private openGroupMessage(topic: string, payload: Uint8Array): void {
+    try {
+      this.o.onMessage?.({ ...this.o.keyring.open(topic, payload), topic });
+    } catch (e) {
+      this.o.onDropped?.(topic, asMqsecError(e));
+    }
+  }
+
+  /**
+   * §14.4: asks for the next sequence range (a new GKREQ) on the current
+   * connection; the answer is applied when it comes, sealing goes on from the
+   * old range meanwhile.
+   */
+  async requestKeys(): Promise<void> {
+    const link = this.link;
+    if (!link) throw new MqsecError('NOT_CONNECTED', 'not connected');
+    await link.publish(upTopic(this.o.id), this.o.keyring.request(), 0);
   }
 
   /** §14.4: sealed under the topic's group key, published as it is. */

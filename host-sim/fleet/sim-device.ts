@@ -14,9 +14,7 @@ import { silentLog } from '../../firmware/core/platform.js';
 import { createNobleSuite } from '../../firmware/crypto/noble.js';
 import { DeviceSecureSession } from '../../firmware/secure/index.js';
 import { GroupKeyring, deriveKeyServiceKey } from '../../firmware/secure/group.js';
-import { SecureMqttClient } from '../../firmware/app/secure-mqtt.js';
-import { SecureMqttLink } from '../../firmware/app/secure-link.js';
-import { createFirmwareMqttClient } from '../../firmware/app/firmware-mqtt.js';
+import { counterBlockFor, createDeviceLink } from '../../firmware/app/device-link.js';
 import { SensorNode, type NodeState } from '../../firmware/app/sensor-node.js';
 import type { Reading, SecureLink, Sensor, Sleep, WakeCause } from '../../firmware/app/ports.js';
 import { Incarnation } from './incarnation.js';
@@ -38,6 +36,11 @@ export interface SimDeviceEnv {
    * (firmware/platform/moddable/main.ts, board setting `groupKeys`).
    */
   groupKeys?: boolean;
+  /**
+   * `broker.flavour` of the device config: `stock` for a stock broker with the
+   * key service beside it (docs/protocol.md §15; group keys are then always on).
+   */
+  flavour?: 'mqsec' | 'stock';
   /** Device clock offset (ms): the protocol must not care. */
   clockSkewMs?: number;
   listenMs?: number;
@@ -110,29 +113,25 @@ export class SimDevice {
     const skew = this.env.clockSkewMs ?? 0;
     const clock: Clock = { now: () => this.env.clock.now() + skew };
     const suite = createNobleSuite(this.env.random);
-    const session = new DeviceSecureSession({ suite, devId: this.devId, deviceKey: this.deviceKey, storage, clock, log });
+    const session = new DeviceSecureSession({ suite, devId: this.devId, deviceKey: this.deviceKey, storage, clock, log, counterBlock: counterBlockFor(this.env.flavour) });
     // RAM state like the session: a wake starts with no group keys and asks for them (§14.6)
-    const keyring = this.env.groupKeys ? new GroupKeyring({ suite, id: this.devId, keyServiceKey: deriveKeyServiceKey(suite, this.deviceKey, this.devId) }) : undefined;
-    const link: SecureLink = new SecureMqttLink({
+    const keyring = this.env.groupKeys || this.env.flavour === 'stock' ? new GroupKeyring({ suite, id: this.devId, keyServiceKey: deriveKeyServiceKey(suite, this.deviceKey, this.devId) }) : undefined;
+    // the same sensor node on either broker: only the link differs (firmware/app/device-link.ts)
+    const link = createDeviceLink({
+      id: this.devId,
+      flavour: this.env.flavour,
+      endpoint: { host: this.env.host, port: this.env.port },
+      suite,
+      session,
+      keyring,
+      deviceKey: this.deviceKey,
+      services: { transport: inc.transport, timer: inc.timer, clock, random: this.env.random, log },
       log,
-      createGlue: (cb) =>
-        new SecureMqttClient({
-          session,
-          keyring,
-          log,
-          onMessage: cb.onMessage,
-          onError: cb.onError,
-          onReady: (phase: 1 | 2) => {
-            if (inc.isAlive) this.events.onReady?.(this.devId, phase, this.env.clock.now() - this.connectStartedAt);
-            cb.onReady(phase);
-          },
-        }),
-      createClient: (hooks) =>
-        createFirmwareMqttClient(
-          { transport: inc.transport, timer: inc.timer, clock, random: this.env.random, log },
-          { endpoint: { host: this.env.host, port: this.env.port }, keepaliveSec: 30, connectTimeoutMs: 5000 },
-          hooks,
-        ),
+      keepaliveSec: 30,
+      connectTimeoutMs: 5000,
+      onReady: (phase) => {
+        if (inc.isAlive) this.events.onReady?.(this.devId, phase, this.env.clock.now() - this.connectStartedAt);
+      },
     });
     const observedLink: SecureLink = {
       open: (ev) => {

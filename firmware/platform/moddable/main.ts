@@ -21,16 +21,15 @@ import { cryptoSelfTest } from '../../crypto/self-test.js';
 import { createNativeSuite } from './native-suite.js';
 import { DeviceSecureSession } from '../../secure/device.js';
 import { GroupKeyring, deriveKeyServiceKey } from '../../secure/group.js';
-import { SecureMqttClient } from '../../app/secure-mqtt.js';
 import { SensorNode } from '../../app/sensor-node.js';
-import { SecureMqttLink, type ConnectableMqttClient } from '../../app/secure-link.js';
-import { createFirmwareMqttClient } from '../../app/firmware-mqtt.js';
+import { counterBlockFor, createDeviceLink } from '../../app/device-link.js';
 import { parseDeviceConfig, deviceKeyBytes } from '../../app/device-config.js';
 import { asMqsecError } from '../../core/errors.js';
 import Instrumentation from 'instrumentation';
 import { createModdablePlatform, traceLog } from './services.js';
 import { NativeSleep, WifiNetwork } from './device-ports.js';
 import { StockMqttAdapter } from './stock-mqtt.js';
+import type { ConnectableMqttClient } from '../../app/secure-link.js';
 
 interface BoardConfig {
   board?: string;
@@ -84,37 +83,39 @@ function start(): void {
     storage: platform.storage,
     clock: platform.clock,
     log,
+    counterBlock: counterBlockFor(device.broker.flavour),
   });
+  const stockBroker = device.broker.flavour === 'stock';
   let keyring: GroupKeyring | undefined;
-  if (board.groupKeys !== false) {
+  // a stock broker carries device topics end to end only (docs/protocol.md §15.1): group keys always on there
+  if (board.groupKeys !== false || stockBroker) {
     const k = deviceKeyBytes(device);
     keyring = new GroupKeyring({ suite, id: device.id, keyServiceKey: deriveKeyServiceKey(suite, k, device.id) });
     k.fill(0);
   }
   let connectingSince: number | undefined;
   const endpoint = { host: device.broker.host, port: device.broker.port };
-  const useStock = board.client === 'stock';
+  const useStock = board.client === 'stock' && !stockBroker;
 
-  const link = new SecureMqttLink({
+  // the broker flavour of the device config picks the link; the sensor node is the same
+  const deviceKey = deviceKeyBytes(device);
+  const link = createDeviceLink({
+    id: device.id,
+    flavour: device.broker.flavour,
+    endpoint,
+    suite,
+    session,
+    keyring,
+    deviceKey,
+    services: platform,
     log,
-    createGlue: (callbacks) =>
-      new SecureMqttClient({
-        session,
-        keyring,
-        log,
-        onMessage: callbacks.onMessage,
-        onError: callbacks.onError,
-        onReady: (phase) => {
-          // device-observed: from entering `connecting` (TCP connect included) to a usable session
-          trace(`mqsec phase ${phase} ok ${connectingSince === undefined ? '?' : platform.clock.now() - connectingSince} ms\n`);
-          callbacks.onReady(phase);
-        },
-      }),
-    createClient: (hooks): ConnectableMqttClient =>
-      useStock
-        ? new StockMqttAdapter({ Client: StockClient, host: endpoint.host, port: endpoint.port, hooks, log })
-        : createFirmwareMqttClient(platform, { endpoint }, hooks),
+    onReady: (phase) => {
+      // device-observed: from entering `connecting` (TCP connect included) to a usable session
+      trace(`mqsec phase ${phase} ok ${connectingSince === undefined ? '?' : platform.clock.now() - connectingSince} ms\n`);
+    },
+    createClient: useStock ? (hooks): ConnectableMqttClient => new StockMqttAdapter({ Client: StockClient, host: endpoint.host, port: endpoint.port, hooks, log }) : undefined,
   });
+  deviceKey.fill(0);
 
   const node = new SensorNode({
     devId: device.id,
@@ -134,7 +135,7 @@ function start(): void {
       if (state === 'boot' || state === 'waiting' || state === 'sleeping') traceHeap();
     },
   });
-  trace(`mqsec boot ${device.id} board=${board.board ?? 'unknown'} client=${useStock ? 'stock' : 'firmware'}\n`);
+  trace(`mqsec boot ${device.id} board=${board.board ?? 'unknown'} client=${useStock ? 'stock' : 'firmware'} broker=${stockBroker ? 'stock' : 'mqsec'}\n`);
   node.start().then(() => trace(`mqsec stopped ${node.state}\n`));
 }
 

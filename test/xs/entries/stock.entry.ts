@@ -3,6 +3,7 @@ import { createNobleSuite } from '../../../firmware/crypto/noble.js';
 import { bootPassword, bootUsername, downTopic, idOfUpTopic, isUpMessage, protocolTopicOfDown, upTopic } from '../../../firmware/secure/stock.js';
 import { parseDeviceConfig } from '../../../firmware/app/device-config.js';
 import { connectorScenario } from '../../stock/connector-scenario.js';
+import { stockSensorNodeScenario } from '../../stock/sensor-node-scenario.js';
 
 const suite = createNobleSuite(hostRandom);
 
@@ -22,4 +23,5 @@ exposeToHost({
   isUp: (b: Uint8Array) => isUpMessage(b),
   config: (c: unknown) => codeOf(() => parseDeviceConfig(c)),
   connectorScenario: (k1: Uint8Array, k2: Uint8Array) => connectorScenario(suite, k1, k2),
+  stockSensorNode: (k1: Uint8Array, k2: Uint8Array) => stockSensorNodeScenario(suite, k1, k2),
 });
