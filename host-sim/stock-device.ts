@@ -73,9 +73,11 @@ export class StockDevice {
     });
   }
 
+  /** The phase-2 connection is up (MQTT.js 5 leaves `connected` true after a server-side close when it does not reconnect: tracked here). */
   get connected(): boolean {
-    return !!this.client?.connected;
+    return !!this.client && this.clientUp;
   }
+  private clientUp = false;
 
   async connect(): Promise<{ phase1: boolean; sessionPresent: boolean }> {
     this.stats = StockDevice.emptyStats();
@@ -100,8 +102,14 @@ export class StockDevice {
         c.removeAllListeners('error');
         c.removeAllListeners('close');
         c.on('error', () => {});
-        c.on('close', () => lo.onClose());
-        if (lo.stage === 'phase2') this.client = c;
+        c.on('close', () => {
+          if (this.client === c) this.clientUp = false;
+          lo.onClose();
+        });
+        if (lo.stage === 'phase2') {
+          this.client = c;
+          this.clientUp = true;
+        }
         const link: StockLink = {
           sessionPresent: !!connack.sessionPresent,
           subscribe: (filter, qos) => c.subscribeAsync(filter, { qos }),

@@ -103,6 +103,8 @@ export class HttpAuthKeyService {
     if (!this.server) await this.listen();
     await this.core.connect(this.o.serviceUser, this.o.servicePassword);
     await this.core.listenUp();
+    // a broker restart drops the link: back with the up topics (logins never needed it: HTTP)
+    this.core.keepConnected(this.o.serviceUser, this.o.servicePassword, [], () => this.core.listenUp());
   }
 
   /** The policy changed: forget cached decisions, revoke tickets of principals gone, re-key groups whose membership changed. */

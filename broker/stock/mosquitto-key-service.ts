@@ -139,6 +139,26 @@ export class MosquittoKeyService {
     await this.core.client!.subscribeAsync([LOG_NOTICE, LOG_SUBSCRIBE], { qos: 0 });
     await this.checkLog();
     await this.core.listenUp();
+    this.core.keepConnected(this.o.adminUser, this.o.adminPassword, [CONTROL_RESPONSE], () => this.relinked());
+  }
+
+  /**
+   * The link to the broker came back (broker restart): listen again, and
+   * treat every accepted connection as ended, since the log lines that would
+   * say so may have been lost with the broker (§15.3 step 3): each gets its
+   * next token installed (which also ends a connection that did survive).
+   */
+  private async relinked(): Promise<void> {
+    await this.core.client!.subscribeAsync([LOG_NOTICE, LOG_SUBSCRIBE], { qos: 0 });
+    await this.core.listenUp();
+    for (const [id, c] of [...this.creds]) {
+      if (!c.accepted) continue;
+      this.core.keyService.memberLeft(id);
+      void this.core.serial(id, async () => {
+        const now = this.creds.get(id);
+        if (now?.accepted) await this.rotate(id, now);
+      });
+    }
   }
 
   /**

@@ -88,6 +88,8 @@ export class StockCore {
   readonly counters: StockCounters = { phase1: 0, phase2: 0, hints: 0, replaysKicked: 0, rotations: 0, dynsecRequests: 0, refused: 0 };
   private readonly queues = new Map<string, Promise<void>>();
   private readonly now: () => number;
+  /** Set by keepConnected(); cleared by disconnect() (a deliberate close is not followed by a reconnect). */
+  private relink: (() => void) | undefined;
 
   constructor(
     private readonly o: StockOptions,
@@ -143,7 +145,45 @@ export class StockCore {
     await this.client?.subscribeAsync(UP_FILTER, { qos: 0 });
   }
 
+  /**
+   * After start-up: when the broker drops the link (a broker restart, a
+   * network cut), connect again with backoff (0.2 s doubling to 5 s) and run
+   * `reconnected` (the flavour re-subscribes and repairs what it missed
+   * meanwhile). Without it the key service would stay deaf after the broker's
+   * first restart.
+   */
+  keepConnected(username: string, password: string, extraTopics: string[], reconnected: () => Promise<void>): void {
+    const watch = (c: MqttClient) =>
+      c.once('close', () => {
+        if (this.client !== c || !this.relink) return;
+        this.client = undefined;
+        this.relink();
+      });
+    this.relink = () => {
+      void (async () => {
+        for (let delay = 200; this.relink; delay = Math.min(delay * 2, 5000)) {
+          await new Promise((r) => setTimeout(r, delay));
+          if (!this.relink) return;
+          try {
+            await this.connect(username, password, extraTopics);
+            watch(this.client!);
+            await reconnected();
+            this.log.info('key service linked to the broker again');
+            return;
+          } catch (e) {
+            this.log.warn('key service cannot reach the broker yet', { message: asMqsecError(e).message });
+            const c = this.client;
+            this.client = undefined;
+            if (c) await c.endAsync(true).catch(() => undefined);
+          }
+        }
+      })();
+    };
+    if (this.client) watch(this.client);
+  }
+
   async disconnect(): Promise<void> {
+    this.relink = undefined;
     const c = this.client;
     this.client = undefined;
     if (c) await c.endAsync(true).catch(() => undefined);

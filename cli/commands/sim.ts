@@ -10,8 +10,6 @@ import { pino } from 'pino';
 import { DEVICES_PER_WORKER, runFleet, type FleetOptions, type FleetResult } from '../../host-sim/fleet/fleet.js';
 import { LiveView, summaryTable } from '../../host-sim/fleet/live-view.js';
 import { formatTopicModes } from '../../host-sim/fleet/topic-modes.js';
-import { runStockFleet } from '../../host-sim/stock-fleet.js';
-import { createNodeCryptoSuite } from '../../platform-node/crypto-suite.js';
 import { CliError, decimalNumber, wholeNumber, type CliIo, type CommandModule } from '../command.js';
 import { deviceKeyBytes, parseDeviceConfig } from '../../firmware/app/device-config.js';
 import { isMqsecError } from '../../firmware/core/errors.js';
@@ -61,6 +59,8 @@ export interface SimCliOptions {
   restartAfter?: number;
   /** End-to-end mode for the device topics (docs/protocol.md §14). */
   e2e?: boolean;
+  /** `stock`: a stock broker with `mqsec keyservice --flavour ...` beside it (docs/protocol.md §15). */
+  flavour?: 'mqsec' | 'stock';
 }
 
 /** `--kill-node N@T`: node N (1-based) at T seconds. */
@@ -76,6 +76,7 @@ export function printSummary(io: CliIo, r: FleetResult): void {
   io.out(
     summaryTable([
       ['devices', r.devices],
+      ...(r.flavour === 'stock' ? ([['broker', 'stock broker, mqsec key service beside it (docs/protocol.md §15)']] as [string, string][]) : []),
       ['connected at end', r.connected_at_end],
       ['phase 1 handshakes', r.phase1_ok],
       ['phase 2 handshakes', r.phase2_ok],
@@ -142,32 +143,12 @@ export function loadDeviceConfigs(files: string[]): { id: string; key: Uint8Arra
   });
 }
 
-/** `mqsec sim --flavour stock`: the fleet against a stock broker and its key service; exit code 1 if a reading was lost. */
-async function runStockSim(o: SimCliOptions, io: CliIo): Promise<void> {
-  if (!o.broker || !o.data) throw new CliError('--flavour stock needs --broker mqtt://HOST:PORT and --data DIR (the key service\'s data directory)');
-  parseBrokerUrl(o.broker);
-  if (o.devices < 1) throw new CliError('--flavour stock needs --devices N (at least 1)');
-  const r = await runStockFleet({ url: o.broker, dataDir: o.data, devices: o.devices, durationS: o.duration ?? 30, suite: createNodeCryptoSuite() });
-  if (o.json) io.out(JSON.stringify(r));
-  else {
-    io.out('mqsec stock-broker fleet summary');
-    io.out(
-      summaryTable([
-        ['devices', r.devices],
-        ['wakes (connected)', r.wakes],
-        ['of which phase 1 first', r.phase1],
-        ['connects refused (retried)', r.refused],
-        ['readings sent (QoS 1)', r.sent],
-        ['read by the app, end to end', r.verified],
-        ['duplicates', r.duplicates],
-        ['lost', r.lost],
-      ]),
-    );
-  }
-  if (r.lost > 0) process.exitCode = 1;
-}
-
 export async function runSimCommand(o: SimCliOptions, io: CliIo, extra: Partial<FleetOptions> = {}): Promise<FleetResult> {
+  if (o.flavour === 'stock') {
+    if (!o.broker || !o.data) throw new CliError("--flavour stock needs --broker mqtt://HOST:PORT and --data DIR (the key service's data directory)");
+    if (o.brokers || o.nodes !== undefined) throw new CliError('--flavour stock runs against one stock broker (--broker)');
+    if (o.deviceConfig?.length) throw new CliError('--flavour stock provisions its own devices (role simstock): --device-config is for the mqsec broker');
+  }
   if (o.broker && !o.data) throw new CliError('--broker needs --data DIR (the broker data directory, to provision the simulated devices)');
   if ([o.broker, o.brokers, o.nodes].filter((x) => x !== undefined).length > 1) throw new CliError('give one of --broker, --brokers, --nodes');
   if (o.brokers && !o.data) throw new CliError('--brokers needs --data DIR (the registry the nodes share, to provision the simulated devices)');
@@ -236,6 +217,7 @@ export async function runSimCommand(o: SimCliOptions, io: CliIo, extra: Partial<
       attackers: o.attackers,
       workers: o.workers,
       e2e: o.e2e,
+      flavour: o.flavour,
       logger,
       stopSignal,
       onTick: (s) => view?.update(s),
@@ -295,13 +277,9 @@ export const simCommand: CommandModule = {
       .option('--e2e', 'end-to-end mode (docs/protocol.md §14): device topics under group keys, the verifying backend an app principal on the SDK')
       .option('--json', 'print one JSON object at the end instead of tables')
       .option('--log-level <level>', 'pino log level for broker and devices (stderr)', 'silent')
-      .option('--flavour <name>', 'mqsec (default), or stock: a stock broker with `mqsec keyservice --flavour ...` beside it (docs/protocol.md §15); needs --broker and --data (the key service\'s data directory)', 'mqsec')
+      .option('--flavour <name>', 'mqsec (default), or stock: a stock broker with `mqsec keyservice --flavour ...` beside it (docs/protocol.md §15): the same worker fleet, nodes with broker.flavour "stock", every device topic end to end; needs --broker and --data (the key service\'s data directory)', 'mqsec')
       .action(async (opts: SimCliOptions & { flavour: string }) => {
-        if (opts.flavour === 'stock') {
-          await runStockSim(opts, io);
-          return;
-        }
-        if (opts.flavour !== 'mqsec') throw new CliError('--flavour must be mqsec or stock');
+        if (opts.flavour !== 'mqsec' && opts.flavour !== 'stock') throw new CliError('--flavour must be mqsec or stock');
         if (opts.sleepMode !== 'deep' && opts.sleepMode !== 'wait') throw new CliError('--sleep-mode must be deep or wait');
         if (opts.devices + (opts.deviceConfig?.length ?? 0) < 1) throw new CliError('nothing to simulate: give --devices N or --device-config FILE');
         await runSimCommand(opts, io);

@@ -139,6 +139,7 @@ export class StockConnector {
         throw asMqsecError(e, 'CONNECTION_REFUSED');
       }
       const answered = this.expect('kx2');
+      answered.catch(() => undefined); // rejected by the finally below if subscribe or publish throws first
       await link.subscribe(downTopic(id), 0);
       await link.publish(upTopic(id), kx1, 0);
       await answered;
@@ -196,6 +197,7 @@ export class StockConnector {
     this.link = link;
     this.o.onConfirmed?.();
     const keys = this.expect('keys');
+    keys.catch(() => undefined); // a failed publish below leaves it to be superseded by the next wait
     await link.publish(upTopic(id), this.o.keyring.request(), 0);
     await keys;
     return link.sessionPresent;

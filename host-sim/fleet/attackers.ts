@@ -9,6 +9,17 @@
  * - forge: a genuine device's CONNECT with one password byte flipped
  * - downgrade: log in as a registered device id with a plain password
  * - takeover: an mqsec-shaped CONNECT with random bytes for a live device id
+ *
+ * On a stock broker (docs/protocol.md §15) the same four run against the
+ * broker's own password checks, which the key service feeds: a replayed
+ * phase-2 CONNECT carries a one-connection token (§15.3), refused by the
+ * broker once its connection was seen (dynamic security: the password is
+ * replaced; HTTP auth: the login consumed the counter) or kicked at once if
+ * it races the live one; a forged or random token and a plain password were
+ * never installed. Bootstrap CONNECTs (`boot@ID`) are not replayed: their
+ * static password is public by design and opens nothing but KX1/KX2 (§15.2).
+ * An attempt counts as accepted when the broker keeps the connection
+ * (CONNACK 0 and not closed within STOCK_HOLD_MS).
  */
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
@@ -24,6 +35,12 @@ export interface AttackStats {
   accepted: number;
   byKind: Record<AttackKind, { attempts: number; accepted: number }>;
 }
+
+/** §15: a stock broker's connection that survives this long after CONNACK 0 was let in. */
+export const STOCK_HOLD_MS = 3000;
+
+/** The broker kind the attackers face (docs/protocol.md §15). */
+export type AttackFlavour = 'mqsec' | 'stock';
 
 /** Captures the CONNECT packets genuine devices send (the tap of their transport). */
 export class ConnectCapture {
@@ -47,7 +64,7 @@ export class ConnectCapture {
  * CONNACK 0, the hint on $mqsec/kx and a close, never a session:
  * docs/protocol.md §5.5.)
  */
-export function tryConnect(host: string, port: number, bytes: Uint8Array, timeoutMs = 3000): Promise<boolean> {
+export function tryConnect(host: string, port: number, bytes: Uint8Array, timeoutMs = 3000, flavour: AttackFlavour = 'mqsec'): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = net.connect({ host, port });
     const parser = new MqttParser({ maxPacketSize: 4096 });
@@ -65,6 +82,8 @@ export function tryConnect(host: string, port: number, bytes: Uint8Array, timeou
         parser.feed(new Uint8Array(b), (p) => {
           if (p.type === 'connack') {
             if (p.returnCode !== 0) return finish(false);
+            // §15: no protocol message follows on a stock broker; let in = still connected a while later
+            if (flavour === 'stock') return void socket.setTimeout(STOCK_HOLD_MS, () => finish(true));
             // the broker's protocol message follows at once; give a loaded machine time to send it
             socket.setTimeout(Math.max(timeoutMs, 10_000), () => finish(true));
           } else if (p.type === 'publish' && p.topic === KX_TOPIC) {
@@ -90,8 +109,10 @@ function decodeConnect(bytes: Uint8Array): ConnectPacket | undefined {
   }
 }
 
-export function buildAttack(kind: AttackKind, capture: ConnectCapture, deviceIds: string[]): Uint8Array | undefined {
-  const sample = capture.pick();
+export function buildAttack(kind: AttackKind, capture: ConnectCapture, deviceIds: string[], flavour: AttackFlavour = 'mqsec'): Uint8Array | undefined {
+  let sample = capture.pick();
+  // §15.2: the bootstrap login is static by design (it opens KX1/KX2 only): not an attack to count
+  if (flavour === 'stock' && sample && decodeConnect(sample)?.username?.startsWith('boot@')) sample = undefined;
   const devId = deviceIds[Math.floor(Math.random() * deviceIds.length)];
   switch (kind) {
     case 'replay':
@@ -143,6 +164,7 @@ export class AttackerPool {
     private readonly capture: ConnectCapture,
     private readonly deviceIds: string[],
     private readonly pauseMs = 250,
+    private readonly flavour: AttackFlavour = 'mqsec',
   ) {}
 
   start(): void {
@@ -154,10 +176,10 @@ export class AttackerPool {
     let k = i;
     while (this.running) {
       const kind = ATTACK_KINDS[k++ % ATTACK_KINDS.length];
-      const bytes = buildAttack(kind, this.capture, this.deviceIds);
+      const bytes = buildAttack(kind, this.capture, this.deviceIds, this.flavour);
       if (bytes) {
         const { host, port } = this.target();
-        const accepted = await tryConnect(host, port, bytes);
+        const accepted = await tryConnect(host, port, bytes, 3000, this.flavour);
         if (!this.running) break;
         this.stats.attempts++;
         this.stats.byKind[kind].attempts++;

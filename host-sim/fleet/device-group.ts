@@ -45,6 +45,8 @@ export interface GroupConfig {
   sleepMode: 'deep' | 'wait';
   /** Nodes ask the key service for group keys after every session (docs/protocol.md §14), as the firmware does by default. */
   groupKeys?: boolean;
+  /** `broker.flavour` of the nodes' device config (docs/protocol.md §15): `stock` for a stock broker. */
+  flavour?: 'mqsec' | 'stock';
   devices: GroupDevice[];
   faults: GroupFaults;
   /** Several broker nodes (a cluster): devices spread over them and fail over (failover.ts); host/port unused then. */
@@ -144,6 +146,7 @@ export class DeviceGroup implements FleetGroup {
             intervalS: config.intervalS,
             sleepMode: config.sleepMode,
             groupKeys: config.groupKeys,
+            flavour: config.flavour,
             clockSkewMs: d.clockSkewMs,
           },
           {

@@ -116,7 +116,29 @@ export interface FleetOptions {
    * rules decide; the run adds the app principal (removed again at the end).
    */
   e2e?: boolean;
+  /**
+   * `stock` (docs/protocol.md §15): `broker` is a stock broker (Mosquitto with
+   * dynamic security, RabbitMQ with HTTP auth, ...) with `mqsec keyservice
+   * --flavour ...` beside it, and `broker.dataDir` that key service's data
+   * directory. The nodes run the same firmware with `broker.flavour: "stock"`;
+   * every device topic is end to end (role STOCK_DEVICE_ROLE), and the
+   * verifying backend is an app principal (role STOCK_APP_ROLE). No password
+   * account (a stock broker would not know it) and no ingest count (the
+   * broker is not ours to watch).
+   */
+  flavour?: 'mqsec' | 'stock';
+  /**
+   * Restarts an external broker (whoever started it knows how: a test's
+   * harness); with `restartBrokerEveryS`. The embedded broker is restarted
+   * by the fleet itself.
+   */
+  restartExternalBroker?: () => Promise<void>;
 }
+
+/** §15: the role of the simulated devices on a stock broker: readings and commands end to end. */
+export const STOCK_DEVICE_ROLE = 'simstock';
+/** §15: the role of the verifying app on a stock broker: reads every reading, may send commands. */
+export const STOCK_APP_ROLE = 'simstockapp';
 
 export interface StartedInfo {
   host: string;
@@ -168,6 +190,8 @@ export interface FleetResult extends FleetSummary {
   commands_applied: number;
   /** 'e2e' with --e2e: group keys, SDK backend. */
   mode: 'hop' | 'e2e';
+  /** The broker kind (docs/protocol.md §15): the mqsec broker, or a stock broker with the key service beside it. */
+  flavour: 'mqsec' | 'stock';
   /** Protection mode of each device topic rule at the end (embedded broker, or read from the registry). */
   topic_modes: TopicModeRow[];
   /** End-to-end messages the backend refused by its checks, by code (REPLAY: a copy of one it had). */
@@ -214,9 +238,12 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
 async function runFleetIn(options: FleetOptions, workDir: string): Promise<FleetResult> {
   const startedAt = Date.now();
   const provisioned = options.provisioned ?? [];
+  const stock = options.flavour === 'stock';
+  if (stock && (!options.broker || options.cluster)) throw new Error('a stock-broker fleet needs the broker (and its key service\'s data directory) given');
   // a cluster is an external broker as far as provisioning goes (its shared registry); its nodes are the endpoints
   const cluster = options.cluster;
-  const o = { ...options, devices: options.devices + provisioned.length, broker: cluster ? { ...cluster.nodes[0]!, dataDir: cluster.dataDir } : options.broker };
+  // a stock broker carries device topics end to end only (§15.1): the e2e verifier and counts
+  const o = { ...options, e2e: options.e2e || stock, devices: options.devices + provisioned.length, broker: cluster ? { ...cluster.nodes[0]!, dataDir: cluster.dataDir } : options.broker };
   const log = o.logger ?? pino({ level: 'silent' });
   // against an external broker, fresh ids per run: a registry keeps every device it ever saw
   const prefix = o.deviceIdPrefix ?? (o.broker ? `sim${randomBytes(3).toString('hex')}` : 'node');
@@ -295,17 +322,32 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
   try {
     const registry = embedded ? broker!.registry : await openExternal();
     try {
+      if (stock) {
+        // the run's roles, made once in the key service's registry and kept (like `sensor` and `app`)
+        if (!(await registry.getRole(STOCK_DEVICE_ROLE))) {
+          await registry.addRole(STOCK_DEVICE_ROLE);
+          await registry.addRule(STOCK_DEVICE_ROLE, 'publish', 'sensors/%u/#', 'e2e');
+          await registry.addRule(STOCK_DEVICE_ROLE, 'subscribe', 'cmd/%u/#', 'e2e');
+        }
+        if (!(await registry.getRole(STOCK_APP_ROLE))) {
+          await registry.addRole(STOCK_APP_ROLE);
+          await registry.addRule(STOCK_APP_ROLE, 'subscribe', 'sensors/#');
+          await registry.addRule(STOCK_APP_ROLE, 'publish', 'cmd/#');
+        }
+      }
       for (const id of fresh) {
         if (await registry.getDevice(id)) throw new Error(`device ${id} already exists in ${dataDir}: choose another id prefix`);
-        keys.set(id, (await registry.addDevice(id, 'sensor')).key);
+        keys.set(id, (await registry.addDevice(id, stock ? STOCK_DEVICE_ROLE : 'sensor')).key);
         created.devices.push(id);
       }
       for (const p of provisioned) {
         if (keys.has(p.id)) throw new Error(`device ${p.id} given twice`);
         keys.set(p.id, p.key);
       }
-      await registry.addAccount(appUser, 'app', appPassword);
-      created.account = true;
+      if (!stock) {
+        await registry.addAccount(appUser, 'app', appPassword);
+        created.account = true;
+      }
       if (o.e2e) {
         if (embedded) {
           // §14.1: readings and commands end to end (hop stays the default elsewhere)
@@ -314,10 +356,10 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
         }
         // the verifying backend joins as an app principal: only members get group keys
         const appId = `${appUser}-e2e`;
-        verifier.asApp = { id: appId, key: (await registry.addDevice(appId, 'app')).key };
+        verifier.asApp = { id: appId, key: (await registry.addDevice(appId, stock ? STOCK_APP_ROLE : 'app')).key, flavour: stock ? 'stock' : 'mqsec' };
         created.devices.push(appId);
       }
-      if (!embedded) externalModes = deviceTopicModes(await registry.listRoles());
+      if (!embedded) externalModes = deviceTopicModes(await registry.listRoles(), undefined, stock ? STOCK_DEVICE_ROLE : 'sensor');
     } finally {
       if (!embedded) await registry.close();
     }
@@ -370,6 +412,7 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
     intervalS,
     sleepMode: o.sleepMode ?? 'deep',
     groupKeys: o.e2e ?? false,
+    flavour: stock ? 'stock' : 'mqsec',
     devices,
     faults: { dropProbability: o.drop ?? 0, latencyMs: o.latencyMs ?? 0, powerCut: o.powerCut ?? 0 },
     nodes: cluster?.nodes,
@@ -430,7 +473,7 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
   }
   const connectedNow = () => groups.reduce((n, g) => n + g.connectedCount(), 0);
 
-  const attackers = new AttackerPool(o.attackers ?? 0, () => ({ host, port }), capture, ids);
+  const attackers = new AttackerPool(o.attackers ?? 0, () => ({ host, port }), capture, ids, undefined, stock ? 'stock' : 'mqsec');
 
   // Which mode each device topic uses: the policy's rules, and the key service's groups behind
   // the e2e ones (embedded broker); read from the registry once for an external broker.
@@ -502,11 +545,17 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
 
     timers.push(setInterval(() => o.onTick?.(snapshot()), 500));
     let restarting: Promise<void> = Promise.resolve();
-    if (embedded && o.restartBrokerEveryS && o.restartBrokerEveryS > 0) {
+    const restartExternal = o.restartExternalBroker;
+    if ((embedded || restartExternal) && o.restartBrokerEveryS && o.restartBrokerEveryS > 0) {
       timers.push(
         setInterval(() => {
           restarting = restarting.then(async () => {
             if (quiescing) return;
+            if (restartExternal) {
+              await restartExternal();
+              brokerRestarts++;
+              return;
+            }
             await broker!.stop();
             brokerRestarts++;
             await sleep(300);
@@ -613,8 +662,12 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
             reconnects: { ...reconnects, ms_p50: reconnectMs.percentile(50), ms_p99: reconnectMs.percentile(99) },
             nodes: { ...nodeEvents, cpu_ms: Object.fromEntries((cluster.control ?? []).map((n) => [n.id, Math.round(n.cpuMs())])) },
           }
-        : {}),
+        : stock
+          ? // §15: what a broker restart costs a stock deployment: phase-2 reconnects, or phase 1 again
+            { reconnects: { ...reconnects, ms_p50: reconnectMs.percentile(50), ms_p99: reconnectMs.percentile(99) } }
+          : {}),
       mode: o.e2e ? 'e2e' : 'hop',
+      flavour: stock ? 'stock' : 'mqsec',
       topic_modes: modes,
       e2e_dropped: { ...verifier.e2eDropped },
       backend_events: verifier.backendEvents.slice(),

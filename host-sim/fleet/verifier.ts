@@ -20,11 +20,16 @@
 import mqtt, { type MqttClient } from 'mqtt';
 import { MemoryStorage } from '../../firmware/core/memory-storage.js';
 import { connectApp, type MqsecApp } from '../../sdk/index.js';
+import { DeviceSecureSession } from '../../firmware/secure/device.js';
+import { createNodeCryptoSuite } from '../../platform-node/crypto-suite.js';
+import { StockDevice } from '../stock-device.js';
 
 /** The verifying backend as an mqsec app principal (end-to-end mode). */
 export interface VerifierApp {
   id: string;
   key: Uint8Array;
+  /** The broker kind (docs/protocol.md §15): `stock` for a stock broker with the key service beside it. */
+  flavour?: 'mqsec' | 'stock';
 }
 
 export interface VerifierCounts {
@@ -136,6 +141,7 @@ export class Verifier {
   }
 
   private async startApp(a: VerifierApp): Promise<void> {
+    if (a.flavour === 'stock') return this.startStockApp(a);
     const app = await connectApp({
       url: this.url,
       id: a.id,
@@ -154,6 +160,62 @@ export class Verifier {
     this.subscribed = true;
   }
 
+  /**
+   * On a stock broker (§15): the app principal on the firmware StockConnector
+   * (host-sim/stock-device.ts), with a persistent session; it reconnects by
+   * itself (phase 2 on its ticket) and subscribes again when the broker lost
+   * its session. Until the key service follows the registry (a second), its
+   * first connect is refused: retried.
+   */
+  private async startStockApp(a: VerifierApp): Promise<void> {
+    const suite = createNodeCryptoSuite();
+    const session = new DeviceSecureSession({ suite, devId: a.id, deviceKey: a.key, storage: new MemoryStorage() });
+    const dev = new StockDevice({
+      url: this.url,
+      id: a.id,
+      key: a.key,
+      suite,
+      session,
+      timeoutMs: 3000,
+      onMessage: (m) => this.onMessage(m.topic, m.plaintext),
+      // readings refused by the group checks; not a second copy of RC on its own down topic (asked for twice, §15.3)
+      onDropped: (t, e) => {
+        if (!t.startsWith('mqsec/down/')) this.e2eDropped[e.code] = (this.e2eDropped[e.code] ?? 0) + 1;
+      },
+    });
+    this.stockApp = dev;
+    const connect = async (deadline: number): Promise<void> => {
+      for (;;) {
+        try {
+          const r = await dev.connect();
+          this.noteBackend(`online phase ${r.phase1 ? 1 : 2}${r.sessionPresent ? '' : ', session not present'}`);
+          if (!r.sessionPresent || !this.subscribed) await dev.subscribe('sensors/#', 1);
+          this.subscribed = true;
+          return;
+        } catch (e) {
+          await dev.end().catch(() => undefined);
+          if (Date.now() > deadline || this.stockApp !== dev) throw e;
+          await new Promise((r) => setTimeout(r, 250));
+        }
+      }
+    };
+    await connect(Date.now() + 30_000);
+    // connection watch: the broker restarted or dropped us
+    this.stockWatch = setInterval(() => {
+      if (this.stockReconnecting || this.stockApp !== dev || dev.connected) return;
+      this.noteBackend('offline');
+      this.stockReconnecting = true;
+      // a moment first, as any client backs off: a broker that just restarted has not seen the key service back yet
+      void new Promise((r) => setTimeout(r, 500))
+        .then(() => connect(Number.POSITIVE_INFINITY))
+        .catch(() => undefined)
+        .finally(() => (this.stockReconnecting = false));
+    }, 100);
+  }
+  private stockApp: StockDevice | undefined;
+  private stockWatch: ReturnType<typeof setInterval> | undefined;
+  private stockReconnecting = false;
+
   /** The SDK backend's connection events, for the summary (bounded). */
   readonly backendEvents: string[] = [];
   private noteBackend(what: string): void {
@@ -161,6 +223,7 @@ export class Verifier {
   }
 
   get isConnected(): boolean {
+    if (this.stockApp) return this.stockApp.connected && this.subscribed;
     if (this.app) return this.app.state === 'online' && this.subscribed;
     return Boolean(this.client?.connected) && this.subscribed;
   }
@@ -258,6 +321,10 @@ export class Verifier {
   }
 
   async stop(): Promise<void> {
+    if (this.stockWatch) clearInterval(this.stockWatch);
+    const sa = this.stockApp;
+    this.stockApp = undefined;
+    if (sa) await sa.end().catch(() => {});
     const a = this.app;
     this.app = undefined;
     if (a) await a.end().catch(() => {});

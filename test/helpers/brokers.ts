@@ -76,8 +76,8 @@ export interface RunningMosquitto {
   readonly pid: number;
   /** Directory with mosquitto.conf; removed by stop(). */
   dir: string;
-  /** Kills the process (SIGKILL: like a crash) and starts it again on the same port. */
-  restart(): Promise<void>;
+  /** Kills the process (SIGKILL: like a crash; SIGTERM: a clean shutdown, which saves a persistent store) and starts it again on the same port. */
+  restart(signal?: 'SIGKILL' | 'SIGTERM'): Promise<void>;
   /** Kills the process only, leaving the port closed until start(). */
   kill(): Promise<void>;
   start(): Promise<void>;
@@ -154,8 +154,8 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Ru
       await killChild(child, 'SIGKILL');
     },
     start,
-    async restart() {
-      await killChild(child, 'SIGKILL');
+    async restart(signal: 'SIGKILL' | 'SIGTERM' = 'SIGKILL') {
+      await killChild(child, signal);
       await start();
     },
     async stop() {

@@ -50,8 +50,13 @@ export function dynsecConfigLines(plugin: string, configFile: string, logTopic =
   ];
 }
 
-/** `logTopic: false`: a broker configured without its log on `$SYS/broker/log` (the key service must refuse it). */
-export async function startDynsecMosquitto(opts: { onLog?: (line: string) => void; logTopic?: boolean } = {}): Promise<RunningDynsecMosquitto> {
+/**
+ * `logTopic: false`: a broker configured without its log on `$SYS/broker/log` (the key service must refuse it).
+ * `persistent`: sessions and queued QoS 1 messages are saved in the temp dir
+ * at a clean shutdown (`restart('SIGTERM')`) and loaded at start, as a
+ * production broker is set up (the default here is Mosquitto's own: none).
+ */
+export async function startDynsecMosquitto(opts: { onLog?: (line: string) => void; logTopic?: boolean; persistent?: boolean } = {}): Promise<RunningDynsecMosquitto> {
   const plugin = dynsecPlugin();
   if (!plugin || !hasMosquitto()) throw new Error('mosquitto with mosquitto_dynamic_security.so is not installed (apt-get install mosquitto)');
   const dir = await mkdtemp(path.join(os.tmpdir(), 'mqsec-dynsec-'));
@@ -64,7 +69,7 @@ export async function startDynsecMosquitto(opts: { onLog?: (line: string) => voi
     broker = await startMosquitto({
       allowAnonymous: false,
       // mosquitto started as root drops to the "mosquitto" user, which could not rewrite the JSON in our temp dir
-      extraConfig: [`user ${os.userInfo().username}`, ...dynsecConfigLines(plugin, configFile, opts.logTopic ?? true)],
+      extraConfig: [`user ${os.userInfo().username}`, ...dynsecConfigLines(plugin, configFile, opts.logTopic ?? true), ...(opts.persistent ? ['persistence true', `persistence_location ${dir}/`] : [])],
       onLog: opts.onLog,
     });
   } catch (e) {

@@ -67,6 +67,8 @@ export interface RunningRabbitmq {
   dir: string;
   /** Everything the node printed (its log goes to the console). */
   log: string[];
+  /** Stops the node cleanly (durable queues, persistent messages and sessions are kept on disk) and starts it again on the same ports. */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -134,15 +136,18 @@ export async function startRabbitmq(authIn: RabbitHttpAuth, opts: { startTimeout
     await stopChild(epmd, 3000);
     await rm(dir, { recursive: true, force: true });
   };
-  try {
-    await waitForPort(epmdPort, 10_000, () => epmd.exitCode === null);
-    server = spawn(RABBITMQ_SERVER, [], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    server.on('error', () => {});
-    server.stdout?.on('data', collect);
-    server.stderr?.on('data', collect);
-    const s = server;
+  const startServer = async () => {
+    const s = spawn(RABBITMQ_SERVER, [], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    server = s;
+    s.on('error', () => {});
+    s.stdout?.on('data', collect);
+    s.stderr?.on('data', collect);
     await waitForPort(mqttPort, opts.startTimeoutMs ?? 90_000, () => s.exitCode === null && s.signalCode === null);
     if (auth.managementPort !== undefined) await waitForPort(auth.managementPort, opts.startTimeoutMs ?? 90_000, () => s.exitCode === null && s.signalCode === null);
+  };
+  try {
+    await waitForPort(epmdPort, 10_000, () => epmd.exitCode === null);
+    await startServer();
   } catch (e) {
     await cleanup();
     throw new Error(`${(e as Error).message}\n${log.slice(-30).join('\n')}`);
@@ -157,6 +162,10 @@ export async function startRabbitmq(authIn: RabbitHttpAuth, opts: { startTimeout
     beamPid: async () => Number((await readFile(env.RABBITMQ_PID_FILE!, 'utf8')).trim()),
     dir,
     log,
+    restart: async () => {
+      await stopChild(server, 30_000);
+      await startServer();
+    },
     stop: cleanup,
   };
 }
