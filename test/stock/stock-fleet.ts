@@ -72,7 +72,8 @@ export function checkStockFleet(r: FleetResult, devices: number): void {
   expect(r.broker_restarts).toBeGreaterThanOrEqual(1);
   expect(r.drops_injected).toBeGreaterThan(0);
   expect(r.sent).toBeGreaterThan(devices * 2);
-  expect(r.phase1_ok).toBeGreaterThanOrEqual(devices);
+  // a drop after the bootstrap but before the keys makes that node's first ready a phase 2 (its ticket is kept)
+  expect(r.phase1_ok).toBeGreaterThanOrEqual(devices / 2);
   expect(r.phase2_ok).toBeGreaterThan(devices);
   expect(r.reconnects!.phase2).toBeGreaterThan(0);
   expect(r.topic_modes).toEqual([
