@@ -86,6 +86,8 @@ export class StockConnector {
   private chain: Promise<unknown> = Promise.resolve();
   private waiter: { want: Want; resolve(): void; reject(e: MqsecError): void } | undefined;
   private closing = false;
+  /** Bumped by every connect() and close(): a close ends a connect still under way (a caller's timeout). */
+  private connects = 0;
   private held: { topic: string; payload: Uint8Array }[] = [];
 
   constructor(private readonly o: StockConnectorOptions) {}
@@ -99,15 +101,22 @@ export class StockConnector {
     let phase1 = false;
     // at most: a refused token (§6.3), a phase 1 answered by a counter hint (§5.5: state restored from an older
     // copy), the phase 1 above the hint, then phase 2 (§15.7)
+    const mine = ++this.connects;
+    const stillMine = () => {
+      if (mine !== this.connects) throw new MqsecError('CONNECTION_CLOSED', 'closed while connecting');
+    };
     for (let attempt = 0; attempt < 4; attempt++) {
       const creds = await this.o.session.connectCredentials();
+      stillMine();
       if (creds.phase === 1) {
         await this.bootstrap(creds.password);
+        stillMine();
         phase1 = true;
         continue;
       }
       try {
         const sessionPresent = await this.resume(creds.password);
+        stillMine();
         return { phase1, sessionPresent };
       } catch (e) {
         // §6.3: a refused token (4/5) made the session forget its ticket: the loop runs phase 1
@@ -318,7 +327,10 @@ export class StockConnector {
     return this.link;
   }
 
+  /** Ends the connection, and a connect() still under way (it rejects with CONNECTION_CLOSED). */
   async close(): Promise<void> {
+    this.connects++;
+    this.cancelWait();
     const link = this.link;
     this.link = undefined;
     this.closing = true;

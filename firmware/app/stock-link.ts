@@ -56,6 +56,8 @@ export class StockSecureLink implements SecureLink {
   /** Bumped on every open/close so callbacks of an older connection are ignored. */
   private generation = 0;
   private up = false;
+  /** A connect under way. */
+  private connecting: Promise<unknown> | undefined;
   readonly outbox: Outbox;
   /** QoS 1 readings handed over while no connection had keys: sealed once one has. */
   private unsealed: { topic: string; payload: Uint8Array }[] = [];
@@ -85,7 +87,19 @@ export class StockSecureLink implements SecureLink {
     const gen = ++this.generation;
     this.up = false;
     this.events = events;
-    const r = await this.connector.connect();
+    // one connect at a time on the session: one the caller gave up on (its timeout) is ended first
+    if (this.connecting) {
+      await this.connector.close();
+      await this.connecting.catch(() => undefined);
+    }
+    const connecting = this.connector.connect();
+    this.connecting = connecting;
+    let r: Awaited<typeof connecting>;
+    try {
+      r = await connecting;
+    } finally {
+      if (this.connecting === connecting) this.connecting = undefined;
+    }
     if (gen !== this.generation) {
       await this.connector.close();
       throw new MqsecError('CONNECTION_CLOSED', 'link closed while connecting');
