@@ -159,6 +159,8 @@ export interface FleetResult extends FleetSummary {
   /** Cluster runs: node kills and restarts done, and each node's CPU time (ms) when the run started them. */
   nodes?: { kills: number; restarts: number; cpu_ms: Record<string, number> };
   connected_at_end: number;
+  /** Nodes that did not complete a fresh secure session during the quiesce (revoked ones apart). */
+  not_back: string[];
   /** Sent readings unacknowledged when their node lost power (not counted as lost). */
   lost_to_power_cuts: number;
   /** Readings the broker routed, copies included (embedded broker only). */
@@ -636,6 +638,7 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
       handshake_ms_p50: final.p50,
       handshake_ms_p99: final.p99,
       connected_at_end: readyAfterQuiesce.size,
+      not_back: ids.filter((id) => !readyAfterQuiesce.has(id) && !revoked.has(id)).slice(0, 20),
       errors_by_code: Object.fromEntries(errorCodes),
       lost_to_power_cuts: v.forgiven,
       ingested: o.e2e ? e2eRouted.total : v.ingested,

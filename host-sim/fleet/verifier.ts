@@ -5,8 +5,9 @@
  * and in order per device and sensor (a node that loses power may lose the
  * readings it had not yet got acknowledged; those are counted apart).
  *
- * With `--e2e` (docs/protocol.md §14) the backend is an app principal on the
- * SDK (connectApp) instead: it holds the group keys, opens every reading
+ * With `--e2e` (docs/protocol.md §14), and always on a stock broker (§15,
+ * `connectApp` with `flavour: 'stock'`), the backend is an app principal on
+ * the SDK instead: it holds the group keys, opens every reading
  * itself (the broker cannot) and drops copies by its replay windows (counted
  * by code in `e2eDropped`, never as duplicates). Its session is persistent
  * too, and the SDK reconnects by itself and keeps the previous epoch's keys,
@@ -20,9 +21,6 @@
 import mqtt, { type MqttClient } from 'mqtt';
 import { MemoryStorage } from '../../firmware/core/memory-storage.js';
 import { connectApp, type MqsecApp } from '../../sdk/index.js';
-import { DeviceSecureSession } from '../../firmware/secure/device.js';
-import { createNodeCryptoSuite } from '../../platform-node/crypto-suite.js';
-import { StockDevice } from '../stock-device.js';
 
 /** The verifying backend as an mqsec app principal (end-to-end mode). */
 export interface VerifierApp {
@@ -141,15 +139,28 @@ export class Verifier {
   }
 
   private async startApp(a: VerifierApp): Promise<void> {
-    if (a.flavour === 'stock') return this.startStockApp(a);
-    const app = await connectApp({
-      url: this.url,
-      id: a.id,
-      key: a.key,
-      storage: new MemoryStorage(), // counter and ticket across its reconnects (phase 2)
-      persistent: true, // readings routed while it reconnects are queued for it, as for the password backend
-      reconnect: { initialMs: 100, maxMs: 1000 },
-    });
+    const connect = () =>
+      connectApp({
+        url: this.url,
+        // §15: on a stock broker the SDK joins through the key service beside it (its session is always persistent)
+        flavour: a.flavour ?? 'mqsec',
+        id: a.id,
+        key: a.key,
+        storage: new MemoryStorage(), // counter and ticket across its reconnects (phase 2)
+        persistent: true, // readings routed while it reconnects are queued for it, as for the password backend
+        reconnect: { initialMs: 100, maxMs: 1000 },
+      });
+    let app: MqsecApp;
+    // a stock broker's key service follows the registry each second: until it knows the new app, its login is refused
+    for (let deadline = Date.now() + 30_000; ; ) {
+      try {
+        app = await connect();
+        break;
+      } catch (e) {
+        if (a.flavour !== 'stock' || Date.now() > deadline) throw e;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
     this.app = app;
     app.on('message', (topic, payload) => this.onMessage(topic, new Uint8Array(payload)));
     app.on('dropped', (_topic, e) => (this.e2eDropped[e.code] = (this.e2eDropped[e.code] ?? 0) + 1));
@@ -160,62 +171,6 @@ export class Verifier {
     this.subscribed = true;
   }
 
-  /**
-   * On a stock broker (§15): the app principal on the firmware StockConnector
-   * (host-sim/stock-device.ts), with a persistent session; it reconnects by
-   * itself (phase 2 on its ticket) and subscribes again when the broker lost
-   * its session. Until the key service follows the registry (a second), its
-   * first connect is refused: retried.
-   */
-  private async startStockApp(a: VerifierApp): Promise<void> {
-    const suite = createNodeCryptoSuite();
-    const session = new DeviceSecureSession({ suite, devId: a.id, deviceKey: a.key, storage: new MemoryStorage() });
-    const dev = new StockDevice({
-      url: this.url,
-      id: a.id,
-      key: a.key,
-      suite,
-      session,
-      timeoutMs: 3000,
-      onMessage: (m) => this.onMessage(m.topic, m.plaintext),
-      // readings refused by the group checks; not a second copy of RC on its own down topic (asked for twice, §15.3)
-      onDropped: (t, e) => {
-        if (!t.startsWith('mqsec/down/')) this.e2eDropped[e.code] = (this.e2eDropped[e.code] ?? 0) + 1;
-      },
-    });
-    this.stockApp = dev;
-    const connect = async (deadline: number): Promise<void> => {
-      for (;;) {
-        try {
-          const r = await dev.connect();
-          this.noteBackend(`online phase ${r.phase1 ? 1 : 2}${r.sessionPresent ? '' : ', session not present'}`);
-          if (!r.sessionPresent || !this.subscribed) await dev.subscribe('sensors/#', 1);
-          this.subscribed = true;
-          return;
-        } catch (e) {
-          await dev.end().catch(() => undefined);
-          if (Date.now() > deadline || this.stockApp !== dev) throw e;
-          await new Promise((r) => setTimeout(r, 250));
-        }
-      }
-    };
-    await connect(Date.now() + 30_000);
-    // connection watch: the broker restarted or dropped us
-    this.stockWatch = setInterval(() => {
-      if (this.stockReconnecting || this.stockApp !== dev || dev.connected) return;
-      this.noteBackend('offline');
-      this.stockReconnecting = true;
-      // a moment first, as any client backs off: a broker that just restarted has not seen the key service back yet
-      void new Promise((r) => setTimeout(r, 500))
-        .then(() => connect(Number.POSITIVE_INFINITY))
-        .catch(() => undefined)
-        .finally(() => (this.stockReconnecting = false));
-    }, 100);
-  }
-  private stockApp: StockDevice | undefined;
-  private stockWatch: ReturnType<typeof setInterval> | undefined;
-  private stockReconnecting = false;
-
   /** The SDK backend's connection events, for the summary (bounded). */
   readonly backendEvents: string[] = [];
   private noteBackend(what: string): void {
@@ -223,7 +178,6 @@ export class Verifier {
   }
 
   get isConnected(): boolean {
-    if (this.stockApp) return this.stockApp.connected && this.subscribed;
     if (this.app) return this.app.state === 'online' && this.subscribed;
     return Boolean(this.client?.connected) && this.subscribed;
   }
@@ -321,10 +275,6 @@ export class Verifier {
   }
 
   async stop(): Promise<void> {
-    if (this.stockWatch) clearInterval(this.stockWatch);
-    const sa = this.stockApp;
-    this.stockApp = undefined;
-    if (sa) await sa.end().catch(() => {});
     const a = this.app;
     this.app = undefined;
     if (a) await a.end().catch(() => {});
