@@ -190,6 +190,9 @@ export interface FleetResult extends FleetSummary {
   held_by_revoked: number;
   /** Commands (cmd/<node>/...) the nodes received and applied. */
   commands_applied: number;
+  /** Commands the run's app sent (stock runs: one `sample` a third of the way in to each node that had published by then) and those it could not send. */
+  commands_sent: number;
+  commands_failed: number;
   /** 'e2e' with --e2e: group keys, SDK backend. */
   mode: 'hop' | 'e2e';
   /** The broker kind (docs/protocol.md §15): the mqsec broker, or a stock broker with the key service beside it. */
@@ -386,6 +389,9 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
   let powerCuts = 0;
   let brokerRestarts = 0;
   let commandsApplied = 0;
+  let commandsOut = 0;
+  const publishedFrom = new Set<string>();
+  let commandFailures = 0;
   let lastCommand: string | undefined;
   let quiescing = false;
   const readyAfterQuiesce = new Set<string>();
@@ -426,6 +432,7 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
     return {
       sent: (topic, payload) => {
         groupSent[index]++;
+        if (stock) publishedFrom.add(topic.split('/')[1] ?? '');
         verifier.recordSent(topic, payload);
       },
       uncertain: (topic, payload) => verifier.forgive(topic, payload),
@@ -588,6 +595,18 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
       timers.push(t);
     }
 
+    // §15.12: on a stock broker the app asks every node for an extra reading a third of the way in: end-to-end commands,
+    // queued by the broker for sleeping nodes and applied at their next wake (held until their keys arrive)
+    const commandsSent: Promise<unknown>[] = [];
+    if (stock && Number.isFinite(o.durationS)) {
+      timers.push(
+        setTimeout(() => {
+          // only to nodes that already published, so subscribed to their commands (MQTT: a message before the subscription is not kept)
+          for (const id of fresh.filter((x) => publishedFrom.has(x))) commandsSent.push(verifier.command(id, 'sample', '').then(() => commandsOut++, () => commandFailures++));
+        }, (o.durationS * 1000) / 3),
+      );
+    }
+
     // an unbounded run (the demo) ends only on the stop signal; timers cannot wait past ~24.8 days
     const runFor = Number.isFinite(o.durationS) && o.durationS * 1000 < 2 ** 31 - 1 ? sleep(o.durationS * 1000) : new Promise<void>(() => {});
     await Promise.race([runFor, o.stopSignal ?? new Promise(() => {})]);
@@ -597,6 +616,7 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
     for (const t of timers) clearInterval(t as NodeJS.Timeout);
     await restarting;
     await Promise.all(nodeOps);
+    await Promise.all(commandsSent);
     for (const g of groups) g.quiesce();
     await attackers.stop();
     for (const g of groups) g.wakeAll();
@@ -659,6 +679,8 @@ async function runFleetIn(options: FleetOptions, workDir: string): Promise<Fleet
       worker_failures: workerFailures,
       revoked: [...revoked],
       commands_applied: commandsApplied,
+      commands_sent: commandsOut,
+      commands_failed: commandFailures,
       held_by_revoked: v.heldByRevoked,
       ...(cluster
         ? {

@@ -171,6 +171,16 @@ export class Verifier {
     this.subscribed = true;
   }
 
+  /**
+   * Sends a command to a node (`cmd/<id>/<name>`, QoS 1) as the verifying app:
+   * end to end on a stock broker (§15.12), so the node opens it with its group
+   * key; one queued while the node sleeps reaches it at its next wake.
+   */
+  async command(devId: string, name: string, value: string): Promise<void> {
+    if (!this.app) throw new Error('commands need the SDK backend (end-to-end or stock mode)');
+    await this.app.publish(`cmd/${devId}/${name}`, new TextEncoder().encode(value), { qos: 1 });
+  }
+
   /** The SDK backend's connection events, for the summary (bounded). */
   readonly backendEvents: string[] = [];
   private noteBackend(what: string): void {

@@ -39,7 +39,7 @@ run('stock fleet on RabbitMQ + HTTP auth', () => {
 
   it('20 nodes in 2 workers, drops, attackers, a broker restart: every reading verified once, lost 0', async () => {
     const r = await runStockFleet({ broker: rabbit.url, data, devices: 20, durationS: 12, restartEveryS: 6, restart: () => rabbit.restart() });
-    console.log(JSON.stringify({ devices: r.devices, sent: r.sent, verified: r.verified, lost: r.lost, duplicates: r.duplicates, phase1: r.phase1_ok, phase2: r.phase2_ok, reconnects: r.reconnects, restarts: r.broker_restarts, drops: r.drops_injected, attacks: r.attacks, errors: r.errors_by_code, e2e_dropped: r.e2e_dropped, backend: r.backend_events, missing: r.missing_sample, not_back: r.not_back, s: r.duration_s }));
+    console.log(JSON.stringify({ devices: r.devices, sent: r.sent, verified: r.verified, lost: r.lost, duplicates: r.duplicates, phase1: r.phase1_ok, phase2: r.phase2_ok, reconnects: r.reconnects, restarts: r.broker_restarts, drops: r.drops_injected, attacks: r.attacks, errors: r.errors_by_code, e2e_dropped: r.e2e_dropped, backend: r.backend_events, missing: r.missing_sample, not_back: r.not_back, commands: [r.commands_sent, r.commands_applied], s: r.duration_s }));
     checkStockFleet(r, 20);
     expect(ks.lines.join('\n')).not.toMatch(/stopped/);
   }, 180_000);

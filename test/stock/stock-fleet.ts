@@ -83,6 +83,10 @@ export function checkStockFleet(r: FleetResult, devices: number): void {
   // attackers ran against the broker's own checks, and none got in
   expect(r.attacks.attempts).toBeGreaterThan(0);
   expect(r.attacks.accepted).toBe(0);
+  // the app's end-to-end commands reached their nodes (queued while they slept) and were applied once each
+  expect(r.commands_sent).toBeGreaterThanOrEqual(devices / 2);
+  expect(r.commands_failed).toBe(0);
+  expect(r.commands_applied).toBe(r.commands_sent);
   // nothing lost, nothing twice: every reading the nodes sent was opened once by the app
   expect(r.lost).toBe(0);
   expect(r.verified).toBe(r.sent);
