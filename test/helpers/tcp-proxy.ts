@@ -36,6 +36,8 @@ function wireSize(p: mqttPacket.Packet): number {
 
 export class TcpProxy {
   mode: 'forward' | 'impersonate' = 'forward';
+  /** 'forward' mode: while true, broker -> client bytes are recorded but lost (PUBACKs the client never sees). */
+  dropDown = false;
   readonly connections: RecordedConnection[] = [];
   private readonly sockets = new Set<net.Socket>();
   private constructor(
@@ -101,7 +103,7 @@ export class TcpProxy {
     upstream.on('data', (d) => {
       rec.down.push(Buffer.from(d));
       downParser.parse(d);
-      client.write(d);
+      if (!this.dropDown) client.write(d);
     });
     client.once('close', () => upstream.destroy());
     upstream.once('close', () => client.destroy());

@@ -112,6 +112,7 @@ export function stockSdkSuite(name: string, start: () => Promise<StockDeployment
     const apps: MqsecApp[] = [];
     const devices: StockDevice[] = [];
     const devGot: { id: string; topic: string; text: string; publisher: string }[] = [];
+    const devDropped: string[] = [];
 
     const app = async (id: string, o: { viaProxy?: boolean; storage?: MemoryStorage; reconnect?: false | { initialMs: number; maxMs: number } } = {}) => {
       const a = await connectApp({
@@ -130,7 +131,7 @@ export function stockSdkSuite(name: string, start: () => Promise<StockDeployment
     const device = async (id: string) => {
       const key = keys.get(id)!;
       const session = new DeviceSecureSession({ suite: d.suite, devId: id, deviceKey: key, storage: new MemoryStorage() });
-      const s = new StockDevice({ url: d.url, id, key, suite: d.suite, session, timeoutMs: 10_000, onMessage: (m) => devGot.push({ id, topic: m.topic, text: utf8Decode(m.plaintext), publisher: m.publisher }) });
+      const s = new StockDevice({ url: d.url, id, key, suite: d.suite, session, timeoutMs: 10_000, onMessage: (m) => devGot.push({ id, topic: m.topic, text: utf8Decode(m.plaintext), publisher: m.publisher }), onDropped: (t, e) => devDropped.push(`${id}:${t}:${e.code}`) });
       devices.push(s);
       await s.connect();
       await s.subscribe(`cmd/${id}/#`);
@@ -149,7 +150,7 @@ export function stockSdkSuite(name: string, start: () => Promise<StockDeployment
       await r.addRule('ops', 'publish', 'cmd/#');
       await r.addRole('nosy');
       await r.addRule('nosy', 'subscribe', 'weather/#');
-      for (const [id, role] of [['s1', 'stocksensor'], ['s2', 'stocksensor'], ['backend1', 'ops'], ['ops2', 'ops'], ['ops3', 'ops'], ['ops4', 'ops'], ['nosy1', 'nosy'], ['rot1', 'ops']] as const) {
+      for (const [id, role] of [['s1', 'stocksensor'], ['s2', 'stocksensor'], ['backend1', 'ops'], ['ops2', 'ops'], ['ops3', 'ops'], ['ops4', 'ops'], ['ops5', 'ops'], ['nosy1', 'nosy'], ['rot1', 'ops']] as const) {
         keys.set(id, (await r.addDevice(id, role)).key);
       }
       await d.syncPolicy();
@@ -240,6 +241,29 @@ export function stockSdkSuite(name: string, start: () => Promise<StockDeployment
       expect(online.length).toBeGreaterThanOrEqual(1);
       expect(a.state).toBe('online');
       console.log(`stock ${name}: SDK app reconnect after a dropped connection: phase ${online.join(',')}`);
+      await a.end();
+    }, 60_000);
+
+    it('QoS 1 whose PUBACK was lost: sent again on the next connection with the same group envelope, so the device drops the copy (§14.5 without a trailer)', async () => {
+      const a = await app('ops5', { viaProxy: true, reconnect: { initialMs: 100, maxMs: 500 } });
+      const s1 = devices.find((s) => s.connected) ?? (await device('s1'));
+      const before = devGot.length;
+      const dropsBefore = devDropped.length;
+      proxy.dropDown = true; // the broker's PUBACK (and everything else it sends the app) is lost
+      let acked = false;
+      const sent = a.publish('cmd/s1/once', 'x').then(() => (acked = true));
+      await until(() => devGot.length > before, 10_000, 'first copy at the device');
+      await sleep(200);
+      expect(acked).toBe(false);
+      proxy.cutAll();
+      proxy.dropDown = false;
+      await sent; // the resend's PUBACK
+      await until(() => devDropped.length > dropsBefore, 10_000, 'the resent copy at the device');
+      await sleep(300);
+      expect(devGot.slice(before)).toEqual([{ id: 's1', topic: 'cmd/s1/once', text: 'x', publisher: 'ops5' }]);
+      expect(devDropped.slice(dropsBefore)).toEqual(['s1:cmd/s1/once:REPLAY']);
+      expect(s1.connected).toBe(true);
+      await a.end();
     }, 60_000);
 
     it('a new process of the app gets the readings its persistent session queued while no process ran (opened once the keys arrive)', async () => {

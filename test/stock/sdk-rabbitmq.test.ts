@@ -2,8 +2,8 @@
  * The app SDK against stock RabbitMQ 3.10 (MQTT plugin + HTTP auth backend)
  * with the mqsec key service answering its checks (docs/protocol.md §15.9):
  * the shared suite of sdk-app-suite.ts, the broker (Debian package, its own
- * node name, ports, epmd and data dir) and key service started once for this
- * file.
+ * node name, ports, epmd and data dir, management API on loopback for
+ * revocation) and key service started once for this file.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
