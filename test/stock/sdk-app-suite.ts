@@ -361,6 +361,17 @@ export function stockSdkSuite(name: string, start: () => Promise<StockDeployment
       expect(await cli(['pub', '--config', path.join(cfgDir, 'app-config-cliwrite.json'), '-t', 'cmd/s2/led', '-m', 'on'])).toBe(0);
       await until(() => devGot.length > before, 10_000, 'command from mqsec pub');
       expect(devGot.slice(before)).toEqual([{ id: 's2', topic: 'cmd/s2/led', text: 'on', publisher: 'cliwrite' }]);
+      // `mqsec app rotate` keeps the flavour of the config it rewrites; the new key works once the key service has it
+      const writeCfg = path.join(cfgDir, 'app-config-cliwrite.json');
+      const oldKey = JSON.parse(readFileSync(writeCfg, 'utf8')).key;
+      expect(await cli(['app', 'rotate', 'cliwrite', '--data', d.dataDir, '--config', writeCfg])).toBe(0);
+      const rotated = JSON.parse(readFileSync(writeCfg, 'utf8'));
+      expect(rotated.broker).toEqual({ host: '127.0.0.1', port: d.port, flavour: 'stock' });
+      expect(rotated.key).not.toBe(oldKey);
+      await d.syncPolicy();
+      expect(await cli(['pub', '--config', writeCfg, '--state', path.join(cfgDir, 'rotated-state'), '-t', 'cmd/s2/led', '-m', 'off'])).toBe(0);
+      await until(() => devGot.length > before + 1, 10_000, 'command after the rotation');
+      expect(devGot[before + 1]).toEqual({ id: 's2', topic: 'cmd/s2/led', text: 'off', publisher: 'cliwrite' });
     }, 90_000);
   });
 }
