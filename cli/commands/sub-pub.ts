@@ -95,7 +95,11 @@ export const subCommand: CommandModule = {
       const closed = new Promise<string | undefined>((r) => app.on('close', (e) => r(e?.message)));
       try {
         for (const t of o.topic) {
-          const granted = await app.subscribe(t, o.qos as 0 | 1);
+          // RabbitMQ refuses by closing the connection instead of SUBACK 0x80 (docs/protocol.md §15.9)
+          const granted = await app.subscribe(t, o.qos as 0 | 1).catch((e: unknown) => {
+            if (isMqsecError(e, 'CONNECTION_CLOSED')) return 128;
+            throw e;
+          });
           if (granted === 128) throw new CliError(`subscription to ${t} refused by the broker`);
         }
         // on stderr, so stdout carries messages only (scripts wait for this line to know the subscriptions stand)

@@ -357,6 +357,10 @@ export function stockSdkSuite(name: string, start: () => Promise<StockDeployment
       await s2.publish('sensors/s2/hum', utf8Encode('40'));
       expect(await sub).toBe(0);
       expect(JSON.parse(out[0])).toEqual({ topic: 'sensors/s2/hum', payload: '40', mode: 'e2e', publisher: 's2', epoch: expect.any(Number), retain: false });
+      // a filter the policy does not grant: SUBACK 0x80 (Mosquitto) or the connection closed (RabbitMQ), one line, exit 1
+      err.length = 0;
+      expect(await cli(['sub', '--config', path.join(cfgDir, 'app-config-cliread.json'), '-t', 'weather/#', '-C', '1', '-W', '30'])).toBe(1);
+      expect(err.join('\n')).toMatch(/subscription to weather\/# refused by the broker/);
       const before = devGot.length;
       expect(await cli(['pub', '--config', path.join(cfgDir, 'app-config-cliwrite.json'), '-t', 'cmd/s2/led', '-m', 'on'])).toBe(0);
       await until(() => devGot.length > before, 10_000, 'command from mqsec pub');
