@@ -123,7 +123,7 @@ export interface AppEvents {
   dropped: [topic: string, error: MqsecError];
   /** Group keys arrived or changed (filters). */
   keys: [filters: string[]];
-  /** Ready: authenticated and holding the current group keys. */
+  /** Ready: authenticated, holding the current group keys, and (on a reconnect) its subscriptions acknowledged by the broker. */
   online: [info: OnlineInfo];
   /** The connection was lost; a reconnect is scheduled. */
   offline: [error: MqsecError];
@@ -487,14 +487,19 @@ export class MqsecApp extends EventEmitter<AppEvents> {
     this.immediateRetries = 0;
     const client = this._client!;
     const no = this.connNo;
-    if (this.subscriptions.size) {
-      const subs = Object.fromEntries([...this.subscriptions].map(([f, qos]) => [f, { qos }]));
-      // fire and forget on reconnects; the first connect has none yet
-      client.subscribe(subs, () => {});
-    }
+    // a reconnect makes its subscriptions again (the first connect has none yet)
+    const subscribed = this.subscriptions.size
+      ? new Promise<void>((done) => client.subscribe(Object.fromEntries([...this.subscriptions].map(([f, qos]) => [f, { qos }])), () => done()))
+      : undefined;
     for (const m of [...this.queue]) {
       if (no !== this.connNo || this._state !== 'online') break;
       this.send(m);
+    }
+    // `online` means receiving: a clean session's subscriptions exist only once the broker
+    // acknowledged them, and what is published before that is not delivered to this app
+    if (subscribed) {
+      await subscribed;
+      if (no !== this.connNo || this._state !== 'online') return;
     }
     const first = this.firstConnect;
     this.firstConnect = undefined;

@@ -8,6 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import net from 'node:net';
+import { Transform } from 'node:stream';
 import memoryPersistence from 'aedes-persistence';
 import { connectApp, type MqsecApp } from '../../sdk/index.js';
 import { MemoryStorage } from '../../firmware/core/memory-storage.js';
@@ -25,6 +26,8 @@ const open: MqsecApp[] = [];
 /** Between the apps and the broker: `closed` cuts every connection and refuses new ones (the apps are away). */
 class Gate {
   closed = false;
+  /** Holds each app -> broker chunk that starts with a SUBSCRIBE (0x82) this long; later bytes wait behind it. */
+  subscribeDelayMs = 0;
   private readonly sockets = new Set<net.Socket>();
   private constructor(
     private readonly server: net.Server,
@@ -40,7 +43,13 @@ class Gate {
         s.on('error', () => {});
         s.once('close', () => (gate.sockets.delete(s), c.destroy(), up.destroy()));
       }
-      c.pipe(up);
+      const hold = new Transform({
+        transform(chunk: Buffer, _enc, done) {
+          if (gate.subscribeDelayMs > 0 && chunk[0] === 0x82) setTimeout(() => done(null, chunk), gate.subscribeDelayMs);
+          else done(null, chunk);
+        },
+      });
+      c.pipe(hold).pipe(up);
       up.pipe(c);
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
@@ -76,6 +85,8 @@ beforeAll(async () => {
     ['pdev1', 'sensor'],
     ['keeper', 'app'],
     ['forgetter', 'app'],
+    ['pdev2', 'sensor'],
+    ['listener', 'app'],
   ] as const)
     keys.set(id, (await r.addDevice(id, role)).key);
   await broker.syncRegistry();
@@ -111,14 +122,36 @@ describe('SDK persistent session', () => {
     broker = await testBroker(dir.path, { port, revisionPollMs: 50, persistence });
     await dev.publish('sensors/pdev1/t', 'while away', { qos: 1 }); // resolves at the new broker's PUBACK
 
-    // the apps come back by themselves
+    // the apps come back by themselves; `online` comes once their subscriptions are acknowledged
+    const back = Promise.all([keeper, forgetter].map((a) => new Promise((r) => a.once('online', r))));
     gate.closed = false;
-    await waitFor(() => keeper.state === 'online' && forgetter.state === 'online', 10_000, 'apps back');
+    await back;
     await waitFor(() => kept.includes('while away'), 5000, 'the queued reading');
     expect(keeper.groups().find((g) => g.filter === 'sensors/pdev1/#')!.epoch).toBeGreaterThan(epochBefore);
     await dev.publish('sensors/pdev1/t', 'after', { qos: 1 });
     await waitFor(() => kept.includes('after') && forgotten.includes('after'), 5000, 'after');
     expect(kept).toEqual(['before', 'while away', 'after']);
     expect(forgotten).toEqual(['before', 'after']); // a clean session: nothing was kept for it
+  }, 30_000);
+
+  it('after a reconnect, online means receiving: a reading published at that moment reaches a clean-session app whose SUBSCRIBE the network held back', async () => {
+    const dev = await app('pdev2', false, false);
+    const listener = await app('listener', false);
+    const got: string[] = [];
+    listener.on('message', (_t, p) => got.push(p.toString()));
+    await listener.subscribe('sensors/#');
+    await dev.publish('sensors/pdev2/t', 'first', { qos: 1 });
+    await waitFor(() => got.includes('first'), 5000, 'first');
+
+    // the connection drops; on the next one the SUBSCRIBE is slow to reach the broker
+    gate.subscribeDelayMs = 400;
+    const back = new Promise((r) => listener.once('online', r));
+    gate.close();
+    gate.closed = false;
+    await back;
+    // published the moment the app says it is online (the SDK's online before its SUBACK loses this one)
+    await dev.publish('sensors/pdev2/t', 'at online', { qos: 1 });
+    gate.subscribeDelayMs = 0;
+    await waitFor(() => got.includes('at online'), 5000, 'the reading published at online');
   }, 30_000);
 });
