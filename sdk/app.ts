@@ -168,6 +168,8 @@ export class MqsecApp extends EventEmitter<AppEvents> {
   private chain: Promise<void> = Promise.resolve();
   private readonly queue: Outgoing[] = [];
   private readonly subscriptions = new Map<string, 0 | 1>();
+  /** The connection whose goOnline() is under way or done (it runs once per connection). */
+  private goingOnline = 0;
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   private keyTimer: ReturnType<typeof setTimeout> | undefined;
   /** Key requests of this connection made again before their answer came (their answers no longer open). */
@@ -481,25 +483,29 @@ export class MqsecApp extends EventEmitter<AppEvents> {
 
   /** First key delivery of this connection: online. Subscriptions, then the queue, in order. */
   private async goOnline(): Promise<void> {
+    const client = this._client!;
+    const no = this.connNo;
+    if (this.goingOnline === no) return; // a second key delivery while the subscriptions are under way
+    this.goingOnline = no;
     clearTimeout(this.keyTimer);
+    // `online` means receiving: a reconnect makes its subscriptions again (the first connect has
+    // none yet), and a clean session's subscriptions exist only once the broker acknowledged them:
+    // what is published before that is not delivered to this app. A filter `subscribe()` adds
+    // meanwhile (the app is not online yet, so it only records it) is made in the next round.
+    const made = new Set<string>();
+    for (;;) {
+      const todo = [...this.subscriptions].filter(([f]) => !made.has(f));
+      if (!todo.length) break;
+      for (const [f] of todo) made.add(f);
+      await new Promise<void>((done) => client.subscribe(Object.fromEntries(todo.map(([f, qos]) => [f, { qos }])), () => done()));
+      if (no !== this.connNo || this._state !== 'connecting') return;
+    }
     this._state = 'online';
     this.backoffMs = 0;
     this.immediateRetries = 0;
-    const client = this._client!;
-    const no = this.connNo;
-    // a reconnect makes its subscriptions again (the first connect has none yet)
-    const subscribed = this.subscriptions.size
-      ? new Promise<void>((done) => client.subscribe(Object.fromEntries([...this.subscriptions].map(([f, qos]) => [f, { qos }])), () => done()))
-      : undefined;
     for (const m of [...this.queue]) {
       if (no !== this.connNo || this._state !== 'online') break;
       this.send(m);
-    }
-    // `online` means receiving: a clean session's subscriptions exist only once the broker
-    // acknowledged them, and what is published before that is not delivered to this app
-    if (subscribed) {
-      await subscribed;
-      if (no !== this.connNo || this._state !== 'online') return;
     }
     const first = this.firstConnect;
     this.firstConnect = undefined;
