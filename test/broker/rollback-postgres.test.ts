@@ -109,7 +109,8 @@ run('PostgreSQL registry restored under running nodes, then a recorded phase-2 c
     const replay = await ReplayConnection.open(b.port);
     cleanups.push(() => replay.close());
     replay.write([recorded]);
-    await waitFor(() => replay.packets.some((p) => p.cmd === 'suback') || replay.closed, 5000, 'replay answered');
+    // the confirmation is written when the session is ready, not ordered with the SUBACK: wait for both
+    await waitFor(() => (replay.packets.some((p) => p.cmd === 'suback') && publishes(replay.packets, KX_TOPIC).length > 0) || replay.closed, 5000, 'replay answered');
     // the restored registry cannot know counter c was used: CONNACK 0, but under a fresh broker nonce
     expect(replay.packets[0]).toMatchObject({ cmd: 'connack', returnCode: 0 });
     expect(await b.registry.getCounter('pgrb1')).toBe(usedCounter); // accepted again, as the restore allows
