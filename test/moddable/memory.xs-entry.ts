@@ -3,7 +3,8 @@
  * client inside XS (noble suite, DeviceSecureSession, firmware MQTT client on
  * a loopback transport, SensorNode), completes phase 1 and phase 2 against a
  * ServerHandshake that is then dropped, and keeps only the device objects
- * alive, so the Node side can read XS's live-slot count after a GC.
+ * alive, so the Node side can read XS's live-slot count after a GC. `stock`:
+ * the same device on a stock broker (docs/protocol.md §15.11).
  */
 import { exposeToHost, hostRandom } from '../xs/guest.js';
 import type { Connection, Storage, Transport, TransportEvents } from '../../firmware/core/platform.js';
@@ -18,6 +19,12 @@ import { MqttClient } from '../../firmware/mqtt/client.js';
 import { DeliverySender, GROUP_READER, GROUP_WRITER, GroupKeyring, deriveKeyServiceKey } from '../../firmware/secure/group.js';
 import { SensorNode } from '../../firmware/app/sensor-node.js';
 import { FakeNetwork, FakeSecureLink, FakeSensor, FakeSleep, ManualTimer, MapStorage } from '../app/fakes.js';
+import { StockSecureLink } from '../../firmware/app/stock-link.js';
+import type { StockLink } from '../../firmware/app/stock-connector.js';
+import { counterBlockFor } from '../../firmware/app/device-link.js';
+import { bootPassword } from '../../firmware/secure/stock.js';
+import { deriveDeviceKeys } from '../../firmware/secure/key-schedule.js';
+import { StockStandIn } from '../stock/stock-stand-in.js';
 
 declare const gc: () => void;
 
@@ -177,6 +184,49 @@ exposeToHost({
     }
     keep.keyring = keyring;
     return { wire: wire.length, opened };
+  },
+  /**
+   * §15: the same device on a stock broker: the sensor node on StockSecureLink
+   * (connector, outbox), the session with its ticket and the keyring with two
+   * groups, after phase 1 over PUBLISH, phase 2, the key delivery and one
+   * reading, against the in-memory stock broker + key service. The broker's
+   * side is then dropped: the link's connection and opener are swapped for
+   * null ones (as the mqsec figures keep their client on a null transport),
+   * and a firmware MQTT client on a null transport stands for the live
+   * connection. `kept` false: the same with nothing kept (one-time caches).
+   */
+  stock: async (kept: boolean) => {
+    const keep = g.__keep;
+    const suite = keep.suite as CryptoSuite;
+    const devId = kept ? 'sensor01' : 'warm0001';
+    const key = new Uint8Array(32).fill(kept ? 3 : 4);
+    const storage = kept ? (keep.storage as MapStorage) : new MapStorage();
+    const standIn = new StockStandIn(suite, new Map([[devId, key]]), [
+      { filter: `sensors/${devId}/#`, writers: [devId], readers: [] },
+      { filter: `cmd/${devId}/#`, writers: ['ops', 'backend', 'dashboard'], readers: [devId] },
+    ]);
+    const timer = new ManualTimer();
+    const k = deriveDeviceKeys(suite, key, devId);
+    const session = new DeviceSecureSession({ suite, devId, deviceKey: key, storage, counterBlock: counterBlockFor('stock') });
+    const keyring = new GroupKeyring({ suite, id: devId, keyServiceKey: deriveKeyServiceKey(suite, key, devId) });
+    const options = { id: devId, session, keyring, bootPassword: bootPassword(suite, k.authKey, devId), open: standIn.open, timer };
+    const link = new StockSecureLink(options);
+    const opened = await link.open({ onMessage() {}, onDown() {} });
+    await link.publish(`sensors/${devId}/temperature`, new Uint8Array(24), 1);
+    if (!kept) return true;
+    const nullLink: StockLink = { sessionPresent: true, subscribe: async () => [1], publish: async () => {}, close: async () => {} };
+    const nullOpen = async (): Promise<StockLink> => nullLink;
+    const connector = (link as any).connector;
+    connector.link = nullLink;
+    connector.o.open = nullOpen;
+    options.open = nullOpen;
+    const client = new MqttClient(
+      { transport: nullTransport, timer, clock: { now: () => timer.now }, random: hostRandom, log: silentLog },
+      { endpoint: { host: '127.0.0.1', port: 1883 }, cleanSession: false, credentials: async () => ({ clientId: devId }), reconnect: false },
+    );
+    const node = new SensorNode({ devId, link, network: new FakeNetwork(), sensor: new FakeSensor(), sleep: new FakeSleep(true), storage, timer, random: hostRandom });
+    keep.stock = { link, client, node };
+    return { phase: opened.phase, sent: standIn.wire.length };
   },
   dropServer: () => {
     g.__server = undefined;

@@ -104,6 +104,32 @@ async function measure(kind: 'device' | 'edwards') {
   }
 }
 
+/** §15: the stock-broker flavour of the same device (sensor node on StockSecureLink, session, keyring, MQTT client). */
+async function measureStock() {
+  const w = await startWorker();
+  try {
+    await w.call('platform', 'device');
+    const base = await w.liveSlots();
+    await w.call('stock', false);
+    const warm = await w.liveSlots();
+    const r = await w.call('stock', true);
+    const after = await w.liveSlots();
+    // one walk from {link, client, node}: session, keyring, connector and outbox are reached once
+    const c = (await w.call('chunks', 'stock')).value;
+    const chunkBytes = c.buffers + c.strings;
+    return {
+      phase: r.value.phase,
+      oneTimeSlots: warm - base,
+      deviceSlots: after - warm,
+      chunkBytes,
+      esp32OneTimeBytes: (warm - base) * ESP32_SLOT_BYTES,
+      esp32DeviceBytes: (after - warm) * ESP32_SLOT_BYTES + chunkBytes,
+    };
+  } finally {
+    await w.close();
+  }
+}
+
 describe('secure client heap under XS', () => {
   it('the device suite keeps one session, its MQTT client and the app in a few KB, with no big one-time tables', async () => {
     const device = await measure('device');
@@ -119,6 +145,15 @@ describe('secure client heap under XS', () => {
     expect(device.e2eSlots).toBeGreaterThan(0);
     expect(device.esp32E2eExtraBytes).toBeLessThan(6 * 1024);
     expect(device.esp32SessionBytes + device.esp32E2eExtraBytes).toBeLessThan(16 * 1024);
+    // §15.11: the stock-broker flavour of the same device (sensor node on StockSecureLink, session
+    // with its ticket, keyring with two groups, outbox, MQTT client): within the same budget
+    const onStock = await measureStock();
+    // eslint-disable-next-line no-console
+    console.log('mqsec XS heap (stock broker flavour)', JSON.stringify({ ...onStock, mqsecFlavourEsp32Bytes: device.esp32SessionBytes + device.esp32E2eExtraBytes }));
+    expect(onStock.phase).toBe(1);
+    expect(onStock.deviceSlots).toBeGreaterThan(0);
+    expect(onStock.esp32DeviceBytes).toBeLessThan(16 * 1024);
+    expect(onStock.esp32OneTimeBytes).toBeLessThan(16 * 1024);
     // the table-based default would cost far more, once: the reason for the ladder
     expect(stock.oneTimeSlots).toBeGreaterThan(device.oneTimeSlots + 3000);
   });
