@@ -32,3 +32,26 @@ export async function openRegistry(opts: OpenRegistryOptions): Promise<Registry>
   }
   return PgRegistry.open({ url: opts.db, dataDir: opts.dataDir, now: opts.now, memberKeys: opts.memberKeys });
 }
+
+/**
+ * Splits a PostgreSQL URL into the URL without its password and the password
+ * (decoded), so that a process handing the database to processes it starts
+ * can pass the password through their environment (`PGPASSWORD`, which
+ * node-postgres reads when the URL has none) rather than on their command
+ * lines, which every local user can read (`ps`, /proc/PID/cmdline).
+ */
+export function splitDbPassword(db: string): { url: string; password?: string } {
+  let u: URL;
+  try {
+    u = new URL(db);
+  } catch {
+    return { url: db };
+  }
+  // node-postgres also takes ?password=... in the query string
+  const inQuery = u.searchParams.get('password');
+  if (!u.password && inQuery === null) return { url: db };
+  const password = u.password ? decodeURIComponent(u.password) : inQuery!;
+  u.password = '';
+  u.searchParams.delete('password');
+  return { url: u.toString(), password };
+}

@@ -14,7 +14,7 @@ import { CliError, decimalNumber, wholeNumber, type CliIo, type CommandModule } 
 import { deviceKeyBytes, parseDeviceConfig } from '../../firmware/app/device-config.js';
 import { isMqsecError } from '../../firmware/core/errors.js';
 import { simKeyServiceDir, startSimNodes, type SimNode } from '../../host-sim/fleet/cluster-nodes.js';
-import { DB_URL_EXPECTED, isPostgresUrl, openRegistry } from '../../broker/registry/open.js';
+import { DB_URL_EXPECTED, isPostgresUrl, openRegistry, splitDbPassword } from '../../broker/registry/open.js';
 import { registryCliError } from './shared.js';
 
 /** Upper bounds of the fleet flags (the demo shares them). */
@@ -193,8 +193,13 @@ export async function runSimCommand(o: SimCliOptions, io: CliIo, extra: Partial<
       // the master key and schema exist before the nodes open them together
       await (await openRegistry({ dataDir, db: o.db }).catch((e: unknown) => Promise.reject(registryCliError(e)))).close();
       simNodes = [];
-      const extraArgs = o.db === undefined ? [] : ['--db', o.db];
-      for (const n of await startSimNodes({ count: o.nodes, redisUrl: o.cluster!, dataDir, extraArgs, logLevel: o.logLevel === 'silent' ? undefined : o.logLevel })) simNodes.push(n);
+      // The nodes get the URL without its password and the password as PGPASSWORD (which
+      // node-postgres reads when the URL has none): a command line is readable by every
+      // local user (ps, /proc/PID/cmdline), a process's environment only by its owner.
+      const db = o.db === undefined ? undefined : splitDbPassword(o.db);
+      const extraArgs = db === undefined ? [] : ['--db', db.url];
+      const env = db?.password === undefined ? undefined : { PGPASSWORD: db.password };
+      for (const n of await startSimNodes({ count: o.nodes, redisUrl: o.cluster!, dataDir, extraArgs, env, logLevel: o.logLevel === 'silent' ? undefined : o.logLevel })) simNodes.push(n);
       io.err(`started ${o.nodes} broker nodes: ${simNodes.map((n) => `${n.id} mqtt://${n.host}:${n.port} pid ${n.pid()}`).join(', ')}`);
       cluster = { nodes: simNodes.map((n) => ({ host: n.host, port: n.port })), dataDir, keyServiceData: simKeyServiceDir(dataDir), control: simNodes, kills, restartAfterS: o.restartAfter };
     }

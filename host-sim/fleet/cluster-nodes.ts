@@ -84,7 +84,11 @@ async function procCpuMs(pid: number | undefined): Promise<number> {
   }
 }
 
-export async function startSimNodes(o: { count: number; redisUrl: string; dataDir: string; logLevel?: string; extraArgs?: string[] }): Promise<SimNode[]> {
+/**
+ * `extraArgs` go on the nodes' command lines (visible to every local user);
+ * `env` is added to their environment: the place for secrets (PGPASSWORD).
+ */
+export async function startSimNodes(o: { count: number; redisUrl: string; dataDir: string; logLevel?: string; extraArgs?: string[]; env?: Record<string, string> }): Promise<SimNode[]> {
   const nodes: SimNode[] = [];
   for (let i = 1; i <= o.count; i++) {
     const port = await freePort();
@@ -103,7 +107,7 @@ export async function startSimNodes(o: { count: number; redisUrl: string; dataDi
         const c = spawn(
           process.execPath,
           [CLI_BIN, 'broker', '--cluster', o.redisUrl, '--node-id', id, '--data', o.dataDir, '--port', String(port), '--host', '127.0.0.1', '--keyservice', 'external', '--log-level', o.logLevel ?? 'warn', ...(o.extraArgs ?? [])],
-          { stdio: ['ignore', 'ignore', o.logLevel && o.logLevel !== 'silent' ? 'inherit' : 'ignore'] },
+          { stdio: ['ignore', 'ignore', o.logLevel && o.logLevel !== 'silent' ? 'inherit' : 'ignore'], env: o.env ? { ...process.env, ...o.env } : process.env },
         );
         let alive = true;
         exited = new Promise<void>((r) => c.once('exit', () => ((alive = false), r())));
