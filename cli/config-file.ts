@@ -24,6 +24,11 @@ import { CliError } from './command.js';
 export interface ConfigFileOptions {
   /** Keys whose values are file or directory paths: relative ones are taken from the config file's directory. */
   paths?: string[];
+  /**
+   * Keys of flags that may be given several times (`--broker a --broker b`, a
+   * parser that adds to the previous value): they take one value or a list.
+   */
+  repeatable?: string[];
   /** Where `{"env": ...}` references are read (default process.env). */
   env?: NodeJS.ProcessEnv;
 }
@@ -121,21 +126,26 @@ export function applyConfigFile(cmd: Command, opts: ConfigFileOptions = {}): voi
     } else if (o.variadic) {
       if (!Array.isArray(raw)) throw new CliError(`config ${file}: "${key}" takes a list: [ ... ]`);
       value = raw.map((item) => convert(o, key, item));
+    } else if (opts.repeatable?.includes(key) && Array.isArray(raw)) {
+      // as the flag given once per item, in order: each goes through the parser with the value so far
+      value = o.defaultValue;
+      for (const item of raw) value = convert(o, key, item, value);
     } else {
       value = convert(o, key, raw);
     }
     cmd.setOptionValueWithSource(attr, value, 'config');
   }
 
-  function convert(o: Option, key: string, item: unknown): unknown {
+  function convert(o: Option, key: string, item: unknown, previous: unknown = o.defaultValue): unknown {
     const { value, inline } = resolveString(file!, key, item, baseDir, env);
     if (inline && urlHasPassword(value)) {
       throw new CliError(`config ${file}: "${key}" holds a password inline; give the URL as {"env": "NAME"} or {"file": "PATH"}${/^postgres(ql)?:/i.test(value) ? ' (or leave the password out of the URL: PostgreSQL reads PGPASSWORD)' : ''}`);
     }
-    const v = opts.paths?.includes(key) && inline && value !== '' && !isAbsolute(value) ? resolve(baseDir, value) : value;
+    // `-` (stdin, as `--password-file -`) is no path
+    const v = opts.paths?.includes(key) && inline && value !== '' && value !== '-' && !isAbsolute(value) ? resolve(baseDir, value) : value;
     if (!o.parseArg) return v;
     try {
-      return o.parseArg(v, o.defaultValue as never);
+      return o.parseArg(v, previous as never);
     } catch (e) {
       throw new CliError(`config ${file}: "${key}": ${(e as Error).message}`);
     }

@@ -17,8 +17,12 @@ import { RegistryError } from '../../broker/registry/store.js';
 import { redactUrl } from '../../broker/registry/pg-registry.js';
 import { createSodiumSuite } from '../../platform-node/sodium-suite.js';
 import { CliError, DEFAULT_DATA_DIR, wholeNumber, type CommandModule } from '../command.js';
+import { applyConfigFile } from '../config-file.js';
 import { EXIT_UNAVAILABLE, withRegistry } from './shared.js';
 import { STOCK_FLAVOURS, runStockKeyService, type StockFlavourName } from './keyservice-stock.js';
+
+/** Options of `mqsec keyservice` that name files or directories: relative ones in a config file are taken from its directory. */
+const KEYSERVICE_PATH_OPTIONS = ['data', 'password-file', 'ca'];
 
 export const keyserviceCommand: CommandModule = {
   name: 'keyservice',
@@ -29,6 +33,11 @@ export const keyserviceCommand: CommandModule = {
       .command('keyservice')
       .enablePositionalOptions()
       .description('run the key service of end-to-end topics as its own process, linked to an mqsec broker started with --keyservice external')
+      .option('--config <file>', 'JSON file of these options by flag name ({"broker": ["mqtt://a:1883", "mqtt://b:1883"], "db": {"env": "MQSEC_KS_DB"}, ...}); flags given here win; secrets as {"env": NAME} or {"file": PATH} (docs/operations.md "Configuration file")')
+      // the file holds this command's options, not those of `keyservice account` / `migrate`
+      .hook('preAction', (cmd, action) => {
+        if (action === cmd) applyConfigFile(cmd, { paths: KEYSERVICE_PATH_OPTIONS, repeatable: ['broker'] });
+      })
       .option('--broker <url>', 'the broker: mqtt://HOST:PORT (loopback) or mqtts://HOST:PORT; repeat it for every node of a cluster', (v: string, prev: string[] = []) => [...prev, v])
       .option('--data <dir>', "the key service's own data directory (never the broker's); with --db it holds keyservice.key (the same file on every replica) and this replica's lock", '.mqsec-keyservice')
       .option('--db <url>', 'keep the state in PostgreSQL (postgres://user@host:port/db) shared by replicas: one is active, the others take over when it dies (docs/protocol.md §14.13)')

@@ -1,5 +1,6 @@
 /**
- * `mqsec broker --config FILE` (docs/operations.md "Configuration file"):
+ * `mqsec broker --config FILE` and `mqsec keyservice --config FILE`
+ * (docs/operations.md "Configuration file"; one mechanism, cli/config-file.ts):
  *
  * - In process, on the real `broker` command with its action replaced by one
  *   that records the options it gets: every flag of the command has its key,
@@ -9,7 +10,10 @@
  *   and a secret file every user may read are one-line errors.
  * - As an operator runs it: `mqsec broker --config` starts on the registry in
  *   PostgreSQL whose URL is an environment variable, and a port taken in the
- *   file is overridden by `--port` on the command line.
+ *   file is overridden by `--port` on the command line; `mqsec keyservice
+ *   --config` runs as a replica on the PostgreSQL state named by an
+ *   environment variable, its data directory and password file relative to
+ *   the file.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -18,7 +22,8 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import pg from 'pg';
 import { brokerCommand } from '../../cli/commands/broker.js';
-import { CliError, type CliIo } from '../../cli/command.js';
+import { keyserviceCommand } from '../../cli/commands/keyservice.js';
+import { CliError, type CliIo, type CommandModule } from '../../cli/command.js';
 import { urlHasPassword } from '../../cli/config-file.js';
 import { startCli } from '../helpers/cli-process.js';
 import { hasPostgres, startPostgres, type RunningPostgres } from '../helpers/postgres.js';
@@ -26,18 +31,27 @@ import { tempDir, waitFor } from './helpers.js';
 
 const silent: CliIo = { out: () => {}, err: () => {}, readStdin: async () => '' };
 
-/** Parses `mqsec broker ARGS` with the real option definitions and config hook; returns the options the action would get. */
-async function brokerOptions(args: string[]): Promise<Record<string, unknown>> {
+/** Parses `mqsec NAME ARGS` with the real option definitions and config hook; returns the options the action would get. */
+async function commandOptions(module: CommandModule, args: string[]): Promise<Record<string, unknown>> {
   const program = new Command().exitOverride();
-  brokerCommand.register(program, silent);
-  const cmd = program.commands.find((c) => c.name() === 'broker')!;
+  module.register(program, silent);
+  const cmd = program.commands.find((c) => c.name() === module.name)!;
   cmd.exitOverride();
   let got: Record<string, unknown> | undefined;
   cmd.action((o: Record<string, unknown>) => {
     got = o;
   });
-  await program.parseAsync(['node', 'mqsec', 'broker', ...args]);
+  await program.parseAsync(['node', 'mqsec', module.name, ...args]);
   return got!;
+}
+const brokerOptions = (args: string[]) => commandOptions(brokerCommand, args);
+const keyserviceOptions = (args: string[]) => commandOptions(keyserviceCommand, args);
+
+/** The long flags (without dashes) of `mqsec NAME`, but --config. */
+function flagsOf(module: CommandModule): string[] {
+  const program = new Command();
+  module.register(program, silent);
+  return program.commands.find((c) => c.name() === module.name)!.options.map((o) => o.long!.slice(2)).filter((k) => k !== 'config');
 }
 
 const dir = tempDir('mqsec-config-');
@@ -131,6 +145,43 @@ describe('broker config file (in process)', () => {
     expect((missing as Error).message).toMatch(/cannot read config .*absent\.json: ENOENT/);
   });
 
+  it('every flag of `mqsec keyservice` (e2e and --flavour) has its key; --broker takes a list; secrets by {"env"} / {"file"}', async () => {
+    const etc = join(dir.path, 'ks-etc');
+    mkdirSync(etc);
+    writeFileSync(join(etc, 'db-url'), 'postgres://ks:from-file@db.example.org/ks\n', { mode: 0o600 });
+    const values: Record<string, unknown> = {
+      broker: ['mqtt://10.0.0.1:1883', 'mqtts://10.0.0.2:8883'], data: 'ks-state', db: { file: 'db-url' }, username: 'ks-a',
+      'password-file': 'ks.pw', ca: '/etc/ca.pem', 'rekey-interval': 3600, 'seq-block': 512, 'log-level': 'debug',
+      flavour: 'http-auth', 'http-host': '0.0.0.0', 'http-port': 8090, management: 'http://10.0.0.3:15672',
+    };
+    expect(Object.keys(values).sort()).toEqual(flagsOf(keyserviceCommand).sort()); // a new flag must be added here
+    const f = join(etc, 'keyservice.json');
+    writeFileSync(f, JSON.stringify(values));
+    expect(await keyserviceOptions(['--config', f])).toMatchObject({
+      broker: ['mqtt://10.0.0.1:1883', 'mqtts://10.0.0.2:8883'], data: join(etc, 'ks-state'), db: 'postgres://ks:from-file@db.example.org/ks', username: 'ks-a',
+      passwordFile: join(etc, 'ks.pw'), ca: '/etc/ca.pem', rekeyInterval: 3600, seqBlock: 512, logLevel: 'debug',
+      flavour: 'http-auth', httpHost: '0.0.0.0', httpPort: 8090, management: 'http://10.0.0.3:15672',
+    });
+    // one broker as a string; `-` (stdin) is no path; the command line wins; an env reference
+    process.env.MQSEC_TEST_KS_DB = 'postgres://ks:from-env@db.example.org/ks';
+    try {
+      const g = configFile({ broker: 'mqtt://10.0.0.1:1883', 'password-file': '-', db: { env: 'MQSEC_TEST_KS_DB' }, 'seq-block': 512 });
+      expect(await keyserviceOptions(['--config', g, '--seq-block', '64'])).toMatchObject({ broker: ['mqtt://10.0.0.1:1883'], passwordFile: '-', db: 'postgres://ks:from-env@db.example.org/ks', seqBlock: 64, username: 'keyservice' });
+    } finally {
+      delete process.env.MQSEC_TEST_KS_DB;
+    }
+    // the same refusals as the broker's
+    const inline = configFile({ db: 'postgres://ks:hunter2@db/ks' });
+    const e = await keyserviceOptions(['--config', inline]).then(() => undefined, (x: unknown) => x);
+    expect((e as Error).message).toMatch(/"db" holds a password inline/);
+    expect((e as Error).message).not.toContain('hunter2');
+    const typo = await keyserviceOptions(['--config', configFile({ brokr: 'mqtt://h:1883' })]).then(() => undefined, (x: unknown) => x);
+    expect((typo as Error).message).toMatch(/unknown key "brokr" \(known: broker, ca, data, db, flavour, http-host, http-port, log-level, management, password-file, rekey-interval, seq-block, username\)/);
+    const zero = await keyserviceOptions(['--config', configFile({ 'seq-block': 0 })]).then(() => undefined, (x: unknown) => x);
+    expect((zero as Error).message).toMatch(/"seq-block": --seq-block must be/);
+    expect((await keyserviceOptions(['--config', configFile({ 'rekey-interval': [60, 120] })]).then(() => undefined, (x: unknown) => x) as Error).message).toMatch(/"rekey-interval" must be a string, a number/);
+  });
+
   it('a password in a URL is told apart from a user name or a port', () => {
     expect(urlHasPassword('postgres://mqsec:pw@h/db')).toBe(true);
     expect(urlHasPassword('redis://:pw@h:6379')).toBe(true);
@@ -191,6 +242,36 @@ pgRun('broker config file (as an operator runs it)', () => {
       }
     } finally {
       holder.close();
+    }
+  }, 60_000);
+
+  it('`mqsec keyservice --config` runs on the PostgreSQL state named by an environment variable, data directory and password file relative to the file', async () => {
+    const etc = join(dir.path, 'ks-op');
+    mkdirSync(join(etc, 'ks-state'), { recursive: true }); // a replica does not create its data directory
+    writeFileSync(join(etc, 'ks.pw'), 'not-used-until-linked\n', { mode: 0o600 });
+    // a broker port nobody listens on: the replica becomes active and keeps trying to link
+    const probe = net.createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+    const closed = (probe.address() as net.AddressInfo).port;
+    await new Promise<void>((r) => probe.close(() => r()));
+    const f = join(etc, 'keyservice.json');
+    writeFileSync(f, JSON.stringify({ broker: [`mqtt://127.0.0.1:${closed}`], data: 'ks-state', db: { env: 'MQSEC_KS_DB_URL' }, 'password-file': 'ks.pw', 'log-level': 'silent' }));
+    const ksDb = await server.createDatabase();
+    const ks = startCli(['keyservice', '--config', f], { cwd: dir.path, env: { ...process.env, MQSEC_KS_DB_URL: ksDb } });
+    try {
+      await waitFor(() => /key service active/.test(ks.out()) || ks.child.exitCode !== null, 30_000, 'key service replica active');
+      expect(ks.out(), ks.err()).toContain(`mqsec key service active: linking to mqtt://127.0.0.1:${closed}`);
+      expect(existsSync(join(etc, 'ks-state', 'keyservice.key'))).toBe(true);
+      const c = new pg.Client({ connectionString: ksDb });
+      await c.connect();
+      try {
+        expect(Number((await c.query("SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = 'public'")).rows[0].n)).toBeGreaterThan(0);
+      } finally {
+        await c.end();
+      }
+    } finally {
+      ks.child.kill('SIGTERM');
+      await ks.exited;
     }
   }, 60_000);
 });
