@@ -237,6 +237,8 @@ export class HttpAuthKeyService {
       this.checks.user++;
       const ok = await this.login(who, q.get('password') ?? '');
       // the management API's login of the key service itself: closing others' connections needs this tag
+      // (RabbitMQ 3.10: a DELETE of another user's connections needs administrator; monitoring, policymaker
+      // and management are refused, test/stock/rabbitmq-http.test.ts)
       if (ok && who?.kind === 'service' && this.o.managementUrl) return { tags: 'administrator' };
       return ok;
     }
