@@ -150,7 +150,7 @@ describe('broker config file (in process)', () => {
     mkdirSync(etc);
     writeFileSync(join(etc, 'db-url'), 'postgres://ks:from-file@db.example.org/ks\n', { mode: 0o600 });
     const values: Record<string, unknown> = {
-      broker: ['mqtt://10.0.0.1:1883', 'mqtts://10.0.0.2:8883'], data: 'ks-state', db: { file: 'db-url' }, username: 'ks-a',
+      broker: ['mqtt://10.0.0.1:1883', 'mqtts://10.0.0.2:8883'], data: 'ks-state', db: { file: 'db-url' }, 'journal-days': 30, username: 'ks-a',
       'password-file': 'ks.pw', ca: '/etc/ca.pem', 'rekey-interval': 3600, 'seq-block': 512, 'log-level': 'debug',
       flavour: 'http-auth', 'http-host': '0.0.0.0', 'http-port': 8090, management: 'http://10.0.0.3:15672',
     };
@@ -158,7 +158,7 @@ describe('broker config file (in process)', () => {
     const f = join(etc, 'keyservice.json');
     writeFileSync(f, JSON.stringify(values));
     expect(await keyserviceOptions(['--config', f])).toMatchObject({
-      broker: ['mqtt://10.0.0.1:1883', 'mqtts://10.0.0.2:8883'], data: join(etc, 'ks-state'), db: 'postgres://ks:from-file@db.example.org/ks', username: 'ks-a',
+      broker: ['mqtt://10.0.0.1:1883', 'mqtts://10.0.0.2:8883'], data: join(etc, 'ks-state'), db: 'postgres://ks:from-file@db.example.org/ks', journalDays: 30, username: 'ks-a',
       passwordFile: join(etc, 'ks.pw'), ca: '/etc/ca.pem', rekeyInterval: 3600, seqBlock: 512, logLevel: 'debug',
       flavour: 'http-auth', httpHost: '0.0.0.0', httpPort: 8090, management: 'http://10.0.0.3:15672',
     });
@@ -176,7 +176,7 @@ describe('broker config file (in process)', () => {
     expect((e as Error).message).toMatch(/"db" holds a password inline/);
     expect((e as Error).message).not.toContain('hunter2');
     const typo = await keyserviceOptions(['--config', configFile({ brokr: 'mqtt://h:1883' })]).then(() => undefined, (x: unknown) => x);
-    expect((typo as Error).message).toMatch(/unknown key "brokr" \(known: broker, ca, data, db, flavour, http-host, http-port, log-level, management, password-file, rekey-interval, seq-block, username\)/);
+    expect((typo as Error).message).toMatch(/unknown key "brokr" \(known: broker, ca, data, db, flavour, http-host, http-port, journal-days, log-level, management, password-file, rekey-interval, seq-block, username\)/);
     const zero = await keyserviceOptions(['--config', configFile({ 'seq-block': 0 })]).then(() => undefined, (x: unknown) => x);
     expect((zero as Error).message).toMatch(/"seq-block": --seq-block must be/);
     expect((await keyserviceOptions(['--config', configFile({ 'rekey-interval': [60, 120] })]).then(() => undefined, (x: unknown) => x) as Error).message).toMatch(/"rekey-interval" must be a string, a number/);
@@ -247,7 +247,7 @@ pgRun('broker config file (as an operator runs it)', () => {
 
   it('`mqsec keyservice --config` runs on the PostgreSQL state named by an environment variable, data directory and password file relative to the file', async () => {
     const etc = join(dir.path, 'ks-op');
-    mkdirSync(join(etc, 'ks-state'), { recursive: true }); // a replica does not create its data directory
+    mkdirSync(etc);
     writeFileSync(join(etc, 'ks.pw'), 'not-used-until-linked\n', { mode: 0o600 });
     // a broker port nobody listens on: the replica becomes active and keeps trying to link
     const probe = net.createServer();
