@@ -26,14 +26,41 @@ import { DROP_TOPIC } from '../hooks/authorize-publish.js';
 /** Marks a packet this module routed ahead of Aedes (its 'publish' event is not the authorized one). */
 export const ROUTED_AHEAD = Symbol.for('mqsec.routedAhead');
 
+/**
+ * What the authorize hook wants done once its message is routed (a QoS 1
+ * device message: record the moved replay window in the shared grace state,
+ * shared-grace.ts). A window recorded before the routing finished would, if
+ * the node died in between, make the node the device resends to refuse the
+ * resent copy as a replay and acknowledge it: a reading acknowledged and
+ * routed nowhere. Recorded after, the worst case is a copy routed twice.
+ */
+const AFTER_ROUTED = Symbol.for('mqsec.afterRouted');
+
+export function setAfterRouted(packet: object, action: () => void): void {
+  (packet as { [AFTER_ROUTED]?: () => void })[AFTER_ROUTED] = action;
+}
+
+function takeAfterRouted(packet: object): (() => void) | undefined {
+  const p = packet as { [AFTER_ROUTED]?: () => void };
+  const action = p[AFTER_ROUTED];
+  delete p[AFTER_ROUTED];
+  return action;
+}
+
 export function ackAfterRoute(aedes: Aedes, hook: AuthorizePublishHandler): AuthorizePublishHandler {
   return (client, packet, callback) =>
     hook(client, packet, (err) => {
       const p = packet as PublishPacket;
-      if (err || !client || p.qos !== 1 || p.topic === DROP_TOPIC || p.topic.startsWith('$')) return callback(err);
+      const afterRouted = takeAfterRouted(packet);
+      if (err || !client || p.qos !== 1 || p.topic === DROP_TOPIC || p.topic.startsWith('$')) {
+        // not routed ahead (QoS 0 is never resent; a refused message is not routed at all)
+        if (!err) afterRouted?.();
+        return callback(err);
+      }
       const routed = { cmd: 'publish', topic: p.topic, payload: p.payload, qos: 1, retain: p.retain, dup: false, [ROUTED_AHEAD]: true } as unknown as PublishPacket;
       (aedes as unknown as { publish(p: PublishPacket, c: unknown, done: (e?: Error | null) => void): void }).publish(routed, client, (e) => {
         if (e) return callback(e);
+        afterRouted?.();
         p.topic = DROP_TOPIC;
         p.retain = false;
         p.payload = Buffer.alloc(0);

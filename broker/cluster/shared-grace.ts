@@ -4,8 +4,11 @@
  *
  * One record per device: the receive keys and replay window of its latest
  * session, as the node holding that session last saw it. A node writes it
- * after every envelope it opened (coalesced: at most one write in flight per
- * device, the newest window wins), so it survives the node being killed. A
+ * after every envelope it opened, once that message is routed (ack-after-route.ts:
+ * a window holding a message that was never routed would make the next node
+ * refuse its resend as a copy, and acknowledge it), coalesced: at most one
+ * write in flight per device, the newest window wins; so it survives the node
+ * being killed. A
  * node about to accept a device that is not live on it reads the record and
  * makes it the device's "latest session" (the handshake's importGrace), so the
  * new session inherits it as its previous epoch for the grace period: a QoS 1

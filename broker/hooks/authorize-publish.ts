@@ -18,6 +18,7 @@
  *   current subscribers: see `admitRetained`.
  */
 import type { AuthorizePublishHandler, Client } from 'aedes';
+import { setAfterRouted } from '../cluster/ack-after-route.js';
 import type { IPublishPacket as PublishPacket } from 'mqtt-packet';
 import { isMqsecError } from '../../firmware/core/errors.js';
 import { KX_TOPIC } from '../../firmware/secure/constants.js';
@@ -153,8 +154,17 @@ export function createAuthorizePublish(ctx: BrokerContext): AuthorizePublishHand
         drop(ctx, packet, isMqsecError(e) ? e.code.toLowerCase() : 'open-failed', state.devId, state.remote);
         return callback(null);
       }
-      // the replay window moved: a node this device moves to must know (cluster/shared-grace.ts)
-      ctx.cluster?.grace.note(state.devId, keyIdentity({ createdAt: state.keyCreatedAt, keyVersion: state.keyVersion }), state.session);
+      // The replay window moved: a node this device moves to must know (cluster/shared-grace.ts),
+      // but only once the message is routed (cluster/ack-after-route.ts runs this then). Written
+      // before, a node killed in between leaves a shared window that makes the next node refuse
+      // the device's unchanged resend as a copy, with a PUBACK: acknowledged and routed nowhere.
+      if (ctx.cluster) {
+        const grace = ctx.cluster.grace;
+        const devId = state.devId;
+        const keyId = keyIdentity({ createdAt: state.keyCreatedAt, keyVersion: state.keyVersion });
+        const session = state.session;
+        setAfterRouted(packet, () => grace.note(devId, keyId, session));
+      }
       packet.payload = Buffer.from(plaintext.buffer, plaintext.byteOffset, plaintext.byteLength);
       admitRetained(ctx, packet, `device:${state.devId}`, state.devId, state.remote);
       ctx.metrics.messages.inc();

@@ -103,6 +103,51 @@ run('broker nodes over Redis', () => {
     await app.end();
   });
 
+  it('a node killed after opening a reading but before routing it: the unchanged resend on the other node is routed, not refused as a copy', async () => {
+    // Node A opens the envelope (its replay window moves) but dies before the message is routed
+    // (held here in A's emitter, then failed). The window A shares for the device must not yet
+    // hold that envelope: else B refuses the resend as a replay, acknowledges it, and the reading
+    // the device then deletes was routed nowhere.
+    const { key } = await admin.addDevice('c7', 'sensor');
+    await b.syncRegistry();
+    const app = await TestApp.connect(b, 'backend', 'backend-password');
+    await app.subscribe('sensors/#');
+    const storage = new MemoryStorage();
+    const onA = new TestDevice(a, 'c7', key, storage);
+    await onA.connect();
+    await onA.publish('sensors/c7/t', 'routed');
+    await waitFor(() => app.received.length === 1);
+    const emitter = (a.aedes as unknown as { mq: unknown }).mq as { emit(m: { topic: string }, done?: (e?: Error) => void): unknown };
+    const emit = emitter.emit;
+    let held: ((e: Error) => void) | undefined;
+    emitter.emit = ((m: { topic: string }, done?: (e?: Error) => void) => {
+      if (m.topic !== 'sensors/c7/t') return emit.call(emitter, m, done);
+      held = (e) => done?.(e);
+      return emitter;
+    }) as typeof emitter.emit;
+    try {
+      const stalled = Buffer.from(onA.session.seal('sensors/c7/t', new TextEncoder().encode('opened-not-routed')));
+      let ackedByA = false;
+      onA.client.publish('sensors/c7/t', stalled, { qos: 1 }, (err) => (ackedByA = !err));
+      await waitFor(() => held !== undefined, 5000, 'A opened the envelope and is routing it');
+      await a.context.cluster!.grace.settle();
+      onA.client.stream.destroy(); // A is gone for this device before the message left it
+      await waitFor(() => onA.closed);
+      expect(ackedByA).toBe(false);
+      const onB = new TestDevice(b, 'c7', key, storage);
+      expect(await onB.connect()).toMatchObject({ ok: true, phase: 2 });
+      await onB.client.publishAsync('sensors/c7/t', stalled, { qos: 1, dup: true } as never); // resent unchanged (§8.5)
+      await onB.publish('sensors/c7/t', 'fresh');
+      await waitFor(() => app.received.some((m) => m.payload === 'fresh'));
+      expect(app.received.map((m) => m.payload)).toEqual(['routed', 'opened-not-routed', 'fresh']);
+      await onB.end();
+    } finally {
+      emitter.emit = emit;
+      held?.(new Error('node killed'));
+      await app.end();
+    }
+  });
+
   it('the shared grace record is sealed: no key bytes in Redis, and a record of another key does not open', async () => {
     const { key } = await admin.addDevice('c3', 'sensor');
     await b.syncRegistry();
