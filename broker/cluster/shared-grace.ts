@@ -6,7 +6,8 @@
  * session, as the node holding that session last saw it. A node writes it
  * after every envelope it opened, once that message is routed (ack-after-route.ts:
  * a window holding a message that was never routed would make the next node
- * refuse its resend as a copy, and acknowledge it), coalesced: at most one
+ * refuse its resend as a copy, and acknowledge it; envelopes of the device
+ * still being routed are left out of the window written), coalesced: at most one
  * write in flight per device, the newest window wins; so it survives the node
  * being killed. A
  * node about to accept a device that is not live on it reads the record and
@@ -72,7 +73,30 @@ export class SharedGrace {
     private readonly opts: { graceMs: number; liveTtlMs?: number; warn: (msg: string, detail: object) => void },
   ) {}
 
-  /** After an envelope of `session` opened: its window moved, write it (coalesced, not awaited). */
+  /**
+   * Envelopes opened but not yet routed, by the receive state that opened them:
+   * their sequence numbers are left out of every window written meanwhile. The
+   * window is read when the write runs, so without this a write after one
+   * message was routed could already hold another still on its way (two in one
+   * read batch, resends sent together): killed then, the node would leave a
+   * window that makes the next node refuse that one's resend as a copy. A
+   * message whose routing failed stays left out (its resend must open).
+   */
+  private readonly unrouted = new WeakMap<object, Set<number>>();
+
+  /** An envelope with sequence number `seq` of `rx` (the session's current receive state) opened and is being routed. */
+  opened(rx: object, seq: number): void {
+    let s = this.unrouted.get(rx);
+    if (!s) this.unrouted.set(rx, (s = new Set()));
+    s.add(seq);
+  }
+
+  /** That envelope is routed: windows written from now on may hold it. */
+  routed(rx: object, seq: number): void {
+    this.unrouted.get(rx)?.delete(seq);
+  }
+
+  /** After an envelope of `session` was routed: its window moved, write it (coalesced, not awaited). */
   note(devId: string, keyId: string, session: RxSource, until = 0): void {
     this.dirty.set(devId, { keyId, session, until });
     if (!this.inFlight.has(devId)) void this.flushOne(devId);
@@ -83,11 +107,19 @@ export class SharedGrace {
     try {
       for (let next = this.dirty.get(devId); next; next = this.dirty.get(devId)) {
         this.dirty.delete(devId);
-        await this.write(devId, next.keyId, next.session.rx.snapshot(), next.until);
+        await this.write(devId, next.keyId, this.routedWindow(next.session), next.until);
       }
     } finally {
       this.inFlight.delete(devId);
     }
+  }
+
+  /** The session's receive state with the envelopes still being routed left out of its window. */
+  private routedWindow(session: RxSource): RxSnapshot {
+    const snap = session.rx.snapshot();
+    const size = snap.seen.length;
+    for (const seq of this.unrouted.get(session.rx) ?? []) if (seq <= snap.highest && snap.highest - seq < size) snap.seen[seq % size] = 0;
+    return snap;
   }
 
   private async write(devId: string, keyId: string, rx: RxSnapshot, until: number): Promise<void> {

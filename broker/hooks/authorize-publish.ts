@@ -23,6 +23,7 @@ import type { IPublishPacket as PublishPacket } from 'mqtt-packet';
 import { isMqsecError } from '../../firmware/core/errors.js';
 import { KX_TOPIC } from '../../firmware/secure/constants.js';
 import { GK_TOPIC } from '../../firmware/secure/group.js';
+import { parseEnvelope } from '../../firmware/secure/messages.js';
 import { KEYSERVICE_ROLE, KS_OUT_TOPIC, MAX_GK_MESSAGE } from '../keyservice/link.js';
 import { canPublish, type Principal } from '../policy/policy.js';
 import type { BrokerContext, ClientState } from '../context.js';
@@ -137,8 +138,9 @@ export function createAuthorizePublish(ctx: BrokerContext): AuthorizePublishHand
         return callback(null);
       }
       let plaintext: Uint8Array;
+      const envelope = payloadBytes(packet);
       try {
-        plaintext = state.session.open(packet.topic, payloadBytes(packet));
+        plaintext = state.session.open(packet.topic, envelope);
       } catch (e) {
         if (isMqsecError(e, 'UNKNOWN_SESSION') && (packet.qos ?? 0) > 0) {
           // An envelope of an epoch this broker no longer holds keys for: a QoS 1 message
@@ -163,7 +165,14 @@ export function createAuthorizePublish(ctx: BrokerContext): AuthorizePublishHand
         const devId = state.devId;
         const keyId = keyIdentity({ createdAt: state.keyCreatedAt, keyVersion: state.keyVersion });
         const session = state.session;
-        setAfterRouted(packet, () => grace.note(devId, keyId, session));
+        // an envelope of the current receive state is left out of the shared window until routed
+        const { epoch, seq } = parseEnvelope(envelope);
+        const rx = session.rx.epoch === epoch ? session.rx : undefined;
+        if (rx) grace.opened(rx, seq);
+        setAfterRouted(packet, () => {
+          if (rx) grace.routed(rx, seq);
+          grace.note(devId, keyId, session);
+        });
       }
       packet.payload = Buffer.from(plaintext.buffer, plaintext.byteOffset, plaintext.byteLength);
       admitRetained(ctx, packet, `device:${state.devId}`, state.devId, state.remote);

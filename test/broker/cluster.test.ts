@@ -148,6 +148,52 @@ run('broker nodes over Redis', () => {
     }
   });
 
+  it('two readings in flight, the later one routed first: the window shared after it leaves out the one still on its way, whose resend on the other node is routed', async () => {
+    // The window is read when the shared write runs. Written after reading 2 was routed while
+    // reading 1 (opened first) was still being routed, it must not hold reading 1: node A killed
+    // then would leave a window that makes B refuse reading 1's resend as a copy, with a PUBACK.
+    const { key } = await admin.addDevice('c8', 'sensor');
+    await b.syncRegistry();
+    const app = await TestApp.connect(b, 'backend', 'backend-password');
+    await app.subscribe('sensors/#');
+    const storage = new MemoryStorage();
+    const onA = new TestDevice(a, 'c8', key, storage);
+    await onA.connect();
+    const emitter = (a.aedes as unknown as { mq: unknown }).mq as { emit(m: { topic: string }, done?: (e?: Error) => void): unknown };
+    const emit = emitter.emit;
+    let held: ((e: Error) => void) | undefined;
+    let cleanupB: (() => Promise<unknown>) | undefined;
+    emitter.emit = ((m: { topic: string }, done?: (e?: Error) => void) => {
+      if (m.topic !== 'sensors/c8/slow') return emit.call(emitter, m, done);
+      held = (e) => done?.(e);
+      return emitter;
+    }) as typeof emitter.emit;
+    try {
+      const first = Buffer.from(onA.session.seal('sensors/c8/slow', new TextEncoder().encode('still-routing')));
+      const second = Buffer.from(onA.session.seal('sensors/c8/t', new TextEncoder().encode('routed')));
+      onA.client.publish('sensors/c8/slow', first, { qos: 1 });
+      await waitFor(() => held !== undefined, 5000, 'A opened reading 1 and is routing it');
+      await onA.client.publishAsync('sensors/c8/t', second, { qos: 1 }); // PUBACK: routed, and the window written after it
+      await waitFor(() => app.received.some((m) => m.payload === 'routed'));
+      await a.context.cluster!.grace.settle();
+      onA.client.stream.destroy(); // A is gone for this device before reading 1 left it
+      await waitFor(() => onA.closed);
+      const onB = new TestDevice(b, 'c8', key, storage);
+      cleanupB = () => onB.end();
+      expect(await onB.connect()).toMatchObject({ ok: true, phase: 2 });
+      await onB.client.publishAsync('sensors/c8/slow', first, { qos: 1, dup: true } as never); // resent unchanged (§8.5)
+      await onB.client.publishAsync('sensors/c8/t', second, { qos: 1, dup: true } as never); // a copy: refused by the shared window
+      await onB.publish('sensors/c8/t', 'fresh');
+      await waitFor(() => app.received.some((m) => m.payload === 'fresh'));
+      expect(app.received.map((m) => m.payload)).toEqual(['routed', 'still-routing', 'fresh']);
+    } finally {
+      await cleanupB?.().catch(() => {});
+      emitter.emit = emit;
+      held?.(new Error('node killed'));
+      await app.end();
+    }
+  });
+
   it('the shared grace record is sealed: no key bytes in Redis, and a record of another key does not open', async () => {
     const { key } = await admin.addDevice('c3', 'sensor');
     await b.syncRegistry();
