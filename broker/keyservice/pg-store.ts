@@ -20,10 +20,9 @@
  *   pool reconnects by itself.
  */
 import pg from 'pg';
-import { createHmac, timingSafeEqual } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { isUnavailable, redactUrl } from '../registry/pg-registry.js';
+import { isUnavailable, migrateSchema, openPool, redactUrl } from '../registry/pg-registry.js';
 import { RegistryError } from '../registry/store.js';
 import { loadOrCreateMasterKey, openDeviceKey, sealDeviceKey } from '../registry/secrets.js';
 import { KEY_SERVICE_KEY_FILE, KeyStoreUnavailableError, type KeyServiceState, type KeyServiceStore, type MemberKey } from './store.js';
@@ -64,12 +63,6 @@ export interface PgKeyServiceStoreOptions {
   connectTimeoutMs?: number;
   now?: () => number;
 }
-
-/** BIGINT as JS numbers (epochs, sequence numbers, ms times: all far below 2^53). */
-const types = {
-  getTypeParser: ((oid: number, format?: string) =>
-    oid === 20 ? (v: string) => Number(v) : (pg.types.getTypeParser as (o: number, f?: string) => unknown)(oid, format)) as never,
-};
 
 export function isPostgresStoreUrl(db: string | undefined): db is string {
   return db !== undefined && /^postgres(ql)?:\/\//i.test(db);
@@ -121,14 +114,7 @@ export class PgKeyServiceStore implements KeyServiceStore {
     this.now = opts.now ?? Date.now;
     this.journalMs = (opts.journalDays ?? 7) * 86_400_000;
     this.master = loadOrCreateMasterKey(join(dataDir, KEY_SERVICE_KEY_FILE));
-    this.pool = new pg.Pool({
-      connectionString: opts.url,
-      max: opts.poolSize ?? 4,
-      connectionTimeoutMillis: opts.connectTimeoutMs ?? 2000,
-      idleTimeoutMillis: 30_000,
-      types,
-    });
-    this.pool.on('error', () => {});
+    this.pool = openPool(opts.url, opts.poolSize ?? 4, opts.connectTimeoutMs);
   }
 
   private async q<R extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, params: unknown[] = []): Promise<pg.QueryResult<R>> {
@@ -150,24 +136,18 @@ export class PgKeyServiceStore implements KeyServiceStore {
     }
     try {
       await c.query('BEGIN');
-      await c.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
-      await c.query('CREATE TABLE IF NOT EXISTS ks_schema (version INTEGER NOT NULL)');
-      const row = (await c.query<{ version: number }>('SELECT version FROM ks_schema')).rows[0];
-      let current = row?.version ?? 0;
-      if (!row) await c.query('INSERT INTO ks_schema (version) VALUES (0)');
-      if (current > KS_PG_MIGRATIONS.length) throw new RegistryError(`key service schema version ${current} is newer than this mqsec (${KS_PG_MIGRATIONS.length})`);
-      for (; current < KS_PG_MIGRATIONS.length; current++) {
-        await c.query(KS_PG_MIGRATIONS[current]!);
-        await c.query('UPDATE ks_schema SET version = $1', [current + 1]);
-      }
-      const check = createHmac('sha256', this.master).update('mqsec key service key check').digest();
-      const stored = (await c.query<{ check_value: Buffer }>('SELECT check_value FROM ks_master_check WHERE id = 1')).rows[0];
-      if (!stored) await c.query('INSERT INTO ks_master_check (id, check_value) VALUES (1, $1)', [check]);
-      else if (stored.check_value.length !== check.length || !timingSafeEqual(stored.check_value, check)) {
-        throw new RegistryError(
-          `the key in ${join(this.dataDir, KEY_SERVICE_KEY_FILE)} is not the one this database was made with: copy the first replica's ${KEY_SERVICE_KEY_FILE} to every replica`,
-        );
-      }
+      await migrateSchema(c, {
+        lock: MIGRATION_LOCK,
+        versionTable: 'ks_schema',
+        migrations: KS_PG_MIGRATIONS,
+        what: 'key service schema',
+        keyCheck: {
+          table: 'ks_master_check',
+          key: this.master,
+          label: 'mqsec key service key check',
+          mismatch: `the key in ${join(this.dataDir, KEY_SERVICE_KEY_FILE)} is not the one this database was made with: copy the first replica's ${KEY_SERVICE_KEY_FILE} to every replica`,
+        },
+      });
       await c.query('DELETE FROM ks_journal WHERE at < $1', [this.now() - this.journalMs]);
       await c.query('COMMIT');
       c.release();

@@ -67,6 +67,49 @@ const types = {
     oid === 20 ? (v: string) => Number(v) : (pg.types.getTypeParser as (o: number, f?: string) => unknown)(oid, format)) as never,
 };
 
+/** The connection pool of one PostgreSQL store (registry, key service store). */
+export function openPool(url: string, max: number, connectTimeoutMs = 2000): pg.Pool {
+  const pool = new pg.Pool({ connectionString: url, max, connectionTimeoutMillis: connectTimeoutMs, idleTimeoutMillis: 30_000, types });
+  // an idle connection that dies (server restart) is dropped from the pool, not fatal
+  pool.on('error', () => {});
+  return pool;
+}
+
+/** What `migrateSchema` brings up to date: table names are constants of the caller, never input. */
+export interface SchemaSpec {
+  /** Transaction-scoped advisory lock: one process migrates at a time. */
+  lock: number;
+  /** One-row table holding the schema version. */
+  versionTable: string;
+  migrations: readonly string[];
+  /** "registry schema", "key service schema": for the refusal of a newer one. */
+  what: string;
+  /** Runs after migration i was applied (seeding). */
+  applied?(i: number): Promise<void>;
+  /** The data directory's key must be the one the database was made with (its HMAC over `label` in `table`, row id 1). */
+  keyCheck: { table: string; key: Uint8Array; label: string; mismatch: string };
+}
+
+/** Inside the caller's transaction: takes the lock, applies the missing migrations, checks the key. */
+export async function migrateSchema(c: Pick<pg.ClientBase, 'query'>, spec: SchemaSpec): Promise<void> {
+  await c.query('SELECT pg_advisory_xact_lock($1)', [spec.lock]);
+  await c.query(`CREATE TABLE IF NOT EXISTS ${spec.versionTable} (version INTEGER NOT NULL)`);
+  const row = (await c.query<{ version: number }>(`SELECT version FROM ${spec.versionTable}`)).rows[0];
+  let current = row?.version ?? 0;
+  if (!row) await c.query(`INSERT INTO ${spec.versionTable} (version) VALUES (0)`);
+  if (current > spec.migrations.length) throw new RegistryError(`${spec.what} version ${current} is newer than this mqsec (${spec.migrations.length})`);
+  for (; current < spec.migrations.length; current++) {
+    await c.query(spec.migrations[current]!);
+    await spec.applied?.(current);
+    await c.query(`UPDATE ${spec.versionTable} SET version = $1`, [current + 1]);
+  }
+  const { table, key, label, mismatch } = spec.keyCheck;
+  const check = createHmac('sha256', key).update(label).digest();
+  const stored = (await c.query<{ check_value: Buffer }>(`SELECT check_value FROM ${table} WHERE id = 1`)).rows[0];
+  if (!stored) await c.query(`INSERT INTO ${table} (id, check_value) VALUES (1, $1)`, [check]);
+  else if (stored.check_value.length !== check.length || !timingSafeEqual(stored.check_value, check)) throw new RegistryError(mismatch);
+}
+
 /** Errors that mean "the database is not reachable now", not "the request is wrong". */
 export function isUnavailable(e: unknown): boolean {
   const err = e as { code?: string; message?: string };
@@ -162,15 +205,7 @@ export class PgRegistry implements Registry {
     this.now = opts.now ?? Date.now;
     this.master = loadOrCreateMasterKey(join(dir, MASTER_KEY_FILE));
     this.memberKeys = new MemberKeys(opts.memberKeys, dir);
-    this.pool = new pg.Pool({
-      connectionString: opts.url,
-      max: opts.poolSize ?? 10,
-      connectionTimeoutMillis: opts.connectTimeoutMs ?? 2000,
-      idleTimeoutMillis: 30_000,
-      types,
-    });
-    // an idle connection that dies (server restart) is dropped from the pool, not fatal
-    this.pool.on('error', () => {});
+    this.pool = openPool(opts.url, opts.poolSize ?? 10, opts.connectTimeoutMs);
   }
 
   private async q<R extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, params: unknown[] = []): Promise<pg.QueryResult<R>> {
@@ -205,30 +240,22 @@ export class PgRegistry implements Registry {
   }
 
   private async migrate(): Promise<void> {
-    await this.tx(async (c) => {
-      await c.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
-      await c.query('CREATE TABLE IF NOT EXISTS mqsec_schema (version INTEGER NOT NULL)');
-      const row = (await c.query<{ version: number }>('SELECT version FROM mqsec_schema')).rows[0];
-      let current = row?.version ?? 0;
-      if (!row) await c.query('INSERT INTO mqsec_schema (version) VALUES (0)');
-      if (current > PG_MIGRATIONS.length) {
-        throw new RegistryError(`registry schema version ${current} is newer than this mqsec (${PG_MIGRATIONS.length})`);
-      }
-      for (; current < PG_MIGRATIONS.length; current++) {
-        await c.query(PG_MIGRATIONS[current]!);
-        if (current === 0) await this.seed(c);
-        await c.query('UPDATE mqsec_schema SET version = $1', [current + 1]);
-      }
-      // the master key check value: every node must open the same sealed keys
-      const check = createHmac('sha256', this.master).update('mqsec master key check').digest();
-      const stored = (await c.query<{ check_value: Buffer }>("SELECT check_value FROM master_check WHERE id = 1")).rows[0];
-      if (!stored) await c.query('INSERT INTO master_check (id, check_value) VALUES (1, $1)', [check]);
-      else if (stored.check_value.length !== check.length || !timingSafeEqual(stored.check_value, check)) {
-        throw new RegistryError(
-          `the master key in ${join(this.dataDir, MASTER_KEY_FILE)} is not the one this database was made with: copy the first node's master.key to every node`,
-        );
-      }
-    });
+    await this.tx((c) =>
+      migrateSchema(c, {
+        lock: MIGRATION_LOCK,
+        versionTable: 'mqsec_schema',
+        migrations: PG_MIGRATIONS,
+        what: 'registry schema',
+        applied: (i) => (i === 0 ? this.seed(c) : Promise.resolve()),
+        // the master key check value: every node must open the same sealed keys
+        keyCheck: {
+          table: 'master_check',
+          key: this.master,
+          label: 'mqsec master key check',
+          mismatch: `the master key in ${join(this.dataDir, MASTER_KEY_FILE)} is not the one this database was made with: copy the first node's master.key to every node`,
+        },
+      }),
+    );
   }
 
   private async seed(c: Q): Promise<void> {
